@@ -1,0 +1,83 @@
+#pragma once
+// The result document of one task: written with --result, printed with --json, sent to the
+// orchestrator in daemon mode.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace tamma::protocol {
+
+enum class TaskStatus { kSucceeded, kFailed, kTimeout, kLimitExceeded, kCancelled, kError };
+
+// Which limit ended the task, when one did.
+enum class LimitKind { kNone, kMemory, kPids, kDisk, kOutput, kCpu };
+
+struct ResourceUsage {
+  std::uint64_t peak_memory_bytes = 0;
+  std::uint64_t cpu_user_ms = 0;
+  std::uint64_t cpu_system_ms = 0;
+  std::uint64_t disk_bytes = 0;
+  std::uint64_t oom_kills = 0;
+  std::uint64_t pids_limit_hits = 0;
+  std::uint64_t cpu_throttled_ms = 0;
+  bool exact = true;
+};
+
+struct OutputCapture {
+  std::string text;             // masked, capped
+  std::uint64_t total_bytes = 0;    // what the step wrote
+  std::uint64_t dropped_bytes = 0;  // what the cap dropped
+};
+
+struct StepResult {
+  std::string name;
+  TaskStatus status = TaskStatus::kSucceeded;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::int64_t duration_ms = 0;
+  OutputCapture stdout_capture;
+  OutputCapture stderr_capture;
+  ResourceUsage usage;
+};
+
+struct Artifact {
+  std::string path;  // relative to the workspace
+  std::uint64_t size = 0;
+  std::string sha256;
+};
+
+struct TaskError {
+  std::string code;
+  std::string message;
+  bool retryable = false;
+};
+
+struct TaskResult {
+  std::string task_id;
+  std::string type;
+  TaskStatus status = TaskStatus::kSucceeded;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::int64_t duration_ms = 0;
+  std::vector<StepResult> steps;
+  ResourceUsage usage;  // peak over steps for memory, sums for CPU
+  LimitKind limit = LimitKind::kNone;
+  std::vector<Artifact> artifacts;
+  std::optional<TaskError> error;
+  std::vector<std::string> degradations;  // isolation or limits that could not be applied
+  nlohmann::json details;                 // handler-specific data (tests, findings)
+};
+
+std::string_view to_string(TaskStatus status);
+std::optional<TaskStatus> task_status_from_string(std::string_view text);
+std::string_view to_string(LimitKind limit);
+
+nlohmann::json to_json(const TaskResult& result);
+// For results produced by external handlers; throws Error(kInfrastructure) when malformed.
+TaskResult task_result_from_json(const nlohmann::json& document);
+
+}  // namespace tamma::protocol

@@ -1,0 +1,65 @@
+#pragma once
+// The task specification: the JSON document a user, a CI step or the orchestrator hands a worker.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace tamma::protocol {
+
+struct Step {
+  std::string name;
+  std::optional<std::string> run;  // shell script, run with /bin/sh -e -c
+  std::vector<std::string> argv;   // or an argument vector, exec'ed directly
+  std::map<std::string, std::string> env;
+  std::optional<std::chrono::milliseconds> timeout;
+};
+
+struct Resources {
+  std::optional<std::uint64_t> memory_bytes;
+  std::optional<double> cpus;
+  std::optional<std::uint64_t> pids;
+  std::optional<std::uint64_t> disk_bytes;
+};
+
+enum class NetworkMode { kNone, kHost };
+
+struct TaskSpec {
+  std::string id;    // optional in the file; the worker generates one when empty
+  std::string type;  // "command", "build", "test", "security_scan", or an external handler's
+  std::vector<Step> steps;
+  std::map<std::string, std::string> env;
+  std::map<std::string, std::string> secrets;  // exported to the task, masked in all output
+  std::string workdir = ".";                   // relative to the workspace, never escaping it
+  std::optional<std::chrono::milliseconds> timeout;
+  Resources resources;
+  NetworkMode network = NetworkMode::kNone;
+  std::vector<std::string> artifacts;  // globs relative to the workspace
+  nlohmann::json raw;                  // the document as given, for external handlers
+};
+
+struct ValidationProblem {
+  std::string path;  // JSON path, e.g. "$.steps[1].timeout"
+  std::string message;
+};
+
+struct ParseOutcome {
+  std::optional<TaskSpec> spec;  // set only when `problems` is empty
+  std::vector<ValidationProblem> problems;
+};
+
+// Validates everything and reports every problem, not just the first.
+ParseOutcome parse_task_spec(const nlohmann::json& document);
+
+// Reads and parses a file; throws Error(kConfig) listing every problem with its path.
+TaskSpec load_task_spec(const std::filesystem::path& file);
+
+nlohmann::json to_json(const TaskSpec& spec);
+
+}  // namespace tamma::protocol

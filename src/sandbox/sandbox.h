@@ -1,0 +1,77 @@
+#pragma once
+// Public interface of the sandbox: run one command of a task under isolation and limits.
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sandbox/types.h"
+
+namespace tamma::sandbox {
+
+enum class Network { kNone, kHost };
+
+struct Policy {
+  Limits limits;
+  Network network = Network::kNone;
+  // Namespaces (pid, mount, ipc, uts, net per `network`), pivot_root into a minimal root,
+  // seccomp, no_new_privs, all capabilities dropped, unprivileged uid/gid.
+  bool isolate = true;
+  uid_t uid = 65534;
+  gid_t gid = 65534;
+  // Host paths bound read-only at the same place inside the sandbox (missing ones skipped).
+  std::vector<std::string> readonly_binds{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32",
+                                          "/etc"};
+  std::uint64_t tmp_bytes = 256ull << 20;  // size of the private /tmp (tmpfs)
+  // When the host cannot enforce something asked for: false refuses the task (fail closed),
+  // true runs it without and says so in `Process::degradations()`.
+  bool allow_degraded = false;
+};
+
+// Mount point of the task's workspace inside the sandbox.
+inline constexpr const char* kSandboxWorkspace = "/workspace";
+
+struct Command {
+  std::vector<std::string> argv;  // argv[0] resolved through PATH of `env` when not absolute
+  std::vector<std::string> env;   // the complete environment, "NAME=value"
+  std::filesystem::path workspace;  // host directory, bound read-write at kSandboxWorkspace
+  std::string workdir = ".";        // relative to the workspace
+  int stdout_fd = -1;               // write ends owned by the caller; dup'ed into the task
+  int stderr_fd = -1;
+};
+
+struct ExitStatus {
+  bool signaled = false;
+  int code = 0;    // exit code when !signaled
+  int signal = 0;  // terminating signal when signaled
+};
+
+// A running task process tree. Destruction kills everything left and releases the cgroup.
+class Process {
+ public:
+  virtual ~Process() = default;
+  // Readable when the task's main process has exited (a pidfd or an equivalent).
+  [[nodiscard]] virtual int exit_fd() const = 0;
+  // Non-blocking: the main process's status once it has exited.
+  virtual std::optional<ExitStatus> poll_exit() = 0;
+  virtual void signal_all(int sig) = 0;  // every process of the task
+  virtual void kill_all() = 0;           // SIGKILL all; returns when none is left
+  [[nodiscard]] virtual Usage usage() const = 0;
+  [[nodiscard]] virtual std::vector<std::string> degradations() const = 0;
+};
+
+class Sandbox {
+ public:
+  virtual ~Sandbox() = default;
+  // Checks that this host can enforce `policy`; throws Error(kSandboxSetup) naming what is
+  // missing unless policy.allow_degraded.
+  static std::unique_ptr<Sandbox> create(const Policy& policy);
+  virtual std::unique_ptr<Process> spawn(const Command& command) = 0;
+};
+
+}  // namespace tamma::sandbox

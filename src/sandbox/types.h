@@ -1,0 +1,27 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+namespace tamma::sandbox {
+
+// Kernel-enforced limits for one task; unset means "no limit asked for".
+struct Limits {
+  std::optional<std::uint64_t> memory_bytes;  // memory cgroup, swap disabled
+  std::optional<double> cpus;                 // CPU bandwidth quota, in cores
+  std::optional<std::uint64_t> pids;          // pids cgroup
+};
+
+// What the kernel accounted for the whole process tree of a task.
+struct Usage {
+  std::uint64_t peak_memory_bytes = 0;  // over all processes together
+  std::uint64_t cpu_user_us = 0;        // includes orphaned grandchildren
+  std::uint64_t cpu_system_us = 0;
+  std::uint64_t oom_kills = 0;              // processes killed by the memory limit
+  std::uint64_t pids_limit_hits = 0;        // forks refused by the pids limit
+  std::uint64_t cpu_throttled_periods = 0;  // periods in which the quota ran out
+  std::uint64_t cpu_throttled_us = 0;
+  bool exact = true;  // false when measured without a cgroup (degraded mode)
+};
+
+}  // namespace tamma::sandbox

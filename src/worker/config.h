@@ -1,0 +1,61 @@
+#pragma once
+// Worker configuration: defaults < config file < TAMMA_* environment < command-line flags.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tamma::worker {
+
+enum class LogFormat { kText, kJson };
+
+struct Config {
+  // Execution
+  std::filesystem::path workspace_root;  // default: $TMPDIR/tamma-worker (or /tmp/tamma-worker)
+  std::chrono::milliseconds default_timeout{std::chrono::minutes(30)};
+  std::chrono::milliseconds grace_period{std::chrono::seconds(10)};  // SIGTERM -> SIGKILL
+  std::uint64_t output_limit_bytes = 4ull << 20;  // kept per stream per step; the rest counted
+  // Default limits for tasks whose spec does not set them (seed: 4 GiB, 2 cores).
+  std::optional<std::uint64_t> default_memory_bytes = 4ull << 30;
+  std::optional<double> default_cpus;
+  std::optional<std::uint64_t> default_pids = 4096;
+  std::optional<std::uint64_t> default_disk_bytes;
+
+  // Sandbox
+  bool isolate = true;          // namespaces, seccomp, dropped privileges
+  bool allow_degraded = false;  // run anyway when the host cannot enforce a limit
+  uid_t task_uid = 65534;
+  gid_t task_gid = 65534;
+  std::uint64_t tmp_bytes = 256ull << 20;
+
+  // External handlers: task type -> executable receiving the task JSON on stdin.
+  std::map<std::string, std::filesystem::path> handlers;
+
+  // Daemon mode
+  std::string orchestrator_url;
+  std::string token;  // never logged
+  unsigned slots = 1;
+  std::map<std::string, std::string> labels;
+
+  // Logging
+  std::string log_level = "info";  // trace, debug, info, warn, error, off
+  LogFormat log_format = LogFormat::kText;
+};
+
+// Settings given on the command line; unset ones do not override.
+struct ConfigOverrides {
+  std::optional<std::filesystem::path> config_file;
+  std::map<std::string, std::string> values;  // setting name (as in the file) -> text
+};
+
+// Builds the effective configuration. `environ` is the process environment as NAME=value.
+// Throws Error(kConfig) naming the setting and its source when a value is invalid.
+Config load_config(const ConfigOverrides& overrides, const std::vector<std::string>& environ);
+
+}  // namespace tamma::worker
