@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential g++ clang cmake ninja-build pkg-config git make
   libcurl4-openssl-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
-  libsqlite3-dev libpq-dev libboost-dev libseccomp-dev libcap-dev
+  libsqlite3-dev libpq-dev libboost-dev libseccomp-dev libcap-dev libssl-dev e2fsprogs
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 util-linux procps psmisc
 )

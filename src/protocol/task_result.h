@@ -39,6 +39,7 @@ struct StepResult {
   std::optional<int> exit_code;
   std::optional<int> signal;
   std::int64_t duration_ms = 0;
+  LimitKind limit = LimitKind::kNone;  // the limit that ended this step, if one did
   OutputCapture stdout_capture;
   OutputCapture stderr_capture;
   ResourceUsage usage;

@@ -43,6 +43,7 @@ struct Command {
   std::string workdir = ".";        // relative to the workspace
   int stdout_fd = -1;               // write ends owned by the caller; dup'ed into the task
   int stderr_fd = -1;
+  int stdin_fd = -1;  // read end owned by the caller; -1 gives the task /dev/null
 };
 
 struct ExitStatus {

@@ -1,0 +1,360 @@
+#include "worker/engine.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "common/error.h"
+#include "common/units.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/workspace.h"
+#include "worker/artifacts.h"
+#include "worker/secret_masker.h"
+
+namespace tamma::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using protocol::LimitKind;
+using protocol::TaskStatus;
+
+constexpr const char* kTaskPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+sandbox::Policy make_policy(const Config& config, const protocol::TaskSpec& spec,
+                            const TaskHandler& handler) {
+  sandbox::Policy policy;
+  const auto& r = spec.resources;
+  policy.limits.memory_bytes = r.memory_bytes ? r.memory_bytes : config.default_memory_bytes;
+  policy.limits.cpus = r.cpus ? r.cpus : config.default_cpus;
+  policy.limits.pids = r.pids ? r.pids : config.default_pids;
+  policy.network = spec.network == protocol::NetworkMode::kHost ? sandbox::Network::kHost
+                                                                : sandbox::Network::kNone;
+  policy.isolate = config.isolate;
+  policy.uid = config.task_uid;
+  policy.gid = config.task_gid;
+  policy.tmp_bytes = config.tmp_bytes;
+  policy.allow_degraded = config.allow_degraded;
+  for (auto& bind : handler.readonly_binds()) policy.readonly_binds.push_back(bind);
+  return policy;
+}
+
+protocol::ResourceUsage to_result_usage(const sandbox::Usage& usage) {
+  protocol::ResourceUsage out;
+  out.peak_memory_bytes = usage.peak_memory_bytes;
+  out.cpu_user_ms = usage.cpu_user_us / 1000;
+  out.cpu_system_ms = usage.cpu_system_us / 1000;
+  out.oom_kills = usage.oom_kills;
+  out.pids_limit_hits = usage.pids_limit_hits;
+  out.cpu_throttled_ms = usage.cpu_throttled_us / 1000;
+  out.exact = usage.exact;
+  return out;
+}
+
+// Memory peaks do not add up across sequential steps; CPU time and events do.
+void accumulate(protocol::ResourceUsage& total, const protocol::ResourceUsage& step) {
+  total.peak_memory_bytes = std::max(total.peak_memory_bytes, step.peak_memory_bytes);
+  total.cpu_user_ms += step.cpu_user_ms;
+  total.cpu_system_ms += step.cpu_system_ms;
+  total.oom_kills += step.oom_kills;
+  total.pids_limit_hits += step.pids_limit_hits;
+  total.cpu_throttled_ms += step.cpu_throttled_ms;
+  total.exact = total.exact && step.exact;
+}
+
+// Why a step ended, in the result's terms. A limit counts only when the task did not
+// succeed despite it (make -j retries a refused fork and may still pass).
+void classify(const StepOutcome& outcome, bool disk_full, protocol::StepResult& step) {
+  if (outcome.exit) {
+    if (outcome.exit->signaled) {
+      step.signal = outcome.exit->signal;
+    } else {
+      step.exit_code = outcome.exit->code;
+    }
+  }
+  const bool clean_exit = outcome.exit && !outcome.exit->signaled && outcome.exit->code == 0;
+  switch (outcome.end) {
+    case StepEnd::kCancelled:
+      step.status = TaskStatus::kCancelled;
+      return;
+    case StepEnd::kTimeout:
+      step.status = TaskStatus::kTimeout;
+      // A fork bomb stalls on the pids limit rather than dying: say which limit it hit.
+      if (outcome.usage.pids_limit_hits > 0) step.limit = LimitKind::kPids;
+      return;
+    case StepEnd::kOutputLimit:
+      step.status = TaskStatus::kLimitExceeded;
+      step.limit = LimitKind::kOutput;
+      return;
+    case StepEnd::kExited:
+      break;
+  }
+  if (clean_exit) {
+    step.status = TaskStatus::kSucceeded;
+  } else if (outcome.usage.oom_kills > 0) {
+    step.status = TaskStatus::kLimitExceeded;
+    step.limit = LimitKind::kMemory;
+  } else if (disk_full) {
+    step.status = TaskStatus::kLimitExceeded;
+    step.limit = LimitKind::kDisk;
+  } else if (outcome.usage.pids_limit_hits > 0) {
+    step.status = TaskStatus::kLimitExceeded;
+    step.limit = LimitKind::kPids;
+  } else {
+    step.status = TaskStatus::kFailed;
+  }
+}
+
+class EngineContext : public TaskContext {
+ public:
+  EngineContext(const protocol::TaskSpec& spec, const Config& config, sandbox::Sandbox& sandbox,
+                const sandbox::Workspace& workspace, Cancellation& cancellation,
+                RunObserver& observer, protocol::TaskResult& result,
+                Clock::time_point task_deadline)
+      : spec_(spec),
+        config_(config),
+        sandbox_(sandbox),
+        workspace_(workspace),
+        cancellation_(cancellation),
+        observer_(observer),
+        result_(result),
+        task_deadline_(task_deadline),
+        masker_(secret_values(spec)) {}
+
+  const protocol::TaskSpec& spec() const override { return spec_; }
+  const Config& config() const override { return config_; }
+  std::string task_workspace() const override {
+    return config_.isolate ? std::string(sandbox::kSandboxWorkspace)
+                           : workspace_.path().string();
+  }
+  const std::filesystem::path& host_workspace() const override { return workspace_.path(); }
+  bool cancel_requested() const override { return cancellation_.requested(); }
+  std::size_t step_count_hint() const override { return spec_.steps.size(); }
+
+  protocol::StepResult run(const StepCommand& command, StepOutcome* raw) override {
+    const std::size_t index = result_.steps.size();
+    observer_.on_step_start(index, std::max(spec_.steps.size(), index + 1), command.name);
+
+    ensure_workdir(command.workdir.empty() ? spec_.workdir : command.workdir);
+    StepRequest request;
+    request.argv = command.argv;
+    request.env = environment(command.env);
+    request.workdir = command.workdir.empty() ? spec_.workdir : command.workdir;
+    request.deadline = task_deadline_;
+    if (command.timeout) request.deadline = std::min(request.deadline, Clock::now() + *command.timeout);
+    request.stdin_data = command.stdin_data;
+    request.forward_stdout = command.forward_stdout;
+
+    StepLimits limits{config_.output_limit_bytes, config_.output_hard_limit_bytes,
+                      config_.grace_period};
+    LiveSink sink = [this](StreamKind stream, std::string_view text) {
+      observer_.on_output(stream, text);
+    };
+    StepOutcome outcome = run_step(sandbox_, workspace_.path().string(), request, limits, masker_,
+                                   cancellation_, sink);
+
+    protocol::StepResult step;
+    step.name = command.name;
+    step.duration_ms = outcome.duration_ms;
+    step.stdout_capture = outcome.out;
+    step.stderr_capture = outcome.err;
+    step.usage = to_result_usage(outcome.usage);
+    classify(outcome, workspace_.usage().full, step);
+    for (auto& d : outcome.degradations) {
+      if (std::find(result_.degradations.begin(), result_.degradations.end(), d) ==
+          result_.degradations.end()) {
+        result_.degradations.push_back(d);
+      }
+    }
+    accumulate(result_.usage, step.usage);
+    result_.steps.push_back(step);
+    observer_.on_step_end(index, step);
+    if (raw) *raw = std::move(outcome);
+    return step;
+  }
+
+  const SecretMasker& masker() const { return masker_; }
+
+ private:
+  // A workdir the steps have not made yet (a fresh workspace is empty) is created for them,
+  // owned by the task's uid so the task can write there.
+  void ensure_workdir(const std::string& workdir) const {
+    namespace fs = std::filesystem;
+    fs::path current = workspace_.path();
+    for (const auto& part : fs::path(workdir).lexically_normal()) {
+      if (part.empty() || part == ".") continue;
+      current /= part;
+      std::error_code ec;
+      if (fs::create_directory(current, ec)) {
+        if (::chown(current.c_str(), config_.task_uid, config_.task_gid) != 0) {
+          throw_errno("chown of workdir " + current.string());
+        }
+      } else if (ec) {
+        throw Error(ErrorKind::kInfrastructure, "workdir_create_failed",
+                    "creating workdir " + current.string() + ": " + ec.message());
+      }
+    }
+  }
+
+ private:
+  static std::vector<std::string> secret_values(const protocol::TaskSpec& spec) {
+    std::vector<std::string> values;
+    for (const auto& [name, value] : spec.secrets) values.push_back(value);
+    return values;
+  }
+
+  // The task gets only what its spec grants: never the worker's own environment.
+  std::vector<std::string> environment(const std::map<std::string, std::string>& extra) const {
+    std::map<std::string, std::string> env{
+        {"PATH", kTaskPath},
+        {"HOME", task_workspace()},
+        {"TMPDIR", "/tmp"},
+        {"LANG", "C.UTF-8"},
+        {"CI", "true"},
+        {"TAMMA_TASK_ID", spec_.id},
+        {"TAMMA_TASK_TYPE", spec_.type},
+        {"TAMMA_WORKSPACE", task_workspace()},
+    };
+    for (const auto& [k, v] : spec_.env) env[k] = v;
+    for (const auto& [k, v] : spec_.secrets) env[k] = v;
+    for (const auto& [k, v] : extra) env[k] = v;
+    std::vector<std::string> out;
+    out.reserve(env.size());
+    for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+    return out;
+  }
+
+  const protocol::TaskSpec& spec_;
+  const Config& config_;
+  sandbox::Sandbox& sandbox_;
+  const sandbox::Workspace& workspace_;
+  Cancellation& cancellation_;
+  RunObserver& observer_;
+  protocol::TaskResult& result_;
+  Clock::time_point task_deadline_;
+  SecretMasker masker_;
+};
+
+bool is_step_based(std::string_view type) {
+  return type == "command" || type == "build" || type == "test" || type == "security_scan";
+}
+
+void fail_with(protocol::TaskResult& result, const Error& error) {
+  switch (error.kind()) {
+    case ErrorKind::kTimeout: result.status = TaskStatus::kTimeout; break;
+    case ErrorKind::kLimitExceeded: result.status = TaskStatus::kLimitExceeded; break;
+    case ErrorKind::kCancelled: result.status = TaskStatus::kCancelled; break;
+    case ErrorKind::kTaskFailed: result.status = TaskStatus::kFailed; break;
+    default: result.status = TaskStatus::kError; break;
+  }
+  result.error = protocol::TaskError{error.code(), error.what(), error.retryable()};
+}
+
+}  // namespace
+
+Engine::Engine(Config config, HandlerRegistry registry)
+    : config_(std::move(config)), registry_(std::move(registry)) {}
+
+protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancellation,
+                                 RunObserver& observer, const RunOptions& options) {
+  const auto started = Clock::now();
+  if (spec.id.empty()) spec.id = generate_task_id();
+
+  TaskHandler* handler = registry_.find(spec.type);
+  if (handler == nullptr) {
+    auto known = registry_.types();
+    std::string list;
+    for (const auto& t : known) list += (list.empty() ? "" : ", ") + t;
+    throw Error(ErrorKind::kConfig, "unknown_task_type",
+                fmt::format("$.type: no handler for task type '{}' (known: {}; external handlers "
+                            "are configured with 'handlers')",
+                            spec.type, list));
+  }
+  if (is_step_based(spec.type) && dynamic_cast<StepsHandler*>(handler) && spec.steps.empty()) {
+    throw Error(ErrorKind::kConfig, "invalid_task_spec",
+                fmt::format("$.steps: a '{}' task needs at least one step", spec.type));
+  }
+
+  protocol::TaskResult result;
+  result.task_id = spec.id;
+  result.type = spec.type;
+  const auto timeout = spec.timeout.value_or(config_.default_timeout);
+  const auto deadline = started + timeout;
+
+  try {
+    auto sandbox = sandbox::Sandbox::create(make_policy(config_, spec, *handler));
+    auto workspace =
+        sandbox::Workspace::create(config_.workspace_root, spec.id, spec.resources.disk_bytes
+                                                                        ? spec.resources.disk_bytes
+                                                                        : config_.default_disk_bytes);
+    EngineContext ctx(spec, config_, *sandbox, *workspace, cancellation, observer, result,
+                      deadline);
+    handler->execute(ctx, result);
+    result.usage.disk_bytes = workspace->usage().bytes;
+    if (!spec.artifacts.empty() && result.status == TaskStatus::kSucceeded) {
+      result.artifacts = collect_artifacts(workspace->path(), spec.artifacts, options.artifacts_dir);
+    }
+    // The workspace is destroyed here, before the result is handed out.
+  } catch (const Error& error) {
+    spdlog::error("task {}: {}", spec.id, error.what());
+    fail_with(result, error);
+  } catch (const std::exception& error) {
+    spdlog::error("task {}: {}", spec.id, error.what());
+    result.status = TaskStatus::kError;
+    result.error = protocol::TaskError{"internal_error", error.what(), false};
+  }
+  if (!result.error) {
+    switch (result.status) {
+      case TaskStatus::kTimeout:
+        result.error = protocol::TaskError{
+            "timeout", fmt::format("the task ran past its timeout of {}", format_duration(timeout)),
+            true};
+        break;
+      case TaskStatus::kCancelled:
+        result.error = protocol::TaskError{"cancelled", "the task was cancelled", true};
+        break;
+      case TaskStatus::kLimitExceeded:
+        result.error = protocol::TaskError{
+            "limit_exceeded",
+            fmt::format("the task exceeded its {} limit", protocol::to_string(result.limit)),
+            false};
+        break;
+      default: break;
+    }
+  }
+  result.duration_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  return result;
+}
+
+int exit_code_for(const protocol::TaskResult& result) {
+  switch (result.status) {
+    case TaskStatus::kSucceeded: return kExitSucceeded;
+    case TaskStatus::kFailed: return kExitTaskFailed;
+    case TaskStatus::kTimeout: return kExitTimeout;
+    case TaskStatus::kLimitExceeded: return kExitLimitExceeded;
+    case TaskStatus::kCancelled: return kExitCancelled;
+    case TaskStatus::kError: return kExitInfrastructure;
+  }
+  return kExitInfrastructure;
+}
+
+std::string generate_task_id() {
+  unsigned char bytes[8];
+  int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::read(fd, bytes, sizeof bytes) != sizeof bytes) {
+    if (fd >= 0) ::close(fd);
+    throw_errno("reading /dev/urandom for a task id");
+  }
+  ::close(fd);
+  std::string id = "task-";
+  for (unsigned char b : bytes) id += fmt::format("{:02x}", b);
+  return id;
+}
+
+}  // namespace tamma::worker

@@ -1,0 +1,47 @@
+// `tamma-worker doctor`: what this host offers for isolation, and what a missing piece costs.
+
+#include <cstdio>
+
+#include "cli/worker_cli.h"
+#include "sandbox/host.h"
+#include "worker/engine.h"
+
+namespace tamma::cli {
+
+Subcommand add_doctor_command(CLI::App& app) {
+  auto json = std::make_shared<bool>(false);
+  auto* doctor = app.add_subcommand("doctor", "Report what this host offers for sandboxing");
+  doctor->add_flag("--json", *json, "Print the report as JSON");
+  return {doctor, [json]() {
+            const sandbox::HostCapabilities caps = sandbox::probe_host();
+            if (*json) {
+              std::printf("%s\n", sandbox::to_json(caps).dump(2).c_str());
+            } else {
+              auto yes = [](bool b) { return b ? "yes" : "NO"; };
+              std::printf("kernel           %s\n", caps.kernel.c_str());
+              std::printf("user             uid %u%s\n", caps.uid, caps.root ? " (root)" : "");
+              std::printf("cgroup           %s at %s\n", caps.cgroup_version.c_str(),
+                          caps.cgroup_root.c_str());
+              std::string controllers;
+              for (const auto& c : caps.controllers) controllers += c + " ";
+              std::printf("controllers      %s\n", controllers.c_str());
+              std::printf("namespaces       user %s, pid %s, mount %s, net %s, ipc %s, uts %s\n",
+                          yes(caps.user_ns), yes(caps.pid_ns), yes(caps.mount_ns),
+                          yes(caps.net_ns), yes(caps.ipc_ns), yes(caps.uts_ns));
+              std::printf("seccomp          %s\n", yes(caps.seccomp));
+              std::printf("clone into cgroup %s\n", yes(caps.clone_into_cgroup));
+              std::printf("disk limits      %s\n", caps.disk_limit_method.c_str());
+              if (caps.missing.empty()) {
+                std::printf("\nEverything tamma-worker uses is available.\n");
+              } else {
+                std::printf("\nMissing:\n");
+                for (const auto& m : caps.missing) {
+                  std::printf("  - %s: %s\n", m.what.c_str(), m.consequence.c_str());
+                }
+              }
+            }
+            return caps.missing.empty() ? worker::kExitSucceeded : worker::kExitInfrastructure;
+          }};
+}
+
+}  // namespace tamma::cli

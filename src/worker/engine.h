@@ -1,0 +1,51 @@
+#pragma once
+// The execution engine: validate -> allocate workspace -> run the handler -> collect the
+// result -> clean up. Every outcome, including the worker's own failures, ends as a result
+// document; nothing of the task survives run().
+
+#include <filesystem>
+#include <optional>
+
+#include "protocol/task_result.h"
+#include "protocol/task_spec.h"
+#include "worker/cancellation.h"
+#include "worker/config.h"
+#include "worker/handler.h"
+
+namespace tamma::worker {
+
+struct RunOptions {
+  std::optional<std::filesystem::path> artifacts_dir;  // where matched artifacts are copied
+};
+
+class Engine {
+ public:
+  Engine(Config config, HandlerRegistry registry);
+
+  // Throws Error(kConfig) before anything runs when the spec cannot be run as given
+  // (unknown type, steps missing for a step-based type). Everything later is in the result.
+  protocol::TaskResult run(protocol::TaskSpec spec, Cancellation& cancellation,
+                           RunObserver& observer, const RunOptions& options = {});
+
+  [[nodiscard]] const Config& config() const { return config_; }
+  [[nodiscard]] const HandlerRegistry& registry() const { return registry_; }
+
+ private:
+  Config config_;
+  HandlerRegistry registry_;
+};
+
+// The documented exit code of `tamma-worker run` for a result.
+int exit_code_for(const protocol::TaskResult& result);
+
+inline constexpr int kExitSucceeded = 0;
+inline constexpr int kExitTaskFailed = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitTimeout = 3;
+inline constexpr int kExitLimitExceeded = 4;
+inline constexpr int kExitCancelled = 5;
+inline constexpr int kExitInfrastructure = 6;
+
+std::string generate_task_id();
+
+}  // namespace tamma::worker
