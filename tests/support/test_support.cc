@@ -1,6 +1,14 @@
 #include "support/test_support.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
 
 #include <fstream>
 #include <sstream>
@@ -31,6 +39,149 @@ std::string read_file(const std::filesystem::path& file) {
   std::ostringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
+}
+
+ChildProcess::ChildProcess(const std::vector<std::string>& argv,
+                           const std::vector<std::string>& env) {
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    throw std::runtime_error("pipe2 failed");
+  }
+  std::map<std::string, std::string> merged;
+  for (char** e = environ; *e; ++e) {
+    std::string kv(*e);
+    auto eq = kv.find('=');
+    merged[kv.substr(0, eq)] = eq == std::string::npos ? "" : kv.substr(eq + 1);
+  }
+  for (const auto& kv : env) {
+    auto eq = kv.find('=');
+    merged[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : merged) env_strings.push_back(k + "=" + v);
+  std::vector<char*> cargv, cenv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  for (const auto& e : env_strings) cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execve(cargv[0], cargv.data(), cenv.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  out_fd_ = out[0];
+  err_fd_ = err[0];
+}
+
+ChildProcess::~ChildProcess() {
+  if (!reaped_ && pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  if (out_fd_ >= 0) ::close(out_fd_);
+  if (err_fd_ >= 0) ::close(err_fd_);
+}
+
+void ChildProcess::pump(int timeout_ms) {
+  pollfd fds[2];
+  int n = 0;
+  if (out_fd_ >= 0) fds[n++] = {out_fd_, POLLIN, 0};
+  if (err_fd_ >= 0) fds[n++] = {err_fd_, POLLIN, 0};
+  if (n == 0) {
+    ::usleep(static_cast<useconds_t>(timeout_ms) * 1000);
+    return;
+  }
+  if (::poll(fds, static_cast<nfds_t>(n), timeout_ms) <= 0) return;
+  for (int i = 0; i < n; ++i) {
+    if (!fds[i].revents) continue;
+    char buffer[65536];
+    ssize_t got = ::read(fds[i].fd, buffer, sizeof buffer);
+    const bool is_out = fds[i].fd == out_fd_;
+    if (got > 0) {
+      (is_out ? result_.out : result_.err).append(buffer, static_cast<std::size_t>(got));
+    } else {
+      ::close(fds[i].fd);
+      (is_out ? out_fd_ : err_fd_) = -1;
+    }
+  }
+}
+
+bool ChildProcess::wait_for_output(const std::string& text, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (result_.out.find(text) != std::string::npos ||
+        result_.err.find(text) != std::string::npos) {
+      return true;
+    }
+    if (out_fd_ < 0 && err_fd_ < 0) return false;
+    pump(50);
+  }
+  return false;
+}
+
+void ChildProcess::send_signal(int sig) { ::kill(pid_, sig); }
+
+ProcessResult ChildProcess::wait(std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  for (;;) {
+    pid_t done = ::waitpid(pid_, &status, WNOHANG);
+    if (done == pid_) break;
+    if (std::chrono::steady_clock::now() >= until) {
+      result_.timed_out = true;
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    pump(20);
+  }
+  reaped_ = true;
+  // The child is gone; whatever it wrote is still in the pipes (unless a grandchild holds
+  // them, which is exactly what some tests check against: bounded drain).
+  const auto drain_until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while ((out_fd_ >= 0 || err_fd_ >= 0) && std::chrono::steady_clock::now() < drain_until) pump(50);
+  if (WIFEXITED(status)) {
+    result_.exit_code = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    result_.signal = WTERMSIG(status);
+  }
+  return result_;
+}
+
+ProcessResult run_process(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                          std::chrono::milliseconds limit) {
+  ChildProcess child(argv, env);
+  return child.wait(limit);
+}
+
+std::vector<int> processes_with(const std::string& marker) {
+  std::vector<int> found;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmdline(entry.path() / "cmdline", std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    if (text.find(marker) == std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string stat_text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    auto close_paren = stat_text.rfind(')');
+    if (close_paren != std::string::npos && close_paren + 2 < stat_text.size() &&
+        stat_text[close_paren + 2] == 'Z') {
+      continue;
+    }
+    found.push_back(std::stoi(name));
+  }
+  return found;
 }
 
 }  // namespace tamma::testing

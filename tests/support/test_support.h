@@ -24,4 +24,45 @@ class TempDir {
 void write_file(const std::filesystem::path& file, const std::string& content);
 std::string read_file(const std::filesystem::path& file);
 
+struct ProcessResult {
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;
+  std::string out;
+  std::string err;
+  bool timed_out = false;  // the test's own safety limit, not the worker's
+};
+
+// A real child process with its stdout and stderr captured through pipes.
+class ChildProcess {
+ public:
+  // `env` entries are added to (or replace) the test's own environment.
+  ChildProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  [[nodiscard]] int pid() const { return pid_; }
+  // Reads output until `text` appears on stdout or stderr, or `limit` passes.
+  bool wait_for_output(const std::string& text, std::chrono::milliseconds limit);
+  void send_signal(int sig);
+  // Waits for exit (killing the child after `limit`, which marks timed_out).
+  ProcessResult wait(std::chrono::milliseconds limit = std::chrono::seconds(120));
+
+ private:
+  void pump(int timeout_ms);
+  int pid_ = -1;
+  int out_fd_ = -1;
+  int err_fd_ = -1;
+  ProcessResult result_;
+  bool reaped_ = false;
+};
+
+// Runs a command to completion.
+ProcessResult run_process(const std::vector<std::string>& argv,
+                          const std::vector<std::string>& env = {},
+                          std::chrono::milliseconds limit = std::chrono::seconds(120));
+
+// Pids of live processes whose command line contains `marker` (zombies excluded).
+std::vector<int> processes_with(const std::string& marker);
+
 }  // namespace tamma::testing

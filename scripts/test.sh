@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: a normal build, then the same tests under AddressSanitizer and
+# UndefinedBehaviorSanitizer. Needs root (cgroups, namespaces, loop devices).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=$(nproc)
+run_suite() {
+  local dir=$1; shift
+  cmake -G Ninja -S . -B "$dir" -DTAMMA_BUILD_BENCH=ON "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  # Sandbox tests measure and limit real processes: two at a time is what the machine takes.
+  ctest --test-dir "$dir" --output-on-failure -j 2
+}
+
+run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ "${TAMMA_SKIP_SANITIZERS:-0}" != 1 ]; then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_suite build-sanitize -DCMAKE_BUILD_TYPE=Debug -DTAMMA_SANITIZE=ON
+fi

@@ -1,0 +1,313 @@
+// End-to-end tests of `tamma-worker run`: the real binary, real sandboxed processes.
+
+#include <signal.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <random>
+
+#include "support/test_support.h"
+
+namespace tamma {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ChildProcess;
+using testing::ProcessResult;
+using testing::TempDir;
+using testing::read_file;
+using testing::write_file;
+
+class RunCommand : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    workspaces_ = std::make_unique<TempDir>();
+    std::random_device rd;
+    marker_ = "tamma-marker-" + std::to_string(rd());
+  }
+
+  void TearDown() override {
+    // Nothing of a task may survive it: no process, no workspace.
+    EXPECT_TRUE(testing::processes_with(marker_).empty()) << "leaked processes of " << marker_;
+    std::vector<std::string> left;
+    for (const auto& e : std::filesystem::directory_iterator(workspaces_->path())) {
+      left.push_back(e.path().filename());
+    }
+    EXPECT_TRUE(left.empty()) << "workspace root not empty: " << (left.empty() ? "" : left[0]);
+  }
+
+  std::vector<std::string> worker(std::vector<std::string> args) {
+    std::vector<std::string> argv{TAMMA_WORKER_BINARY, "run", "--workspace-root",
+                                  workspaces_->path().string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  ProcessResult run(std::vector<std::string> args, std::vector<std::string> env = {}) {
+    return testing::run_process(worker(std::move(args)), env);
+  }
+
+  nlohmann::json run_json(std::vector<std::string> args, int expected_exit,
+                          std::vector<std::string> env = {}) {
+    args.insert(args.begin(), "--json");
+    ProcessResult r = run(std::move(args), env);
+    EXPECT_EQ(r.exit_code, expected_exit) << r.err;
+    try {
+      return nlohmann::json::parse(r.out);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "stdout is not a result document: " << e.what() << "\n" << r.out << r.err;
+      return {};
+    }
+  }
+
+  std::string task_file(const nlohmann::json& spec) {
+    auto path = files_.path() / ("task-" + std::to_string(++count_) + ".json");
+    write_file(path, spec.dump());
+    return path.string();
+  }
+
+  std::unique_ptr<TempDir> workspaces_;
+  TempDir files_;
+  std::string marker_;
+  int count_ = 0;
+};
+
+TEST_F(RunCommand, SucceedsWithExitCode0AndReportsUsage) {
+  auto result = run_json({"--", "/bin/sh", "-c", "echo hello-" + marker_}, 0);
+  EXPECT_EQ(result["status"], "succeeded");
+  EXPECT_EQ(result["exitCode"], 0);
+  ASSERT_EQ(result["steps"].size(), 1u);
+  EXPECT_EQ(result["steps"][0]["stdout"], "hello-" + marker_ + "\n");
+  EXPECT_GT(result["usage"]["peakMemoryBytes"].get<std::uint64_t>(), 0u);
+  EXPECT_TRUE(result["usage"]["exact"].get<bool>());
+}
+
+TEST_F(RunCommand, TaskFailureExitsWith1) {
+  auto result = run_json({"--", "/bin/sh", "-c", "exit 7"}, 1);
+  EXPECT_EQ(result["status"], "failed");
+  EXPECT_EQ(result["exitCode"], 7);
+}
+
+TEST_F(RunCommand, StepsRunInOrderAndStopAtTheFirstFailure) {
+  auto spec = nlohmann::json{
+      {"type", "command"},
+      {"steps",
+       {{{"name", "one"}, {"run", "echo one > order.txt"}},
+        {{"name", "two"}, {"run", "cat order.txt; exit 3"}},
+        {{"name", "three"}, {"run", "echo never"}}}}};
+  auto result = run_json({task_file(spec)}, 1);
+  ASSERT_EQ(result["steps"].size(), 2u);
+  EXPECT_EQ(result["steps"][0]["status"], "succeeded");
+  EXPECT_EQ(result["steps"][1]["stdout"], "one\n");
+  EXPECT_EQ(result["steps"][1]["exitCode"], 3);
+}
+
+TEST_F(RunCommand, SignalledTaskIsReportedWithItsSignal) {
+  auto result = run_json({"--", "/bin/sh", "-c", "kill -SEGV $$"}, 1);
+  EXPECT_EQ(result["status"], "failed");
+  EXPECT_EQ(result["signal"], SIGSEGV);
+  EXPECT_TRUE(result["exitCode"].is_null());
+}
+
+TEST_F(RunCommand, InvalidSpecExitsWith2ListingEveryProblemWithItsPath) {
+  auto spec = nlohmann::json{{"type", "command"},
+                             {"timeout", "10x"},
+                             {"steps", {{{"name", "a"}}, {{"run", 5}}}},
+                             {"resources", {{"memory", "lots"}}}};
+  ProcessResult r = run({task_file(spec)});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("$.timeout"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("$.steps[0]"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("$.steps[1]"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("$.resources.memory"), std::string::npos) << r.err;
+}
+
+TEST_F(RunCommand, BadUsageExitsWith2) {
+  EXPECT_EQ(run({}).exit_code, 2);
+  EXPECT_EQ(run({"--no-such-flag"}).exit_code, 2);
+  EXPECT_EQ(run({"/nonexistent/task.json"}).exit_code, 2);
+  ProcessResult r = run({"--memory", "plenty", "--", "/bin/true"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("memory"), std::string::npos) << r.err;
+  ProcessResult unknown = run({"--type", "no_such_type", "--", "/bin/true"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_NE(unknown.err.find("no_such_type"), std::string::npos) << unknown.err;
+}
+
+TEST_F(RunCommand, ResultFileIsWrittenEvenForInvalidUsage) {
+  auto path = files_.path() / "result.json";
+  ProcessResult r = run({"--result", path.string(), "--timeout", "forever", "--", "/bin/true"});
+  EXPECT_EQ(r.exit_code, 2);
+  auto doc = nlohmann::json::parse(read_file(path));
+  EXPECT_EQ(doc["status"], "error");
+  EXPECT_FALSE(doc["error"]["message"].get<std::string>().empty());
+}
+
+TEST_F(RunCommand, TimeoutExitsWith3) {
+  auto result = run_json({"--timeout", "1s", "--grace-period", "1s", "--", "/bin/sh", "-c",
+                          "sleep 30 # " + marker_},
+                         3);
+  EXPECT_EQ(result["status"], "timeout");
+  EXPECT_EQ(result["error"]["code"], "timeout");
+  EXPECT_LT(result["durationMs"].get<int>(), 25000);
+}
+
+TEST_F(RunCommand, StepTimeoutEndsTheTaskAsTimeout) {
+  auto spec = nlohmann::json{
+      {"type", "command"},
+      {"steps", {{{"name", "slow"}, {"run", "sleep 30 # " + marker_}, {"timeout", "1s"}}}}};
+  auto result = run_json({"--grace-period", "1s", task_file(spec)}, 3);
+  EXPECT_EQ(result["steps"][0]["status"], "timeout");
+}
+
+TEST_F(RunCommand, MemoryLimitExitsWith4) {
+  // tail buffers its whole input: an endless line makes it grow until the limit stops it.
+  auto result = run_json({"--memory", "32M", "--timeout", "60s", "--", "/bin/sh", "-c",
+                          "tail /dev/zero # " + marker_},
+                         4);
+  EXPECT_EQ(result["status"], "limit_exceeded");
+  EXPECT_EQ(result["limit"], "memory");
+  EXPECT_GE(result["usage"]["oomKills"].get<int>(), 1);
+}
+
+TEST_F(RunCommand, SigtermMidStepCancelsWithExitCode5) {
+  ChildProcess child(worker({"--json", "--", "/bin/sh", "-c",
+                             "echo started; sleep 60; echo never # " + marker_}));
+  ASSERT_TRUE(child.wait_for_output("started", 30s));
+  child.send_signal(SIGTERM);
+  ProcessResult r = child.wait(60s);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  auto result = nlohmann::json::parse(r.out);
+  EXPECT_EQ(result["status"], "cancelled");
+  EXPECT_EQ(result["steps"][0]["stdout"], "started\n");
+}
+
+TEST_F(RunCommand, TaskIgnoringSigtermIsKilledAfterTheGracePeriod) {
+  ChildProcess child(worker({"--json", "--grace-period", "1s", "--", "/bin/sh", "-c",
+                             "trap '' TERM; echo ready; while :; do sleep 0.1; done # " +
+                                 marker_}));
+  ASSERT_TRUE(child.wait_for_output("ready", 30s));
+  child.send_signal(SIGINT);
+  ProcessResult r = child.wait(60s);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["status"], "cancelled");
+}
+
+TEST_F(RunCommand, SecondSignalKillsWithoutWaitingForTheGracePeriod) {
+  ChildProcess child(worker({"--json", "--grace-period", "10m", "--", "/bin/sh", "-c",
+                             "trap '' TERM; echo ready; while :; do sleep 0.1; done # " +
+                                 marker_}));
+  ASSERT_TRUE(child.wait_for_output("ready", 30s));
+  child.send_signal(SIGTERM);
+  ASSERT_TRUE(child.wait_for_output("again to kill now", 30s));
+  child.send_signal(SIGTERM);
+  ProcessResult r = child.wait(60s);
+  EXPECT_FALSE(r.timed_out) << "the second signal did not end the task";
+  EXPECT_EQ(r.exit_code, 5);
+}
+
+TEST_F(RunCommand, BackgroundChildHoldingThePipeDoesNotHangTheWorker) {
+  // The grandchild keeps stdout open for 10 minutes after the main process exits.
+  ProcessResult r = testing::run_process(
+      worker({"--json", "--", "/bin/sh", "-c", "(sleep 600 # " + marker_ + "\n) & echo done"}),
+      {}, 60s);
+  EXPECT_FALSE(r.timed_out) << "the worker waited for the held-open pipe";
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["steps"][0]["stdout"], "done\n");
+}
+
+TEST_F(RunCommand, OutputOverTheCapIsDroppedCountedAndSaid) {
+  auto result = run_json(
+      {"--output-limit", "1K", "--quiet", "--", "/bin/sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"},
+      0);
+  const auto& step = result["steps"][0];
+  EXPECT_EQ(step["stdoutBytes"], 100000);
+  EXPECT_EQ(step["stdoutDropped"], 100000 - 1024);
+  EXPECT_NE(step["stdout"].get<std::string>().find("bytes of output dropped"), std::string::npos);
+}
+
+TEST_F(RunCommand, SecretSplitAcrossTwoWritesIsMaskedEverywhere) {
+  const std::string secret = "Sup3rS3cretT0ken";
+  auto result_path = files_.path() / "result.json";
+  ProcessResult r = run({"--result", result_path.string(), "--secret-env", "MY_TOKEN", "--", "/bin/sh",
+                         "-c", "printf 'token=Sup3rS3c'; sleep 0.3; printf 'retT0ken\\n'; "
+                               "echo \"$MY_TOKEN\" >&2"},
+                        {"MY_TOKEN=" + secret});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("S3cretT0"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err.find(secret), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("token=[MASKED]"), std::string::npos) << r.out;
+  std::string document = read_file(result_path);
+  EXPECT_EQ(document.find(secret), std::string::npos);
+  EXPECT_EQ(document.find("retT0ken"), std::string::npos);
+}
+
+TEST_F(RunCommand, TaskSeesOnlyTheEnvironmentItsSpecGrants) {
+  auto spec = nlohmann::json{{"type", "command"},
+                             {"env", {{"GIVEN", "yes"}}},
+                             {"steps", {{{"run", "env"}}}}};
+  auto result = run_json({task_file(spec)}, 0, {"WORKER_ONLY_SECRET=do-not-leak"});
+  const std::string out = result["steps"][0]["stdout"];
+  EXPECT_NE(out.find("GIVEN=yes"), std::string::npos) << out;
+  EXPECT_EQ(out.find("WORKER_ONLY_SECRET"), std::string::npos) << out;
+}
+
+TEST_F(RunCommand, InfrastructureFailureExitsWith6) {
+  ProcessResult r = testing::run_process({TAMMA_WORKER_BINARY, "run", "--workspace-root",
+                                          "/proc/no-such-place/ws", "--", "/bin/true"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+}
+
+TEST_F(RunCommand, ExternalHandlerAnswersWithAResultDocument) {
+  auto handler = files_.path() / "handler.sh";
+  write_file(handler,
+             "#!/bin/sh\n"
+             "read -r task\n"
+             "echo \"handler log: got $task\" | head -c 40 >&2\n"
+             "case \"$task\" in *'\"type\":\"lint\"'*) ;; *) exit 9;; esac\n"
+             "echo '{\"status\":\"failed\",\"exitCode\":1,\"details\":{\"lintErrors\":3}}'\n");
+  std::filesystem::permissions(handler, std::filesystem::perms::owner_all |
+                                            std::filesystem::perms::group_read |
+                                            std::filesystem::perms::group_exec |
+                                            std::filesystem::perms::others_read |
+                                            std::filesystem::perms::others_exec);
+  std::filesystem::permissions(files_.path(), std::filesystem::perms::others_exec,
+                               std::filesystem::perm_options::add);
+  auto spec = nlohmann::json{{"type", "lint"}, {"steps", {{{"run", "unused"}}}}};
+  auto result = run_json({"--handler", "lint=" + handler.string(), task_file(spec)}, 1);
+  EXPECT_EQ(result["status"], "failed");
+  EXPECT_EQ(result["details"]["lintErrors"], 3);
+}
+
+TEST_F(RunCommand, ExternalHandlerWithGarbageOutputIsAnInfrastructureError) {
+  auto handler = files_.path() / "bad.sh";
+  write_file(handler, "#!/bin/sh\ncat >/dev/null\necho 'this is not json'\n");
+  std::filesystem::permissions(handler, std::filesystem::perms::all);
+  std::filesystem::permissions(files_.path(), std::filesystem::perms::others_exec,
+                               std::filesystem::perm_options::add);
+  auto spec = nlohmann::json{{"type", "bad"}};
+  auto result = run_json({"--handler", "bad=" + handler.string(), task_file(spec)}, 6);
+  EXPECT_EQ(result["status"], "error");
+  EXPECT_EQ(result["error"]["code"], "invalid_handler_result");
+}
+
+TEST_F(RunCommand, ArtifactsAreCollectedWithChecksumsAndCopied) {
+  TempDir out;
+  auto spec = nlohmann::json{{"type", "build"},
+                             {"steps", {{{"run", "mkdir -p dist && printf abc > dist/app.bin"}}}},
+                             {"artifacts", {"dist/*.bin"}}};
+  auto result = run_json({"--artifacts-dir", out.path().string(), task_file(spec)}, 0);
+  ASSERT_EQ(result["artifacts"].size(), 1u);
+  EXPECT_EQ(result["artifacts"][0]["path"], "dist/app.bin");
+  EXPECT_EQ(result["artifacts"][0]["sha256"],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(read_file(out.path() / "dist/app.bin"), "abc");
+}
+
+}  // namespace
+}  // namespace tamma
