@@ -48,6 +48,8 @@ class CgroupManager {
   [[nodiscard]] virtual CgroupVersion version() const = 0;
   // Controllers usable for task limits: any of "memory", "pids", "cpu", "cpuacct", "freezer".
   [[nodiscard]] virtual std::vector<std::string> controllers() const = 0;
+  // Where this worker's task groups are created (on v1, in the memory hierarchy if mounted).
+  [[nodiscard]] virtual std::string subtree() const = 0;
   // Creates a group, applies `limits` (throws Error(kSandboxSetup) when one cannot be set).
   virtual std::unique_ptr<Cgroup> create_group(std::string_view name, const Limits& limits) = 0;
   // Removes groups whose owning worker process is gone; returns how many were removed.
