@@ -1,0 +1,176 @@
+// probe_host: asks the kernel, rather than guessing from versions, what isolation it gives.
+
+#include "sandbox/host.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <optional>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "sandbox/cgroup_internal.h"
+#include "sandbox/seccomp.h"
+#include "sandbox/shared_cgroups.h"
+
+namespace tamma::sandbox {
+
+namespace {
+
+namespace ci = cgroup_internal;
+
+// A child created with `flags` that exits at once: the clone succeeding is the answer.
+bool can_clone(std::uint64_t flags, int cgroup_fd = -1) {
+  struct clone_args args {};
+  args.flags = flags;
+  args.exit_signal = SIGCHLD;
+  if (cgroup_fd >= 0) args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
+  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  if (pid == 0) ::_exit(0);
+  if (pid < 0) return false;
+  int status = 0;
+  while (::waitpid(static_cast<pid_t>(pid), &status, 0) < 0 && errno == EINTR) {
+  }
+  return true;
+}
+
+bool is_cgroup2(const char* path) {
+  struct statfs st {};
+  return ::statfs(path, &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+// The worker's own cgroup2 directory, wherever cgroup2 is mounted (pure v2 or hybrid).
+std::optional<std::string> own_cgroup2_dir() {
+  auto self = ci::try_read_file("/proc/self/cgroup");
+  auto mounts = ci::try_read_file("/proc/self/mountinfo");
+  if (!self || !mounts) return std::nullopt;
+  std::optional<std::string> own;
+  for (const auto& entry : ci::parse_proc_cgroup(*self)) {
+    if (entry.hierarchy_id == 0 && entry.controllers.empty()) own = entry.path;
+  }
+  if (!own) return std::nullopt;
+  for (const auto& mount : ci::parse_mountinfo(*mounts)) {
+    if (mount.fstype == "cgroup2") return ci::resolve_own(mount, *own).string();
+  }
+  return std::nullopt;
+}
+
+bool executable_exists(const char* name) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
+    if (::access((std::string(dir) + name).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+HostCapabilities probe_host() {
+  HostCapabilities caps;
+  caps.uid = ::geteuid();
+  caps.root = caps.uid == 0;
+  struct utsname uts {};
+  if (::uname(&uts) == 0) caps.kernel = uts.release;
+
+  auto missing = [&](std::string what, std::string consequence) {
+    caps.missing.push_back({std::move(what), std::move(consequence)});
+  };
+
+  std::string why;
+  if (CgroupManager* manager = shared_cgroup_manager(&why)) {
+    const bool v1 = manager->version() == CgroupVersion::kV1;
+    caps.cgroup_version = v1 ? (is_cgroup2("/sys/fs/cgroup/unified") ? "hybrid" : "v1") : "v2";
+    caps.cgroup_root = manager->subtree();
+    caps.controllers = manager->controllers();
+    auto has = [&](const char* name) {
+      return std::find(caps.controllers.begin(), caps.controllers.end(), name) !=
+             caps.controllers.end();
+    };
+    if (!has("memory")) missing("memory controller", "tasks with a memory limit are refused");
+    if (!has("pids")) missing("pids controller", "tasks with a process limit are refused");
+    if (!has("cpu")) missing("cpu controller", "tasks with a CPU limit are refused");
+  } else {
+    caps.cgroup_version = "none";
+    missing("cgroups (" + why + ")",
+            "every task is refused unless allow_degraded: no limits, no exact usage, no "
+            "guaranteed kill");
+  }
+
+  // Without root, the other namespaces can only be had inside a new user namespace.
+  caps.user_ns = can_clone(CLONE_NEWUSER);
+  const std::uint64_t base = caps.root ? 0 : CLONE_NEWUSER;
+  caps.pid_ns = can_clone(base | CLONE_NEWPID);
+  caps.mount_ns = can_clone(base | CLONE_NEWNS);
+  caps.net_ns = can_clone(base | CLONE_NEWNET);
+  caps.ipc_ns = can_clone(base | CLONE_NEWIPC);
+  caps.uts_ns = can_clone(base | CLONE_NEWUTS);
+  if (!caps.user_ns && !caps.root) {
+    missing("user namespace", "the worker is not root: isolated tasks are refused");
+  }
+  if (!caps.pid_ns || !caps.mount_ns) {
+    missing("pid or mount namespace", "isolated tasks are refused");
+  }
+  if (!caps.net_ns) missing("network namespace", "tasks without network are refused");
+  if (!caps.ipc_ns) missing("ipc namespace", "isolated tasks are refused");
+  if (!caps.uts_ns) missing("uts namespace", "isolated tasks are refused");
+
+  caps.seccomp = seccomp_available();
+  if (!caps.seccomp) missing("seccomp filters", "isolated tasks are refused");
+
+  if (auto dir = own_cgroup2_dir()) {
+    UniqueFd fd(::open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    caps.clone_into_cgroup = fd && can_clone(CLONE_INTO_CGROUP, fd.get());
+  }
+  if (!caps.clone_into_cgroup && caps.cgroup_version == "v2") {
+    missing("clone3 CLONE_INTO_CGROUP", "tasks are started in their cgroup through a handshake");
+  }
+
+  const bool loop = ::access("/dev/loop-control", F_OK) == 0;
+  const bool mkfs = executable_exists("mkfs.ext4");
+  caps.disk_limit_method = loop && mkfs && caps.root ? "loop-ext4" : "none";
+  if (caps.disk_limit_method == "none") {
+    missing(!caps.root ? "root (for loop mounts)"
+            : !loop    ? "/dev/loop-control"
+                       : "mkfs.ext4",
+            "tasks with a disk limit are refused");
+  }
+  return caps;
+}
+
+nlohmann::json to_json(const HostCapabilities& caps) {
+  nlohmann::json missing = nlohmann::json::array();
+  for (const auto& m : caps.missing) {
+    missing.push_back({{"what", m.what}, {"consequence", m.consequence}});
+  }
+  return {
+      {"cgroup_version", caps.cgroup_version},
+      {"cgroup_root", caps.cgroup_root},
+      {"controllers", caps.controllers},
+      {"namespaces",
+       {{"user", caps.user_ns},
+        {"pid", caps.pid_ns},
+        {"mount", caps.mount_ns},
+        {"net", caps.net_ns},
+        {"ipc", caps.ipc_ns},
+        {"uts", caps.uts_ns}}},
+      {"seccomp", caps.seccomp},
+      {"clone_into_cgroup", caps.clone_into_cgroup},
+      {"disk_limit_method", caps.disk_limit_method},
+      {"uid", caps.uid},
+      {"root", caps.root},
+      {"kernel", caps.kernel},
+      {"missing", missing},
+  };
+}
+
+}  // namespace tamma::sandbox

@@ -1,0 +1,281 @@
+#include "sandbox/mount.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <system_error>
+
+#include "common/error.h"
+#include "sandbox/sandbox.h"
+
+namespace tamma::sandbox {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Devices a build needs; anything else (block devices, /dev/mem, ...) stays out.
+constexpr const char* kDevices[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+class PlanBuilder {
+ public:
+  explicit PlanBuilder(std::string root) : root_(std::move(root)) {}
+
+  const char* keep(std::string text) { return plan_.strings.emplace_back(std::move(text)).c_str(); }
+  const char* inside(const std::string& path) { return keep(root_ + path); }
+
+  void add(MountOp op) { plan_.ops.push_back(op); }
+
+  // mkdir -p of `path` (absolute, inside the new root) without its last component.
+  void parents(const std::string& path) {
+    for (std::size_t slash = path.find('/', 1); slash != std::string::npos;
+         slash = path.find('/', slash + 1)) {
+      std::string dir = path.substr(0, slash);
+      if (made_.insert(dir).second) add({.kind = MountOpKind::kMkdir, .target = inside(dir)});
+    }
+  }
+  void mkdir(const std::string& path, mode_t mode = 0755) {
+    parents(path);
+    if (made_.insert(path).second) {
+      add({.kind = MountOpKind::kMkdir, .target = inside(path), .mode = mode});
+    }
+  }
+
+  MountPlan take() { return std::move(plan_); }
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string root_;
+  MountPlan plan_;
+  std::set<std::string> made_;
+};
+
+std::string normalized_absolute(const std::string& path, const char* what) {
+  fs::path p(path);
+  if (!p.is_absolute()) {
+    throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
+                std::string(what) + " must be an absolute path: " + path);
+  }
+  std::string text = p.lexically_normal().string();
+  while (text.size() > 1 && text.back() == '/') text.pop_back();
+  return text;
+}
+
+bool is_inside(const std::string& path, const std::string& dir) {
+  if (dir == "/") return true;
+  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 &&
+                         path[dir.size()] == '/');
+}
+
+long sys_mount_setattr(const char* path, unsigned int at_flags, std::uint64_t set) {
+  struct mount_attr attr {};
+  attr.attr_set = set;
+  return ::syscall(SYS_mount_setattr, AT_FDCWD, path, at_flags, &attr, sizeof attr);
+}
+
+// Mount flags the kernel requires a bind remount to keep (they are locked when the mount
+// came from a more privileged namespace); statfs reports them as ST_* which equal MS_*.
+unsigned long locked_flags(const char* path) {
+  struct statfs st {};
+  if (::statfs(path, &st) != 0) return 0;
+  return st.f_flags &
+         (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY | MS_NOATIME | MS_NODIRATIME | MS_RELATIME);
+}
+
+int apply_bind_attributes(const MountOp& op) {
+  if (op.flags == 0) return 0;
+  std::uint64_t set = 0;
+  if (op.flags & MS_RDONLY) set |= MOUNT_ATTR_RDONLY;
+  if (op.flags & MS_NOSUID) set |= MOUNT_ATTR_NOSUID;
+  if (op.flags & MS_NODEV) set |= MOUNT_ATTR_NODEV;
+  if (op.flags & MS_NOEXEC) set |= MOUNT_ATTR_NOEXEC;
+  // mount_setattr changes a whole bound tree at once; a remount would leave submounts
+  // (e.g. a bind-mounted /etc/resolv.conf) writable.
+  if (sys_mount_setattr(op.target, op.recursive ? AT_RECURSIVE : 0, set) == 0) return 0;
+  if (errno != ENOSYS) return errno;
+  const unsigned long flags = MS_BIND | MS_REMOUNT | op.flags | locked_flags(op.target);
+  return ::mount(nullptr, op.target, nullptr, flags, nullptr) == 0 ? 0 : errno;
+}
+
+int apply_one(const MountOp& op) {
+  switch (op.kind) {
+    case MountOpKind::kMakePrivate:
+      return ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 ? 0 : errno;
+    case MountOpKind::kTmpfs:
+      return ::mount("tmpfs", op.target, "tmpfs", op.flags, op.data) == 0 ? 0 : errno;
+    case MountOpKind::kMkdir:
+      if (::mkdir(op.target, op.mode) == 0 || errno == EEXIST) return 0;
+      return errno;
+    case MountOpKind::kTouch: {
+      int fd = ::open(op.target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+      if (fd < 0) return errno == EEXIST ? 0 : errno;
+      ::close(fd);
+      return 0;
+    }
+    case MountOpKind::kSymlink:
+      if (::symlink(op.source, op.target) == 0 || errno == EEXIST) return 0;
+      return errno;
+    case MountOpKind::kBind:
+      if (::mount(op.source, op.target, nullptr, MS_BIND | (op.recursive ? MS_REC : 0), nullptr) !=
+          0) {
+        return errno;
+      }
+      return apply_bind_attributes(op);
+    case MountOpKind::kProc: {
+      const unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+      // hidepid hides the processes of other uids (PID 1 runs as root): older kernels know
+      // only the numeric form, very old ones neither.
+      for (const char* data : {"hidepid=invisible", "hidepid=2"}) {
+        if (::mount("proc", op.target, "proc", flags, data) == 0) return 0;
+        if (errno != EINVAL) return errno;
+      }
+      return ::mount("proc", op.target, "proc", flags, nullptr) == 0 ? 0 : errno;
+    }
+    case MountOpKind::kRemountRo:
+      return ::mount(nullptr, op.target, nullptr,
+                     MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) == 0
+                 ? 0
+                 : errno;
+    case MountOpKind::kPivot:
+      // pivot_root(".", ".") stacks the old root on the new one, so no put_old directory is
+      // needed; detaching "." then drops the whole host tree from this namespace.
+      if (::chdir(op.target) != 0) return errno;
+      if (::syscall(SYS_pivot_root, ".", ".") != 0) return errno;
+      if (::umount2(".", MNT_DETACH) != 0) return errno;
+      return ::chdir("/") == 0 ? 0 : errno;
+  }
+  return EINVAL;
+}
+
+}  // namespace
+
+std::string choose_root_mount_point(const std::vector<std::string>& must_stay_visible) {
+  // Directories every distribution has and no build reads from inside the sandbox: the
+  // mount namespace is private, so mounting over one hides nothing on the host.
+  for (const char* candidate :
+       {"/mnt", "/media", "/srv", "/opt", "/boot", "/run", "/var/empty", "/tmp", "/proc"}) {
+    struct stat st {};
+    if (::lstat(candidate, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    bool hides = std::any_of(must_stay_visible.begin(), must_stay_visible.end(),
+                             [&](const std::string& path) { return is_inside(path, candidate); });
+    if (!hides) return candidate;
+  }
+  throw Error(ErrorKind::kSandboxSetup, "sandbox_unavailable",
+              "no host directory can hold the sandbox root without hiding a bind source");
+}
+
+MountPlan build_mount_plan(const MountRequest& request) {
+  PlanBuilder b(normalized_absolute(request.root_mount_point, "root mount point"));
+  const std::string workspace = normalized_absolute(request.workspace, "workspace");
+
+  b.add({.kind = MountOpKind::kMakePrivate});
+  b.add({.kind = MountOpKind::kTmpfs,
+         .target = b.keep(b.root()),
+         .data = "mode=0755,size=1m,nr_inodes=4096",
+         .flags = MS_NOSUID | MS_NODEV});
+
+  // Parents before children, so a bind below another bind lands on top of it.
+  std::vector<std::string> binds;
+  for (const auto& bind : request.readonly_binds)
+    binds.push_back(normalized_absolute(bind, "bind"));
+  std::sort(binds.begin(), binds.end());
+  binds.erase(std::unique(binds.begin(), binds.end()), binds.end());
+  for (const auto& path : binds) {
+    if (path == "/" || is_inside(path, "/proc") || is_inside(path, "/dev") ||
+        is_inside(path, kSandboxWorkspace) || is_inside(path, "/tmp")) {
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
+                  "read-only bind would shadow a sandbox mount: " + path);
+    }
+    std::error_code ec;
+    const auto status = fs::symlink_status(path, ec);
+    if (ec || !fs::exists(status)) continue;  // the policy lists what may exist
+    b.parents(path);
+    if (fs::is_symlink(status)) {
+      // Merged-/usr layouts (/lib -> usr/lib): a bind would follow the link and duplicate
+      // the tree; the link itself resolves against the binds inside.
+      b.add({.kind = MountOpKind::kSymlink,
+             .source = b.keep(fs::read_symlink(path).string()),
+             .target = b.inside(path)});
+      continue;
+    }
+    if (fs::is_directory(status)) {
+      b.mkdir(path);
+    } else {
+      b.add({.kind = MountOpKind::kTouch, .target = b.inside(path)});
+    }
+    b.add({.kind = MountOpKind::kBind,
+           .source = b.keep(path),
+           .target = b.inside(path),
+           .flags = MS_RDONLY | MS_NOSUID | MS_NODEV,
+           .recursive = true});
+  }
+
+  b.mkdir(kSandboxWorkspace);
+  b.add({.kind = MountOpKind::kBind,
+         .source = b.keep(workspace),
+         .target = b.inside(kSandboxWorkspace),
+         .flags = MS_NOSUID | MS_NODEV,
+         .recursive = true});
+
+  b.mkdir("/tmp", 01777);
+  b.add({.kind = MountOpKind::kTmpfs,
+         .target = b.inside("/tmp"),
+         .data = b.keep("mode=1777,size=" + std::to_string(request.tmp_bytes)),
+         .flags = MS_NOSUID | MS_NODEV});
+
+  b.mkdir("/proc", 0555);
+  b.add({.kind = MountOpKind::kProc, .target = b.inside("/proc")});
+
+  b.mkdir("/dev");
+  b.add({.kind = MountOpKind::kTmpfs,
+         .target = b.inside("/dev"),
+         .data = "mode=0755,size=64k,nr_inodes=64",
+         .flags = MS_NOSUID | MS_NOEXEC});
+  for (const char* device : kDevices) {
+    const std::string host = std::string("/dev/") + device;
+    struct stat st {};
+    if (::stat(host.c_str(), &st) != 0 || !S_ISCHR(st.st_mode)) continue;
+    b.add({.kind = MountOpKind::kTouch, .target = b.inside(host)});
+    b.add({.kind = MountOpKind::kBind,
+           .source = b.keep(host),
+           .target = b.inside(host),
+           .flags = MS_NOSUID | MS_NOEXEC});
+  }
+  for (auto [name, target] : {std::pair{"fd", "/proc/self/fd"},
+                              {"stdin", "/proc/self/fd/0"},
+                              {"stdout", "/proc/self/fd/1"},
+                              {"stderr", "/proc/self/fd/2"}}) {
+    b.add({.kind = MountOpKind::kSymlink,
+           .source = target,
+           .target = b.inside(std::string("/dev/") + name)});
+  }
+  b.mkdir("/dev/shm", 01777);
+  b.add({.kind = MountOpKind::kTmpfs,
+         .target = b.inside("/dev/shm"),
+         .data = b.keep("mode=1777,size=" + std::to_string(request.tmp_bytes)),
+         .flags = MS_NOSUID | MS_NODEV});
+
+  b.add({.kind = MountOpKind::kRemountRo, .target = b.keep(b.root())});
+  b.add({.kind = MountOpKind::kPivot, .target = b.keep(b.root())});
+  return b.take();
+}
+
+int apply_mount_plan(const MountPlan& plan, const MountOp** failed) {
+  for (const MountOp& op : plan.ops) {
+    int err = apply_one(op);
+    if (err != 0 && !op.optional) {
+      *failed = &op;
+      return err;
+    }
+  }
+  return 0;
+}
+
+}  // namespace tamma::sandbox

@@ -1,0 +1,64 @@
+#pragma once
+// The mount jail: a tmpfs root holding read-only binds of the host's system directories, the
+// workspace, a private /tmp, a fresh /proc and a minimal /dev, entered with pivot_root.
+//
+// The parent turns the policy into a flat list of operations with every path prepared
+// (build_mount_plan); the child of clone3, already in its own mount namespace, replays it
+// with raw system calls only (apply_mount_plan).
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+namespace tamma::sandbox {
+
+enum class MountOpKind {
+  kMakePrivate,  // stop propagation both ways before touching anything
+  kTmpfs,        // target, data, flags
+  kMkdir,        // target, mode; an existing directory is fine
+  kTouch,        // target: an empty file to bind a file over
+  kSymlink,      // source = link text, target
+  kBind,         // source, target, recursive; then attributes per `flags`
+  kProc,         // target; tries hidepid=invisible, then hidepid=2, then none
+  kRemountRo,    // target (the new root)
+  kPivot,        // target = new root; detaches the old root
+};
+
+struct MountOp {
+  MountOpKind kind;
+  const char* source = nullptr;
+  const char* target = nullptr;
+  const char* data = nullptr;
+  unsigned long flags = 0;  // MS_* for tmpfs; for binds, MS_RDONLY/MS_NOSUID/MS_NODEV/MS_NOEXEC
+  mode_t mode = 0755;
+  bool recursive = false;
+  bool optional = false;  // a failure is ignored (e.g. a device the host lacks)
+};
+
+struct MountPlan {
+  std::vector<MountOp> ops;
+  std::deque<std::string> strings;  // owns every path; deque keeps c_str() stable
+};
+
+struct MountRequest {
+  std::string root_mount_point;  // an existing host directory to mount the new root on
+  std::vector<std::string> readonly_binds;
+  std::string workspace;  // host path, bound read-write at kSandboxWorkspace
+  std::uint64_t tmp_bytes = 0;
+};
+
+// Parent side: inspects the host (which binds exist, which are symlinks) and lays out the
+// operations. Throws Error(kSandboxSetup) for an unusable request (relative paths...).
+MountPlan build_mount_plan(const MountRequest& request);
+
+// Picks a host directory on which the new root can be mounted: it must exist, be a real
+// directory and not contain the workspace or any bind source (they would be hidden).
+std::string choose_root_mount_point(const std::vector<std::string>& must_stay_visible);
+
+// Child side: returns 0, or an errno with *failed pointing at the op that failed.
+int apply_mount_plan(const MountPlan& plan, const MountOp** failed);
+
+}  // namespace tamma::sandbox

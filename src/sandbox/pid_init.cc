@@ -1,0 +1,111 @@
+#include "sandbox/pid_init.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sandbox/mount.h"
+#include "sandbox/net.h"
+#include "sandbox/spawn.h"
+
+namespace tamma::sandbox {
+
+namespace {
+
+constexpr int kForwarded[] = {SIGHUP,  SIGINT,  SIGQUIT,  SIGUSR1, SIGUSR2,
+                              SIGTERM, SIGALRM, SIGWINCH, SIGCONT};
+
+void ignore_signal(int) {}
+
+void close_if_open(int fd) {
+  if (fd >= 0) ::close(fd);
+}
+
+}  // namespace
+
+bool is_forwarded_signal(int sig) {
+  for (int forwarded : kForwarded) {
+    if (forwarded == sig) return true;
+  }
+  return false;
+}
+
+void run_pid_init(const ChildPlan& plan) {
+  // The kernel drops signals to a namespace's init that has no handler for them, even when
+  // they are blocked at the moment; a handler plus a blocked mask queues them for sigwaitinfo.
+  sigset_t waited;
+  sigemptyset(&waited);
+  sigaddset(&waited, SIGCHLD);
+  struct sigaction action {};
+  action.sa_handler = ignore_signal;
+  for (int sig : kForwarded) {
+    sigaddset(&waited, sig);
+    ::sigaction(sig, &action, nullptr);
+  }
+  ::sigaction(SIGCHLD, &action, nullptr);
+  if (::sigprocmask(SIG_BLOCK, &waited, nullptr) != 0) {
+    child_fail(plan.error_fd, ChildStage::kSignals, errno, "sigprocmask");
+  }
+  // If the worker dies, its tasks die with it instead of running on unsupervised. (The
+  // signal follows the thread that cloned us: the worker spawns from the thread that then
+  // supervises the task.)
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) {
+    child_fail(plan.error_fd, ChildStage::kParentDeath, errno, "PR_SET_PDEATHSIG");
+  }
+  ::umask(022);
+
+  if (plan.mounts != nullptr) {
+    const MountOp* failed = nullptr;
+    int err = apply_mount_plan(*plan.mounts, &failed);
+    if (err != 0) {
+      child_fail(plan.error_fd, ChildStage::kMounts, err,
+                 failed != nullptr && failed->target != nullptr ? failed->target : "/");
+    }
+  }
+  if (plan.hostname != nullptr) {
+    std::size_t length = 0;
+    while (plan.hostname[length] != '\0') ++length;
+    if (::sethostname(plan.hostname, length) != 0) {
+      child_fail(plan.error_fd, ChildStage::kHostname, errno, plan.hostname);
+    }
+  }
+  if (plan.loopback_up) {
+    int err = bring_up_loopback();
+    if (err != 0) child_fail(plan.error_fd, ChildStage::kLoopback, err, "lo");
+  }
+
+  const pid_t task = raw_fork();
+  if (task < 0) child_fail(plan.error_fd, ChildStage::kForkTask, errno, "fork");
+  if (task == 0) exec_task(plan);
+
+  // From here on the task reports its own failures; PID 1 must not hold the task's pipes
+  // open, or its readers would never see EOF.
+  close_if_open(plan.error_fd);
+  close_if_open(plan.stdin_fd);
+  close_if_open(plan.stdout_fd);
+  close_if_open(plan.stderr_fd);
+
+  for (;;) {
+    siginfo_t info;
+    int sig = ::sigwaitinfo(&waited, &info);
+    if (sig < 0) continue;  // EINTR
+    if (sig != SIGCHLD) {
+      // From inside the namespace, -1 means every process in it but PID 1.
+      ::kill(-1, sig);
+      continue;
+    }
+    int status = 0;
+    pid_t reaped;
+    while ((reaped = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (reaped != task) continue;
+      ssize_t ignored = ::write(plan.status_fd, &status, sizeof status);
+      (void)ignored;  // the parent falls back to PID 1's own status
+      ::_exit(0);
+    }
+  }
+}
+
+}  // namespace tamma::sandbox

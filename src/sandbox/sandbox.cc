@@ -1,0 +1,507 @@
+// Sandbox::create (what the host can enforce for a policy) and the Process of one command:
+// its cgroup, its PID 1 (or the task itself without isolation) and its exit status.
+
+#include "sandbox/sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <mutex>
+
+#include <spdlog/spdlog.h>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "sandbox/host.h"
+#include "sandbox/mount.h"
+#include "sandbox/pid_init.h"
+#include "sandbox/seccomp.h"
+#include "sandbox/shared_cgroups.h"
+#include "sandbox/spawn.h"
+#include "sandbox/user.h"
+
+namespace tamma::sandbox {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kHostname = "tamma-task";
+constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+// A jail is built in about a millisecond; this only bounds a child stuck in the kernel.
+constexpr int kSetupTimeoutMs = 30'000;
+
+struct Pipe {
+  UniqueFd read, write;
+};
+
+Pipe make_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2 for the sandbox");
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+const HostCapabilities& host() {
+  // Namespaces and seccomp do not come and go while the worker runs.
+  static const HostCapabilities caps = probe_host();
+  return caps;
+}
+
+int send_signal(int pidfd, int sig) {
+  if (::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0) == 0) return 0;
+  return errno;
+}
+
+ExitStatus from_wait_status(int status) {
+  if (WIFSIGNALED(status)) return {.signaled = true, .code = 0, .signal = WTERMSIG(status)};
+  return {.signaled = false, .code = WEXITSTATUS(status), .signal = 0};
+}
+
+ExitStatus from_siginfo(const siginfo_t& info) {
+  if (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED) {
+    return {.signaled = true, .code = 0, .signal = info.si_status};
+  }
+  return {.signaled = false, .code = info.si_status, .signal = 0};
+}
+
+std::vector<char*> c_strings(const std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (const auto& s : strings) out.push_back(const_cast<char*>(s.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
+std::string env_value(const std::vector<std::string>& env, std::string_view name) {
+  for (const auto& entry : env) {
+    if (entry.size() > name.size() && entry.compare(0, name.size(), name) == 0 &&
+        entry[name.size()] == '=') {
+      return entry.substr(name.size() + 1);
+    }
+  }
+  return {};
+}
+
+// The paths execvp would try, in order; resolved by the child against its own view of the
+// filesystem (the jail), since the workspace is not at the same place on the host.
+std::vector<std::string> exec_candidates(const Command& command) {
+  const std::string& name = command.argv.front();
+  if (name.find('/') != std::string::npos) return {name};
+  bool has_path = false;
+  for (const auto& entry : command.env) has_path |= entry.rfind("PATH=", 0) == 0;
+  const std::string path = has_path ? env_value(command.env, "PATH") : kDefaultPath;
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t end = path.find(':', start);
+    std::string dir = path.substr(start, end == std::string::npos ? end : end - start);
+    out.push_back((dir.empty() ? std::string(".") : dir) + "/" + name);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+fs::path checked_workdir(const std::string& workdir) {
+  fs::path rel = fs::path(workdir.empty() ? "." : workdir).lexically_normal();
+  if (rel.is_absolute() || (!rel.empty() && *rel.begin() == "..")) {
+    throw Error(ErrorKind::kConfig, "bad_workdir",
+                "working directory must stay inside the workspace: " + workdir);
+  }
+  return rel;
+}
+
+class ProcessImpl final : public Process {
+ public:
+  ProcessImpl(Spawned spawned, bool has_init, UniqueFd status, std::unique_ptr<Cgroup> cgroup,
+              std::vector<std::string> degradations)
+      : pid_(spawned.pid),
+        pidfd_(spawned.pidfd),
+        has_init_(has_init),
+        status_(std::move(status)),
+        cgroup_(std::move(cgroup)),
+        degradations_(std::move(degradations)) {}
+
+  ~ProcessImpl() override {
+    try {
+      kill_all();
+    } catch (const std::exception& e) {
+      spdlog::error("sandbox: cleaning up task process {}: {}", pid_, e.what());
+    }
+    cgroup_.reset();  // kills what is left and removes the group; never throws
+  }
+
+  int exit_fd() const override { return pidfd_.get(); }
+
+  std::optional<ExitStatus> poll_exit() override {
+    if (!exit_) reap(false);
+    return exit_;
+  }
+
+  void signal_all(int sig) override {
+    if (reaped_ && !cgroup_ && has_init_) return;
+    if (has_init_ && (sig == SIGKILL || is_forwarded_signal(sig))) {
+      // PID 1 passes it to every process of the namespace, which holds the whole task;
+      // SIGKILL of PID 1 makes the kernel kill the namespace.
+      if (!reaped_) {
+        int err = send_signal(pidfd_.get(), sig);
+        if (err != 0 && err != ESRCH) throw_errno("pidfd_send_signal to the task", err);
+      }
+      return;
+    }
+    if (cgroup_) {
+      cgroup_->signal_all(sig);
+    } else if (::kill(has_init_ ? pid_ : -pid_, sig) != 0 && errno != ESRCH) {
+      throw_errno("kill of the task's process group");
+    }
+  }
+
+  void kill_all() override {
+    // The main process first, reaped, so the group below does not wait on our zombie.
+    if (!reaped_) {
+      int err = send_signal(pidfd_.get(), SIGKILL);
+      if (err != 0 && err != ESRCH) throw_errno("pidfd_send_signal(SIGKILL) to the task", err);
+      reap(true);
+    }
+    if (cgroup_) {
+      if (!cgroup_->processes().empty()) cgroup_->kill_all();
+    } else if (!has_init_ && ::kill(-pid_, SIGKILL) != 0 && errno != ESRCH) {
+      throw_errno("kill of the task's process group");
+    }
+  }
+
+  Usage usage() const override {
+    if (cgroup_) return cgroup_->usage();
+    // Without a cgroup the kernel's rusage of the reaped tree is the best there is: it
+    // misses processes that were never waited for.
+    Usage usage;
+    usage.exact = false;
+    usage.cpu_user_us = static_cast<std::uint64_t>(rusage_.ru_utime.tv_sec) * 1'000'000 +
+                        static_cast<std::uint64_t>(rusage_.ru_utime.tv_usec);
+    usage.cpu_system_us = static_cast<std::uint64_t>(rusage_.ru_stime.tv_sec) * 1'000'000 +
+                          static_cast<std::uint64_t>(rusage_.ru_stime.tv_usec);
+    usage.peak_memory_bytes = static_cast<std::uint64_t>(rusage_.ru_maxrss) * 1024;
+    return usage;
+  }
+
+  std::vector<std::string> degradations() const override { return degradations_; }
+
+ private:
+  void reap(bool block) {
+    if (reaped_) return;
+    siginfo_t info{};
+    struct rusage usage {};
+    long rc;
+    do {
+      rc = ::syscall(SYS_waitid, P_PIDFD, pidfd_.get(), &info, WEXITED | (block ? 0 : WNOHANG),
+                     &usage);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0) throw_errno("waitid on the task's pidfd");
+    if (info.si_pid == 0) return;  // still running
+    reaped_ = true;
+    rusage_ = usage;
+    exit_ = from_siginfo(info);
+    if (!has_init_) return;
+    // PID 1 reports the task's status just before exiting; without a report PID 1 itself
+    // was killed (by kill_all or the OOM killer), and its status is the answer.
+    int status = 0;
+    ssize_t got = ::read(status_.get(), &status, sizeof status);
+    if (got == static_cast<ssize_t>(sizeof status)) exit_ = from_wait_status(status);
+  }
+
+  pid_t pid_;
+  UniqueFd pidfd_;
+  bool has_init_;
+  UniqueFd status_;
+  std::unique_ptr<Cgroup> cgroup_;
+  std::vector<std::string> degradations_;
+  std::optional<ExitStatus> exit_;
+  bool reaped_ = false;
+  struct rusage rusage_ {};
+};
+
+// What this sandbox will actually do, after the host's answers and the policy's consent to
+// run degraded.
+struct Effective {
+  Limits limits;
+  bool isolate = true;
+  bool new_net = false, new_ipc = false, new_uts = false, new_user = false;
+  std::shared_ptr<const SeccompProgram> seccomp;
+  CgroupManager* cgroups = nullptr;
+  std::vector<std::string> degradations;
+};
+
+class SandboxImpl final : public Sandbox {
+ public:
+  SandboxImpl(Policy policy, Effective effective)
+      : policy_(std::move(policy)), eff_(std::move(effective)), cap_last_(cap_last_cap()) {}
+
+  std::unique_ptr<Process> spawn(const Command& command) override {
+    if (command.argv.empty() || command.argv.front().empty()) {
+      throw Error(ErrorKind::kConfig, "bad_command", "empty command");
+    }
+    const fs::path workdir = checked_workdir(command.workdir);
+    struct stat st {};
+    if (::stat(command.workspace.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
+                  "workspace is not a directory: " + command.workspace.string());
+    }
+
+    std::unique_ptr<Cgroup> cgroup;
+    if (eff_.cgroups != nullptr) {
+      static std::atomic<std::uint64_t> counter{0};
+      cgroup = eff_.cgroups->create_group("task-" + std::to_string(++counter), eff_.limits);
+    }
+
+    // Everything the child reads is built here: it may not allocate after clone3.
+    const std::vector<std::string> candidates = exec_candidates(command);
+    std::vector<const char*> candidate_ptrs;
+    for (const auto& c : candidates) candidate_ptrs.push_back(c.c_str());
+    candidate_ptrs.push_back(nullptr);
+    std::vector<char*> argv = c_strings(command.argv);
+    std::vector<char*> envp = c_strings(command.env);
+    std::string cwd;
+    MountPlan mounts;
+    if (eff_.isolate) {
+      cwd = (fs::path(kSandboxWorkspace) / workdir).lexically_normal().string();
+      const std::string workspace = fs::absolute(command.workspace).lexically_normal().string();
+      std::vector<std::string> visible = policy_.readonly_binds;
+      visible.push_back(workspace);
+      mounts = build_mount_plan({.root_mount_point = choose_root_mount_point(visible),
+                                 .readonly_binds = policy_.readonly_binds,
+                                 .workspace = workspace,
+                                 .tmp_bytes = policy_.tmp_bytes});
+      // The task runs as policy.uid and must be able to write its workspace.
+      if ((st.st_uid != policy_.uid || st.st_gid != policy_.gid) &&
+          ::chown(command.workspace.c_str(), policy_.uid, policy_.gid) != 0 && !eff_.new_user) {
+        throw_errno("chown of the workspace " + command.workspace.string());
+      }
+    } else {
+      cwd = (command.workspace / workdir).lexically_normal().string();
+    }
+
+    Pipe error = make_pipe();
+    Pipe status = make_pipe();
+    // On v1 the child must wait until it is in the cgroups; with a user namespace, until the
+    // id maps exist.
+    const bool needs_release = (cgroup && cgroup->clone_into_fd() < 0) || eff_.new_user;
+    Pipe release;
+    if (needs_release) release = make_pipe();
+
+    ChildPlan plan;
+    plan.isolate = eff_.isolate;
+    plan.mounts = eff_.isolate ? &mounts : nullptr;
+    plan.hostname = eff_.isolate && eff_.new_uts ? kHostname : nullptr;
+    plan.loopback_up = eff_.isolate && eff_.new_net;
+    plan.argv = argv.data();
+    plan.envp = envp.data();
+    plan.exec_candidates = candidate_ptrs.data();
+    plan.workdir = cwd.c_str();
+    plan.stdin_fd = command.stdin_fd;
+    plan.stdout_fd = command.stdout_fd;
+    plan.stderr_fd = command.stderr_fd;
+    plan.drop_privileges = eff_.isolate;
+    plan.in_user_ns = eff_.new_user;
+    plan.uid = policy_.uid;
+    plan.gid = policy_.gid;
+    plan.cap_last = cap_last_;
+    plan.seccomp = eff_.isolate && eff_.seccomp ? &eff_.seccomp->program : nullptr;
+    plan.release_fd = needs_release ? release.read.get() : -1;
+    plan.error_fd = error.write.get();
+    plan.status_fd = status.write.get();
+
+    CloneRequest request{.isolate = eff_.isolate,
+                         .new_net = eff_.new_net,
+                         .new_ipc = eff_.new_ipc,
+                         .new_uts = eff_.new_uts,
+                         .new_user = eff_.new_user,
+                         .cgroup_fd = cgroup ? cgroup->clone_into_fd() : -1};
+    Spawned spawned = clone_child(request, plan);
+    UniqueFd pidfd(spawned.pidfd);
+    error.write.reset();
+    status.write.reset();
+    release.read.reset();
+
+    auto abandon = [&]() {
+      // Closing the release pipe unblocks a waiting child, which then exits.
+      release.write.reset();
+      send_signal(pidfd.get(), SIGKILL);
+      siginfo_t info{};
+      while (::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED) < 0 &&
+             errno == EINTR) {
+      }
+    };
+    try {
+      if (needs_release) {
+        if (cgroup && cgroup->clone_into_fd() < 0) cgroup->add_process(spawned.pid);
+        if (eff_.new_user) write_id_maps(spawned.pid, policy_.uid, policy_.gid);
+        char go = 1;
+        if (::write(release.write.get(), &go, 1) != 1) throw_errno("release the sandbox child");
+        release.write.reset();
+      }
+      wait_for_exec(error.read.get());
+    } catch (...) {
+      abandon();
+      throw;
+    }
+
+    if (::fcntl(status.read.get(), F_SETFL, O_NONBLOCK) != 0) {
+      abandon();
+      throw_errno("fcntl on the status pipe");
+    }
+    pidfd.release();
+    return std::make_unique<ProcessImpl>(spawned, eff_.isolate, std::move(status.read),
+                                         std::move(cgroup), eff_.degradations);
+  }
+
+ private:
+  // Returns once the task has exec'ed (EOF: the close-on-exec error pipe is gone); throws
+  // with the child's own report if it failed before.
+  static void wait_for_exec(int fd) {
+    ChildError record;
+    std::size_t got = 0;
+    auto* bytes = reinterpret_cast<char*>(&record);
+    while (got < sizeof record) {
+      pollfd pfd{.fd = fd, .events = POLLIN, .revents = 0};
+      int ready = ::poll(&pfd, 1, kSetupTimeoutMs);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) throw_errno("poll on the sandbox error pipe");
+      if (ready == 0) {
+        throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
+                    "the sandbox child did not start the task within 30 s");
+      }
+      ssize_t n = ::read(fd, bytes + got, sizeof record - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_errno("read of the sandbox error pipe");
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    if (got == 0) return;
+    if (got < sizeof record) {
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
+                  "the sandbox child sent a truncated error report");
+    }
+    record.detail[sizeof record.detail - 1] = '\0';
+    const auto stage = static_cast<ChildStage>(record.stage);
+    std::string message =
+        std::string(to_string(stage)) + " (" + record.detail + "): " + strerrordesc_np(record.err);
+    if (stage == ChildStage::kChdir) {
+      throw Error(ErrorKind::kConfig, "bad_workdir",
+                  "cannot enter the working directory: " + message);
+    }
+    throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed", "sandbox setup: " + message);
+  }
+
+  Policy policy_;
+  Effective eff_;
+  int cap_last_;
+};
+
+// Fail closed: either the host gives what was asked, or the policy allows going without it
+// and the loss is recorded.
+class Requirements {
+ public:
+  explicit Requirements(bool allow_degraded) : allow_(allow_degraded) {}
+  bool need(bool available, const std::string& what, const std::string& consequence) {
+    if (available) return true;
+    if (!allow_) {
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_unavailable",
+                  what + " (set allow_degraded to run without it)");
+    }
+    degradations.push_back(what + ": " + consequence);
+    return false;
+  }
+  std::vector<std::string> degradations;
+
+ private:
+  bool allow_;
+};
+
+bool has(const std::vector<std::string>& list, const char* item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
+
+}  // namespace
+
+CgroupManager* shared_cgroup_manager(std::string* why) {
+  static std::mutex mutex;
+  static bool tried = false;
+  static std::unique_ptr<CgroupManager> manager;
+  static std::string failure;
+  std::lock_guard lock(mutex);
+  if (!tried) {
+    tried = true;
+    try {
+      manager = CgroupManager::create();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+  }
+  if (!manager && why != nullptr) *why = failure;
+  return manager.get();
+}
+
+std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
+  const HostCapabilities& caps = host();
+  Requirements req(policy.allow_degraded);
+  Effective eff;
+  eff.limits = policy.limits;
+
+  std::string why;
+  eff.cgroups = shared_cgroup_manager(&why);
+  if (req.need(eff.cgroups != nullptr, "cgroups (" + why + ")",
+               "no limits, usage is inexact and escaped processes may survive the task")) {
+    const auto controllers = eff.cgroups->controllers();
+    if (policy.limits.memory_bytes &&
+        !req.need(has(controllers, "memory"), "memory cgroup controller",
+                  "the memory limit is not enforced")) {
+      eff.limits.memory_bytes.reset();
+    }
+    if (policy.limits.pids && !req.need(has(controllers, "pids"), "pids cgroup controller",
+                                        "the process limit is not enforced")) {
+      eff.limits.pids.reset();
+    }
+    if (policy.limits.cpus && !req.need(has(controllers, "cpu"), "cpu cgroup controller",
+                                        "the CPU limit is not enforced")) {
+      eff.limits.cpus.reset();
+    }
+  } else {
+    eff.limits = {};
+  }
+
+  eff.isolate = policy.isolate;
+  if (eff.isolate) {
+    eff.new_user = !caps.root;
+    const bool core = caps.pid_ns && caps.mount_ns && (caps.root || caps.user_ns);
+    if (!req.need(core,
+                  caps.root ? "pid and mount namespaces"
+                            : "pid, mount and user namespaces (the worker is not root)",
+                  "the task runs without isolation, as the worker's user")) {
+      eff.isolate = false;
+    }
+  }
+  if (eff.isolate) {
+    eff.new_net = policy.network == Network::kNone &&
+                  req.need(caps.net_ns, "network namespace", "the task has the host's network");
+    eff.new_ipc = req.need(caps.ipc_ns, "ipc namespace", "the task shares System V IPC");
+    eff.new_uts = req.need(caps.uts_ns, "uts namespace", "the task sees the host's name");
+    if (req.need(caps.seccomp, "seccomp", "the task's system calls are not filtered")) {
+      eff.seccomp = task_seccomp_program();
+    }
+  }
+  eff.degradations = std::move(req.degradations);
+  for (const auto& d : eff.degradations) spdlog::warn("sandbox degraded: {}", d);
+  return std::make_unique<SandboxImpl>(policy, std::move(eff));
+}
+
+}  // namespace tamma::sandbox

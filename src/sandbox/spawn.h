@@ -1,0 +1,107 @@
+#pragma once
+// clone3 of a sandboxed child and the task side of it (the process that execs the command).
+//
+// The worker may be multi-threaded: after clone3 the child owns a copy of memory in which
+// other threads may have held locks (malloc, stdio, the dynamic loader). So everything the
+// child needs is prepared by the parent in a ChildPlan of plain C data, and the child only
+// reads it and makes raw system calls: no allocation, no locks, no glibc set*id wrappers.
+
+#include <linux/filter.h>
+#include <sys/types.h>
+
+#include <cstddef>
+
+namespace tamma::sandbox {
+
+struct MountPlan;
+
+// Where a child failed before exec; sent to the parent as a fixed-size record.
+enum class ChildStage : int {
+  kRelease = 1,
+  kFds,
+  kSignals,
+  kMounts,
+  kHostname,
+  kLoopback,
+  kForkTask,
+  kSession,
+  kStdio,
+  kChdir,
+  kPrivileges,
+  kNoNewPrivs,
+  kCapabilities,
+  kSeccomp,
+  kParentDeath,
+};
+const char* to_string(ChildStage stage);
+
+struct ChildError {
+  int stage = 0;  // a ChildStage
+  int err = 0;    // errno
+  char detail[240] = {};
+};
+
+struct ChildPlan {
+  // With isolation the clone3 child is PID 1 of new namespaces and forks the task; without,
+  // the clone3 child is the task itself.
+  bool isolate = true;
+  const MountPlan* mounts = nullptr;  // set when isolating
+  const char* hostname = nullptr;     // set with a new uts namespace
+  bool loopback_up = false;           // with a new net namespace
+
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+  // Full paths to try in order (the PATH lookup, prepared by the parent against the paths
+  // the task will see); null-terminated.
+  const char* const* exec_candidates = nullptr;
+  const char* workdir = nullptr;  // absolute, as the task sees it
+
+  // Caller's fds for the task's stdio; stdin -1 means /dev/null.
+  int stdin_fd = -1;
+  int stdout_fd = -1;
+  int stderr_fd = -1;
+
+  // Privileges, applied to the task only when `drop_privileges`.
+  bool drop_privileges = false;
+  bool in_user_ns = false;  // setgroups is denied there; the id maps did the switch
+  uid_t uid = 0;
+  gid_t gid = 0;
+  int cap_last = 0;                     // highest capability number of this kernel
+  const sock_fprog* seccomp = nullptr;  // null: no filter
+  // Control pipes, child ends. release_fd: -1 or a pipe the child reads one byte from before
+  // doing anything (the parent first moves it into the v1 cgroups / writes the id maps).
+  int release_fd = -1;
+  int error_fd = -1;   // ChildError records; close-on-exec, so EOF means the task exec'ed
+  int status_fd = -1;  // PID 1 writes the task's raw wait status here
+};
+
+struct CloneRequest {
+  bool isolate = true;
+  bool new_net = false;
+  bool new_ipc = true;
+  bool new_uts = true;
+  bool new_user = false;
+  int cgroup_fd = -1;  // v2: clone straight into the task's group
+};
+
+struct Spawned {
+  pid_t pid = -1;
+  int pidfd = -1;  // owned by the caller
+};
+
+// clone3 with the namespaces of `request` and CLONE_PIDFD; the child runs `plan` and never
+// returns. Throws Error(kSandboxSetup) when the kernel refuses the clone.
+Spawned clone_child(const CloneRequest& request, const ChildPlan& plan);
+
+// Child side, used by pid_init: keeps only `fds` (renumbered 3, 4, ... in place), closes every
+// other descriptor above 2. Returns 0 or an errno.
+int keep_only_fds(int* fds[], std::size_t count);
+// Child side: a fork that is safe after clone3 in a multi-threaded parent (no atfork
+// handlers, no locks). Returns like fork().
+pid_t raw_fork();
+// Child side: sends a failure record to the parent (best effort) and _exits.
+[[noreturn]] void child_fail(int error_fd, ChildStage stage, int err, const char* detail);
+// Child side: the task process from its stdio to execve; never returns.
+[[noreturn]] void exec_task(const ChildPlan& plan);
+
+}  // namespace tamma::sandbox
