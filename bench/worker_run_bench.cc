@@ -1,0 +1,113 @@
+// Overhead of `tamma-worker run -- /bin/true` against a plain fork+exec of /bin/true, measured
+// side by side in one run, and the worker's resident memory. Prints its figures; no
+// assertions (the machines are noisy).
+//
+//   worker_run_bench [RUNS]      (default 200; needs root for the sandbox)
+
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+struct Sample {
+  double ms;
+  long maxrss_kib;
+};
+
+Sample spawn_and_wait(const std::vector<std::string>& argv) {
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  const auto start = std::chrono::steady_clock::now();
+  pid_t pid = 0;
+  if (posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), environ) != 0) {
+    std::perror("posix_spawn");
+    std::exit(1);
+  }
+  int status = 0;
+  rusage usage{};
+  wait4(pid, &status, 0, &usage);
+  const auto end = std::chrono::steady_clock::now();
+  posix_spawn_file_actions_destroy(&actions);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "%s exited with status %d\n", argv[0].c_str(), status);
+    std::exit(1);
+  }
+  return {std::chrono::duration<double, std::milli>(end - start).count(), usage.ru_maxrss};
+}
+
+struct Figures {
+  double median, p90, p99;
+  long maxrss_kib;
+};
+
+Figures measure(const std::vector<std::string>& argv, int runs) {
+  for (int i = 0; i < 5; ++i) spawn_and_wait(argv);  // warm the page cache
+  std::vector<double> times;
+  long rss = 0;
+  for (int i = 0; i < runs; ++i) {
+    Sample s = spawn_and_wait(argv);
+    times.push_back(s.ms);
+    rss = std::max(rss, s.maxrss_kib);
+  }
+  std::sort(times.begin(), times.end());
+  auto at = [&](double q) { return times[static_cast<std::size_t>(q * (times.size() - 1))]; };
+  return {at(0.5), at(0.9), at(0.99), rss};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int runs = argc > 1 ? std::atoi(argv[1]) : 200;
+  const std::string worker = TAMMA_WORKER_BINARY;
+  char root_template[] = "/tmp/tamma-bench-XXXXXX";
+  const std::string root = mkdtemp(root_template);
+
+  struct Case {
+    const char* name;
+    std::vector<std::string> argv;
+  };
+  const std::vector<Case> cases = {
+      {"fork+exec /bin/true", {"/bin/true"}},
+      {"tamma-worker run (full sandbox)",
+       {worker, "run", "--quiet", "--log-level", "warn", "--workspace-root", root, "--",
+        "/bin/true"}},
+      {"tamma-worker run --no-isolate (cgroup only)",
+       {worker, "run", "--quiet", "--log-level", "warn", "--no-isolate", "--workspace-root", root,
+        "--", "/bin/true"}},
+  };
+
+  std::printf("%d runs each, wall time from spawn to exit\n\n", runs);
+  std::printf("%-44s %9s %9s %9s %12s %11s\n", "case", "median ms", "p90 ms", "p99 ms",
+              "over true ms", "maxrss KiB");
+  double baseline = 0;
+  for (const auto& c : cases) {
+    Figures f = measure(c.argv, runs);
+    if (baseline == 0) baseline = f.median;
+    std::printf("%-44s %9.3f %9.3f %9.3f %12.3f %11ld\n", c.name, f.median, f.p90, f.p99,
+                f.median - baseline, f.maxrss_kib);
+  }
+
+  // Idle: the worker process that parses its command line and exits, with all libraries loaded.
+  Figures idle = measure({worker, "--version"}, 20);
+  std::printf("\nworker resident memory: idle (loaded, no task) %ld KiB; "
+              "peak while running one task: see maxrss above\n",
+              idle.maxrss_kib);
+  rmdir(root.c_str());
+  return 0;
+}
