@@ -1,0 +1,339 @@
+// Hostile tasks: each tries to exhaust, escape or reach the worker. Every test checks the
+// classification from the exit status and the kernel's accounting, that the worker is
+// unharmed, and that no process, cgroup or mount is left behind.
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <set>
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include "sandbox/run_helpers.h"
+#include "sandbox/sandbox.h"
+#include "support/test_support.h"
+
+namespace tamma::sandbox {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::NoLeaks;
+using testing::run;
+using testing::RunOptions;
+using testing::RunResult;
+namespace fs = std::filesystem;
+
+// Processes anywhere on the host whose command line contains `marker`.
+int processes_with(const std::string& marker) {
+  int count = 0;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = testing::slurp(entry.path() / "cmdline");
+    for (char& c : cmdline) c = c == '\0' ? ' ' : c;
+    if (cmdline.find(marker) != std::string::npos && name != std::to_string(::getpid())) ++count;
+  }
+  return count;
+}
+
+class HostileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // The helper must be inside the jail to run: the build tree is not bound in.
+    fs::copy_file(TAMMA_SANDBOX_HELPER, dir_.path() / "hostile");
+    fs::permissions(dir_.path() / "hostile", fs::perms::owner_all | fs::perms::group_exec |
+                                                 fs::perms::others_exec | fs::perms::others_read);
+  }
+  void TearDown() override {
+    leaks_.check();
+    // The worker still works: it can run a task after the hostile one.
+    auto sandbox = Sandbox::create({});
+    auto r = run(*sandbox, command({"/bin/echo", "alive"}));
+    ASSERT_TRUE(r.exit);
+    EXPECT_EQ(r.out, "alive\n");
+  }
+
+  Command command(std::vector<std::string> argv) {
+    Command c;
+    c.argv = std::move(argv);
+    c.env = {"PATH=/usr/bin:/bin"};
+    c.workspace = dir_.path();
+    return c;
+  }
+  RunResult sh(const std::string& script, const Policy& policy = {}, RunOptions options = {}) {
+    auto sandbox = Sandbox::create(policy);
+    return run(*sandbox, command({"/bin/sh", "-c", script}), options);
+  }
+
+  tamma::testing::TempDir dir_;
+  NoLeaks leaks_;
+};
+
+TEST_F(HostileTest, ForkBombIsStoppedByThePidsLimit) {
+  Policy policy;
+  policy.limits.pids = 64;
+  // bash and dash retry failed forks, so the bomb stalls instead of dying: the wall-time
+  // limit (here the test's deadline) ends it.
+  auto r = sh("bomb() { bomb | bomb & }; bomb; sleep 30", policy, {.timeout = 3s});
+  ASSERT_TRUE(r.exit);
+  EXPECT_GT(r.usage.pids_limit_hits, 0u) << "the pids limit was never reached";
+  EXPECT_TRUE(r.usage.exact);
+}
+
+TEST_F(HostileTest, MemoryHogIsOomKilled) {
+  Policy policy;
+  policy.limits.memory_bytes = 64ull << 20;
+  auto sandbox = Sandbox::create(policy);
+  auto r = run(*sandbox, command({"/workspace/hostile", "hog", "512"}));
+  ASSERT_TRUE(r.exit);
+  EXPECT_FALSE(r.killed_by_test);
+  EXPECT_TRUE(r.exit->signaled);
+  EXPECT_EQ(r.exit->signal, SIGKILL);
+  EXPECT_GE(r.usage.oom_kills, 1u);
+  EXPECT_LE(r.usage.peak_memory_bytes, (64ull << 20) + (1ull << 20));
+  EXPECT_GT(r.usage.peak_memory_bytes, 32ull << 20);
+}
+
+TEST_F(HostileTest, CpuSpinnerGetsHalfACore) {
+  Policy policy;
+  policy.limits.cpus = 0.5;
+  auto r = sh("while :; do :; done", policy, {.timeout = 3s});
+  ASSERT_TRUE(r.killed_by_test);
+  const double cpu_s = static_cast<double>(r.usage.cpu_user_us + r.usage.cpu_system_us) / 1e6;
+  const double wall_s = static_cast<double>(r.wall.count()) / 1e3;
+  EXPECT_GT(r.usage.cpu_throttled_periods, 0u);
+  // The quota is a ceiling; the floor depends on how busy this machine is.
+  EXPECT_LE(cpu_s, 0.5 * wall_s + 0.15) << cpu_s << " s CPU in " << wall_s << " s";
+  EXPECT_GE(cpu_s, 0.25 * wall_s) << cpu_s << " s CPU in " << wall_s << " s (machine busy?)";
+}
+
+TEST_F(HostileTest, StdoutFloodIsReadAndKilled) {
+  auto r = sh("cat /dev/zero", {}, {.timeout = 2s, .keep_bytes = 4096});
+  ASSERT_TRUE(r.killed_by_test);
+  ASSERT_TRUE(r.exit);
+  EXPECT_TRUE(r.exit->signaled);
+  EXPECT_EQ(r.exit->signal, SIGKILL);
+  EXPECT_GT(r.out_bytes, 10u << 20);
+}
+
+TEST_F(HostileTest, SigtermIgnorerIsKilled) {
+  bool alive_after_term = false;
+  auto r = sh("trap '' TERM INT HUP; echo ready; while :; do sleep 0.05; done", {},
+              {.timeout = 10s, .started = [&](Process& p) {
+                 std::this_thread::sleep_for(300ms);
+                 p.signal_all(SIGTERM);
+                 std::this_thread::sleep_for(300ms);
+                 alive_after_term = !p.poll_exit().has_value();
+                 p.kill_all();
+               }});
+  EXPECT_TRUE(alive_after_term) << "the task was expected to ignore SIGTERM";
+  EXPECT_FALSE(r.killed_by_test);
+  ASSERT_TRUE(r.exit);
+  EXPECT_TRUE(r.exit->signaled);
+  EXPECT_EQ(r.exit->signal, SIGKILL);
+}
+
+TEST_F(HostileTest, SigtermReachesEveryProcessOfTheNamespace) {
+  // A setsid'd grandchild traps TERM and writes a file: forwarding reached it.
+  auto r =
+      sh("setsid sh -c 'trap \"echo got > /workspace/got; exit 0\" TERM; while :; do sleep "
+         "0.05; done' & sleep 0.3; trap 'wait; exit 3' TERM; while :; do sleep 0.05; done",
+         {}, {.timeout = 10s, .started = [&](Process& p) {
+                std::this_thread::sleep_for(600ms);
+                p.signal_all(SIGTERM);
+              }});
+  ASSERT_TRUE(r.exit);
+  EXPECT_FALSE(r.killed_by_test);
+  EXPECT_FALSE(r.exit->signaled);
+  EXPECT_EQ(r.exit->code, 3);
+  EXPECT_EQ(testing::slurp(dir_.path() / "got"), "got\n");
+}
+
+// Escapees of the process tree die with the main process (pid namespace) even before the
+// worker's kill_all.
+TEST_F(HostileTest, SetsidAndDoubleForkEscapeesDieWithTheTask) {
+  const std::string marker = "tamma-escapee-" + std::to_string(::getpid());
+  auto sandbox = Sandbox::create({});
+  auto process = sandbox->spawn(
+      command({"/bin/sh", "-c",
+               "setsid sh -c 'sleep 1000; : " + marker + "' & (sh -c 'sleep 1000; : " + marker +
+                   "' &); sleep 0.3; exit 0"}));
+  pollfd pfd{process->exit_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 10'000), 1);
+  auto status = process->poll_exit();
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->code, 0);
+  EXPECT_EQ(processes_with(marker), 0) << "escapees outlived the task's main process";
+  process->kill_all();
+  EXPECT_EQ(processes_with(marker), 0);
+}
+
+// Without a pid namespace only the cgroup holds escapees: kill_all must still get them all.
+TEST_F(HostileTest, EscapeesWithoutIsolationDieOnKillAll) {
+  const std::string marker = "tamma-escapee-noiso-" + std::to_string(::getpid());
+  Policy policy;
+  policy.isolate = false;
+  auto sandbox = Sandbox::create(policy);
+  auto process = sandbox->spawn(
+      command({"/bin/sh", "-c",
+               "setsid sh -c 'sleep 1000; : " + marker + "' & (sh -c 'sleep 1000; : " + marker +
+                   "' &); sleep 0.3; exit 0"}));
+  pollfd pfd{process->exit_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&pfd, 1, 10'000), 1);
+  ASSERT_TRUE(process->poll_exit());
+  EXPECT_EQ(processes_with(marker), 2) << "the escapees were expected to survive the exit";
+  process->kill_all();
+  EXPECT_EQ(processes_with(marker), 0) << "kill_all missed an escapee";
+}
+
+TEST_F(HostileTest, WritesOutsideTheWorkspaceFail) {
+  auto r =
+      sh("for f in /etc/passwd /etc/tamma /usr/tamma /tamma /root/tamma /tmp/../etc/x "
+         "/proc/sys/kernel/hostname /dev/tamma /workspace/../escape; do "
+         "  (echo x > $f) 2>/dev/null && echo wrote $f; done; "
+         "mkdir /tamma-dir 2>/dev/null && echo mkdir; rm -f /etc/hostname 2>/dev/null; "
+         "test -e /etc/hostname || echo removed; chmod 777 /etc 2>/dev/null && echo chmod; "
+         "echo done");
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "done\n");
+  EXPECT_FALSE(fs::exists("/etc/tamma"));
+  EXPECT_FALSE(fs::exists("/tamma"));
+  EXPECT_FALSE(fs::exists(dir_.path().parent_path() / "escape"));
+}
+
+TEST_F(HostileTest, HostFilesNotBoundInAreInvisible) {
+  const std::string test_dir = fs::canonical("/proc/self/exe").parent_path().string();
+  auto r = sh("for p in /root /work /home /sys /var /boot " + test_dir + " " +
+              std::string(TAMMA_SOURCE_DIR) + "; do test -e $p && echo visible $p; done; " +
+              "ls / | tr '\\n' ' '");
+  ASSERT_TRUE(r.exit);
+  // The root holds the policy's binds that exist on this host and the sandbox's own mounts.
+  std::set<std::string> expected{"dev", "proc", "tmp", "workspace"};
+  for (const auto& bind : Policy{}.readonly_binds) {
+    if (fs::exists(fs::symlink_status(bind))) expected.insert(bind.substr(1));
+  }
+  std::string listing;
+  for (const auto& name : expected) listing += name + " ";
+  EXPECT_EQ(r.out, listing);
+}
+
+TEST_F(HostileTest, TheWorkersEnvironmentAndProcessesAreUnreachable) {
+  ASSERT_EQ(::setenv("TAMMA_HOSTILE_SECRET", "s3cr3t-value", 1), 0);
+  const std::string worker = std::to_string(::getpid());
+  auto r = sh("test -e /proc/" + worker + " && echo worker-visible; " +
+              "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c s3cr3t; "
+              "test -r /proc/1/environ && echo init-readable; "
+              "ls /proc | grep -E '^[0-9]+$' | grep -qx 1 && echo init-listed; "
+              "kill -9 1 2>/dev/null && echo killed-init; "
+              "kill -TERM " +
+              worker +
+              " 2>/dev/null && echo signalled-worker; "
+              "kill -9 -1 2>/dev/null; echo after");
+  ::unsetenv("TAMMA_HOSTILE_SECRET");
+  ASSERT_TRUE(r.exit);
+  // kill -9 -1 reaches the task's own processes (the kernel spares the caller) and nothing
+  // else: the worker and PID 1 live on.
+  EXPECT_EQ(r.out, "0\nafter\n") << r.err;
+  EXPECT_FALSE(r.exit->signaled);
+  EXPECT_EQ(r.exit->code, 0);
+}
+
+TEST_F(HostileTest, SignallingTheWorkerByPidFails) {
+  auto sandbox = Sandbox::create({});
+  auto r = run(*sandbox, command({"/workspace/hostile", "kill", std::to_string(::getpid()),
+                                  std::to_string(SIGKILL)}));
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "kill=ESRCH\n");
+}
+
+TEST_F(HostileTest, NoNetworkWhenDenied) {
+  // A server in the worker's namespace, on the loopback the task must not reach.
+  int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(server, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(server, 4), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(server, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+
+  auto sandbox = Sandbox::create({});
+  auto r = run(*sandbox, command({"/workspace/hostile", "connect", std::to_string(port)}));
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "connect=ECONNREFUSED\n");
+  pollfd pfd{server, POLLIN, 0};
+  EXPECT_EQ(::poll(&pfd, 1, 0), 0) << "a connection reached the worker's server";
+
+  // The same program with the host network reaches it: the check above is meaningful.
+  Policy host_net;
+  host_net.network = Network::kHost;
+  auto open = Sandbox::create(host_net);
+  auto r2 = run(*open, command({"/workspace/hostile", "connect", std::to_string(port)}));
+  EXPECT_EQ(r2.out, "connect=ok\n");
+  ::close(server);
+}
+
+TEST_F(HostileTest, KernelEscapesAreDenied) {
+  auto sandbox = Sandbox::create({});
+  auto r = run(*sandbox, command({"/workspace/hostile", "escapes"}));
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.exit->code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "mount=EPERM\numount=EPERM\nunshare_user=EPERM\nunshare_net=EPERM\nsetns=EPERM\n"
+            "ptrace_traceme=EPERM\nptrace_attach_init=EPERM\nbpf=EPERM\nkeyctl=EPERM\n"
+            "perf_event_open=EPERM\npivot_root=EPERM\nchroot=EPERM\nsethostname=EPERM\n"
+            "clone_newuser=EPERM\nclone3=ENOSYS\nfork=ok\n");
+}
+
+// Whether a system call through `abi` reaches the kernel's syscall entry (and so seccomp):
+// outside the sandbox the helper prints a result instead of dying. Without ia32 emulation
+// int 0x80 is a SIGSEGV before any filter runs; x32 calls always pass the filter first (a
+// kernel without x32 then answers -ENOSYS), so they are always checked.
+bool reaches_syscall_entry(const std::string& abi) {
+  FILE* pipe =
+      ::popen((std::string(TAMMA_SANDBOX_HELPER) + " abi " + abi + " 2>/dev/null").c_str(), "r");
+  if (pipe == nullptr) return false;
+  char line[128] = {};
+  const bool printed = std::fgets(line, sizeof line, pipe) != nullptr;
+  const int status = ::pclose(pipe);
+  if (!printed || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return false;
+  return printed;
+}
+
+void expect_killed_by_seccomp(Sandbox& sandbox, Command command) {
+  auto r = run(sandbox, std::move(command));
+  ASSERT_TRUE(r.exit);
+  EXPECT_TRUE(r.exit->signaled) << "the foreign system call went through: " << r.out;
+  EXPECT_EQ(r.exit->signal, SIGSYS);
+}
+
+TEST_F(HostileTest, X32SyscallsKillTheTask) {
+  ASSERT_TRUE(reaches_syscall_entry("x32"));
+  auto sandbox = Sandbox::create({});
+  expect_killed_by_seccomp(*sandbox, command({"/workspace/hostile", "abi", "x32"}));
+}
+
+TEST_F(HostileTest, I386SyscallsKillTheTask) {
+  if (!reaches_syscall_entry("i386")) {
+    GTEST_SKIP() << "this kernel has no ia32 emulation (int 0x80 faults before any filter "
+                    "runs), so the seccomp bad-arch kill of i386 calls was not exercised";
+  }
+  auto sandbox = Sandbox::create({});
+  expect_killed_by_seccomp(*sandbox, command({"/workspace/hostile", "abi", "i386"}));
+}
+
+}  // namespace
+}  // namespace tamma::sandbox
