@@ -1,0 +1,599 @@
+#include "protocol/task_spec.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "common/units.h"
+
+namespace tamma::protocol {
+namespace {
+
+using nlohmann::json;
+using Problems = std::vector<ValidationProblem>;
+
+// The types whose handler runs the spec's steps: for them a task without steps means nothing.
+constexpr std::string_view kStepTypes[] = {"command", "build", "test", "security_scan"};
+
+// PID_MAX_LIMIT: the kernel refuses a larger pids.max.
+constexpr std::uint64_t kMaxPids = 4'194'304;
+constexpr double kMaxCpus = 1024;
+constexpr std::size_t kMaxIdLength = 128;
+
+constexpr std::string_view kDurationHint =
+    "a duration such as \"30s\", \"10m\", \"1h30m\", or a positive number of seconds";
+constexpr std::string_view kSizeHint = "a size such as \"512M\", \"2G\", or a number of bytes";
+
+std::string quote(std::string_view text) {
+  return json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string describe(const json& value) {
+  switch (value.type()) {
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return value.get<bool>() ? "true" : "false";
+    case json::value_t::string:
+      return "the string " + quote(value.get<std::string>());
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
+    case json::value_t::number_float:
+      return "the number " + value.dump();
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    default:
+      return "a binary value";
+  }
+}
+
+bool is_variable_name(std::string_view name) {
+  if (name.empty()) return false;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool letter = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+    const bool digit = c >= '0' && c <= '9';
+    if (!letter && !(digit && i > 0)) return false;
+  }
+  return true;
+}
+
+bool is_task_id(std::string_view id) {
+  if (id.empty() || id.size() > kMaxIdLength) return false;
+  for (char c : id) {
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Names that are not plain identifiers are written as JSON strings, as jq would.
+std::string member_path(const std::string& parent, std::string_view key) {
+  if (is_variable_name(key)) return fmt::format("{}.{}", parent, key);
+  return fmt::format("{}[{}]", parent, quote(key));
+}
+
+std::string index_path(const std::string& parent, std::size_t index) {
+  return fmt::format("{}[{}]", parent, index);
+}
+
+void add(Problems& problems, std::string path, std::string message) {
+  problems.push_back({std::move(path), std::move(message)});
+}
+
+// execve carries C strings: a NUL would silently cut the text short.
+bool has_nul(std::string_view text) { return text.find('\0') != std::string_view::npos; }
+
+std::optional<std::string> read_string(const json& value, const std::string& path,
+                                       Problems& problems, std::string_view what) {
+  if (!value.is_string()) {
+    add(problems, path, fmt::format("must be {}, not {}", what, describe(value)));
+    return std::nullopt;
+  }
+  std::string text = value.get<std::string>();
+  if (text.empty()) {
+    add(problems, path, "must not be empty");
+    return std::nullopt;
+  }
+  if (has_nul(text)) {
+    add(problems, path, "must not contain a NUL character");
+    return std::nullopt;
+  }
+  return text;
+}
+
+std::optional<std::chrono::milliseconds> read_duration(const json& value, const std::string& path,
+                                                       Problems& problems) {
+  std::string error;
+  std::optional<std::chrono::milliseconds> duration;
+  if (value.is_string()) {
+    duration = parse_duration(value.get<std::string>(), &error);
+  } else if (value.is_number()) {
+    duration = duration_from_seconds(value.get<double>(), &error);
+  } else {
+    error = fmt::format("must be {}, not {}", kDurationHint, describe(value));
+  }
+  if (!duration) add(problems, path, error);
+  return duration;
+}
+
+// A JSON number that is a whole number in [1, max], whatever its representation (100, 1e2, 100.0).
+std::optional<std::uint64_t> whole_number(const json& value, std::uint64_t max) {
+  // Parsed non-negative integers are unsigned, but those built in C++ from an int are not.
+  if (value.is_number_integer()) {
+    if (value.get<std::int64_t>() < 0 && !value.is_number_unsigned()) return std::nullopt;
+    const auto n = value.get<std::uint64_t>();
+    if (n >= 1 && n <= max) return n;
+    return std::nullopt;
+  }
+  if (value.is_number_float()) {
+    const double d = value.get<double>();
+    // 2^64 itself is the first double out of range.
+    if (std::isfinite(d) && d >= 1 && d < 18446744073709551616.0 && std::floor(d) == d &&
+        static_cast<std::uint64_t>(d) <= max) {
+      return static_cast<std::uint64_t>(d);
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<std::uint64_t> read_size(const json& value, const std::string& path,
+                                       Problems& problems) {
+  if (value.is_string()) {
+    std::string error;
+    const auto bytes = parse_size(value.get<std::string>(), &error);
+    if (!bytes) {
+      add(problems, path, error);
+    } else if (*bytes == 0) {
+      add(problems, path, fmt::format("must be more than 0 bytes, not {}", describe(value)));
+    } else {
+      return bytes;
+    }
+    return std::nullopt;
+  }
+  if (value.is_number()) {
+    if (auto bytes = whole_number(value, UINT64_MAX)) return bytes;
+    add(problems, path,
+        fmt::format("must be a positive whole number of bytes, not {}", describe(value)));
+    return std::nullopt;
+  }
+  add(problems, path, fmt::format("must be {}, not {}", kSizeHint, describe(value)));
+  return std::nullopt;
+}
+
+// `env` and `secrets`: NAME -> value objects.
+std::map<std::string, std::string> read_variables(const json& value, const std::string& path,
+                                                  Problems& problems, bool secret) {
+  std::map<std::string, std::string> out;
+  if (!value.is_object()) {
+    add(problems, path,
+        fmt::format("must be an object of NAME: \"value\" pairs, not {}", describe(value)));
+    return out;
+  }
+  for (const auto& [name, item] : value.items()) {
+    const std::string item_path = member_path(path, name);
+    bool ok = true;
+    if (!is_variable_name(name)) {
+      add(problems, item_path,
+          fmt::format("{} is not a valid variable name (letters, digits and _, not starting with "
+                      "a digit)",
+                      quote(name)));
+      ok = false;
+    }
+    if (!item.is_string()) {
+      add(problems, item_path, fmt::format("must be a string, not {}", describe(item)));
+      continue;
+    }
+    const std::string text = item.get<std::string>();
+    if (secret && text.empty()) {
+      // An empty secret would mask nothing and most likely means a missing CI variable.
+      add(problems, item_path, "a secret must not be empty");
+      ok = false;
+    }
+    if (has_nul(text)) {
+      add(problems, item_path, "must not contain a NUL character");
+      ok = false;
+    }
+    if (ok) out[name] = text;
+  }
+  return out;
+}
+
+// Lexical normalization: the workspace is not there yet, so symlinks cannot be followed here
+// (the sandbox's mount jail contains them at run time).
+std::optional<std::string> normalize_workdir(std::string_view text, std::string& problem) {
+  if (text.empty()) {
+    problem = "must not be empty (use \".\" for the workspace itself)";
+    return std::nullopt;
+  }
+  if (has_nul(text)) {
+    problem = "must not contain a NUL character";
+    return std::nullopt;
+  }
+  if (text.front() == '/') {
+    problem = fmt::format("{} is absolute; give a path relative to the workspace", quote(text));
+    return std::nullopt;
+  }
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto end = text.find('/', start);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view part = text.substr(start, end - start);
+    if (part == "..") {
+      if (parts.empty()) {
+        problem = fmt::format("{} leads out of the workspace", quote(text));
+        return std::nullopt;
+      }
+      parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    start = end + 1;
+  }
+  if (parts.empty()) return ".";
+  std::string out;
+  for (const auto& part : parts) out += (out.empty() ? "" : "/") + std::string(part);
+  return out;
+}
+
+std::optional<std::string> check_artifact(std::string_view pattern) {
+  if (pattern.empty()) return "must not be empty";
+  if (has_nul(pattern)) return "must not contain a NUL character";
+  if (pattern.front() == '/') {
+    return fmt::format("{} is absolute; give a glob relative to the workspace", quote(pattern));
+  }
+  std::size_t start = 0;
+  while (start <= pattern.size()) {
+    auto end = pattern.find('/', start);
+    if (end == std::string_view::npos) end = pattern.size();
+    if (pattern.substr(start, end - start) == "..") {
+      return fmt::format("{} has a \"..\" component; artifacts come from inside the workspace",
+                         quote(pattern));
+    }
+    start = end + 1;
+  }
+  return std::nullopt;
+}
+
+std::optional<Step> parse_step(const json& value, std::size_t index, const std::string& path,
+                               Problems& problems) {
+  const std::size_t before = problems.size();
+  if (!value.is_object()) {
+    add(problems, path,
+        fmt::format("must be an object with \"run\" or \"argv\", not {}", describe(value)));
+    return std::nullopt;
+  }
+  Step step;
+  step.name = fmt::format("step-{}", index + 1);
+  if (auto it = value.find("name"); it != value.end()) {
+    if (auto name = read_string(*it, path + ".name", problems, "a string")) step.name = *name;
+  }
+
+  const auto run = value.find("run");
+  const auto argv = value.find("argv");
+  if (run != value.end() && argv != value.end()) {
+    add(problems, path,
+        "has both \"run\" and \"argv\"; give exactly one (\"run\" is a shell script, \"argv\" a "
+        "command and its arguments)");
+  } else if (run == value.end() && argv == value.end()) {
+    add(problems, path, "needs \"run\" (a shell script) or \"argv\" (a command and its arguments)");
+  } else if (run != value.end()) {
+    step.run = read_string(*run, path + ".run", problems, "a shell script (a string)");
+  } else if (!argv->is_array() || argv->empty()) {
+    add(problems, path + ".argv",
+        fmt::format("must be a non-empty array of strings (the command, then its arguments), not "
+                    "{}",
+                    argv->is_array() ? "an empty array" : describe(*argv)));
+  } else {
+    for (std::size_t i = 0; i < argv->size(); ++i) {
+      const json& item = (*argv)[i];
+      const std::string item_path = index_path(path + ".argv", i);
+      if (!item.is_string()) {
+        add(problems, item_path, fmt::format("must be a string, not {}", describe(item)));
+        continue;
+      }
+      const std::string text = item.get<std::string>();
+      if (i == 0 && text.empty()) {
+        add(problems, item_path, "the command must not be empty");
+      } else if (has_nul(text)) {
+        add(problems, item_path, "must not contain a NUL character");
+      } else {
+        step.argv.push_back(text);
+      }
+    }
+  }
+  if (auto it = value.find("env"); it != value.end()) {
+    step.env = read_variables(*it, path + ".env", problems, /*secret=*/false);
+  }
+  if (auto it = value.find("timeout"); it != value.end()) {
+    step.timeout = read_duration(*it, path + ".timeout", problems);
+  }
+  if (problems.size() != before) return std::nullopt;
+  return step;
+}
+
+void parse_resources(const json& value, Resources& resources, Problems& problems) {
+  const std::string path = "$.resources";
+  if (!value.is_object()) {
+    add(problems, path,
+        fmt::format("must be an object with memory, cpus, pids and disk, not {}", describe(value)));
+    return;
+  }
+  if (auto it = value.find("memory"); it != value.end()) {
+    resources.memory_bytes = read_size(*it, path + ".memory", problems);
+  }
+  if (auto it = value.find("cpus"); it != value.end()) {
+    const json& cpus = *it;
+    if (cpus.is_number() && std::isfinite(cpus.get<double>()) && cpus.get<double>() > 0 &&
+        cpus.get<double>() <= kMaxCpus) {
+      resources.cpus = cpus.get<double>();
+    } else {
+      add(problems, path + ".cpus",
+          fmt::format("must be a positive number of CPUs (e.g. 1.5) of at most {}, not {}",
+                      kMaxCpus, describe(cpus)));
+    }
+  }
+  if (auto it = value.find("pids"); it != value.end()) {
+    resources.pids = whole_number(*it, kMaxPids);
+    if (!resources.pids) {
+      add(problems, path + ".pids",
+          fmt::format("must be a positive whole number of processes of at most {}, not {}",
+                      kMaxPids, describe(*it)));
+    }
+  }
+  if (auto it = value.find("disk"); it != value.end()) {
+    resources.disk_bytes = read_size(*it, path + ".disk", problems);
+  }
+}
+
+std::string joined(const auto& names) {
+  std::string out;
+  for (const auto& name : names) out += (out.empty() ? "" : ", ") + std::string(name);
+  return out;
+}
+
+}  // namespace
+
+ParseOutcome parse_task_spec(const nlohmann::json& document) {
+  ParseOutcome outcome;
+  Problems& problems = outcome.problems;
+  if (!document.is_object()) {
+    add(problems, "$",
+        fmt::format("the task document must be a JSON object, not {}", describe(document)));
+    return outcome;
+  }
+  TaskSpec spec;
+  spec.raw = document;
+
+  if (auto it = document.find("id"); it != document.end()) {
+    if (!it->is_string()) {
+      add(problems, "$.id", fmt::format("must be a string, not {}", describe(*it)));
+    } else if (!is_task_id(it->get<std::string>())) {
+      add(problems, "$.id",
+          fmt::format("{} is not a valid task id (1 to {} of A-Z a-z 0-9 . _ -)",
+                      quote(it->get<std::string>()), kMaxIdLength));
+    } else {
+      spec.id = it->get<std::string>();
+    }
+  }
+
+  bool steps_required = false;
+  if (auto it = document.find("type"); it == document.end()) {
+    add(problems, "$.type",
+        fmt::format("is required: {} or the type of an external handler", joined(kStepTypes)));
+  } else if (auto type = read_string(*it, "$.type", problems, "a string")) {
+    spec.type = *type;
+    steps_required =
+        std::find(std::begin(kStepTypes), std::end(kStepTypes), spec.type) != std::end(kStepTypes);
+  }
+
+  if (auto it = document.find("steps"); it != document.end()) {
+    if (!it->is_array()) {
+      add(problems, "$.steps", fmt::format("must be an array of steps, not {}", describe(*it)));
+    } else if (it->empty() && steps_required) {
+      add(problems, "$.steps", fmt::format("a \"{}\" task needs at least one step", spec.type));
+    } else {
+      for (std::size_t i = 0; i < it->size(); ++i) {
+        if (auto step = parse_step((*it)[i], i, index_path("$.steps", i), problems)) {
+          spec.steps.push_back(std::move(*step));
+        }
+      }
+    }
+  } else if (steps_required) {
+    add(problems, "$.steps",
+        fmt::format("is required for a \"{}\" task: an array of steps, each with \"run\" or "
+                    "\"argv\"",
+                    spec.type));
+  }
+
+  if (auto it = document.find("env"); it != document.end()) {
+    spec.env = read_variables(*it, "$.env", problems, /*secret=*/false);
+  }
+  if (auto it = document.find("secrets"); it != document.end()) {
+    spec.secrets = read_variables(*it, "$.secrets", problems, /*secret=*/true);
+  }
+  // One name with two values would leave it to chance whether the task sees the masked one.
+  for (const auto& [name, value] : spec.secrets) {
+    if (spec.env.contains(name)) {
+      add(problems, member_path("$.secrets", name),
+          fmt::format("{} is also set in $.env; a variable is either a secret or not", name));
+    }
+    for (std::size_t i = 0; i < spec.steps.size(); ++i) {
+      if (spec.steps[i].env.contains(name)) {
+        add(problems, member_path("$.secrets", name),
+            fmt::format("{} is also set in $.steps[{}].env; a variable is either a secret or not",
+                        name, i));
+      }
+    }
+  }
+
+  if (auto it = document.find("workdir"); it != document.end()) {
+    if (!it->is_string()) {
+      add(problems, "$.workdir",
+          fmt::format("must be a path relative to the workspace, not {}", describe(*it)));
+    } else {
+      std::string problem;
+      if (auto workdir = normalize_workdir(it->get<std::string>(), problem)) {
+        spec.workdir = *workdir;
+      } else {
+        add(problems, "$.workdir", problem);
+      }
+    }
+  }
+
+  if (auto it = document.find("timeout"); it != document.end()) {
+    spec.timeout = read_duration(*it, "$.timeout", problems);
+  }
+  if (auto it = document.find("resources"); it != document.end()) {
+    parse_resources(*it, spec.resources, problems);
+  }
+
+  if (auto it = document.find("network"); it != document.end()) {
+    if (*it == "none") {
+      spec.network = NetworkMode::kNone;
+    } else if (*it == "host") {
+      spec.network = NetworkMode::kHost;
+    } else {
+      add(problems, "$.network",
+          fmt::format("must be \"none\" (loopback only) or \"host\", not {}", describe(*it)));
+    }
+  }
+
+  if (auto it = document.find("artifacts"); it != document.end()) {
+    if (!it->is_array()) {
+      add(problems, "$.artifacts",
+          fmt::format("must be an array of globs relative to the workspace, not {}",
+                      describe(*it)));
+    } else {
+      for (std::size_t i = 0; i < it->size(); ++i) {
+        const json& item = (*it)[i];
+        const std::string item_path = index_path("$.artifacts", i);
+        if (!item.is_string()) {
+          add(problems, item_path, fmt::format("must be a string, not {}", describe(item)));
+        } else if (auto problem = check_artifact(item.get<std::string>())) {
+          add(problems, item_path, *problem);
+        } else {
+          spec.artifacts.push_back(item.get<std::string>());
+        }
+      }
+    }
+  }
+
+  if (problems.empty()) outcome.spec = std::move(spec);
+  return outcome;
+}
+
+TaskSpec load_task_spec(const std::filesystem::path& file) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(file, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    throw Error(ErrorKind::kConfig, "task_file_unreadable",
+                fmt::format("cannot read task file {}: {}", file.string(), ec.message()));
+  }
+  if (!std::filesystem::exists(status)) {
+    throw Error(ErrorKind::kConfig, "task_file_unreadable",
+                fmt::format("task file {} does not exist", file.string()));
+  }
+  if (std::filesystem::is_directory(status)) {
+    throw Error(ErrorKind::kConfig, "task_file_unreadable",
+                fmt::format("task file {} is a directory", file.string()));
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    throw Error(ErrorKind::kConfig, "task_file_unreadable",
+                fmt::format("cannot read task file {}: {}", file.string(), std::strerror(errno)));
+  }
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (in.bad()) {
+    throw Error(ErrorKind::kConfig, "task_file_unreadable",
+                fmt::format("cannot read task file {}: {}", file.string(), std::strerror(errno)));
+  }
+
+  json document;
+  try {
+    document = json::parse(text);
+  } catch (const json::parse_error& e) {
+    // nlohmann's text carries the line and column after an "[json.exception...] " tag.
+    std::string detail = e.what();
+    if (auto tag_end = detail.find("] "); tag_end != std::string::npos) {
+      detail.erase(0, tag_end + 2);
+    }
+    throw Error(ErrorKind::kConfig, "invalid_task_spec",
+                fmt::format("task file {} is not valid JSON: {}", file.string(), detail));
+  }
+
+  ParseOutcome outcome = parse_task_spec(document);
+  if (!outcome.problems.empty()) {
+    std::string message = fmt::format("invalid task spec in {}:", file.string());
+    for (const auto& problem : outcome.problems) {
+      message += fmt::format("\n  {}: {}", problem.path, problem.message);
+    }
+    throw Error(ErrorKind::kConfig, "invalid_task_spec", message);
+  }
+  return std::move(*outcome.spec);
+}
+
+nlohmann::json to_json(const TaskSpec& spec) {
+  // Fields the worker does not read (repository, reports, ...) are kept for external handlers;
+  // the ones it does read are written back in their normalized form.
+  json out = spec.raw.is_object() ? spec.raw : json::object();
+  const auto set_or_erase = [](json& object, const char* key, bool present, auto&& make) {
+    if (present) {
+      object[key] = make();
+    } else {
+      object.erase(key);
+    }
+  };
+
+  set_or_erase(out, "id", !spec.id.empty(), [&] { return spec.id; });
+  out["type"] = spec.type;
+
+  const json* raw_steps = nullptr;
+  if (auto it = out.find("steps"); it != out.end() && it->is_array()) raw_steps = &*it;
+  json steps = json::array();
+  for (std::size_t i = 0; i < spec.steps.size(); ++i) {
+    const Step& step = spec.steps[i];
+    json item = raw_steps != nullptr && i < raw_steps->size() && (*raw_steps)[i].is_object()
+                    ? (*raw_steps)[i]
+                    : json::object();
+    item["name"] = step.name;
+    set_or_erase(item, "run", step.run.has_value(), [&] { return *step.run; });
+    set_or_erase(item, "argv", !step.run.has_value(), [&] { return step.argv; });
+    set_or_erase(item, "env", !step.env.empty(), [&] { return step.env; });
+    set_or_erase(item, "timeout", step.timeout.has_value(),
+                 [&] { return format_duration(*step.timeout); });
+    steps.push_back(std::move(item));
+  }
+  set_or_erase(out, "steps", !spec.steps.empty(), [&] { return steps; });
+
+  set_or_erase(out, "env", !spec.env.empty(), [&] { return spec.env; });
+  set_or_erase(out, "secrets", !spec.secrets.empty(), [&] { return spec.secrets; });
+  out["workdir"] = spec.workdir;
+  set_or_erase(out, "timeout", spec.timeout.has_value(),
+               [&] { return format_duration(*spec.timeout); });
+
+  json resources =
+      out.contains("resources") && out["resources"].is_object() ? out["resources"] : json::object();
+  const Resources& r = spec.resources;
+  set_or_erase(resources, "memory", r.memory_bytes.has_value(), [&] { return *r.memory_bytes; });
+  set_or_erase(resources, "cpus", r.cpus.has_value(), [&] { return *r.cpus; });
+  set_or_erase(resources, "pids", r.pids.has_value(), [&] { return *r.pids; });
+  set_or_erase(resources, "disk", r.disk_bytes.has_value(), [&] { return *r.disk_bytes; });
+  set_or_erase(out, "resources", !resources.empty(), [&] { return resources; });
+
+  out["network"] = spec.network == NetworkMode::kHost ? "host" : "none";
+  set_or_erase(out, "artifacts", !spec.artifacts.empty(), [&] { return spec.artifacts; });
+  return out;
+}
+
+}  // namespace tamma::protocol
