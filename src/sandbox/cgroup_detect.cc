@@ -199,6 +199,7 @@ std::vector<MountInfo> parse_mountinfo(std::string_view text) {
     mount.root = unescape_octal(fields[3]);
     mount.mount_point = unescape_octal(fields[4]);
     mount.fstype = *(dash + 1);
+    mount.source = unescape_octal(*(dash + 2));
     mount.super_options = split(*(dash + 3), ',');
     mounts.push_back(std::move(mount));
   }

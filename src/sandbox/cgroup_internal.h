@@ -70,6 +70,7 @@ struct MountInfo {
   std::string mount_point;  // octal escapes (\040 ...) decoded
   std::string fstype;
   std::vector<std::string> super_options;
+  std::string source;  // e.g. the block device
 };
 std::vector<MountInfo> parse_mountinfo(std::string_view text);
 

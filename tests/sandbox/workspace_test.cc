@@ -1,0 +1,349 @@
+// Real directories, real ext4 images on real loop devices; every test checks that nothing is
+// left mounted, attached or on disk.
+
+#include "sandbox/workspace.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "sandbox/cgroup_internal.h"
+#include "support/test_support.h"
+
+namespace tamma::sandbox {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+
+std::optional<cgroup_internal::MountInfo> mount_at(const fs::path& point) {
+  for (const auto& mount :
+       cgroup_internal::parse_mountinfo(cgroup_internal::read_file("/proc/self/mountinfo"))) {
+    if (fs::path(mount.mount_point) == point) return mount;
+  }
+  return std::nullopt;
+}
+
+bool mounted_under(const fs::path& dir) {
+  for (const auto& mount :
+       cgroup_internal::parse_mountinfo(cgroup_internal::read_file("/proc/self/mountinfo"))) {
+    if (mount.mount_point.starts_with(dir.string())) return true;
+  }
+  return false;
+}
+
+// A loop device is attached while its sysfs directory has a backing file.
+bool loop_attached(const std::string& device) {
+  const std::string name = fs::path(device).filename().string();
+  return fs::exists("/sys/block/" + name + "/loop/backing_file");
+}
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// Writes until the kernel refuses; returns the errno of the refusal (0 if none).
+int fill_file(const fs::path& file, std::uint64_t bytes, std::uint64_t* written) {
+  UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (!fd) return errno;
+  const std::string chunk(1 << 16, 'x');
+  *written = 0;
+  while (*written < bytes) {
+    const ssize_t n = ::write(fd.get(), chunk.data(), chunk.size());
+    if (n < 0) return errno;
+    *written += static_cast<std::uint64_t>(n);
+  }
+  // Delayed allocation may only find out at writeback.
+  if (::fsync(fd.get()) != 0) return errno;
+  return 0;
+}
+
+bool mkfs_available() {
+  for (const char* dir : {"/usr/sbin", "/sbin", "/usr/bin", "/bin"}) {
+    if (::access((std::string(dir) + "/mkfs.ext4").c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+class WorkspaceTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    EXPECT_FALSE(mounted_under(root_.path())) << "something is still mounted";
+    std::error_code ec;
+    std::vector<std::string> left;
+    for (const auto& entry : fs::directory_iterator(root_.path(), ec)) {
+      if (entry.path().filename() == ".images") {
+        for (const auto& image : fs::directory_iterator(entry.path(), ec)) {
+          left.push_back(image.path().string());
+        }
+      } else {
+        left.push_back(entry.path().string());
+      }
+    }
+    EXPECT_TRUE(left.empty()) << "left on disk: " << (left.empty() ? "" : left.front());
+  }
+
+  void require_images() {
+    if (!mkfs_available()) GTEST_SKIP() << "no mkfs.ext4 (e2fsprogs): disk limits not exercised";
+    if (!fs::exists("/dev/loop-control")) {
+      GTEST_SKIP() << "no /dev/loop-control: disk limits not exercised";
+    }
+  }
+
+  testing::TempDir root_;
+};
+
+TEST_F(WorkspaceTest, PlainDirectoryIsCreatedEmptyAndRemoved) {
+  fs::path path;
+  {
+    auto workspace = Workspace::create(root_.path(), "task-1", std::nullopt);
+    path = workspace->path();
+    EXPECT_EQ(path, root_.path() / "task-1");
+    struct stat st {};
+    ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0755u);
+    EXPECT_EQ(st.st_uid, 0u);
+    EXPECT_TRUE(fs::is_empty(path));
+    EXPECT_FALSE(workspace->limit());
+    const DiskUsage empty = workspace->usage();
+    EXPECT_EQ(empty.bytes, 0u);
+    EXPECT_EQ(empty.inodes, 0u);
+    EXPECT_FALSE(empty.full);
+
+    fs::create_directory(path / "sub");
+    testing::write_file(path / "sub" / "a", std::string(100'000, 'a'));
+    testing::write_file(path / "b", std::string(10'000, 'b'));
+    fs::create_hard_link(path / "b", path / "b-again");  // one inode, counted once
+    fs::create_symlink("/usr", path / "usr");            // not followed
+    // A sparse file counts what it occupies, not its apparent size.
+    UniqueFd sparse(::open((path / "sparse").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_EQ(::ftruncate(sparse.get(), 1 << 30), 0);
+    sparse.reset();
+
+    std::uint64_t expected_bytes = 0;
+    for (const char* name : {"sub", "sub/a", "b", "usr", "sparse"}) {
+      struct stat entry {};
+      ASSERT_EQ(::lstat((path / name).c_str(), &entry), 0) << name;
+      expected_bytes += static_cast<std::uint64_t>(entry.st_blocks) * 512;
+    }
+    const DiskUsage usage = workspace->usage();
+    EXPECT_EQ(usage.bytes, expected_bytes);
+    EXPECT_GE(usage.bytes, 110'000u);
+    EXPECT_LT(usage.bytes, 1'000'000u);
+    EXPECT_EQ(usage.inodes, 5u);
+    EXPECT_FALSE(usage.full);
+  }
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_TRUE(fs::exists("/usr/bin")) << "removal followed the symlink";
+}
+
+TEST_F(WorkspaceTest, RemovalNeitherFollowsSymlinksNorCrossesMounts) {
+  testing::TempDir outside;
+  testing::write_file(outside.path() / "precious", "keep me");
+  fs::path path;
+  {
+    auto workspace = Workspace::create(root_.path(), "task-2", std::nullopt);
+    path = workspace->path();
+    fs::create_directory_symlink(outside.path(), path / "link");
+    fs::create_directory(path / "bound");
+    // A bind mount left inside (as a sandbox whose namespace was not private might leave):
+    // destruction unmounts it, and must not delete through it either way.
+    ASSERT_EQ(::mount(outside.path().c_str(), (path / "bound").c_str(), nullptr, MS_BIND, nullptr),
+              0)
+        << std::strerror(errno);
+  }
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_EQ(testing::read_file(outside.path() / "precious"), "keep me");
+}
+
+TEST_F(WorkspaceTest, DeepTreeIsRemovedWithBoundedDescriptors) {
+  fs::path path;
+  {
+    auto workspace = Workspace::create(root_.path(), "deep", std::nullopt);
+    path = workspace->path();
+    UniqueFd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    for (int depth = 0; depth < 300; ++depth) {
+      ASSERT_EQ(::mkdirat(dir.get(), "d", 0755), 0);
+      UniqueFd next(::openat(dir.get(), "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      ASSERT_TRUE(next);
+      if (depth % 50 == 0) {
+        UniqueFd file(::openat(next.get(), "f", O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+        ASSERT_TRUE(file);
+      }
+      dir = std::move(next);
+    }
+    // The walk stops at its depth bound rather than holding 300 descriptors.
+    EXPECT_GE(workspace->usage().inodes, 64u);
+  }
+  EXPECT_FALSE(fs::exists(path));
+}
+
+TEST_F(WorkspaceTest, LeftoverOfTheSameTaskIsReplaced) {
+  fs::create_directories(root_.path() / "again" / "old");
+  testing::write_file(root_.path() / "again" / "old" / "file", "stale");
+  auto workspace = Workspace::create(root_.path(), "again", std::nullopt);
+  EXPECT_TRUE(fs::is_empty(workspace->path()));
+}
+
+TEST_F(WorkspaceTest, BadRequestsAreRefused) {
+  for (const char* id : {"", ".", "..", ".images", "a/b"}) {
+    try {
+      Workspace::create(root_.path(), id, std::nullopt);
+      ADD_FAILURE() << "task id '" << id << "' accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kConfig) << id;
+    }
+  }
+  try {
+    Workspace::create(root_.path(), "tiny", 4096);
+    ADD_FAILURE() << "a 4 KiB disk limit was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kConfig);
+  }
+}
+
+TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForBytes) {
+  require_images();
+  fs::path path, image;
+  std::string device;
+  {
+    auto workspace = Workspace::create(root_.path(), "disk", 16 * kMiB);
+    path = workspace->path();
+    image = root_.path() / ".images" / "disk.img";
+    EXPECT_EQ(workspace->limit(), 16 * kMiB);
+    EXPECT_TRUE(fs::exists(image));
+    EXPECT_EQ(fs::file_size(image), 16 * kMiB);
+    const auto mount = mount_at(path);
+    ASSERT_TRUE(mount) << path << " is not a mount point";
+    EXPECT_EQ(mount->fstype, "ext4");
+    device = mount->source;
+    EXPECT_TRUE(device.starts_with("/dev/loop")) << device;
+    EXPECT_TRUE(loop_attached(device));
+    // nosuid and nodev are per-mount options: the 6th field of mountinfo.
+    const auto text = cgroup_internal::read_file("/proc/self/mountinfo");
+    const auto line_start = text.find(" " + path.string() + " ");
+    ASSERT_NE(line_start, std::string::npos);
+    const auto line = text.substr(line_start, text.find('\n', line_start) - line_start);
+    EXPECT_NE(line.find("nosuid"), std::string::npos) << line;
+    EXPECT_NE(line.find("nodev"), std::string::npos) << line;
+    EXPECT_FALSE(fs::exists(path / "lost+found"));
+    EXPECT_TRUE(fs::is_empty(path));
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0755u);
+    const DiskUsage empty = workspace->usage();
+    EXPECT_EQ(empty.bytes, 0u);
+    EXPECT_EQ(empty.inodes, 0u);
+    EXPECT_FALSE(empty.full);
+
+    std::uint64_t written = 0;
+    EXPECT_EQ(fill_file(path / "big", 32 * kMiB, &written), ENOSPC);
+    std::printf("16 MiB image took %.2f MiB before ENOSPC\n", static_cast<double>(written) / kMiB);
+    EXPECT_GT(written, 14 * kMiB);
+    EXPECT_LE(written, 16 * kMiB);
+    const DiskUsage usage = workspace->usage();
+    EXPECT_TRUE(usage.full);
+    EXPECT_GE(usage.bytes, written);
+    EXPECT_LE(usage.bytes, 16 * kMiB);
+    EXPECT_EQ(usage.inodes, 1u);
+  }
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(image));
+  EXPECT_FALSE(mount_at(path));
+  EXPECT_TRUE(wait_until([&] { return !loop_attached(device); }, 2s)) << device << " attached";
+}
+
+TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForInodes) {
+  require_images();
+  auto workspace = Workspace::create(root_.path(), "inodes", 16 * kMiB);
+  const int dir = ::open(workspace->path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(dir, 0);
+  int created = 0, err = 0;
+  for (; created < 1'000'000; ++created) {
+    const std::string name = std::to_string(created);
+    const int fd = ::openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      err = errno;
+      break;
+    }
+    ::close(fd);
+  }
+  ::close(dir);
+  EXPECT_EQ(err, ENOSPC);
+  const DiskUsage usage = workspace->usage();
+  std::printf("16 MiB image: %d empty files before ENOSPC\n", created);
+  EXPECT_TRUE(usage.full);
+  EXPECT_EQ(usage.inodes, static_cast<std::uint64_t>(created));
+  // Space was not the limit: empty files take no blocks.
+  EXPECT_LT(usage.bytes, 8 * kMiB);
+}
+
+TEST_F(WorkspaceTest, BusyImageIsDetachedLazilyAndReleasedLater) {
+  require_images();
+  fs::path path;
+  std::string device;
+  pid_t holder = 0;
+  {
+    auto workspace = Workspace::create(root_.path(), "busy", 16 * kMiB);
+    path = workspace->path();
+    device = mount_at(path)->source;
+    holder = ::fork();
+    if (holder == 0) {
+      if (::chdir(path.c_str()) != 0) ::_exit(1);
+      for (;;) ::pause();
+    }
+    ASSERT_TRUE(wait_until(
+        [&] { return fs::read_symlink("/proc/" + std::to_string(holder) + "/cwd") == path; }, 5s));
+  }
+  EXPECT_FALSE(mount_at(path)) << "still mounted while busy";
+  EXPECT_FALSE(fs::exists(path));
+  ::kill(holder, SIGKILL);
+  ::waitpid(holder, nullptr, 0);
+  EXPECT_TRUE(wait_until([&] { return !loop_attached(device); }, 5s))
+      << device << " stayed attached after its last user went";
+}
+
+TEST_F(WorkspaceTest, ImageCost) {
+  require_images();
+  constexpr int kRounds = 20;
+  std::vector<double> up, down;
+  for (int i = 0; i < kRounds; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    auto workspace = Workspace::create(root_.path(), "cost", 64 * kMiB);
+    const auto created = std::chrono::steady_clock::now();
+    workspace.reset();
+    const auto removed = std::chrono::steady_clock::now();
+    up.push_back(std::chrono::duration<double, std::milli>(created - start).count());
+    down.push_back(std::chrono::duration<double, std::milli>(removed - created).count());
+  }
+  std::sort(up.begin(), up.end());
+  std::sort(down.begin(), down.end());
+  std::printf("64 MiB ext4 workspace: up_ms median %.1f (min %.1f), down_ms median %.1f\n",
+              up[kRounds / 2], up.front(), down[kRounds / 2]);
+  // A bound that only catches gross regressions (e.g. mkfs writing the whole image).
+  EXPECT_LT(up[kRounds / 2], 500.0);
+  EXPECT_LT(down[kRounds / 2], 200.0);
+}
+
+}  // namespace
+}  // namespace tamma::sandbox
