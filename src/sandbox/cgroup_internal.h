@@ -78,7 +78,8 @@ std::vector<MountInfo> parse_mountinfo(std::string_view text);
 // with the pid, it names one process for good since pids are reused.
 std::optional<std::uint64_t> process_start_time(pid_t pid);
 
-// The name of the subtree that holds a worker's task groups.
+// The name of the subtree that holds a worker's task groups. Liveness is judged by pid, so
+// workers sharing a parent cgroup must share a pid namespace (they do on one host).
 struct Owner {
   pid_t pid = 0;
   std::uint64_t start_time = 0;

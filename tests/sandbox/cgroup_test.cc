@@ -831,8 +831,26 @@ TEST_F(CgroupV2Test, WorkerMovesIntoLeafToEnableControllers) {
   if (!was_enabled) write_file(root / "cgroup.subtree_control", "+" + controller);
   const fs::path own = root / ("tamma-test-own-" + std::to_string(::getpid()));
   ensure_dir(own);
+  pid_t bystander = -1;
+  // Undone even when an assertion ends the test early.
+  struct Cleanup {
+    const fs::path& root;
+    const fs::path& own;
+    const std::string& controller;
+    bool was_enabled;
+    const pid_t& bystander;
+    ~Cleanup() {
+      if (bystander > 0) {
+        ::kill(bystander, SIGKILL);
+        ::waitpid(bystander, nullptr, 0);
+      }
+      for (const auto& dir : subtree_bottom_up(own)) EXPECT_EQ(rmdir_retry(dir), 0) << dir;
+      // Busy when another test process enabled it below meanwhile; the last one disables it.
+      if (!was_enabled) try_write_file(root / "cgroup.subtree_control", "-" + controller);
+    }
+  } cleanup{root, own, controller, was_enabled, bystander};
 
-  const pid_t bystander = ::fork();
+  bystander = ::fork();
   if (bystander == 0) block_forever();
   write_file(own / "cgroup.procs", std::to_string(bystander));
   // Show the rule holds here, so the test below proves something.
@@ -886,11 +904,6 @@ TEST_F(CgroupV2Test, WorkerMovesIntoLeafToEnableControllers) {
       << "the other process of the group was moved into the leaf as well";
   EXPECT_TRUE(read_pids(own / "cgroup.procs").empty());
   EXPECT_NE(read_file(own / "cgroup.subtree_control").find(controller), std::string::npos);
-
-  ::kill(bystander, SIGKILL);
-  wait_status(bystander);
-  for (const auto& dir : subtree_bottom_up(own)) EXPECT_EQ(rmdir_retry(dir), 0) << dir;
-  if (!was_enabled) write_file(root / "cgroup.subtree_control", "-" + controller);
 }
 
 }  // namespace
