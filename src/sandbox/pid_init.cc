@@ -77,9 +77,10 @@ void run_pid_init(const ChildPlan& plan) {
     if (err != 0) child_fail(plan.error_fd, ChildStage::kLoopback, err, "lo");
   }
 
-  const pid_t task = raw_fork();
-  if (task < 0) child_fail(plan.error_fd, ChildStage::kForkTask, errno, "fork");
-  if (task == 0) exec_task(plan);
+  // Only the task has to be in the task's cgroups: the parent moved PID 1 in meanwhile.
+  if (plan.release_fd >= 0) wait_for_release(plan.release_fd);
+  const pid_t task = start_task(plan);
+  if (task < 0) child_fail(plan.error_fd, ChildStage::kForkTask, errno, "clone of the task");
 
   // From here on the task reports its own failures; PID 1 must not hold the task's pipes
   // open, or its readers would never see EOF.

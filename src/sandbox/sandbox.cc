@@ -40,6 +40,8 @@ constexpr const char* kHostname = "tamma-task";
 constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 // A jail is built in about a millisecond; this only bounds a child stuck in the kernel.
 constexpr int kSetupTimeoutMs = 30'000;
+// The task's code between clone and execve uses a few hundred bytes of stack.
+constexpr std::size_t kTaskStackBytes = 64 * 1024;
 
 struct Pipe {
   UniqueFd read, write;
@@ -173,8 +175,11 @@ class ProcessImpl final : public Process {
       if (err != 0 && err != ESRCH) throw_errno("pidfd_send_signal(SIGKILL) to the task", err);
       reap(true);
     }
+    // A reaped PID 1 means an empty pid namespace, and nothing can leave one: only without
+    // isolation can processes of the task still be running.
+    if (has_init_) return;
     if (cgroup_) {
-      if (!cgroup_->processes().empty()) cgroup_->kill_all();
+      cgroup_->kill_all();
     } else if (!has_init_ && ::kill(-pid_, SIGKILL) != 0 && errno != ESRCH) {
       throw_errno("kill of the task's process group");
     }
@@ -317,6 +322,10 @@ class SandboxImpl final : public Sandbox {
     plan.cap_last = cap_last_;
     plan.seccomp = eff_.isolate && eff_.seccomp ? &eff_.seccomp->program : nullptr;
     plan.release_fd = needs_release ? release.read.get() : -1;
+    plan.release_before_setup = eff_.new_user;
+    std::vector<char> task_stack(kTaskStackBytes);
+    plan.task_stack = task_stack.data();
+    plan.task_stack_size = task_stack.size();
     plan.error_fd = error.write.get();
     plan.status_fd = status.write.get();
 
@@ -330,7 +339,8 @@ class SandboxImpl final : public Sandbox {
     UniqueFd pidfd(spawned.pidfd);
     error.write.reset();
     status.write.reset();
-    release.read.reset();
+    // release.read stays open until the byte is written: a child that died meanwhile must
+    // not turn the write into SIGPIPE.
 
     auto abandon = [&]() {
       // Closing the release pipe unblocks a waiting child, which then exits.
@@ -343,11 +353,20 @@ class SandboxImpl final : public Sandbox {
     };
     try {
       if (needs_release) {
-        if (cgroup && cgroup->clone_into_fd() < 0) cgroup->add_process(spawned.pid);
-        if (eff_.new_user) write_id_maps(spawned.pid, policy_.uid, policy_.gid);
+        try {
+          if (cgroup && cgroup->clone_into_fd() < 0) cgroup->add_process(spawned.pid);
+          if (eff_.new_user) write_id_maps(spawned.pid, policy_.uid, policy_.gid);
+        } catch (...) {
+          // A child that failed on its own explains this failure better: EOF on the release
+          // pipe makes a waiting child exit, then its report (if any) is read.
+          release.write.reset();
+          wait_for_exec(error.read.get());
+          throw;
+        }
         char go = 1;
         if (::write(release.write.get(), &go, 1) != 1) throw_errno("release the sandbox child");
         release.write.reset();
+        release.read.reset();
       }
       wait_for_exec(error.read.get());
     } catch (...) {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <linux/sched.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -85,6 +86,8 @@ int setup_stdio(const ChildPlan& plan) {
   ::_exit(err == ENOENT || err == ENOTDIR ? 127 : 126);
 }
 
+int task_main(void* plan) { exec_task(*static_cast<const ChildPlan*>(plan)); }
+
 [[noreturn]] void child_main(const ChildPlan& shared) {
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
   int* keep[] = {&plan.error_fd, &plan.release_fd, &plan.status_fd,
@@ -92,15 +95,8 @@ int setup_stdio(const ChildPlan& plan) {
   if (int err = keep_only_fds(keep, sizeof keep / sizeof keep[0]); err != 0) {
     child_fail(shared.error_fd, ChildStage::kFds, err, "renumber descriptors");
   }
-  if (plan.release_fd >= 0) {
-    char go = 0;
-    ssize_t got;
-    do {
-      got = ::read(plan.release_fd, &go, 1);
-    } while (got < 0 && errno == EINTR);
-    // EOF: the parent could not place us in the cgroups and has given up on us.
-    if (got != 1) ::_exit(1);
-    ::close(plan.release_fd);
+  if (plan.release_fd >= 0 && (plan.release_before_setup || !plan.isolate)) {
+    wait_for_release(plan.release_fd);
     plan.release_fd = -1;
   }
   if (plan.isolate) run_pid_init(plan);
@@ -168,10 +164,24 @@ int keep_only_fds(int* fds[], std::size_t count) {
   return close_from(static_cast<unsigned int>(first + kept), 0);
 }
 
-pid_t raw_fork() {
-  // The raw system call: glibc's fork() would run atfork handlers and take locks that some
-  // thread of the worker may have held at the moment of clone3.
-  return static_cast<pid_t>(::syscall(SYS_clone, SIGCHLD, 0, nullptr, nullptr, 0));
+void wait_for_release(int release_fd) {
+  char go = 0;
+  ssize_t got;
+  do {
+    got = ::read(release_fd, &go, 1);
+  } while (got < 0 && errno == EINTR);
+  // EOF: the parent could not place us in the cgroups and has given up on us.
+  if (got != 1) ::_exit(1);
+  ::close(release_fd);
+}
+
+pid_t start_task(const ChildPlan& plan) {
+  // glibc's clone() is a bare system call stub: unlike fork() it runs no atfork handlers and
+  // takes none of the locks that some thread of the worker may have held at clone3 time.
+  auto top = reinterpret_cast<std::uintptr_t>(plan.task_stack + plan.task_stack_size);
+  top &= ~static_cast<std::uintptr_t>(15);  // the ABI wants a 16-byte aligned stack
+  return ::clone(task_main, reinterpret_cast<void*>(top), CLONE_VM | CLONE_VFORK | SIGCHLD,
+                 const_cast<ChildPlan*>(&plan));
 }
 
 void child_fail(int error_fd, ChildStage stage, int err, const char* detail) {

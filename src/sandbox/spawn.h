@@ -68,11 +68,18 @@ struct ChildPlan {
   gid_t gid = 0;
   int cap_last = 0;                     // highest capability number of this kernel
   const sock_fprog* seccomp = nullptr;  // null: no filter
-  // Control pipes, child ends. release_fd: -1 or a pipe the child reads one byte from before
-  // doing anything (the parent first moves it into the v1 cgroups / writes the id maps).
+  // Control pipes, child ends. release_fd: -1 or a pipe the child reads one byte from once the
+  // parent has moved it into the v1 cgroups and written its id maps: before anything else with
+  // a user namespace (mounting needs the maps), otherwise just before the task is forked, so
+  // that the cgroup writes overlap with building the jail.
   int release_fd = -1;
+  bool release_before_setup = false;
   int error_fd = -1;   // ChildError records; close-on-exec, so EOF means the task exec'ed
   int status_fd = -1;  // PID 1 writes the task's raw wait status here
+  // Stack on which PID 1 starts the task with CLONE_VM|CLONE_VFORK (allocated by the parent;
+  // sharing memory until execve spares copying the page tables of a worker-sized process).
+  char* task_stack = nullptr;
+  std::size_t task_stack_size = 0;
 };
 
 struct CloneRequest {
@@ -96,9 +103,12 @@ Spawned clone_child(const CloneRequest& request, const ChildPlan& plan);
 // Child side, used by pid_init: keeps only `fds` (renumbered 3, 4, ... in place), closes every
 // other descriptor above 2. Returns 0 or an errno.
 int keep_only_fds(int* fds[], std::size_t count);
-// Child side: a fork that is safe after clone3 in a multi-threaded parent (no atfork
-// handlers, no locks). Returns like fork().
-pid_t raw_fork();
+// Child side: blocks until the parent writes the release byte; _exits if it gave up.
+void wait_for_release(int release_fd);
+// Child side (PID 1): starts exec_task(plan) in a vfork-like child on plan.task_stack and
+// returns its pid, or -1 with errno, once it has exec'ed or failed. No atfork handlers, no
+// locks, no copy of the address space.
+pid_t start_task(const ChildPlan& plan);
 // Child side: sends a failure record to the parent (best effort) and _exits.
 [[noreturn]] void child_fail(int error_fd, ChildStage stage, int err, const char* detail);
 // Child side: the task process from its stdio to execve; never returns.
