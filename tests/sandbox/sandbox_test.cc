@@ -1,10 +1,12 @@
 // The sandbox running real commands: output, exit status, environment, working directory,
 // identity and the jail's view of the filesystem.
 
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -283,6 +285,71 @@ TEST_F(SandboxTest, SpawnFailureOnAMissingWorkspaceIsTyped) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kSandboxSetup);
   }
+}
+
+// The unprivileged half of UserNamespace.UnprivilegedWorker, run as uid 65534 in a separate
+// process (the sandbox caches what it learned about the host as root).
+TEST(UserNamespace, DISABLED_UnprivilegedHalf) {
+  const char* workspace = ::getenv("TAMMA_USERNS_WORKSPACE");
+  ASSERT_NE(workspace, nullptr);
+  ASSERT_NE(::geteuid(), 0u);
+  Policy policy;
+  policy.limits.memory_bytes = 64ull << 20;
+  // Fail closed: an unprivileged worker cannot create cgroups here, so without consent to
+  // run degraded the sandbox refuses, naming what is missing.
+  try {
+    Sandbox::create(policy);
+    ADD_FAILURE() << "a sandbox without cgroups was created without allow_degraded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kSandboxSetup);
+    EXPECT_EQ(e.code(), "sandbox_unavailable");
+    EXPECT_NE(std::string(e.what()).find("cgroups"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("allow_degraded"), std::string::npos) << e.what();
+  }
+  policy.allow_degraded = true;
+  auto sandbox = Sandbox::create(policy);
+  Command c;
+  c.argv = {"/bin/sh", "-c",
+            "id -u; echo $$; uname -n; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' "
+            "/proc/self/status; touch /workspace/made && echo wrote; touch /etc/x || true"};
+  c.env = {kPath};
+  c.workspace = workspace;
+  auto r = run(*sandbox, c);
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.exit->code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "65534\n2\ntamma-task\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
+            "NoNewPrivs:\t1\nSeccomp:\t2\nwrote\n");
+  ASSERT_FALSE(r.degradations.empty());
+  EXPECT_NE(r.degradations.front().find("cgroups"), std::string::npos);
+  EXPECT_FALSE(r.usage.exact);
+}
+
+TEST(UserNamespace, UnprivilegedWorkerIsolatesThroughAUserNamespace) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "already unprivileged: the other tests exercise the user-namespace path";
+  }
+  tamma::testing::TempDir dir;
+  ASSERT_EQ(::chown(dir.path().c_str(), 65534, 65534), 0);
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setenv("TAMMA_USERNS_WORKSPACE", dir.path().c_str(), 1);
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0) {
+      ::_exit(90);
+    }
+    ::execl(self.c_str(), self.c_str(), "--gtest_filter=UserNamespace.DISABLED_UnprivilegedHalf",
+            "--gtest_also_run_disabled_tests", static_cast<char*>(nullptr));
+    ::_exit(91);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the unprivileged half failed (see its output above)";
+  EXPECT_TRUE(fs::exists(dir.path() / "made"));
 }
 
 TEST(HostProbe, ReportsThisMachine) {
