@@ -277,13 +277,16 @@ Subcommand add_run_command(CLI::App& app, std::vector<std::string>& command) {
   run->add_option("--disk", options->disk, "Workspace disk limit, e.g. 1G");
   run->add_option("--network", options->network, "none (loopback only) or host");
   run->add_option("--workdir", options->workdir, "Working directory inside the workspace");
-  run->add_option("-e,--env", options->env, "NAME=value for the task (repeatable)");
+  run->add_option("-e,--env", options->env, "NAME=value for the task (repeatable)")
+      ->allow_extra_args(false);
   run->add_option("--secret-env", options->secret_envs,
-                  "Pass this variable of the worker's environment as a masked secret");
+                  "Pass this variable of the worker's environment as a masked secret")
+      ->allow_extra_args(false);
   run->add_option("--workspace-root", options->workspace_root, "Where task workspaces are made");
   run->add_option("--grace-period", options->grace_period, "SIGTERM to SIGKILL delay on cancel");
   run->add_option("--output-limit", options->output_limit, "Output kept per stream per step");
-  run->add_option("--handler", options->handlers, "type=/path/to/executable (repeatable)");
+  run->add_option("--handler", options->handlers, "type=/path/to/executable (repeatable)")
+      ->allow_extra_args(false);
   run->add_option("--log-level", options->log_level, "trace, debug, info, warn, error, off");
   run->add_option("--log-format", options->log_format, "text or json");
   run->add_flag("--allow-degraded", options->allow_degraded,

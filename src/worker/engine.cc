@@ -255,7 +255,37 @@ void fail_with(protocol::TaskResult& result, const Error& error) {
   result.error = protocol::TaskError{error.code(), error.what(), error.retryable()};
 }
 
+// Names the timeout that fired: the step's own, or the task's.
+std::string timeout_message(const protocol::TaskSpec& spec, const protocol::TaskResult& result,
+                            std::chrono::milliseconds task_timeout) {
+  if (!result.steps.empty()) {
+    const auto& last = result.steps.back();
+    for (const auto& step : spec.steps) {
+      if (step.name == last.name && step.timeout &&
+          std::chrono::milliseconds(last.duration_ms) < task_timeout) {
+        return fmt::format("step '{}' ran past its timeout of {}", last.name,
+                           format_duration(*step.timeout));
+      }
+    }
+  }
+  return fmt::format("the task ran past its timeout of {}", format_duration(task_timeout));
+}
+
 }  // namespace
+
+std::unique_ptr<sandbox::Workspace> Engine::allocate_workspace(const protocol::TaskSpec& spec,
+                                                               protocol::TaskResult& result) const {
+  const auto disk = spec.resources.disk_bytes ? spec.resources.disk_bytes : config_.default_disk_bytes;
+  try {
+    return sandbox::Workspace::create(config_.workspace_root, spec.id, disk);
+  } catch (const Error& error) {
+    // Fail closed on a disk limit the host cannot enforce, unless degraded mode is allowed.
+    if (!disk || error.kind() != ErrorKind::kSandboxSetup || !config_.allow_degraded) throw;
+    result.degradations.push_back("disk limit not enforced: " + std::string(error.what()));
+    spdlog::warn("task {}: {}; running without a disk limit (allowDegraded)", spec.id, error.what());
+    return sandbox::Workspace::create(config_.workspace_root, spec.id, std::nullopt);
+  }
+}
 
 Engine::Engine(Config config, HandlerRegistry registry)
     : config_(std::move(config)), registry_(std::move(registry)) {}
@@ -288,10 +318,7 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
 
   try {
     auto sandbox = sandbox::Sandbox::create(make_policy(config_, spec, *handler));
-    auto workspace =
-        sandbox::Workspace::create(config_.workspace_root, spec.id, spec.resources.disk_bytes
-                                                                        ? spec.resources.disk_bytes
-                                                                        : config_.default_disk_bytes);
+    auto workspace = allocate_workspace(spec, result);
     EngineContext ctx(spec, config_, *sandbox, *workspace, cancellation, observer, result,
                       deadline);
     handler->execute(ctx, result);
@@ -301,6 +328,8 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
     }
     // The workspace is destroyed here, before the result is handed out.
   } catch (const Error& error) {
+    // Invalid input found while setting up (before any step ran) is the caller's error.
+    if (error.kind() == ErrorKind::kConfig && result.steps.empty()) throw;
     spdlog::error("task {}: {}", spec.id, error.what());
     fail_with(result, error);
   } catch (const std::exception& error) {
@@ -311,9 +340,7 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
   if (!result.error) {
     switch (result.status) {
       case TaskStatus::kTimeout:
-        result.error = protocol::TaskError{
-            "timeout", fmt::format("the task ran past its timeout of {}", format_duration(timeout)),
-            true};
+        result.error = protocol::TaskError{"timeout", timeout_message(spec, result, timeout), true};
         break;
       case TaskStatus::kCancelled:
         result.error = protocol::TaskError{"cancelled", "the task was cancelled", true};

@@ -8,6 +8,7 @@
 
 #include "protocol/task_result.h"
 #include "protocol/task_spec.h"
+#include "sandbox/workspace.h"
 #include "worker/cancellation.h"
 #include "worker/config.h"
 #include "worker/handler.h"
@@ -31,6 +32,9 @@ class Engine {
   [[nodiscard]] const HandlerRegistry& registry() const { return registry_; }
 
  private:
+  std::unique_ptr<sandbox::Workspace> allocate_workspace(const protocol::TaskSpec& spec,
+                                                         protocol::TaskResult& result) const;
+
   Config config_;
   HandlerRegistry registry_;
 };

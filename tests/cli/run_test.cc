@@ -263,8 +263,10 @@ TEST_F(RunCommand, InfrastructureFailureExitsWith6) {
   EXPECT_EQ(r.exit_code, 6) << r.err;
 }
 
+// The sandbox's /tmp is private, so handlers live elsewhere, as an installed one would.
 TEST_F(RunCommand, ExternalHandlerAnswersWithAResultDocument) {
-  auto handler = files_.path() / "handler.sh";
+  TempDir handlers("/var/tmp");
+  auto handler = handlers.path() / "handler.sh";
   write_file(handler,
              "#!/bin/sh\n"
              "read -r task\n"
@@ -276,7 +278,7 @@ TEST_F(RunCommand, ExternalHandlerAnswersWithAResultDocument) {
                                             std::filesystem::perms::group_exec |
                                             std::filesystem::perms::others_read |
                                             std::filesystem::perms::others_exec);
-  std::filesystem::permissions(files_.path(), std::filesystem::perms::others_exec,
+  std::filesystem::permissions(handlers.path(), std::filesystem::perms::others_exec,
                                std::filesystem::perm_options::add);
   auto spec = nlohmann::json{{"type", "lint"}, {"steps", {{{"run", "unused"}}}}};
   auto result = run_json({"--handler", "lint=" + handler.string(), task_file(spec)}, 1);
@@ -285,10 +287,11 @@ TEST_F(RunCommand, ExternalHandlerAnswersWithAResultDocument) {
 }
 
 TEST_F(RunCommand, ExternalHandlerWithGarbageOutputIsAnInfrastructureError) {
-  auto handler = files_.path() / "bad.sh";
+  TempDir handlers("/var/tmp");
+  auto handler = handlers.path() / "bad.sh";
   write_file(handler, "#!/bin/sh\ncat >/dev/null\necho 'this is not json'\n");
   std::filesystem::permissions(handler, std::filesystem::perms::all);
-  std::filesystem::permissions(files_.path(), std::filesystem::perms::others_exec,
+  std::filesystem::permissions(handlers.path(), std::filesystem::perms::others_exec,
                                std::filesystem::perm_options::add);
   auto spec = nlohmann::json{{"type", "bad"}};
   auto result = run_json({"--handler", "bad=" + handler.string(), task_file(spec)}, 6);
