@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -47,7 +48,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr const char* kImagesDir = ".images";
 // ext4 cannot be made much smaller, and a smaller limit is surely a configuration mistake.
 constexpr std::uint64_t kMinDiskLimit = 1ull << 20;
 // Directory fds held at once while walking; deeper trees are handled without more fds.
@@ -409,6 +409,41 @@ void clear_leftover(const fs::path& dir, const fs::path& image) {
   if (::unlink(image.c_str()) != 0 && errno != ENOENT) throw_errno("unlink " + image.string());
 }
 
+fs::path lock_path(const fs::path& root, const std::string& task_id) {
+  return root / ("." + task_id + ".lock");
+}
+
+fs::path image_path(const fs::path& root, const std::string& task_id) {
+  return root / ("." + task_id + ".img");
+}
+
+// Held for the workspace's whole life; the kernel drops it when the worker dies, however.
+class OwnerLock {
+ public:
+  explicit OwnerLock(fs::path path) : path_(std::move(path)) {
+    fd_.reset(::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd_) throw_errno("create workspace lock " + path_.string());
+    if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) {
+        throw Error(ErrorKind::kConfig, "task_already_running",
+                    "a live worker already runs a task with this id (" + path_.string() +
+                        " is locked)");
+      }
+      throw_errno("flock " + path_.string());
+    }
+  }
+  OwnerLock(const OwnerLock&) = delete;
+  OwnerLock& operator=(const OwnerLock&) = delete;
+  ~OwnerLock() {
+    // Unlinked before it is unlocked, so no one can take a lock on a file about to vanish.
+    ::unlink(path_.c_str());
+  }
+
+ private:
+  fs::path path_;
+  UniqueFd fd_;
+};
+
 void make_dir(const fs::path& dir, mode_t mode) {
   if (::mkdir(dir.c_str(), mode) != 0) throw_errno("mkdir " + dir.string());
   // mkdir applies the umask; the mode is part of the contract.
@@ -417,7 +452,8 @@ void make_dir(const fs::path& dir, mode_t mode) {
 
 class PlainWorkspace final : public Workspace {
  public:
-  explicit PlainWorkspace(fs::path path) : path_(std::move(path)) {}
+  PlainWorkspace(fs::path path, std::unique_ptr<OwnerLock> lock)
+      : path_(std::move(path)), lock_(std::move(lock)) {}
 
   ~PlainWorkspace() override {
     unmount_all_under(path_);
@@ -440,12 +476,14 @@ class PlainWorkspace final : public Workspace {
 
  private:
   fs::path path_;
+  std::unique_ptr<OwnerLock> lock_;  // released last, after the tree is gone
 };
 
 class ImageWorkspace final : public Workspace {
  public:
-  ImageWorkspace(fs::path path, fs::path image, std::uint64_t limit)
-      : path_(std::move(path)), image_(std::move(image)), limit_(limit) {}
+  ImageWorkspace(fs::path path, fs::path image, std::uint64_t limit,
+                 std::unique_ptr<OwnerLock> lock)
+      : path_(std::move(path)), image_(std::move(image)), limit_(limit), lock_(std::move(lock)) {}
 
   ~ImageWorkspace() override { teardown(); }
 
@@ -542,6 +580,7 @@ class ImageWorkspace final : public Workspace {
   bool mounted_ = false;
   std::uint64_t base_bytes_ = 0;
   std::uint64_t base_inodes_ = 0;
+  std::unique_ptr<OwnerLock> lock_;  // released last, after the tree is gone
 };
 
 }  // namespace
@@ -558,19 +597,59 @@ std::unique_ptr<Workspace> Workspace::create(const fs::path& root, const std::st
   fs::create_directories(root, ec);
   if (ec) throw_errno("create workspace root " + root.string(), ec.value());
   const fs::path path = root / task_id;
-  const fs::path images = root / kImagesDir;
-  const fs::path image = images / (task_id + ".img");
+  const fs::path image = image_path(root, task_id);
+  // The lock comes first: from then on no sweeper takes this workspace for a leftover.
+  auto lock = std::make_unique<OwnerLock>(lock_path(root, task_id));
   clear_leftover(path, image);
 
   if (!disk_limit_bytes) {
     make_dir(path, 0755);
-    return std::make_unique<PlainWorkspace>(path);
+    return std::make_unique<PlainWorkspace>(path, std::move(lock));
   }
-  if (::mkdir(images.c_str(), 0700) != 0 && errno != EEXIST)
-    throw_errno("mkdir " + images.string());
-  auto workspace = std::make_unique<ImageWorkspace>(path, image, *disk_limit_bytes);
+  auto workspace =
+      std::make_unique<ImageWorkspace>(path, image, *disk_limit_bytes, std::move(lock));
   workspace->setup();
   return workspace;
+}
+
+std::size_t Workspace::remove_stale(const fs::path& root) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return 0;
+  std::size_t removed = 0;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || name.front() == '.') continue;
+    const fs::path lock = lock_path(root, name);
+    UniqueFd fd(::open(lock.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (fd && ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its worker is alive
+    // No lock file, or one nobody holds: the worker that made it is gone.
+    spdlog::warn("workspace: removing {} left by a worker that is gone", entry.path().string());
+    unmount_all_under(entry.path());
+    if (!remove_tree(entry.path())) {
+      spdlog::error("workspace: cannot remove stale {}", entry.path().string());
+      continue;
+    }
+    ::unlink(image_path(root, name).c_str());
+    ::unlink(lock.c_str());
+    ++removed;
+  }
+  // Images and locks whose directory is already gone (a crash between the two removals).
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    const std::string name = entry.path().filename();
+    for (const char* suffix : {".img", ".lock"}) {
+      const std::string s(suffix);
+      if (name.size() <= s.size() + 1 || name.front() != '.' ||
+          name.compare(name.size() - s.size(), s.size(), s) != 0) {
+        continue;
+      }
+      const std::string task_id = name.substr(1, name.size() - s.size() - 1);
+      if (fs::exists(fs::symlink_status(root / task_id, ec))) continue;
+      UniqueFd fd(::open(lock_path(root, task_id).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+      if (fd && ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+      ::unlink(entry.path().c_str());
+    }
+  }
+  return removed;
 }
 
 }  // namespace tamma::sandbox

@@ -288,7 +288,11 @@ std::unique_ptr<sandbox::Workspace> Engine::allocate_workspace(const protocol::T
 }
 
 Engine::Engine(Config config, HandlerRegistry registry)
-    : config_(std::move(config)), registry_(std::move(registry)) {}
+    : config_(std::move(config)), registry_(std::move(registry)) {
+  // A worker that crashed left its workspaces (and maybe mounted images) behind.
+  const std::size_t removed = sandbox::Workspace::remove_stale(config_.workspace_root);
+  if (removed > 0) spdlog::warn("removed {} workspaces left by a worker that is gone", removed);
+}
 
 protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancellation,
                                  RunObserver& observer, const RunOptions& options) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "support/test_support.h"
 
@@ -171,6 +172,29 @@ TEST_F(RunCommand, MemoryLimitExitsWith4) {
   EXPECT_EQ(result["status"], "limit_exceeded");
   EXPECT_EQ(result["limit"], "memory");
   EXPECT_GE(result["usage"]["oomKills"].get<int>(), 1);
+}
+
+TEST_F(RunCommand, DiskFillerHitsTheDiskLimitWithExitCode4) {
+  auto result = run_json({"--disk", "16M", "--", "/bin/sh", "-c",
+                          "head -c 64M /dev/zero > big # " + marker_},
+                         4);
+  EXPECT_EQ(result["status"], "limit_exceeded");
+  EXPECT_EQ(result["limit"], "disk");
+  EXPECT_GT(result["usage"]["diskBytes"].get<std::uint64_t>(), 8u << 20);
+}
+
+TEST_F(RunCommand, WorkerKilledMidTaskLeavesNothingAfterTheNextStart) {
+  ChildProcess child(worker({"--", "/bin/sh", "-c", "echo started; sleep 600 # " + marker_}));
+  ASSERT_TRUE(child.wait_for_output("started", 30s));
+  child.send_signal(SIGKILL);
+  child.wait(30s);
+  // The task's PID 1 dies with the worker (parent-death signal), taking the task with it.
+  for (int i = 0; i < 100 && !testing::processes_with(marker_).empty(); ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(testing::processes_with(marker_).empty()) << "task outlived its killed worker";
+  // The next worker start sweeps the workspace the dead one left.
+  EXPECT_EQ(run({"--quiet", "--", "/bin/true"}).exit_code, 0);
 }
 
 TEST_F(RunCommand, SigtermMidStepCancelsWithExitCode5) {

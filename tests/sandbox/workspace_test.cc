@@ -91,13 +91,7 @@ class WorkspaceTest : public ::testing::Test {
     std::error_code ec;
     std::vector<std::string> left;
     for (const auto& entry : fs::directory_iterator(root_.path(), ec)) {
-      if (entry.path().filename() == ".images") {
-        for (const auto& image : fs::directory_iterator(entry.path(), ec)) {
-          left.push_back(image.path().string());
-        }
-      } else {
-        left.push_back(entry.path().string());
-      }
+      left.push_back(entry.path().string());  // workspaces, images and lock files alike
     }
     EXPECT_TRUE(left.empty()) << "left on disk: " << (left.empty() ? "" : left.front());
   }
@@ -205,8 +199,40 @@ TEST_F(WorkspaceTest, LeftoverOfTheSameTaskIsReplaced) {
   EXPECT_TRUE(fs::is_empty(workspace->path()));
 }
 
+TEST_F(WorkspaceTest, LeftoversOfADeadWorkerAreSweptButLiveWorkspacesKept) {
+  // A crashed worker's workspace: a directory whose lock nobody holds, and one with no lock.
+  fs::create_directories(root_.path() / "crashed" / "deep");
+  testing::write_file(root_.path() / "crashed" / "deep" / "f", "x");
+  testing::write_file(root_.path() / ".crashed.lock", "");
+  testing::write_file(root_.path() / ".crashed.img", "image");
+  fs::create_directories(root_.path() / "unlocked");
+  testing::write_file(root_.path() / ".orphan.img", "image of a removed workspace");
+  auto live = Workspace::create(root_.path(), "live", std::nullopt);
+  testing::write_file(live->path() / "work", "in progress");
+
+  EXPECT_EQ(Workspace::remove_stale(root_.path()), 2u);
+  EXPECT_FALSE(fs::exists(root_.path() / "crashed"));
+  EXPECT_FALSE(fs::exists(root_.path() / ".crashed.lock"));
+  EXPECT_FALSE(fs::exists(root_.path() / ".crashed.img"));
+  EXPECT_FALSE(fs::exists(root_.path() / "unlocked"));
+  EXPECT_FALSE(fs::exists(root_.path() / ".orphan.img"));
+  EXPECT_TRUE(fs::exists(live->path() / "work")) << "a live workspace was swept";
+  EXPECT_TRUE(fs::exists(root_.path() / ".live.lock"));
+}
+
+TEST_F(WorkspaceTest, ASecondWorkspaceForARunningTaskIsRefused) {
+  auto first = Workspace::create(root_.path(), "same", std::nullopt);
+  try {
+    Workspace::create(root_.path(), "same", std::nullopt);
+    ADD_FAILURE() << "two live workspaces for one task id";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), "task_already_running");
+  }
+  EXPECT_TRUE(fs::exists(first->path()));
+}
+
 TEST_F(WorkspaceTest, BadRequestsAreRefused) {
-  for (const char* id : {"", ".", "..", ".images", "a/b"}) {
+  for (const char* id : {"", ".", "..", ".hidden", "a/b"}) {
     try {
       Workspace::create(root_.path(), id, std::nullopt);
       ADD_FAILURE() << "task id '" << id << "' accepted";
@@ -229,7 +255,7 @@ TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForBytes) {
   {
     auto workspace = Workspace::create(root_.path(), "disk", 16 * kMiB);
     path = workspace->path();
-    image = root_.path() / ".images" / "disk.img";
+    image = root_.path() / ".disk.img";
     EXPECT_EQ(workspace->limit(), 16 * kMiB);
     EXPECT_TRUE(fs::exists(image));
     EXPECT_EQ(fs::file_size(image), 16 * kMiB);
