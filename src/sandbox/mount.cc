@@ -243,10 +243,9 @@ MountPlan build_mount_plan(const MountRequest& request) {
     struct stat st {};
     if (::stat(host.c_str(), &st) != 0 || !S_ISCHR(st.st_mode)) continue;
     b.add({.kind = MountOpKind::kTouch, .target = b.inside(host)});
-    b.add({.kind = MountOpKind::kBind,
-           .source = b.keep(host),
-           .target = b.inside(host),
-           .flags = MS_NOSUID | MS_NOEXEC});
+    // No attributes to set: a device node is neither run nor setuid, and nodev would
+    // make it useless.
+    b.add({.kind = MountOpKind::kBind, .source = b.keep(host), .target = b.inside(host)});
   }
   for (auto [name, target] : {std::pair{"fd", "/proc/self/fd"},
                               {"stdin", "/proc/self/fd/0"},

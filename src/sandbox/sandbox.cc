@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -312,6 +313,7 @@ class SandboxImpl final : public Sandbox {
     plan.envp = envp.data();
     plan.exec_candidates = candidate_ptrs.data();
     plan.workdir = cwd.c_str();
+    plan.ignored_signals = ignored_signals();
     plan.stdin_fd = command.stdin_fd;
     plan.stdout_fd = command.stdout_fd;
     plan.stderr_fd = command.stderr_fd;
@@ -354,7 +356,18 @@ class SandboxImpl final : public Sandbox {
     try {
       if (needs_release) {
         try {
-          if (cgroup && cgroup->clone_into_fd() < 0) cgroup->add_process(spawned.pid);
+          if (cgroup && cgroup->clone_into_fd() < 0) {
+            // The child leaves a real-time policy itself, but maybe not before this write,
+            // which a v1 cpu group without an RT budget refuses for RT processes.
+            const int sched = ::sched_getscheduler(0);
+            if (sched == SCHED_FIFO || sched == SCHED_RR) {
+              struct sched_param param {};
+              if (::sched_setscheduler(spawned.pid, SCHED_OTHER, &param) != 0) {
+                throw_errno("sched_setscheduler of the sandbox child");
+              }
+            }
+            cgroup->add_process(spawned.pid);
+          }
           if (eff_.new_user) write_id_maps(spawned.pid, policy_.uid, policy_.gid);
         } catch (...) {
           // A child that failed on its own explains this failure better: EOF on the release

@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "common/error.h"
@@ -45,10 +47,11 @@ int close_from(unsigned int first, unsigned int flags) {
 
 // The task's view of the world starts clean: default dispositions (exec keeps ignored
 // signals ignored, and the worker ignores SIGPIPE) and nothing blocked.
-int reset_signals() {
+int reset_signals(std::uint64_t ignored) {
   struct sigaction action {};
   action.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) {
+  for (int sig = 1; sig < NSIG && sig <= 64; ++sig) {
+    if ((ignored & (std::uint64_t{1} << (sig - 1))) == 0) continue;
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     ::sigaction(sig, &action, nullptr);  // glibc's internal signals answer EINVAL: fine
   }
@@ -88,7 +91,19 @@ int setup_stdio(const ChildPlan& plan) {
 
 int task_main(void* plan) { exec_task(*static_cast<const ChildPlan*>(plan)); }
 
+// A real-time worker must not hand its priority to a CI task, which could then starve the
+// machine (and v1 cpu cgroups without an RT budget refuse RT processes).
+int leave_real_time() {
+  int policy = static_cast<int>(::syscall(SYS_sched_getscheduler, 0));
+  if (policy != SCHED_FIFO && policy != SCHED_RR) return 0;
+  struct sched_param param {};
+  return ::syscall(SYS_sched_setscheduler, 0, SCHED_OTHER, &param) == 0 ? 0 : errno;
+}
+
 [[noreturn]] void child_main(const ChildPlan& shared) {
+  if (int err = leave_real_time(); err != 0) {
+    child_fail(shared.error_fd, ChildStage::kSignals, err, "sched_setscheduler(SCHED_OTHER)");
+  }
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
   int* keep[] = {&plan.error_fd, &plan.release_fd, &plan.status_fd,
                  &plan.stdin_fd, &plan.stdout_fd,  &plan.stderr_fd};
@@ -164,6 +179,22 @@ int keep_only_fds(int* fds[], std::size_t count) {
   return close_from(static_cast<unsigned int>(first + kept), 0);
 }
 
+std::uint64_t ignored_signals() {
+  int fd = ::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw_errno("open /proc/self/status");
+  char buffer[8192];
+  ssize_t got = ::read(fd, buffer, sizeof buffer - 1);
+  ::close(fd);
+  if (got <= 0) throw_errno("read /proc/self/status");
+  buffer[got] = '\0';
+  const char* line = ::strstr(buffer, "\nSigIgn:");
+  if (line == nullptr) {
+    // Unknown layout: reset every signal rather than risk an inherited SIG_IGN.
+    return ~std::uint64_t{0};
+  }
+  return std::strtoull(line + 8, nullptr, 16);
+}
+
 void wait_for_release(int release_fd) {
   char go = 0;
   ssize_t got;
@@ -201,7 +232,7 @@ void child_fail(int error_fd, ChildStage stage, int err, const char* detail) {
 }
 
 void exec_task(const ChildPlan& plan) {
-  if (int err = reset_signals(); err != 0) {
+  if (int err = reset_signals(plan.ignored_signals); err != 0) {
     child_fail(plan.error_fd, ChildStage::kSignals, err, "sigprocmask");
   }
   // Its own session and process group: terminal signals of the worker do not reach it, and
@@ -258,6 +289,9 @@ Spawned clone_child(const CloneRequest& request, const ChildPlan& plan) {
     if (request.new_net) flags |= CLONE_NEWNET;
     if (request.new_user) flags |= CLONE_NEWUSER;
   }
+  // Handlers of the worker must not run in the child before its own are set (a handler
+  // writing to a self-pipe would write to whatever that fd number is in the child).
+  flags |= CLONE_CLEAR_SIGHAND;
   int pidfd = -1;
   struct clone_args args {};
   args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
@@ -269,6 +303,12 @@ Spawned clone_child(const CloneRequest& request, const ChildPlan& plan) {
   args.flags = flags;
   // No stack: like fork, the child continues on a copy of this one.
   long pid = ::syscall(SYS_clone3, &args, sizeof args);
+  if (pid < 0 && errno == EINVAL) {
+    // Kernels before 5.5 lack CLONE_CLEAR_SIGHAND: there a worker handler stays installed in
+    // the child until execve resets it, a window accepted on such kernels.
+    args.flags &= ~static_cast<std::uint64_t>(CLONE_CLEAR_SIGHAND);
+    pid = ::syscall(SYS_clone3, &args, sizeof args);
+  }
   if (pid == 0) child_main(plan);
   if (pid < 0) {
     int err = errno;

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tamma::sandbox {
 
@@ -56,6 +57,9 @@ struct ChildPlan {
   const char* const* exec_candidates = nullptr;
   const char* workdir = nullptr;  // absolute, as the task sees it
 
+  // Signals the worker ignores (bit n-1 for signal n): execve keeps them ignored, so the task
+  // resets them. Handled signals need nothing: clone3 clears them and execve resets PID 1's.
+  std::uint64_t ignored_signals = 0;
   // Caller's fds for the task's stdio; stdin -1 means /dev/null.
   int stdin_fd = -1;
   int stdout_fd = -1;
@@ -103,6 +107,9 @@ Spawned clone_child(const CloneRequest& request, const ChildPlan& plan);
 // Child side, used by pid_init: keeps only `fds` (renumbered 3, 4, ... in place), closes every
 // other descriptor above 2. Returns 0 or an errno.
 int keep_only_fds(int* fds[], std::size_t count);
+// Parent side: the signals this process ignores, from /proc/self/status (three system calls
+// instead of one query per signal in the child).
+std::uint64_t ignored_signals();
 // Child side: blocks until the parent writes the release byte; _exits if it gave up.
 void wait_for_release(int release_fd);
 // Child side (PID 1): starts exec_task(plan) in a vfork-like child on plan.task_stack and

@@ -232,6 +232,20 @@ TEST_F(SandboxTest, StdinComesFromTheCaller) {
   EXPECT_EQ(r.out, data);
 }
 
+TEST_F(SandboxTest, SignalsTheWorkerIgnoresAreDefaultInTheTask) {
+  // The worker ignores SIGPIPE (writes to closed pipes are errors there); a task must not
+  // inherit that, or `producer | head` would never end.
+  struct sigaction ignore {
+  }, previous{};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGPIPE, &ignore, &previous), 0);
+  auto sandbox = Sandbox::create({});
+  auto r = run(*sandbox, command({"/bin/grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"}));
+  ::sigaction(SIGPIPE, &previous, nullptr);
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}
+
 TEST_F(SandboxTest, StdinDefaultsToDevNull) {
   auto r = sh("cat; echo end");
   ASSERT_TRUE(r.exit);
