@@ -178,7 +178,7 @@ Problem read_count(const json& value, std::uint64_t min, std::uint64_t max, std:
   if (value.is_number()) {
     number = whole_number(value);
   } else if (value.is_string()) {
-    const std::string_view text = trim(value.get<std::string>());
+    const std::string_view text = trim(value.get_ref<const std::string&>());
     std::uint64_t parsed = 0;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), parsed);
     if (ec == std::errc() && end == text.data() + text.size() && !text.empty()) number = parsed;
