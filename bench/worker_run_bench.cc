@@ -4,6 +4,7 @@
 //
 //   worker_run_bench [RUNS]      (default 200; needs root for the sandbox)
 
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
