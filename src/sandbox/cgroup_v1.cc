@@ -40,15 +40,25 @@ const Dir* dir_for(const std::vector<Dir>& dirs, std::string_view controller) {
   return nullptr;
 }
 
-// Every process in the groups of `dirs` and their descendants, each listed once.
+// Every process of the group. A task's processes are in its group in every hierarchy
+// (add_process writes them all, children inherit them, and only root can move a process),
+// so one hierarchy answers for all: the freezer's when there is one. Task groups are leaves:
+// the worker makes no children in them and the task, unprivileged and without cgroupfs in
+// its jail, cannot; a group that has children anyway is walked.
+// Listing one file instead of walking five hierarchies (a cgroup directory holds dozens of
+// control files to stat) is most of the per-task cost of v1 on a busy machine.
 std::vector<pid_t> processes_below(const std::vector<Dir>& dirs) {
-  std::set<pid_t> pids;
-  for (const auto& dir : dirs) {
-    for (const auto& group : subtree_bottom_up(dir.path)) {
-      for (pid_t pid : read_pids(group / "cgroup.procs")) pids.insert(pid);
-    }
+  if (dirs.empty()) return {};  // a group whose creation failed half-way
+  const Dir* freezer = dir_for(dirs, kFreezer);
+  const fs::path& primary = freezer != nullptr ? freezer->path : dirs.front().path;
+  std::vector<pid_t> pids = read_pids(primary / "cgroup.procs");
+  if (!pids.empty()) return pids;
+  std::set<pid_t> below;
+  for (const auto& group : subtree_bottom_up(primary)) {
+    if (group == primary) continue;
+    for (pid_t pid : read_pids(group / "cgroup.procs")) below.insert(pid);
   }
-  return {pids.begin(), pids.end()};
+  return {below.begin(), below.end()};
 }
 
 void kill_each(const std::vector<pid_t>& pids, int sig) {
@@ -101,6 +111,8 @@ void kill_tree(const std::vector<Dir>& dirs) {
 bool remove_tree(const std::vector<Dir>& dirs) {
   bool removed = true;
   for (const auto& dir : dirs) {
+    // A leaf goes in one call; only a group that still has children is walked.
+    if (::rmdir(dir.path.c_str()) == 0 || errno == ENOENT) continue;
     for (const auto& group : subtree_bottom_up(dir.path)) {
       if (const int err = rmdir_retry(group); err != 0) {
         spdlog::error("cgroup: cannot remove {}: {}", group.string(), std::strerror(err));
