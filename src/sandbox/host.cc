@@ -153,8 +153,8 @@ nlohmann::json to_json(const HostCapabilities& caps) {
     missing.push_back({{"what", m.what}, {"consequence", m.consequence}});
   }
   return {
-      {"cgroup_version", caps.cgroup_version},
-      {"cgroup_root", caps.cgroup_root},
+      {"cgroupVersion", caps.cgroup_version},
+      {"cgroupRoot", caps.cgroup_root},
       {"controllers", caps.controllers},
       {"namespaces",
        {{"user", caps.user_ns},
@@ -164,8 +164,8 @@ nlohmann::json to_json(const HostCapabilities& caps) {
         {"ipc", caps.ipc_ns},
         {"uts", caps.uts_ns}}},
       {"seccomp", caps.seccomp},
-      {"clone_into_cgroup", caps.clone_into_cgroup},
-      {"disk_limit_method", caps.disk_limit_method},
+      {"cloneIntoCgroup", caps.clone_into_cgroup},
+      {"diskLimitMethod", caps.disk_limit_method},
       {"uid", caps.uid},
       {"root", caps.root},
       {"kernel", caps.kernel},

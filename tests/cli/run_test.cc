@@ -174,6 +174,15 @@ TEST_F(RunCommand, MemoryLimitExitsWith4) {
   EXPECT_GE(result["usage"]["oomKills"].get<int>(), 1);
 }
 
+TEST_F(RunCommand, ForkRefusedByThePidsLimitExitsWith4) {
+  auto result = run_json({"--pids", "8", "--timeout", "60s", "--", "/bin/sh", "-c",
+                          "for i in $(seq 20); do sleep 30 & done; wait # " + marker_},
+                         4);
+  EXPECT_EQ(result["status"], "limit_exceeded");
+  EXPECT_EQ(result["limit"], "pids");
+  EXPECT_GE(result["usage"]["pidsLimitHits"].get<int>(), 1);
+}
+
 TEST_F(RunCommand, DiskFillerHitsTheDiskLimitWithExitCode4) {
   auto result = run_json({"--disk", "16M", "--", "/bin/sh", "-c",
                           "head -c 64M /dev/zero > big # " + marker_},

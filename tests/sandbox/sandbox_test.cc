@@ -373,8 +373,8 @@ TEST(HostProbe, ReportsThisMachine) {
   EXPECT_FALSE(caps.kernel.empty());
   EXPECT_EQ(caps.root, ::geteuid() == 0);
   auto json = to_json(caps);
-  for (const char* key : {"cgroup_version", "controllers", "namespaces", "seccomp",
-                          "clone_into_cgroup", "disk_limit_method", "kernel", "missing"}) {
+  for (const char* key : {"cgroupVersion", "controllers", "namespaces", "seccomp",
+                          "cloneIntoCgroup", "diskLimitMethod", "kernel", "missing"}) {
     EXPECT_TRUE(json.contains(key)) << key;
   }
   // Everything the isolation tests above rely on must be reported as present here; if it
