@@ -264,6 +264,14 @@ TEST_F(RunCommand, OutputOverTheCapIsDroppedCountedAndSaid) {
   EXPECT_NE(step["stdout"].get<std::string>().find("bytes of output dropped"), std::string::npos);
 }
 
+TEST_F(RunCommand, OutputFloodOverTheHardLimitIsKilledWithExitCode4) {
+  auto result = run_json({"--quiet", "--", "/bin/sh", "-c", "cat /dev/zero # " + marker_}, 4,
+                         {"TAMMA_OUTPUT_HARD_LIMIT=8M"});
+  EXPECT_EQ(result["status"], "limit_exceeded");
+  EXPECT_EQ(result["limit"], "output");
+  EXPECT_GE(result["steps"][0]["stdoutBytes"].get<std::uint64_t>(), 8u << 20);
+}
+
 TEST_F(RunCommand, SecretSplitAcrossTwoWritesIsMaskedEverywhere) {
   const std::string secret = "Sup3rS3cretT0ken";
   auto result_path = files_.path() / "result.json";
