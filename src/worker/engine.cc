@@ -110,6 +110,12 @@ void classify(const StepOutcome& outcome, bool disk_full, protocol::StepResult& 
   }
 }
 
+std::vector<std::string> secret_values(const protocol::TaskSpec& spec) {
+  std::vector<std::string> values;
+  for (const auto& [name, value] : spec.secrets) values.push_back(value);
+  return values;
+}
+
 class EngineContext : public TaskContext {
  public:
   EngineContext(const protocol::TaskSpec& spec, const Config& config, sandbox::Sandbox& sandbox,
@@ -202,12 +208,6 @@ class EngineContext : public TaskContext {
   }
 
  private:
-  static std::vector<std::string> secret_values(const protocol::TaskSpec& spec) {
-    std::vector<std::string> values;
-    for (const auto& [name, value] : spec.secrets) values.push_back(value);
-    return values;
-  }
-
   // The task gets only what its spec grants: never the worker's own environment.
   std::vector<std::string> environment(const std::map<std::string, std::string>& extra) const {
     std::map<std::string, std::string> env{
@@ -244,7 +244,7 @@ bool is_step_based(std::string_view type) {
   return type == "command" || type == "build" || type == "test" || type == "security_scan";
 }
 
-void fail_with(protocol::TaskResult& result, const Error& error) {
+void fail_with(protocol::TaskResult& result, const Error& error, const std::string& message) {
   switch (error.kind()) {
     case ErrorKind::kTimeout: result.status = TaskStatus::kTimeout; break;
     case ErrorKind::kLimitExceeded: result.status = TaskStatus::kLimitExceeded; break;
@@ -252,7 +252,7 @@ void fail_with(protocol::TaskResult& result, const Error& error) {
     case ErrorKind::kTaskFailed: result.status = TaskStatus::kFailed; break;
     default: result.status = TaskStatus::kError; break;
   }
-  result.error = protocol::TaskError{error.code(), error.what(), error.retryable()};
+  result.error = protocol::TaskError{error.code(), message, error.retryable()};
 }
 
 // Names the timeout that fired: the step's own, or the task's.
@@ -320,6 +320,7 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
   const auto timeout = spec.timeout.value_or(config_.default_timeout);
   const auto deadline = started + timeout;
 
+  const SecretMasker error_masker(secret_values(spec));
   try {
     auto sandbox = sandbox::Sandbox::create(make_policy(config_, spec, *handler));
     auto workspace = allocate_workspace(spec, result);
@@ -332,14 +333,19 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
     }
     // The workspace is destroyed here, before the result is handed out.
   } catch (const Error& error) {
+    // A message may quote the command or its environment: it is masked like task output.
+    const std::string message = error_masker.mask(error.what());
     // Invalid input found while setting up (before any step ran) is the caller's error.
-    if (error.kind() == ErrorKind::kConfig && result.steps.empty()) throw;
-    spdlog::error("task {}: {}", spec.id, error.what());
-    fail_with(result, error);
+    if (error.kind() == ErrorKind::kConfig && result.steps.empty()) {
+      throw Error(error.kind(), error.code(), message, error.retryable());
+    }
+    spdlog::error("task {}: {}", spec.id, message);
+    fail_with(result, error, message);
   } catch (const std::exception& error) {
-    spdlog::error("task {}: {}", spec.id, error.what());
+    const std::string message = error_masker.mask(error.what());
+    spdlog::error("task {}: {}", spec.id, message);
     result.status = TaskStatus::kError;
-    result.error = protocol::TaskError{"internal_error", error.what(), false};
+    result.error = protocol::TaskError{"internal_error", message, false};
   }
   if (!result.error) {
     switch (result.status) {

@@ -288,6 +288,20 @@ TEST_F(RunCommand, SecretSplitAcrossTwoWritesIsMaskedEverywhere) {
   EXPECT_EQ(document.find("retT0ken"), std::string::npos);
 }
 
+TEST_F(RunCommand, ErrorMessagesQuotingASecretAreMasked) {
+  const std::string secret = "n0t-in-any-message-42";
+  // A command that does not exist is named in the error, and its path holds the secret.
+  auto spec = nlohmann::json{{"type", "command"},
+                             {"secrets", {{"TOKEN", secret}}},
+                             {"steps", {{{"argv", {"/no/such/" + secret}}}}}};
+  auto path = files_.path() / "result.json";
+  ProcessResult r = run({"--result", path.string(), task_file(spec)});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.out.find(secret), std::string::npos) << r.out;
+  EXPECT_EQ(r.err.find(secret), std::string::npos) << r.err;
+  EXPECT_EQ(read_file(path).find(secret), std::string::npos);
+}
+
 TEST_F(RunCommand, TaskSeesOnlyTheEnvironmentItsSpecGrants) {
   auto spec = nlohmann::json{{"type", "command"},
                              {"env", {{"GIVEN", "yes"}}},
