@@ -1,0 +1,41 @@
+#pragma once
+// The orchestrator's settings: defaults here, then `tamma-orchestrator serve` flags and the
+// TAMMA_* environment (main.cc).
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "orchestrator/sqlite_store.h"
+
+namespace tamma::orchestrator {
+
+using namespace std::chrono_literals;
+
+struct ServerConfig {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;  // 0: any free port (tests)
+  std::filesystem::path db_path;
+  std::filesystem::path data_dir;  // artifacts and upload staging; next to the DB by default
+  SyncMode sync = SyncMode::kFull;
+
+  std::chrono::milliseconds lease_ttl = 30s;
+  std::chrono::milliseconds poll_timeout = 25s;  // below common 60 s proxy idle timeouts
+  std::chrono::milliseconds heartbeat_interval = 10s;
+  int offline_after_heartbeats = 3;           // a worker is shown offline after this many
+  std::chrono::milliseconds retry_base = 1s;  // backoff min(base * 2^n, max), n = retries so far
+  std::chrono::milliseconds retry_max = 60s;
+  std::chrono::milliseconds idle_timeout = 75s;  // an idle keep-alive connection is closed
+
+  std::uint64_t max_json_body = 1ULL << 20;       // 1 MiB
+  std::uint64_t max_artifact_body = 64ULL << 20;  // 64 MiB
+  std::uint64_t max_log_bytes = 64ULL << 20;      // per attempt
+  int io_threads = 2;
+
+  std::optional<std::string> admin_token;         // TAMMA_ADMIN_TOKEN
+  std::optional<std::string> registration_token;  // TAMMA_REGISTRATION_TOKEN
+};
+
+}  // namespace tamma::orchestrator

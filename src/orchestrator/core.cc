@@ -1,0 +1,170 @@
+#include "orchestrator/core.h"
+
+#include <spdlog/spdlog.h>
+
+namespace tamma::orchestrator {
+
+Core::Core(const ServerConfig& config_in, Store& store_in, Metrics& metrics_in, SharedTokens tokens,
+           asio::io_context& core_io)
+    : config(config_in),
+      store(store_in),
+      metrics(metrics_in),
+      io(core_io),
+      polls(core_io),
+      log_followers(core_io),
+      tokens_(std::move(tokens)) {}
+
+namespace {
+
+std::string presented_token(const Request& request) {
+  if (request.authorization.empty()) {
+    throw HttpError(401, "missing_token", "an Authorization: Bearer <token> header is required");
+  }
+  auto token = bearer_token(request.authorization);
+  if (!token) {
+    throw HttpError(401, "invalid_token", "the Authorization header is not 'Bearer <token>'");
+  }
+  return *token;
+}
+
+}  // namespace
+
+void Core::require_admin(const Request& request) const {
+  if (!constant_time_equal(sha256_hex(presented_token(request)), tokens_.admin_hash)) {
+    throw HttpError(401, "invalid_token", "this endpoint needs the admin token");
+  }
+}
+
+void Core::require_registration(const Request& request) const {
+  if (!constant_time_equal(sha256_hex(presented_token(request)), tokens_.registration_hash)) {
+    throw HttpError(401, "invalid_token", "registration needs the registration token");
+  }
+}
+
+std::string Core::require_worker(const Request& request) const {
+  // The lookup is by hash, so its timing says nothing about the token itself.
+  auto worker = store.worker_by_token_hash(sha256_hex(presented_token(request)));
+  if (!worker) throw HttpError(401, "invalid_token", "unknown or revoked worker token");
+  return *worker;
+}
+
+void Core::require_worker_self(const Request& request, const std::string& worker_id) const {
+  std::string caller = require_worker(request);
+  if (!constant_time_equal(caller, worker_id)) {
+    throw HttpError(403, "forbidden", "a worker token reaches only its own worker's endpoints");
+  }
+}
+
+void Core::require_admin_or_worker_self(const Request& request,
+                                        const std::string& worker_id) const {
+  std::string hash = sha256_hex(presented_token(request));
+  if (constant_time_equal(hash, tokens_.admin_hash)) return;
+  require_worker_self(request, worker_id);
+}
+
+void Core::check_fence(const FenceOutcome& outcome, const std::string& task_id) {
+  switch (outcome.status) {
+    case FenceStatus::kOk:
+      return;
+    case FenceStatus::kNotFound:
+      throw HttpError(404, "task_not_found", "no task " + task_id);
+    case FenceStatus::kForbidden:
+      throw HttpError(403, "not_your_task",
+                      "task " + task_id + " was not leased to this worker with that attempt");
+    case FenceStatus::kLeaseLost: {
+      wire::ErrorBody body;
+      body.code = "lease_lost";
+      body.message = "task " + task_id + " is no longer running this attempt under this lease (" +
+                     std::string(wire::to_string(outcome.state)) + ", attempt " +
+                     std::to_string(outcome.attempt) + "); stop working on it";
+      body.state = std::string(wire::to_string(outcome.state));
+      body.attempt = outcome.attempt;
+      throw HttpError(409, std::move(body));
+    }
+  }
+}
+
+void Core::deliver(PollWaiters::Waiter waiter, const Claim& claim) {
+  metrics.task_assigned();
+  metrics.pickup_latency(static_cast<double>(claim.pickup_latency_ms) / 1000.0);
+  update_gauges();
+  auto assignment = claim.assignment;
+  waiter.exchange->reply(
+      Response::json(200, wire::to_json(assignment)), [this, assignment](bool written) {
+        if (written) return;
+        // The worker never got it: give it back now rather than after a lease TTL.
+        spdlog::warn("task {} attempt {} could not be delivered; releasing it", assignment.task_id,
+                     assignment.attempt);
+        if (store.release(assignment.task_id, assignment.attempt, assignment.lease_id)) {
+          offer(assignment.task_id);
+        }
+      });
+}
+
+void Core::offer(const std::string& task_id) {
+  if (shutting_down) return;
+  auto task = store.task(task_id);
+  if (!task || task->state != wire::TaskState::kQueued) return;
+  std::set<std::uint64_t> tried;
+  while (const auto* candidate = polls.find_match(task->type, task->labels, tried)) {
+    tried.insert(candidate->id);
+    auto claim = store.claim(candidate->worker, random_hex(16), config.lease_ttl);
+    if (!claim) continue;  // its slots filled up since it parked
+    bool got_offered = claim->assignment.task_id == task_id;
+    auto waiter = polls.take(candidate->id);
+    deliver(std::move(*waiter), *claim);
+    // A higher-priority task may have gone instead; the offered one still waits for a taker.
+    if (got_offered) return;
+  }
+}
+
+void Core::after_requeue(const std::vector<Requeued>& requeued) {
+  for (const auto& r : requeued) {
+    log_followers.notify(r.task_id);
+    if (r.state == wire::TaskState::kQueued) offer(r.task_id);
+  }
+  if (poke_reaper) poke_reaper();
+  update_gauges();
+}
+
+void Core::drain_waiters() {
+  for (auto& w : polls.take_all()) w.exchange->reply(Response::no_content());
+  log_followers.wake_all();
+  update_gauges();
+}
+
+void Core::update_gauges() {
+  metrics.waiting_polls(static_cast<std::int64_t>(polls.size()));
+  metrics.log_followers(static_cast<std::int64_t>(log_followers.size()));
+}
+
+nlohmann::json json_body(const Request& request) { return wire::parse_body(request.body); }
+
+Response error_response(const std::exception& e) {
+  if (const auto* h = dynamic_cast<const HttpError*>(&e)) {
+    Response r = Response::error(h->status(), h->body());
+    for (const auto& header : h->headers) r.headers.push_back(header);
+    return r;
+  }
+  if (const auto* w = dynamic_cast<const wire::WireError*>(&e)) {
+    wire::ErrorBody body;
+    body.code = "invalid_field";
+    body.message = w->what();
+    body.field = w->field();
+    return Response::error(400, body);
+  }
+  wire::ErrorBody body;
+  if (const auto* t = dynamic_cast<const Error*>(&e)) {
+    spdlog::error("request failed: {} ({})", t->what(), t->code());
+    body.code = t->code();
+    body.message = t->what();
+    // A locked database is worth retrying (503); anything else is a fault here (500).
+    return Response::error(t->retryable() ? 503 : 500, body);
+  }
+  spdlog::error("request failed: {}", e.what());
+  body.code = "internal_error";
+  body.message = e.what();
+  return Response::error(500, body);
+}
+
+}  // namespace tamma::orchestrator

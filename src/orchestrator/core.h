@@ -1,0 +1,78 @@
+#pragma once
+// The state the handlers share, all of it confined to the core thread: the store (the one
+// writer connection), the parked polls and log followers, and the token hashes.
+
+#include <functional>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+
+#include "orchestrator/auth.h"
+#include "orchestrator/config.h"
+#include "orchestrator/http_types.h"
+#include "orchestrator/long_poll.h"
+#include "orchestrator/metrics.h"
+#include "orchestrator/router.h"
+#include "orchestrator/store.h"
+
+namespace tamma::orchestrator {
+
+class Core {
+ public:
+  Core(const ServerConfig& config, Store& store, Metrics& metrics, SharedTokens tokens,
+       asio::io_context& core_io);
+
+  const ServerConfig& config;
+  Store& store;
+  Metrics& metrics;
+  asio::io_context& io;
+  PollWaiters polls;
+  LogFollowers log_followers;
+  // Set by the lease reaper: reschedules it after a write that created a retry deadline.
+  std::function<void()> poke_reaper;
+  bool shutting_down = false;
+
+  // ---- auth: each throws HttpError(401/403) ----
+  void require_admin(const Request& request) const;
+  void require_registration(const Request& request) const;
+  // The worker the bearer token belongs to.
+  std::string require_worker(const Request& request) const;
+  // The token must be worker `worker_id`'s own.
+  void require_worker_self(const Request& request, const std::string& worker_id) const;
+  // Admin, or the worker itself.
+  void require_admin_or_worker_self(const Request& request, const std::string& worker_id) const;
+
+  [[nodiscard]] RetryPolicy retry_policy() const { return {config.retry_base, config.retry_max}; }
+
+  // Offers a task that just became available to ONE waiting poll that can run it (then to the
+  // next, only if that one turned out unable to take it).
+  void offer(const std::string& task_id);
+  // Hands a claimed task to a parked poll; undoes the claim if the answer cannot be written.
+  void deliver(PollWaiters::Waiter waiter, const Claim& claim);
+  // After tasks left "running" without their worker: wake followers, offer re-queued ones.
+  void after_requeue(const std::vector<Requeued>& requeued);
+  // Answers every parked request (polls with 204) for a graceful shutdown.
+  void drain_waiters();
+  void update_gauges();
+
+  // Throws the HTTP form of a refused fenced write; returns when it was accepted.
+  static void check_fence(const FenceOutcome& outcome, const std::string& task_id);
+
+ private:
+  SharedTokens tokens_;
+};
+
+// Registers every route: one function per resource, each in its own file.
+void add_worker_routes(Router& router, Core& core);
+void add_task_routes(Router& router, Core& core);
+void add_admin_routes(Router& router, Core& core);
+void add_health_routes(Router& router, Core& core);
+
+// The answer to an uncaught handler exception: HttpError as itself, WireError as a 400 naming
+// the field, anything else as 500/503 (logged, never swallowed).
+Response error_response(const std::exception& e);
+
+// Parses the JSON body; a WireError names "$" for malformed JSON.
+nlohmann::json json_body(const Request& request);
+
+}  // namespace tamma::orchestrator

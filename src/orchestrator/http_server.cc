@@ -1,0 +1,414 @@
+#include "orchestrator/http_server.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <optional>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "orchestrator/auth.h"
+#include "orchestrator/core.h"
+
+namespace tamma::orchestrator {
+namespace {
+
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+constexpr std::uint32_t kHeaderLimit = 16 * 1024;
+constexpr std::chrono::seconds kWriteTimeout{30};
+constexpr std::chrono::minutes kUploadTimeout{5};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, std::shared_ptr<HttpShared> shared)
+      : stream_(std::move(socket)), shared_(std::move(shared)) {
+    ++shared_->connections;
+  }
+  ~Session() {
+    --shared_->connections;
+    remove_upload();
+  }
+
+  void start() {
+    beast::error_code ignored;
+    stream_.socket().set_option(tcp::no_delay(true), ignored);
+    read_header();
+  }
+
+  auto executor() { return stream_.get_executor(); }
+  void write(Response response, std::function<void(bool)> written);
+  void watch(std::function<void()> gone);
+  HttpShared& shared() { return *shared_; }
+
+ private:
+  void read_header();
+  void on_header(beast::error_code ec);
+  void read_body();
+  void on_body(beast::error_code ec);
+  void dispatch();
+  // An answer decided here, before any handler ran (400, 404, 405, 413, 431).
+  void refuse(unsigned status, std::string code, std::string message,
+              std::vector<std::pair<std::string, std::string>> headers = {});
+  template <typename Message>
+  void send(std::shared_ptr<Message> message, unsigned status, std::function<void(bool)> written);
+  void close();
+  void remove_upload();
+
+  beast::tcp_stream stream_;
+  std::shared_ptr<HttpShared> shared_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::empty_body>> header_parser_;
+  std::optional<http::request_parser<http::string_body>> string_parser_;
+  std::optional<http::request_parser<http::file_body>> file_parser_;
+  Request request_;
+  const Route* route_ = nullptr;
+  bool keep_alive_ = true;
+  bool answered_ = true;   // no request of this connection waits for an answer
+  bool watching_ = false;  // a disconnect watch is armed
+  std::filesystem::path upload_;
+};
+
+// One request's answer slot: the core thread answers through it; it forwards to the session's
+// strand exactly once.
+class SessionExchange : public Exchange {
+ public:
+  explicit SessionExchange(std::shared_ptr<Session> session) : session_(std::move(session)) {}
+
+  void reply(Response response, std::function<void(bool)> written) override {
+    if (replied_.exchange(true)) {
+      spdlog::error("a second answer to one request was dropped (status {})", response.status);
+      return;
+    }
+    auto session = session_;
+    asio::post(session->executor(),
+               [session, response = std::move(response), written = std::move(written)]() mutable {
+                 session->write(std::move(response), std::move(written));
+               });
+  }
+
+  void watch_disconnect(std::function<void()> gone) override {
+    auto session = session_;
+    asio::post(session->executor(),
+               [session, gone = std::move(gone)]() mutable { session->watch(std::move(gone)); });
+  }
+
+ private:
+  std::shared_ptr<Session> session_;
+  std::atomic<bool> replied_{false};
+};
+
+void Session::read_header() {
+  header_parser_.emplace();
+  header_parser_->header_limit(kHeaderLimit);
+  request_ = Request{};
+  route_ = nullptr;
+  stream_.expires_after(shared_->options.idle_timeout);
+  http::async_read_header(
+      stream_, buffer_, *header_parser_,
+      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+}
+
+void Session::on_header(beast::error_code ec) {
+  if (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+      ec == beast::error::timeout || ec == asio::error::operation_aborted ||
+      ec == asio::error::eof) {
+    return close();
+  }
+  answered_ = false;
+  ++shared_->in_flight;
+  keep_alive_ = false;
+  if (ec == http::error::header_limit) {
+    return refuse(431, "header_too_large", "request headers are limited to 16 KiB");
+  }
+  if (ec) return refuse(400, "malformed_request", "malformed HTTP request: " + ec.message());
+
+  auto& header = header_parser_->get();
+  keep_alive_ = header_parser_->keep_alive();
+  request_.method = header.method();
+  try {
+    auto [path, query] =
+        split_target(std::string_view(header.target().data(), header.target().size()));
+    request_.path = std::move(path);
+    request_.query = std::move(query);
+  } catch (const HttpError& e) {
+    keep_alive_ = false;
+    return refuse(e.status(), e.body().code, e.body().message);
+  }
+  auto match = shared_->router.match(request_.method, request_.path);
+  bool has_body = header_parser_->chunked() ||
+                  (header_parser_->content_length() && *header_parser_->content_length() > 0);
+  if (match.route == nullptr) {
+    // The body is left unread, so the connection cannot carry another request.
+    if (has_body) keep_alive_ = false;
+    if (match.allowed.empty()) {
+      return refuse(404, "not_found", "no route for " + request_.path);
+    }
+    std::string allow;
+    for (auto verb : match.allowed) {
+      if (!allow.empty()) allow += ", ";
+      allow += std::string(http::to_string(verb));
+    }
+    return refuse(405, "method_not_allowed",
+                  std::string(header.method_string()) + " is not allowed on " + request_.path +
+                      "; allowed: " + allow,
+                  {{"Allow", allow}});
+  }
+  route_ = match.route;
+  request_.route = route_->pattern;
+  request_.params = std::move(match.params);
+  request_.authorization = std::string(header[http::field::authorization]);
+  request_.idempotency_key = std::string(header["Idempotency-Key"]);
+  request_.content_type = std::string(header[http::field::content_type]);
+  request_.content_range = std::string(header[http::field::content_range]);
+
+  std::uint64_t limit = route_->body == BodyKind::kUpload ? shared_->options.max_upload_body
+                                                          : shared_->options.max_small_body;
+  if (header_parser_->content_length() && *header_parser_->content_length() > limit) {
+    keep_alive_ = false;
+    return refuse(413, "body_too_large",
+                  "the body has " + std::to_string(*header_parser_->content_length()) +
+                      " bytes; this endpoint takes at most " + std::to_string(limit));
+  }
+  if (beast::iequals(header[http::field::expect], "100-continue")) {
+    // curl waits up to a second for this before sending a large body.
+    auto go_on = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
+    http::async_write(stream_, *go_on,
+                      [self = shared_from_this(), go_on](beast::error_code ec, std::size_t) {
+                        if (ec) {
+                          --self->shared_->in_flight;
+                          return self->close();
+                        }
+                        self->read_body();
+                      });
+    return;
+  }
+  read_body();
+}
+
+void Session::read_body() {
+  std::uint64_t limit = route_->body == BodyKind::kUpload ? shared_->options.max_upload_body
+                                                          : shared_->options.max_small_body;
+  auto done = [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); };
+  if (route_->body == BodyKind::kUpload) {
+    upload_ = shared_->options.upload_dir / ("upload-" + random_hex(12));
+    file_parser_.emplace(std::move(*header_parser_));
+    file_parser_->body_limit(limit);
+    beast::error_code ec;
+    file_parser_->get().body().open(upload_.c_str(), beast::file_mode::write_new, ec);
+    if (ec) {
+      spdlog::error("cannot stage an upload at {}: {}", upload_.string(), ec.message());
+      upload_.clear();
+      keep_alive_ = false;
+      return refuse(507, "storage_unavailable", "cannot stage the upload: " + ec.message());
+    }
+    stream_.expires_after(kUploadTimeout);
+    http::async_read(stream_, buffer_, *file_parser_, std::move(done));
+  } else {
+    string_parser_.emplace(std::move(*header_parser_));
+    string_parser_->body_limit(limit);
+    stream_.expires_after(shared_->options.idle_timeout);
+    http::async_read(stream_, buffer_, *string_parser_, std::move(done));
+  }
+}
+
+void Session::on_body(beast::error_code ec) {
+  if (ec == http::error::body_limit) {
+    keep_alive_ = false;
+    remove_upload();
+    return refuse(413, "body_too_large", "the body is over this endpoint's limit");
+  }
+  if (ec) {
+    --shared_->in_flight;
+    return close();
+  }
+  if (file_parser_) {
+    beast::error_code ignored;
+    file_parser_->get().body().file().close(ignored);
+    file_parser_.reset();
+    request_.body_file = upload_;
+  } else {
+    request_.body = std::move(string_parser_->get().body());
+    string_parser_.reset();
+  }
+  dispatch();
+}
+
+void Session::dispatch() {
+  // A parked long-poll has no deadline of its own on the socket; its handler decides.
+  stream_.expires_never();
+  auto exchange = std::make_shared<SessionExchange>(shared_from_this());
+  asio::post(shared_->core, [route = route_, request = std::move(request_), exchange]() mutable {
+    try {
+      route->handler(request, exchange);
+    } catch (const std::exception& e) {
+      exchange->reply(error_response(e), {});
+    }
+  });
+}
+
+void Session::refuse(unsigned status, std::string code, std::string message,
+                     std::vector<std::pair<std::string, std::string>> headers) {
+  // Unrouted requests share one series: a scanner must not grow the metrics without bound.
+  if (request_.route.empty()) request_.route = "unmatched";
+  wire::ErrorBody body;
+  body.code = std::move(code);
+  body.message = std::move(message);
+  Response response = Response::error(status, body);
+  response.headers = std::move(headers);
+  write(std::move(response), {});
+}
+
+void Session::watch(std::function<void()> gone) {
+  if (answered_ || watching_) return;
+  watching_ = true;
+  stream_.socket().async_wait(
+      tcp::socket::wait_read,
+      [self = shared_from_this(), gone = std::move(gone)](beast::error_code ec) mutable {
+        self->watching_ = false;
+        if (ec || self->answered_) return;
+        char byte;
+        ssize_t n =
+            ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        // 0: orderly close. Data instead (a pipelined request) is left for after the answer.
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+          asio::post(self->shared_->core, std::move(gone));
+        }
+      });
+}
+
+void Session::write(Response response, std::function<void(bool)> written) {
+  answered_ = true;
+  if (watching_) {
+    beast::error_code ignored;
+    stream_.socket().cancel(ignored);
+  }
+  remove_upload();
+  if (response.file) {
+    auto message = std::make_shared<http::response<http::file_body>>();
+    beast::error_code ec;
+    message->body().open(response.file->c_str(), beast::file_mode::scan, ec);
+    if (!ec) {
+      message->result(response.status);
+      message->set(http::field::content_type, response.content_type);
+      for (const auto& [name, value] : response.headers) message->set(name, value);
+      return send(std::move(message), response.status, std::move(written));
+    }
+    spdlog::error("cannot open {} to send it: {}", response.file->string(), ec.message());
+    wire::ErrorBody body{"artifact_unreadable", "the stored file cannot be read: " + ec.message()};
+    response = Response::error(500, body);
+  }
+  auto message = std::make_shared<http::response<http::string_body>>();
+  message->result(response.status);
+  if (!response.content_type.empty()) {
+    message->set(http::field::content_type, response.content_type);
+  }
+  for (const auto& [name, value] : response.headers) message->set(name, value);
+  message->body() = std::move(response.body);
+  send(std::move(message), response.status, std::move(written));
+}
+
+template <typename Message>
+void Session::send(std::shared_ptr<Message> message, unsigned status,
+                   std::function<void(bool)> written) {
+  message->version(11);
+  message->set(http::field::server, "tamma-orchestrator");
+  message->keep_alive(keep_alive_);
+  message->prepare_payload();
+  stream_.expires_after(kWriteTimeout);
+  std::string method(http::to_string(request_.method));
+  // request_ itself went to the handler; the route pattern is what the metrics are keyed by.
+  std::string route = route_ != nullptr ? route_->pattern : request_.route;
+  http::async_write(stream_, *message,
+                    [self = shared_from_this(), message, status, method = std::move(method),
+                     route = std::move(route),
+                     written = std::move(written)](beast::error_code ec, std::size_t) mutable {
+                      auto& shared = *self->shared_;
+                      shared.metrics.http_request(route, method, status);
+                      --shared.in_flight;
+                      if (written) {
+                        asio::post(shared.core,
+                                   [written = std::move(written), ok = !ec] { written(ok); });
+                      }
+                      if (ec || !self->keep_alive_) return self->close();
+                      self->read_header();
+                    });
+}
+
+void Session::close() {
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream_.socket().close(ignored);
+}
+
+void Session::remove_upload() {
+  if (upload_.empty()) return;
+  std::error_code ignored;  // the handler may already have moved it into place
+  std::filesystem::remove(upload_, ignored);
+  upload_.clear();
+}
+
+}  // namespace
+
+HttpServer::HttpServer(asio::io_context& io, asio::io_context& core, const Router& router,
+                       Metrics& metrics, HttpServerOptions options)
+    : io_(io),
+      shared_(std::make_shared<HttpShared>(core, router, metrics, std::move(options))),
+      acceptor_(io),
+      backoff_(io) {}
+
+void HttpServer::start() {
+  beast::error_code ec;
+  auto address = asio::ip::make_address(shared_->options.host, ec);
+  if (ec) {
+    throw Error(ErrorKind::kConfig, "invalid_listen_address",
+                "cannot listen on '" + shared_->options.host + "': not an IP address");
+  }
+  tcp::endpoint endpoint(address, shared_->options.port);
+  auto fail = [&](const char* what) {
+    throw Error(ErrorKind::kConfig, "listen_failed",
+                std::string(what) + " " + address.to_string() + ":" +
+                    std::to_string(shared_->options.port) + ": " + ec.message());
+  };
+  acceptor_.open(endpoint.protocol(), ec);
+  if (ec) fail("cannot open a socket for");
+  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  acceptor_.bind(endpoint, ec);
+  if (ec) fail("cannot bind");
+  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) fail("cannot listen on");
+  port_ = acceptor_.local_endpoint().port();
+  accept();
+}
+
+void HttpServer::stop_accepting() {
+  asio::post(acceptor_.get_executor(), [this] {
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+    backoff_.cancel();
+  });
+}
+
+void HttpServer::accept() {
+  acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (ec) {
+      // Out of descriptors: accepting again at once would spin; existing sessions keep working.
+      spdlog::warn("accept failed: {}; retrying in 100 ms", ec.message());
+      backoff_.expires_after(std::chrono::milliseconds(100));
+      backoff_.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec && acceptor_.is_open()) accept();
+      });
+      return;
+    }
+    std::make_shared<Session>(std::move(socket), shared_)->start();
+    accept();
+  });
+}
+
+}  // namespace tamma::orchestrator

@@ -1,0 +1,84 @@
+#pragma once
+// What the HTTP layer hands a handler and what a handler answers with. Handlers run on the core
+// thread; the HTTP layer runs on the I/O threads; an Exchange carries the answer across.
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/beast/http/verb.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "protocol/wire.h"
+
+namespace tamma::orchestrator {
+
+namespace http = boost::beast::http;
+namespace wire = tamma::protocol::wire;
+
+struct Request {
+  http::verb method = http::verb::get;
+  std::string path;                          // without the query
+  std::map<std::string, std::string> query;  // percent-decoded
+  std::vector<std::string> params;           // the path's {placeholders}, in order
+  std::string route;                         // the matched pattern, for metrics
+  std::string authorization;
+  std::string idempotency_key;
+  std::string content_type;
+  std::string content_range;
+  std::string body;
+  std::filesystem::path body_file;  // set instead of `body` for streamed uploads
+};
+
+struct Response {
+  unsigned status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::optional<std::filesystem::path> file;  // sent instead of `body` when set
+  std::vector<std::pair<std::string, std::string>> headers;
+
+  static Response json(unsigned status, const nlohmann::json& body);
+  static Response no_content();
+  static Response error(unsigned status, const wire::ErrorBody& body);
+};
+
+// A refusal with its HTTP status and wire error body; thrown by handlers, answered by the
+// dispatcher.
+class HttpError : public Error {
+ public:
+  HttpError(unsigned status, std::string code, const std::string& message);
+  HttpError(unsigned status, wire::ErrorBody body);
+  [[nodiscard]] unsigned status() const { return status_; }
+  [[nodiscard]] const wire::ErrorBody& body() const { return body_; }
+  std::vector<std::pair<std::string, std::string>> headers;
+
+ private:
+  unsigned status_;
+  wire::ErrorBody body_;
+};
+
+// One request in flight; answered exactly once, from any thread.
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+  // `written`, when given, runs on the core thread with whether the answer reached the socket.
+  virtual void reply(Response response, std::function<void(bool written)> written = {}) = 0;
+  // Runs `gone` on the core thread if the client hangs up before the answer (long-polls).
+  virtual void watch_disconnect(std::function<void()> gone) = 0;
+};
+using ExchangePtr = std::shared_ptr<Exchange>;
+
+using Handler = std::function<void(Request& request, const ExchangePtr& exchange)>;
+
+// Percent-decodes a query component ('+' is a space); nullopt on a malformed escape.
+std::optional<std::string> url_decode(std::string_view text);
+// Splits "path?query" into the path and its decoded parameters; throws HttpError(400).
+std::pair<std::string, std::map<std::string, std::string>> split_target(std::string_view target);
+
+}  // namespace tamma::orchestrator

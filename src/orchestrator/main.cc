@@ -1,0 +1,220 @@
+// tamma-orchestrator: the task queue tamma-worker daemons lease work from (serve), and the
+// admin commands that talk to it.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "orchestrator/admin_cli.h"
+#include "orchestrator/server.h"
+
+namespace {
+
+using tamma::Error;
+using tamma::ErrorKind;
+namespace orch = tamma::orchestrator;
+
+struct ServeArgs {
+  std::string listen = "127.0.0.1:8080";
+  std::string db;
+  std::string data_dir;
+  std::string lease_ttl = "30s";
+  std::string poll_timeout = "25s";
+  std::string heartbeat_interval = "10s";
+  std::string retry_base = "1s";
+  std::string retry_max = "60s";
+  std::string max_json_body = "1M";
+  std::string max_artifact_body = "64M";
+  std::string max_log_bytes = "64M";
+  std::string synchronous = "full";
+  int threads = 2;
+  std::string log_level = "info";
+  std::string log_format = "text";
+};
+
+std::chrono::milliseconds duration_flag(const std::string& flag, const std::string& text) {
+  std::string error;
+  auto d = tamma::parse_duration(text, &error);
+  if (!d) throw Error(ErrorKind::kConfig, "invalid_flag", flag + ": " + error);
+  return *d;
+}
+
+std::uint64_t size_flag(const std::string& flag, const std::string& text) {
+  std::string error;
+  auto s = tamma::parse_size(text, &error);
+  if (!s) throw Error(ErrorKind::kConfig, "invalid_flag", flag + ": " + error);
+  return *s;
+}
+
+// VAR, or the content of the file VAR_FILE names (for secrets mounted as files).
+std::optional<std::string> secret_env(const std::string& name) {
+  if (const char* v = std::getenv(name.c_str()); v != nullptr && *v != '\0') return std::string(v);
+  if (const char* f = std::getenv((name + "_FILE").c_str()); f != nullptr && *f != '\0') {
+    std::ifstream in(f);
+    if (!in)
+      throw Error(ErrorKind::kConfig, "unreadable_secret", "cannot read " + name + "_FILE " + f);
+    std::string value;
+    std::getline(in, value);
+    return value;
+  }
+  return std::nullopt;
+}
+
+orch::ServerConfig server_config(const ServeArgs& a) {
+  orch::ServerConfig c;
+  auto colon = a.listen.rfind(':');
+  if (colon == std::string::npos) {
+    throw Error(ErrorKind::kConfig, "invalid_flag",
+                "--listen: expected HOST:PORT, got " + a.listen);
+  }
+  c.listen_host = a.listen.substr(0, colon);
+  if (c.listen_host.size() > 2 && c.listen_host.front() == '[') {
+    c.listen_host = c.listen_host.substr(1, c.listen_host.size() - 2);
+  }
+  try {
+    std::size_t used = 0;
+    int port = std::stoi(a.listen.substr(colon + 1), &used);
+    if (used != a.listen.size() - colon - 1 || port < 0 || port > 65535)
+      throw std::out_of_range("port");
+    c.listen_port = static_cast<std::uint16_t>(port);
+  } catch (const std::exception&) {
+    throw Error(ErrorKind::kConfig, "invalid_flag", "--listen: bad port in " + a.listen);
+  }
+  std::string db = a.db;
+  if (db.rfind("sqlite://", 0) == 0) {
+    db = db.substr(9);
+  } else if (db.rfind("sqlite:", 0) == 0) {
+    db = db.substr(7);
+  } else if (db.find("://") != std::string::npos) {
+    throw Error(ErrorKind::kConfig, "unsupported_database",
+                "--db: only sqlite:PATH is supported (the Store interface leaves room for more)");
+  }
+  if (db.empty()) throw Error(ErrorKind::kConfig, "invalid_flag", "--db: a path is required");
+  c.db_path = std::filesystem::absolute(db);
+  if (!a.data_dir.empty()) c.data_dir = std::filesystem::absolute(a.data_dir);
+  c.lease_ttl = duration_flag("--lease-ttl", a.lease_ttl);
+  c.poll_timeout = duration_flag("--poll-timeout", a.poll_timeout);
+  c.heartbeat_interval = duration_flag("--heartbeat-interval", a.heartbeat_interval);
+  c.retry_base = duration_flag("--retry-base", a.retry_base);
+  c.retry_max = duration_flag("--retry-max", a.retry_max);
+  if (c.heartbeat_interval >= c.lease_ttl) {
+    throw Error(ErrorKind::kConfig, "invalid_flag",
+                "--heartbeat-interval must be shorter than --lease-ttl, or every lease expires "
+                "between two heartbeats");
+  }
+  c.max_json_body = size_flag("--max-json-body", a.max_json_body);
+  c.max_artifact_body = size_flag("--max-artifact-body", a.max_artifact_body);
+  c.max_log_bytes = size_flag("--max-log-bytes", a.max_log_bytes);
+  c.sync = orch::sync_mode_from_string(a.synchronous);
+  if (a.threads < 1 || a.threads > 64) {
+    throw Error(ErrorKind::kConfig, "invalid_flag", "--threads must be between 1 and 64");
+  }
+  c.io_threads = a.threads;
+  c.admin_token = secret_env("TAMMA_ADMIN_TOKEN");
+  c.registration_token = secret_env("TAMMA_REGISTRATION_TOKEN");
+  return c;
+}
+
+int serve(const ServeArgs& args) {
+  tamma::setup_logging(args.log_level, args.log_format);
+  // Blocked before any thread starts, so every thread inherits the mask and sigwait below is
+  // the only place these signals land.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto config = server_config(args);
+  auto files = orch::raise_open_file_limit();
+  spdlog::info("open file limit: {}", files);
+  orch::Server server(config, std::cout);
+  server.start();
+  std::cout << "tamma-orchestrator listening on http://" << config.listen_host << ":"
+            << server.port() << std::endl;
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("signal {}: shutting down", sig);
+  server.shutdown();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A client hanging up mid-answer must not kill the server.
+  ::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"tamma-orchestrator: the task queue tamma-worker daemons lease work from"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tamma-orchestrator 0.1.0");
+
+  ServeArgs serve_args;
+  auto* serve_cmd = app.add_subcommand("serve", "run the orchestrator");
+  serve_cmd->add_option("--listen", serve_args.listen, "HOST:PORT (port 0: any free port)")
+      ->capture_default_str();
+  serve_cmd->add_option("--db", serve_args.db, "sqlite:/path/to/db.sqlite")->required();
+  serve_cmd->add_option("--data-dir", serve_args.data_dir,
+                        "artifacts and staged uploads (default: tamma-data next to the database)");
+  serve_cmd
+      ->add_option("--lease-ttl", serve_args.lease_ttl, "a lease not renewed for this long is lost")
+      ->capture_default_str();
+  serve_cmd->add_option("--poll-timeout", serve_args.poll_timeout, "longest a poll is held")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--heartbeat-interval", serve_args.heartbeat_interval,
+                   "what workers are told to use")
+      ->capture_default_str();
+  serve_cmd->add_option("--retry-base", serve_args.retry_base, "backoff min(base*2^n, max)")
+      ->capture_default_str();
+  serve_cmd->add_option("--retry-max", serve_args.retry_max, "longest backoff")
+      ->capture_default_str();
+  serve_cmd->add_option("--max-json-body", serve_args.max_json_body, "413 above this")
+      ->capture_default_str();
+  serve_cmd->add_option("--max-artifact-body", serve_args.max_artifact_body, "413 above this")
+      ->capture_default_str();
+  serve_cmd->add_option("--max-log-bytes", serve_args.max_log_bytes, "per task attempt")
+      ->capture_default_str();
+  serve_cmd->add_option("--sqlite-synchronous", serve_args.synchronous, "full or normal (ADR 0012)")
+      ->capture_default_str();
+  serve_cmd->add_option("--threads", serve_args.threads, "HTTP I/O threads")->capture_default_str();
+  serve_cmd->add_option("--log-level", serve_args.log_level, "trace, debug, info, warn, error")
+      ->envname("TAMMA_LOG_LEVEL")
+      ->capture_default_str();
+  serve_cmd->add_option("--log-format", serve_args.log_format, "text or json")
+      ->capture_default_str();
+
+  auto admin = orch::add_admin_commands(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : orch::kCliUsage;
+  }
+  try {
+    if (serve_cmd->parsed()) return serve(serve_args);
+    for (const auto& cmd : admin) {
+      if (cmd.app->parsed()) return cmd.run();
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "tamma-orchestrator: %s\n", e.what());
+    if (e.kind() == ErrorKind::kConfig) return orch::kCliUsage;
+    if (e.code() == "orchestrator_unreachable") return orch::kCliUnreachable;
+    return orch::kCliFailed;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tamma-orchestrator: internal error: %s\n", e.what());
+    return orch::kCliFailed;
+  }
+  return orch::kCliUsage;
+}

@@ -1,0 +1,128 @@
+#include "orchestrator/server.h"
+
+#include <sys/resource.h>
+
+#include <future>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/post.hpp>
+
+#include "common/error.h"
+
+namespace tamma::orchestrator {
+namespace {
+
+// Runs `fn` on the core thread and waits for it: setup and teardown touch core-only state.
+template <typename Fn>
+void on_core(asio::io_context& core, Fn fn) {
+  std::promise<void> done;
+  asio::post(core, [&] {
+    try {
+      fn();
+      done.set_value();
+    } catch (...) {
+      done.set_exception(std::current_exception());
+    }
+  });
+  done.get_future().get();
+}
+
+}  // namespace
+
+std::uint64_t raise_open_file_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) throw_errno("getrlimit(RLIMIT_NOFILE)");
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) throw_errno("setrlimit(RLIMIT_NOFILE)");
+  }
+  return limit.rlim_cur;
+}
+
+Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(config)) {
+  if (config_.data_dir.empty()) {
+    config_.data_dir = config_.db_path.parent_path() / "tamma-data";
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(config_.data_dir / "uploads", ec);
+  if (ec) {
+    throw Error(ErrorKind::kConfig, "data_dir_unusable",
+                "cannot create " + (config_.data_dir / "uploads").string() + ": " + ec.message());
+  }
+  // Uploads a crash interrupted are never going to be claimed.
+  for (const auto& entry : std::filesystem::directory_iterator(config_.data_dir / "uploads")) {
+    std::filesystem::remove(entry.path(), ec);
+  }
+  store_ = std::make_unique<SqliteStore>(config_.db_path, config_.sync);
+  SharedTokens tokens =
+      bootstrap_tokens(*store_, config_.admin_token, config_.registration_token, announce);
+  core_ = std::make_unique<Core>(config_, *store_, metrics_, std::move(tokens), core_io_);
+  add_health_routes(router_, *core_);
+  add_worker_routes(router_, *core_);
+  add_task_routes(router_, *core_);
+  add_admin_routes(router_, *core_);
+  HttpServerOptions options;
+  options.host = config_.listen_host;
+  options.port = config_.listen_port;
+  options.max_small_body = config_.max_json_body;
+  options.max_upload_body = config_.max_artifact_body;
+  options.upload_dir = config_.data_dir / "uploads";
+  options.idle_timeout = config_.idle_timeout;
+  http_ = std::make_unique<HttpServer>(io_, core_io_, router_, metrics_, options);
+  reaper_ = std::make_unique<LeaseReaper>(*core_);
+}
+
+Server::~Server() {
+  try {
+    shutdown();
+  } catch (const std::exception& e) {
+    spdlog::error("orchestrator shutdown: {}", e.what());
+  }
+}
+
+void Server::start() {
+  http_->start();
+  core_work_.emplace(core_io_.get_executor());
+  io_work_.emplace(io_.get_executor());
+  core_thread_ = std::thread([this] { core_io_.run(); });
+  on_core(core_io_, [this] { reaper_->start(); });
+  for (int i = 0; i < std::max(1, config_.io_threads); ++i) {
+    io_threads_.emplace_back([this] { io_.run(); });
+  }
+  running_ = true;
+  spdlog::info("orchestrator listening on {}:{} (database {}, lease TTL {} ms, poll timeout {} ms)",
+               config_.listen_host, http_->port(), config_.db_path.string(),
+               config_.lease_ttl.count(), config_.poll_timeout.count());
+}
+
+std::uint16_t Server::port() const { return http_->port(); }
+
+void Server::shutdown(std::chrono::milliseconds grace) {
+  if (!running_) return;
+  running_ = false;
+  http_->stop_accepting();
+  on_core(core_io_, [this] {
+    core_->shutting_down = true;
+    reaper_->stop();
+    core_->drain_waiters();
+  });
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  while (http_->in_flight() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (http_->in_flight() > 0) {
+    spdlog::warn("{} request(s) still unanswered after the shutdown grace period",
+                 http_->in_flight());
+  }
+  io_work_.reset();
+  io_.stop();
+  for (auto& t : io_threads_) t.join();
+  io_threads_.clear();
+  core_work_.reset();
+  core_io_.stop();
+  core_thread_.join();
+  store_.reset();
+  spdlog::info("orchestrator stopped");
+}
+
+}  // namespace tamma::orchestrator

@@ -1,0 +1,84 @@
+#pragma once
+// The Store on one SQLite file: WAL, one writer connection confined to the core thread,
+// BEGIN IMMEDIATE for every write. docs/adr/0012-sqlite-settings.md says why.
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+
+#include "orchestrator/sqlite.h"
+#include "orchestrator/store.h"
+
+namespace tamma::orchestrator {
+
+enum class SyncMode { kFull, kNormal };
+
+// "full" or "normal"; throws Error(kConfig) otherwise.
+SyncMode sync_mode_from_string(const std::string& text);
+
+class SqliteStore : public Store {
+ public:
+  SqliteStore(const std::filesystem::path& file, SyncMode sync);
+
+  std::optional<std::string> setting(const std::string& key) override;
+  void put_setting(const std::string& key, const std::string& value) override;
+  void ping() override;
+
+  void register_worker(const std::string& id, const std::string& token_hash,
+                       const wire::Capabilities& capabilities) override;
+  std::optional<std::string> worker_by_token_hash(const std::string& token_hash) override;
+  std::optional<WorkerInfo> worker(const std::string& id) override;
+  std::vector<Requeued> unregister_worker(const std::string& id) override;
+  HeartbeatOutcome heartbeat(const std::string& worker_id, const wire::HeartbeatRequest& request,
+                             std::chrono::milliseconds lease_ttl) override;
+  bool request_drain(const std::string& worker_id) override;
+  std::vector<wire::WorkerView> list_workers(std::chrono::milliseconds offline_after,
+                                             bool include_gone) override;
+
+  SubmitOutcome submit(const NewTask& task) override;
+  std::optional<Claim> claim(const WorkerInfo& worker, const std::string& lease_id,
+                             std::chrono::milliseconds lease_ttl) override;
+  bool release(const std::string& task_id, int attempt, const std::string& lease_id) override;
+  std::vector<Requeued> expire_leases(const RetryPolicy& policy) override;
+  std::vector<Requeued> promote_retries() override;
+  std::optional<std::int64_t> next_deadline_ms() override;
+
+  FenceOutcome started(const std::string& task_id, const std::string& worker_id,
+                       const wire::Fence& fence) override;
+  FenceOutcome progress(const std::string& task_id, const std::string& worker_id,
+                        const wire::ProgressRequest& request) override;
+  LogAppendOutcome append_log(const std::string& task_id, const std::string& worker_id,
+                              const wire::Fence& fence, std::uint64_t offset, std::string_view data,
+                              std::uint64_t max_bytes) override;
+  FenceOutcome complete(const std::string& task_id, const std::string& worker_id,
+                        const wire::CompleteRequest& request) override;
+  FenceOutcome fail(const std::string& task_id, const std::string& worker_id,
+                    const wire::FailRequest& request, const RetryPolicy& policy) override;
+  FenceOutcome add_artifact(const std::string& task_id, const std::string& worker_id,
+                            const wire::Fence& fence, const wire::ArtifactInfo& info,
+                            const std::string& stored_path) override;
+
+  std::optional<wire::TaskView> cancel(const std::string& task_id) override;
+  std::optional<wire::TaskView> task(const std::string& task_id) override;
+  std::vector<wire::TaskView> list_tasks(std::optional<wire::TaskState> state, int limit) override;
+  std::optional<LogRead> read_log(const std::string& task_id, std::optional<int> attempt,
+                                  std::uint64_t offset, std::uint64_t max) override;
+  std::optional<std::string> artifact_path(const std::string& task_id, int attempt,
+                                           const std::string& name) override;
+  TaskCounts count_tasks() override;
+
+ private:
+  void migrate();
+  FenceOutcome diagnose(const std::string& task_id, const std::string& worker_id, int attempt);
+  std::string read_log_range(const std::string& task_id, int attempt, std::uint64_t from,
+                             std::uint64_t to);
+  void insert_log_chunks(const std::string& task_id, int attempt, std::uint64_t offset,
+                         std::string_view data);
+  void end_attempt(const std::string& task_id, int attempt, std::string_view outcome);
+
+  SqliteDb db_;
+  std::pair<ino_t, dev_t> inode_;  // of the file as opened, to notice it being replaced
+};
+
+}  // namespace tamma::orchestrator

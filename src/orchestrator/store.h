@@ -1,0 +1,176 @@
+#pragma once
+// The durable queue behind the orchestrator. SQLite implements it today (sqlite_store.cc); the
+// interface keeps PostgreSQL possible: every operation is one transaction, every time comes
+// from the database clock, and fenced writes are single conditional UPDATEs.
+//
+// A Store is used from one thread only (the orchestrator's core thread): it is the one writer.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "protocol/wire.h"
+
+namespace tamma::orchestrator {
+
+namespace wire = tamma::protocol::wire;
+
+struct NewTask {
+  std::string id;
+  std::string type;
+  nlohmann::json spec;  // with "id" already set
+  int priority = 0;
+  int max_retries = 3;
+  std::map<std::string, std::string> labels;
+  std::optional<std::string> idempotency_key;
+  std::string request_hash;  // tells a replay of the same submit from a reused key
+};
+
+struct SubmitOutcome {
+  wire::TaskView task;
+  bool created = false;     // false: the idempotency key named an existing task
+  bool key_reused = false;  // the key names a task submitted with a different request
+};
+
+// A task handed to a worker.
+struct Claim {
+  wire::Assignment assignment;
+  std::string type;
+  std::int64_t pickup_latency_ms = 0;  // from queued (or back from retry) to handed out
+};
+
+// The worker as the matcher sees it.
+struct WorkerInfo {
+  std::string id;
+  wire::Capabilities capabilities;
+  bool draining = false;         // said by the worker
+  bool drain_requested = false;  // asked by an admin
+  bool gone = false;             // unregistered
+  int leased = 0;                // tasks it holds a lease on now
+};
+
+struct RetryPolicy {
+  std::chrono::milliseconds base{1000};
+  std::chrono::milliseconds max{60000};
+};
+
+// Why a fenced write was refused.
+enum class FenceStatus {
+  kOk,
+  kNotFound,   // no such task
+  kForbidden,  // the task was never leased to this worker with this attempt
+  kLeaseLost,  // it was, but that attempt/lease is no longer the running one
+};
+
+struct FenceOutcome {
+  FenceStatus status = FenceStatus::kOk;
+  wire::TaskState state = wire::TaskState::kQueued;  // the task's state after the call
+  int attempt = 0;                                   // the task's current attempt
+};
+
+struct LogAppendOutcome {
+  FenceOutcome fence;
+  enum class Kind { kAppended, kDuplicate, kGap, kMismatch, kTooLarge } kind = Kind::kAppended;
+  std::uint64_t length = 0;  // the attempt's log length after the call
+};
+
+struct LogRead {
+  std::string data;
+  std::uint64_t length = 0;  // the whole log of that attempt
+  int attempt = 0;
+  bool open = false;  // the attempt may still append (task running this attempt)
+};
+
+// A task that left "running" without a worker's word: lease expiry or unregistration.
+struct Requeued {
+  std::string task_id;
+  int attempt = 0;
+  wire::TaskState state = wire::TaskState::kQueued;
+};
+
+struct HeartbeatOutcome {
+  wire::HeartbeatResponse response;
+  bool known = false;  // false: the worker is gone
+};
+
+struct TaskCounts {
+  std::map<std::string, std::int64_t> by_state;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // ---- settings: persisted token hashes and similar ----
+  virtual std::optional<std::string> setting(const std::string& key) = 0;
+  virtual void put_setting(const std::string& key, const std::string& value) = 0;
+  // Readiness: the database answers a query.
+  virtual void ping() = 0;
+
+  // ---- workers ----
+  virtual void register_worker(const std::string& id, const std::string& token_hash,
+                               const wire::Capabilities& capabilities) = 0;
+  // Looks a worker up by the SHA-256 of its token; nullopt when unknown or gone.
+  virtual std::optional<std::string> worker_by_token_hash(const std::string& token_hash) = 0;
+  virtual std::optional<WorkerInfo> worker(const std::string& id) = 0;
+  // Marks the worker gone and puts its running tasks back at once.
+  virtual std::vector<Requeued> unregister_worker(const std::string& id) = 0;
+  virtual HeartbeatOutcome heartbeat(const std::string& worker_id,
+                                     const wire::HeartbeatRequest& request,
+                                     std::chrono::milliseconds lease_ttl) = 0;
+  virtual bool request_drain(const std::string& worker_id) = 0;
+  virtual std::vector<wire::WorkerView> list_workers(std::chrono::milliseconds offline_after,
+                                                     bool include_gone) = 0;
+
+  // ---- tasks ----
+  virtual SubmitOutcome submit(const NewTask& task) = 0;
+  // Hands the best matching queued task to the worker (priority, then FIFO), or nullopt when
+  // none matches or the worker has no free slot.
+  virtual std::optional<Claim> claim(const WorkerInfo& worker, const std::string& lease_id,
+                                     std::chrono::milliseconds lease_ttl) = 0;
+  // Undoes a claim whose answer never reached the worker.
+  virtual bool release(const std::string& task_id, int attempt, const std::string& lease_id) = 0;
+  // Running tasks whose lease ran out: re-queued with backoff, dead, or cancelled; ONE
+  // conditional UPDATE.
+  virtual std::vector<Requeued> expire_leases(const RetryPolicy& policy) = 0;
+  // retry_wait tasks whose backoff is over become queued.
+  virtual std::vector<Requeued> promote_retries() = 0;
+  // Milliseconds until the next lease expiry or retry promotion, if any.
+  virtual std::optional<std::int64_t> next_deadline_ms() = 0;
+
+  virtual FenceOutcome started(const std::string& task_id, const std::string& worker_id,
+                               const wire::Fence& fence) = 0;
+  virtual FenceOutcome progress(const std::string& task_id, const std::string& worker_id,
+                                const wire::ProgressRequest& request) = 0;
+  virtual LogAppendOutcome append_log(const std::string& task_id, const std::string& worker_id,
+                                      const wire::Fence& fence, std::uint64_t offset,
+                                      std::string_view data, std::uint64_t max_bytes) = 0;
+  virtual FenceOutcome complete(const std::string& task_id, const std::string& worker_id,
+                                const wire::CompleteRequest& request) = 0;
+  virtual FenceOutcome fail(const std::string& task_id, const std::string& worker_id,
+                            const wire::FailRequest& request, const RetryPolicy& policy) = 0;
+  // Checks the fence, then records the artifact (its bytes are already on disk).
+  virtual FenceOutcome add_artifact(const std::string& task_id, const std::string& worker_id,
+                                    const wire::Fence& fence, const wire::ArtifactInfo& info,
+                                    const std::string& stored_path) = 0;
+
+  // Queued or retry_wait -> cancelled; running -> cancel_requested. nullopt: no such task.
+  virtual std::optional<wire::TaskView> cancel(const std::string& task_id) = 0;
+  virtual std::optional<wire::TaskView> task(const std::string& task_id) = 0;
+  virtual std::vector<wire::TaskView> list_tasks(std::optional<wire::TaskState> state,
+                                                 int limit) = 0;
+  // Reads the log of `attempt` (the current one when nullopt) from `offset`, at most `max`.
+  virtual std::optional<LogRead> read_log(const std::string& task_id, std::optional<int> attempt,
+                                          std::uint64_t offset, std::uint64_t max) = 0;
+  // The stored path of an artifact, when it exists.
+  virtual std::optional<std::string> artifact_path(const std::string& task_id, int attempt,
+                                                   const std::string& name) = 0;
+  virtual TaskCounts count_tasks() = 0;
+};
+
+}  // namespace tamma::orchestrator

@@ -1,0 +1,276 @@
+// The worker's writes about a task it holds: started, progress, logs, artifacts, complete, fail.
+// Every one is fenced by (attempt, leaseId): a worker whose lease was lost gets 409 and stops.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+
+#include "orchestrator/core.h"
+
+namespace tamma::orchestrator {
+namespace {
+
+constexpr const char* kTasks = "/api/v1/tasks";
+
+// The state rides along on every fenced answer, so a worker streaming logs learns of a cancel
+// request without waiting for its next heartbeat.
+Response fenced_ok(unsigned status, const nlohmann::json& body, const FenceOutcome& outcome) {
+  Response r = Response::json(status, body);
+  r.headers.emplace_back("X-Tamma-Task-State", std::string(wire::to_string(outcome.state)));
+  return r;
+}
+
+std::uint64_t query_uint(const Request& request, const std::string& name, bool required,
+                         std::uint64_t fallback = 0) {
+  auto it = request.query.find(name);
+  if (it == request.query.end()) {
+    if (required) throw wire::WireError(name, "is required in the query string");
+    return fallback;
+  }
+  try {
+    std::size_t used = 0;
+    auto value = std::stoull(it->second, &used);
+    if (used != it->second.size() || it->second.front() == '-') throw std::invalid_argument(name);
+    return value;
+  } catch (const std::exception&) {
+    throw wire::WireError(name, "expected a non-negative integer, got '" + it->second + "'");
+  }
+}
+
+// The fence of a request whose body is not JSON (raw logs, artifacts): from the query string.
+wire::Fence query_fence(const Request& request) {
+  wire::Fence fence;
+  auto attempt = query_uint(request, "attempt", true);
+  if (attempt < 1 || attempt > 1'000'000) throw wire::WireError("attempt", "must be at least 1");
+  fence.attempt = static_cast<int>(attempt);
+  auto it = request.query.find("leaseId");
+  if (it == request.query.end() || it->second.empty()) {
+    throw wire::WireError("leaseId", "is required in the query string");
+  }
+  fence.lease_id = it->second;
+  return fence;
+}
+
+void started(Core& core, Request& request, const ExchangePtr& exchange) {
+  std::string worker = core.require_worker(request);
+  const std::string& id = request.params.at(0);
+  auto body = wire::started_request_from_json(json_body(request));
+  auto outcome = core.store.started(id, worker, body.fence);
+  Core::check_fence(outcome, id);
+  exchange->reply(fenced_ok(200, {{"state", wire::to_string(outcome.state)}}, outcome));
+}
+
+void progress(Core& core, Request& request, const ExchangePtr& exchange) {
+  std::string worker = core.require_worker(request);
+  const std::string& id = request.params.at(0);
+  auto body = wire::progress_request_from_json(json_body(request));
+  auto outcome = core.store.progress(id, worker, body);
+  Core::check_fence(outcome, id);
+  exchange->reply(fenced_ok(200, {{"state", wire::to_string(outcome.state)}}, outcome));
+}
+
+bool is_json(const Request& request) {
+  return request.content_type.rfind("application/json", 0) == 0;
+}
+
+// "bytes START-END/TOTAL" or "bytes START-END/*": the offset GitLab-style clients send.
+std::optional<std::uint64_t> content_range_start(const std::string& header) {
+  constexpr std::string_view kUnit = "bytes ";
+  if (header.rfind(kUnit, 0) != 0) {
+    throw wire::WireError("Content-Range", "expected 'bytes START-END/TOTAL'");
+  }
+  std::string rest = header.substr(kUnit.size());
+  auto dash = rest.find('-');
+  try {
+    std::size_t used = 0;
+    auto start = std::stoull(rest.substr(0, dash), &used);
+    if (used != dash) throw std::invalid_argument("start");
+    return start;
+  } catch (const std::exception&) {
+    throw wire::WireError("Content-Range", "expected 'bytes START-END/TOTAL'");
+  }
+}
+
+void append_log(Core& core, Request& request, const ExchangePtr& exchange) {
+  std::string worker = core.require_worker(request);
+  const std::string& id = request.params.at(0);
+  wire::Fence fence;
+  std::uint64_t offset = 0;
+  std::string json_data;
+  std::string_view data;
+  if (is_json(request)) {
+    auto body = wire::log_append_request_from_json(json_body(request));
+    fence = body.fence;
+    offset = body.offset;
+    json_data = std::move(body.data);
+    data = json_data;
+  } else {
+    fence = query_fence(request);
+    if (request.query.count("offset")) {
+      offset = query_uint(request, "offset", true);
+    } else if (!request.content_range.empty()) {
+      offset = *content_range_start(request.content_range);
+    } else {
+      throw wire::WireError("offset", "is required in the query string (or Content-Range)");
+    }
+    data = request.body;
+  }
+  auto outcome = core.store.append_log(id, worker, fence, offset, data, core.config.max_log_bytes);
+  Core::check_fence(outcome.fence, id);
+  using Kind = LogAppendOutcome::Kind;
+  std::string length = std::to_string(outcome.length);
+  auto refusal = [&](unsigned status, const char* code, const std::string& message) {
+    wire::ErrorBody body;
+    body.code = code;
+    body.message = message;
+    body.length = outcome.length;
+    HttpError error(status, std::move(body));
+    error.headers.emplace_back("X-Tamma-Log-Length", length);
+    // As GitLab answers a trace PATCH that does not continue the trace: what is held.
+    error.headers.emplace_back("Range", "0-" + length);
+    return error;
+  };
+  switch (outcome.kind) {
+    case Kind::kGap:
+      throw refusal(416, "log_offset_gap",
+                    "offset " + std::to_string(offset) + " is past the log's end at " + length +
+                        "; resend from there");
+    case Kind::kMismatch:
+      throw refusal(409, "log_mismatch",
+                    "the bytes from offset " + std::to_string(offset) +
+                        " differ from those already stored; resend from " + length);
+    case Kind::kTooLarge:
+      throw refusal(413, "log_too_large",
+                    "the log of one attempt is limited to " +
+                        std::to_string(core.config.max_log_bytes) + " bytes");
+    case Kind::kAppended:
+      core.log_followers.notify(id);
+      core.update_gauges();
+      break;
+    case Kind::kDuplicate:
+      break;
+  }
+  Response r =
+      fenced_ok(200, wire::to_json(wire::LogAppendResponse{outcome.length}), outcome.fence);
+  r.headers.emplace_back("X-Tamma-Log-Length", length);
+  exchange->reply(std::move(r));
+}
+
+void complete(Core& core, Request& request, const ExchangePtr& exchange) {
+  std::string worker = core.require_worker(request);
+  const std::string& id = request.params.at(0);
+  auto body = wire::complete_request_from_json(json_body(request));
+  auto outcome = core.store.complete(id, worker, body);
+  Core::check_fence(outcome, id);
+  spdlog::info("task {} attempt {} {} on worker {}", id, outcome.attempt,
+               wire::to_string(outcome.state), worker);
+  core.log_followers.notify(id);
+  core.update_gauges();
+  exchange->reply(fenced_ok(200, {{"state", wire::to_string(outcome.state)}}, outcome));
+}
+
+void fail(Core& core, Request& request, const ExchangePtr& exchange) {
+  std::string worker = core.require_worker(request);
+  const std::string& id = request.params.at(0);
+  auto body = wire::fail_request_from_json(json_body(request));
+  auto outcome = core.store.fail(id, worker, body, core.retry_policy());
+  Core::check_fence(outcome, id);
+  spdlog::info("task {} attempt {} failed on worker {} ({}): now {}", id, outcome.attempt, worker,
+               body.error.code, wire::to_string(outcome.state));
+  core.log_followers.notify(id);
+  if (outcome.state == wire::TaskState::kRetryWait && core.poke_reaper) core.poke_reaper();
+  core.update_gauges();
+  exchange->reply(fenced_ok(200, {{"state", wire::to_string(outcome.state)}}, outcome));
+}
+
+// Artifact names become file names: one plain path component, nothing that could climb out.
+std::string checked_artifact_name(const Request& request) {
+  auto it = request.query.find("name");
+  if (it == request.query.end() || it->second.empty()) {
+    throw wire::WireError("name", "is required in the query string");
+  }
+  const std::string& name = it->second;
+  if (name.size() > 200 || name == "." || name == "..") {
+    throw wire::WireError("name", "must be a plain file name of at most 200 characters");
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) throw wire::WireError("name", "may contain only letters, digits and . _ -");
+  }
+  return name;
+}
+
+std::string file_sha256(const std::filesystem::path& file, std::uint64_t* size) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw Error(ErrorKind::kInfrastructure, "artifact_io", "cannot read " + file.string());
+  std::unique_ptr<EVP_MD_CTX, decltype(&::EVP_MD_CTX_free)> ctx(::EVP_MD_CTX_new(),
+                                                                ::EVP_MD_CTX_free);
+  ::EVP_DigestInit_ex(ctx.get(), ::EVP_sha256(), nullptr);
+  std::vector<char> buffer(1 << 16);
+  *size = 0;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    auto got = in.gcount();
+    if (got > 0) {
+      ::EVP_DigestUpdate(ctx.get(), buffer.data(), static_cast<std::size_t>(got));
+      *size += static_cast<std::uint64_t>(got);
+    }
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  ::EVP_DigestFinal_ex(ctx.get(), digest, &length);
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < length; ++i) {
+    out.push_back(kDigits[digest[i] >> 4]);
+    out.push_back(kDigits[digest[i] & 0xf]);
+  }
+  return out;
+}
+
+void upload_artifact(Core& core, Request& request, const ExchangePtr& exchange) {
+  std::string worker = core.require_worker(request);
+  const std::string& id = request.params.at(0);
+  wire::Fence fence = query_fence(request);
+  wire::ArtifactInfo info;
+  info.name = checked_artifact_name(request);
+  info.attempt = fence.attempt;
+  info.sha256 = file_sha256(request.body_file, &info.size);
+  auto dir = core.config.data_dir / "artifacts" / id / std::to_string(fence.attempt);
+  auto target = dir / info.name;
+  auto outcome = core.store.add_artifact(id, worker, fence, info, target.string());
+  Core::check_fence(outcome, id);
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (!ec) std::filesystem::rename(request.body_file, target, ec);
+  if (ec) {
+    throw Error(ErrorKind::kInfrastructure, "artifact_io",
+                "cannot store artifact " + target.string() + ": " + ec.message());
+  }
+  spdlog::info("task {} attempt {}: artifact {} ({} bytes) from worker {}", id, fence.attempt,
+               info.name, info.size, worker);
+  exchange->reply(fenced_ok(201, wire::to_json(info), outcome));
+}
+
+}  // namespace
+
+void add_task_routes(Router& router, Core& core) {
+  using V = http::verb;
+  auto bind = [&core](void (*fn)(Core&, Request&, const ExchangePtr&)) {
+    return [&core, fn](Request& r, const ExchangePtr& e) { fn(core, r, e); };
+  };
+  std::string base = std::string(kTasks) + "/{id}";
+  router.add(V::post, base + "/started", BodyKind::kSmall, bind(started));
+  router.add(V::post, base + "/progress", BodyKind::kSmall, bind(progress));
+  router.add(V::post, base + "/logs", BodyKind::kSmall, bind(append_log));
+  router.add(V::post, base + "/complete", BodyKind::kSmall, bind(complete));
+  router.add(V::post, base + "/fail", BodyKind::kSmall, bind(fail));
+  router.add(V::post, base + "/artifacts", BodyKind::kUpload, bind(upload_artifact));
+}
+
+}  // namespace tamma::orchestrator

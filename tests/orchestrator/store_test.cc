@@ -1,0 +1,145 @@
+// The SQLite store on its own: backoff arithmetic, expiry decided by one conditional UPDATE,
+// release of an undelivered claim, durability across reopen.
+
+#include <sqlite3.h>
+
+#include "orchestrator/auth.h"
+#include "orchestrator/sqlite_store.h"
+#include "orchestrator_fixture.h"
+
+namespace tamma::orchestrator::testing {
+namespace {
+
+NewTask new_task(const std::string& id, int max_retries = 3) {
+  NewTask t;
+  t.id = id;
+  t.type = "command";
+  t.spec = task_spec();
+  t.spec["id"] = id;
+  t.max_retries = max_retries;
+  t.request_hash = id;
+  return t;
+}
+
+WorkerInfo worker_info(SqliteStore& store, const std::string& id, int slots = 4) {
+  auto caps = wire::capabilities_from_json(capabilities({"command"}, json::object(), slots));
+  store.register_worker(id, sha256_hex(id), caps);
+  return *store.worker(id);
+}
+
+TEST(SqliteStore, RetryBackoffDoublesUpToTheCap) {
+  tamma::testing::TempDir dir;
+  SqliteStore store(dir.path() / "db.sqlite", SyncMode::kFull);
+  auto w = worker_info(store, "w1");
+  store.submit(new_task("t1", 5));
+  RetryPolicy policy{std::chrono::milliseconds(1000), std::chrono::milliseconds(3000)};
+  std::vector<std::int64_t> waits;
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    auto c = store.claim(w, "lease" + std::to_string(attempt), std::chrono::seconds(30));
+    ASSERT_TRUE(c.has_value());
+    ASSERT_EQ(c->assignment.attempt, attempt);
+    wire::FailRequest fail;
+    fail.fence = {attempt, "lease" + std::to_string(attempt)};
+    fail.error = {"boom", "failed", true};
+    ASSERT_EQ(store.fail("t1", "w1", fail, policy).state, wire::TaskState::kRetryWait);
+    waits.push_back(*store.task("t1")->retry_in_ms);
+    // Skip the wait: the test is about the delay written, not about sleeping through it.
+    SqliteDb raw(dir.path() / "db.sqlite");
+    raw.exec("PRAGMA busy_timeout = 2000");
+    raw.exec("UPDATE tasks SET available_at = 0 WHERE id = 't1'");
+    ASSERT_EQ(store.promote_retries().size(), 1u);
+  }
+  // min(1000 * 2^n, 3000) for n = 0, 1, 2, give or take the milliseconds the test took.
+  EXPECT_NEAR(waits[0], 1000, 50);
+  EXPECT_NEAR(waits[1], 2000, 50);
+  EXPECT_NEAR(waits[2], 3000, 50);
+}
+
+TEST(SqliteStore, ExpiryIsOneConditionalUpdateAndARenewalWinsTheRace) {
+  tamma::testing::TempDir dir;
+  SqliteStore store(dir.path() / "db.sqlite", SyncMode::kNormal);
+  auto w = worker_info(store, "w1");
+  store.submit(new_task("renewed"));
+  store.submit(new_task("abandoned"));
+  store.submit(new_task("cancelled"));
+  auto renewed = store.claim(w, "l1", std::chrono::milliseconds(1));
+  auto abandoned = store.claim(w, "l2", std::chrono::milliseconds(1));
+  auto cancelled = store.claim(w, "l3", std::chrono::milliseconds(1));
+  ASSERT_TRUE(renewed && abandoned && cancelled);
+  store.cancel("cancelled");
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // A heartbeat arriving after the deadline but before the reaper still renews: the reaper's
+  // UPDATE re-checks the deadline itself instead of acting on an earlier read.
+  wire::HeartbeatRequest hb;
+  hb.leases.push_back({"renewed", 1, "l1"});
+  auto out = store.heartbeat("w1", hb, std::chrono::seconds(30));
+  ASSERT_TRUE(out.known);
+  EXPECT_TRUE(out.response.lost_leases.empty());
+
+  auto expired =
+      store.expire_leases({std::chrono::milliseconds(1000), std::chrono::milliseconds(60000)});
+  ASSERT_EQ(expired.size(), 2u);
+  std::map<std::string, wire::TaskState> states;
+  for (const auto& e : expired) states[e.task_id] = e.state;
+  EXPECT_EQ(states["abandoned"], wire::TaskState::kRetryWait);
+  EXPECT_EQ(states["cancelled"], wire::TaskState::kCancelled);
+  EXPECT_EQ(store.task("renewed")->state, wire::TaskState::kRunning);
+  EXPECT_TRUE(store.expire_leases({}).empty()) << "a second pass finds nothing";
+  auto next = store.next_deadline_ms();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_LE(*next, 1000);
+}
+
+TEST(SqliteStore, ReleaseGivesAnUndeliveredClaimBackWithoutSpendingAnAttempt) {
+  tamma::testing::TempDir dir;
+  SqliteStore store(dir.path() / "db.sqlite", SyncMode::kNormal);
+  auto w = worker_info(store, "w1");
+  store.submit(new_task("t1"));
+  auto first = store.claim(w, "lost-answer", std::chrono::seconds(30));
+  ASSERT_TRUE(first);
+  EXPECT_FALSE(store.release("t1", 1, "some-other-lease"));
+  EXPECT_TRUE(store.release("t1", 1, "lost-answer"));
+  EXPECT_EQ(store.task("t1")->state, wire::TaskState::kQueued);
+  auto second = store.claim(w, "delivered", std::chrono::seconds(30));
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->assignment.attempt, 1);
+  // The released lease id stays fenced out.
+  wire::StartedRequest started{{1, "lost-answer"}};
+  EXPECT_EQ(store.started("t1", "w1", started.fence).status, FenceStatus::kLeaseLost);
+  EXPECT_EQ(store.started("t1", "w1", {1, "delivered"}).status, FenceStatus::kOk);
+}
+
+TEST(SqliteStore, UsesWalAndTheChosenSynchronousModeAndSurvivesReopen) {
+  tamma::testing::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  {
+    SqliteStore store(file, SyncMode::kFull);
+    store.submit(new_task("t1"));
+    store.put_setting("k", "v");
+  }
+  SqliteDb raw(file);
+  EXPECT_EQ(raw.pragma("journal_mode"), "wal");
+  EXPECT_EQ(raw.pragma("user_version"), "1");
+  SqliteStore again(file, SyncMode::kNormal);
+  EXPECT_EQ(again.setting("k"), "v");
+  ASSERT_TRUE(again.task("t1").has_value());
+  EXPECT_EQ(again.task("t1")->state, wire::TaskState::kQueued);
+}
+
+TEST(SqliteStore, RefusesADatabaseFromANewerVersion) {
+  tamma::testing::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  {
+    SqliteDb raw(file);
+    raw.exec("PRAGMA user_version = 99");
+  }
+  try {
+    SqliteStore store(file, SyncMode::kFull);
+    FAIL() << "opened a database it does not understand";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), "database_too_new");
+  }
+}
+
+}  // namespace
+}  // namespace tamma::orchestrator::testing
