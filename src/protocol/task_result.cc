@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "common/json_text.h"
 
 namespace tamma::protocol {
 namespace {
@@ -128,27 +129,6 @@ json step_json(const StepResult& step) {
   };
 }
 
-std::string describe(const json& value) {
-  switch (value.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return value.get<bool>() ? "true" : "false";
-    case json::value_t::string:
-      return "the string " + value.dump(-1, ' ', false, json::error_handler_t::replace);
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return "the number " + value.dump();
-    case json::value_t::object:
-      return "an object";
-    case json::value_t::array:
-      return "an array";
-    default:
-      return "a binary value";
-  }
-}
-
 // Reads a handler's answer, noting every malformed field with its path rather than stopping at
 // the first: the handler's author fixes them all in one round.
 class Reader {
@@ -164,7 +144,7 @@ class Reader {
     const json* value = find(object, key);
     if (value == nullptr) return std::nullopt;
     if (!value->is_string()) {
-      problem(path + "." + key, "must be a string, not " + describe(*value));
+      problem(path + "." + key, "must be a string, not " + describe_json(*value));
       return std::nullopt;
     }
     return value->get<std::string>();
@@ -185,7 +165,7 @@ class Reader {
         return static_cast<std::uint64_t>(d);
       }
     }
-    problem(path + "." + key, "must be a non-negative whole number, not " + describe(*value));
+    problem(path + "." + key, "must be a non-negative whole number, not " + describe_json(*value));
     return std::nullopt;
   }
 
@@ -197,7 +177,7 @@ class Reader {
                                                        : value->get<std::int64_t>() >= INT_MIN &&
                                                              value->get<std::int64_t>() <= INT_MAX);
     if (!in_range) {
-      problem(path + "." + key, "must be an integer or null, not " + describe(*value));
+      problem(path + "." + key, "must be an integer or null, not " + describe_json(*value));
       return std::nullopt;
     }
     return static_cast<int>(value->get<std::int64_t>());
@@ -217,7 +197,7 @@ class Reader {
     const json* value = find(object, key);
     if (value == nullptr) return std::nullopt;
     if (!value->is_boolean()) {
-      problem(path + "." + key, "must be true or false, not " + describe(*value));
+      problem(path + "." + key, "must be true or false, not " + describe_json(*value));
       return std::nullopt;
     }
     return value->get<bool>();
@@ -233,7 +213,7 @@ class Reader {
       if (auto status = task_status_from_string(value->get<std::string>())) return status;
     }
     problem(path + ".status",
-            fmt::format("must be one of {}, not {}", status_names(), describe(*value)));
+            fmt::format("must be one of {}, not {}", status_names(), describe_json(*value)));
     return std::nullopt;
   }
 
@@ -246,7 +226,7 @@ class Reader {
       }
     }
     problem(path + ".limit",
-            "must be null or one of memory, pids, disk, output, cpu, not " + describe(*value));
+            "must be null or one of memory, pids, disk, output, cpu, not " + describe_json(*value));
     return LimitKind::kNone;
   }
 
@@ -256,7 +236,7 @@ class Reader {
     if (value == nullptr || value->is_null()) return usage;
     const std::string here = path + ".usage";
     if (!value->is_object()) {
-      problem(here, "must be an object, not " + describe(*value));
+      problem(here, "must be an object, not " + describe_json(*value));
       return usage;
     }
     usage.peak_memory_bytes = count(*value, here, "peakMemoryBytes").value_or(0);
@@ -279,7 +259,7 @@ class Reader {
     const json* value = find(object, key);
     if (value == nullptr || value->is_null()) return nullptr;
     if (!value->is_array()) {
-      problem(path + "." + key, "must be an array, not " + describe(*value));
+      problem(path + "." + key, "must be an array, not " + describe_json(*value));
       return nullptr;
     }
     return value;
@@ -305,7 +285,7 @@ StepResult read_step(Reader& reader, const json& value, std::size_t index,
   StepResult step;
   step.name = fmt::format("step-{}", index + 1);
   if (!value.is_object()) {
-    reader.problem(path, "must be an object, not " + describe(value));
+    reader.problem(path, "must be an object, not " + describe_json(value));
     return step;
   }
   if (auto name = reader.string(value, path, "name")) step.name = *name;
@@ -390,8 +370,9 @@ TaskResult task_result_from_json(const nlohmann::json& document) {
   TaskResult result;
   const std::string root = "$";
   if (!document.is_object()) {
-    throw Error(ErrorKind::kInfrastructure, "invalid_handler_result",
-                "invalid result document: $: must be a JSON object, not " + describe(document));
+    throw Error(
+        ErrorKind::kInfrastructure, "invalid_handler_result",
+        "invalid result document: $: must be a JSON object, not " + describe_json(document));
   }
   result.status = reader.status(document, root).value_or(TaskStatus::kError);
   result.task_id = reader.string(document, root, "taskId").value_or("");
@@ -413,7 +394,8 @@ TaskResult task_result_from_json(const nlohmann::json& document) {
       const json& item = (*artifacts)[i];
       const std::string path = fmt::format("$.artifacts[{}]", i);
       if (!item.is_object()) {
-        reader.problem(path, "must be an object with path, size and sha256, not " + describe(item));
+        reader.problem(path,
+                       "must be an object with path, size and sha256, not " + describe_json(item));
         continue;
       }
       Artifact artifact;
@@ -437,7 +419,8 @@ TaskResult task_result_from_json(const nlohmann::json& document) {
   if (auto it = document.find("error"); it != document.end() && !it->is_null()) {
     const std::string path = "$.error";
     if (!it->is_object()) {
-      reader.problem(path, "must be null or an object with code and message, not " + describe(*it));
+      reader.problem(path,
+                     "must be null or an object with code and message, not " + describe_json(*it));
     } else {
       TaskError error;
       if (auto code = reader.string(*it, path, "code")) {
@@ -458,7 +441,7 @@ TaskResult task_result_from_json(const nlohmann::json& document) {
         result.degradations.push_back(item.get<std::string>());
       } else {
         reader.problem(fmt::format("$.degradations[{}]", i),
-                       "must be a string, not " + describe(item));
+                       "must be a string, not " + describe_json(item));
       }
     }
   }

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "common/units.h"
 
 namespace tamma::protocol {
@@ -29,31 +30,6 @@ constexpr std::size_t kMaxIdLength = 128;
 constexpr std::string_view kDurationHint =
     "a duration such as \"30s\", \"10m\", \"1h30m\", or a positive number of seconds";
 constexpr std::string_view kSizeHint = "a size such as \"512M\", \"2G\", or a number of bytes";
-
-std::string quote(std::string_view text) {
-  return json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-std::string describe(const json& value) {
-  switch (value.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return value.get<bool>() ? "true" : "false";
-    case json::value_t::string:
-      return "the string " + quote(value.get<std::string>());
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return "the number " + value.dump();
-    case json::value_t::object:
-      return "an object";
-    case json::value_t::array:
-      return "an array";
-    default:
-      return "a binary value";
-  }
-}
 
 bool is_variable_name(std::string_view name) {
   if (name.empty()) return false;
@@ -79,7 +55,7 @@ bool is_task_id(std::string_view id) {
 // Names that are not plain identifiers are written as JSON strings, as jq would.
 std::string member_path(const std::string& parent, std::string_view key) {
   if (is_variable_name(key)) return fmt::format("{}.{}", parent, key);
-  return fmt::format("{}[{}]", parent, quote(key));
+  return fmt::format("{}[{}]", parent, json_quote(key));
 }
 
 std::string index_path(const std::string& parent, std::size_t index) {
@@ -96,7 +72,7 @@ bool has_nul(std::string_view text) { return text.find('\0') != std::string_view
 std::optional<std::string> read_string(const json& value, const std::string& path,
                                        Problems& problems, std::string_view what) {
   if (!value.is_string()) {
-    add(problems, path, fmt::format("must be {}, not {}", what, describe(value)));
+    add(problems, path, fmt::format("must be {}, not {}", what, describe_json(value)));
     return std::nullopt;
   }
   std::string text = value.get<std::string>();
@@ -120,7 +96,7 @@ std::optional<std::chrono::milliseconds> read_duration(const json& value, const 
   } else if (value.is_number()) {
     duration = duration_from_seconds(value.get<double>(), &error);
   } else {
-    error = fmt::format("must be {}, not {}", kDurationHint, describe(value));
+    error = fmt::format("must be {}, not {}", kDurationHint, describe_json(value));
   }
   if (!duration) add(problems, path, error);
   return duration;
@@ -154,7 +130,7 @@ std::optional<std::uint64_t> read_size(const json& value, const std::string& pat
     if (!bytes) {
       add(problems, path, error);
     } else if (*bytes == 0) {
-      add(problems, path, fmt::format("must be more than 0 bytes, not {}", describe(value)));
+      add(problems, path, fmt::format("must be more than 0 bytes, not {}", describe_json(value)));
     } else {
       return bytes;
     }
@@ -163,10 +139,10 @@ std::optional<std::uint64_t> read_size(const json& value, const std::string& pat
   if (value.is_number()) {
     if (auto bytes = whole_number(value, UINT64_MAX)) return bytes;
     add(problems, path,
-        fmt::format("must be a positive whole number of bytes, not {}", describe(value)));
+        fmt::format("must be a positive whole number of bytes, not {}", describe_json(value)));
     return std::nullopt;
   }
-  add(problems, path, fmt::format("must be {}, not {}", kSizeHint, describe(value)));
+  add(problems, path, fmt::format("must be {}, not {}", kSizeHint, describe_json(value)));
   return std::nullopt;
 }
 
@@ -176,7 +152,7 @@ std::map<std::string, std::string> read_variables(const json& value, const std::
   std::map<std::string, std::string> out;
   if (!value.is_object()) {
     add(problems, path,
-        fmt::format("must be an object of NAME: \"value\" pairs, not {}", describe(value)));
+        fmt::format("must be an object of NAME: \"value\" pairs, not {}", describe_json(value)));
     return out;
   }
   for (const auto& [name, item] : value.items()) {
@@ -186,11 +162,11 @@ std::map<std::string, std::string> read_variables(const json& value, const std::
       add(problems, item_path,
           fmt::format("{} is not a valid variable name (letters, digits and _, not starting with "
                       "a digit)",
-                      quote(name)));
+                      json_quote(name)));
       ok = false;
     }
     if (!item.is_string()) {
-      add(problems, item_path, fmt::format("must be a string, not {}", describe(item)));
+      add(problems, item_path, fmt::format("must be a string, not {}", describe_json(item)));
       continue;
     }
     const std::string text = item.get<std::string>();
@@ -220,7 +196,8 @@ std::optional<std::string> normalize_workdir(std::string_view text, std::string&
     return std::nullopt;
   }
   if (text.front() == '/') {
-    problem = fmt::format("{} is absolute; give a path relative to the workspace", quote(text));
+    problem =
+        fmt::format("{} is absolute; give a path relative to the workspace", json_quote(text));
     return std::nullopt;
   }
   std::vector<std::string_view> parts;
@@ -231,7 +208,7 @@ std::optional<std::string> normalize_workdir(std::string_view text, std::string&
     const std::string_view part = text.substr(start, end - start);
     if (part == "..") {
       if (parts.empty()) {
-        problem = fmt::format("{} leads out of the workspace", quote(text));
+        problem = fmt::format("{} leads out of the workspace", json_quote(text));
         return std::nullopt;
       }
       parts.pop_back();
@@ -250,7 +227,8 @@ std::optional<std::string> check_artifact(std::string_view pattern) {
   if (pattern.empty()) return "must not be empty";
   if (has_nul(pattern)) return "must not contain a NUL character";
   if (pattern.front() == '/') {
-    return fmt::format("{} is absolute; give a glob relative to the workspace", quote(pattern));
+    return fmt::format("{} is absolute; give a glob relative to the workspace",
+                       json_quote(pattern));
   }
   std::size_t start = 0;
   while (start <= pattern.size()) {
@@ -258,7 +236,7 @@ std::optional<std::string> check_artifact(std::string_view pattern) {
     if (end == std::string_view::npos) end = pattern.size();
     if (pattern.substr(start, end - start) == "..") {
       return fmt::format("{} has a \"..\" component; artifacts come from inside the workspace",
-                         quote(pattern));
+                         json_quote(pattern));
     }
     start = end + 1;
   }
@@ -270,7 +248,7 @@ std::optional<Step> parse_step(const json& value, std::size_t index, const std::
   const std::size_t before = problems.size();
   if (!value.is_object()) {
     add(problems, path,
-        fmt::format("must be an object with \"run\" or \"argv\", not {}", describe(value)));
+        fmt::format("must be an object with \"run\" or \"argv\", not {}", describe_json(value)));
     return std::nullopt;
   }
   Step step;
@@ -293,13 +271,13 @@ std::optional<Step> parse_step(const json& value, std::size_t index, const std::
     add(problems, path + ".argv",
         fmt::format("must be a non-empty array of strings (the command, then its arguments), not "
                     "{}",
-                    argv->is_array() ? "an empty array" : describe(*argv)));
+                    argv->is_array() ? "an empty array" : describe_json(*argv)));
   } else {
     for (std::size_t i = 0; i < argv->size(); ++i) {
       const json& item = (*argv)[i];
       const std::string item_path = index_path(path + ".argv", i);
       if (!item.is_string()) {
-        add(problems, item_path, fmt::format("must be a string, not {}", describe(item)));
+        add(problems, item_path, fmt::format("must be a string, not {}", describe_json(item)));
         continue;
       }
       const std::string text = item.get<std::string>();
@@ -326,7 +304,8 @@ void parse_resources(const json& value, Resources& resources, Problems& problems
   const std::string path = "$.resources";
   if (!value.is_object()) {
     add(problems, path,
-        fmt::format("must be an object with memory, cpus, pids and disk, not {}", describe(value)));
+        fmt::format("must be an object with memory, cpus, pids and disk, not {}",
+                    describe_json(value)));
     return;
   }
   if (auto it = value.find("memory"); it != value.end()) {
@@ -340,7 +319,7 @@ void parse_resources(const json& value, Resources& resources, Problems& problems
     } else {
       add(problems, path + ".cpus",
           fmt::format("must be a positive number of CPUs (e.g. 1.5) of at most {}, not {}",
-                      kMaxCpus, describe(cpus)));
+                      kMaxCpus, describe_json(cpus)));
     }
   }
   if (auto it = value.find("pids"); it != value.end()) {
@@ -348,7 +327,7 @@ void parse_resources(const json& value, Resources& resources, Problems& problems
     if (!resources.pids) {
       add(problems, path + ".pids",
           fmt::format("must be a positive whole number of processes of at most {}, not {}",
-                      kMaxPids, describe(*it)));
+                      kMaxPids, describe_json(*it)));
     }
   }
   if (auto it = value.find("disk"); it != value.end()) {
@@ -369,7 +348,7 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
   Problems& problems = outcome.problems;
   if (!document.is_object()) {
     add(problems, "$",
-        fmt::format("the task document must be a JSON object, not {}", describe(document)));
+        fmt::format("the task document must be a JSON object, not {}", describe_json(document)));
     return outcome;
   }
   TaskSpec spec;
@@ -377,11 +356,11 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
 
   if (auto it = document.find("id"); it != document.end()) {
     if (!it->is_string()) {
-      add(problems, "$.id", fmt::format("must be a string, not {}", describe(*it)));
+      add(problems, "$.id", fmt::format("must be a string, not {}", describe_json(*it)));
     } else if (!is_task_id(it->get<std::string>())) {
       add(problems, "$.id",
           fmt::format("{} is not a valid task id (1 to {} of A-Z a-z 0-9 . _ -)",
-                      quote(it->get<std::string>()), kMaxIdLength));
+                      json_quote(it->get<std::string>()), kMaxIdLength));
     } else {
       spec.id = it->get<std::string>();
     }
@@ -399,7 +378,8 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
 
   if (auto it = document.find("steps"); it != document.end()) {
     if (!it->is_array()) {
-      add(problems, "$.steps", fmt::format("must be an array of steps, not {}", describe(*it)));
+      add(problems, "$.steps",
+          fmt::format("must be an array of steps, not {}", describe_json(*it)));
     } else if (it->empty() && steps_required) {
       add(problems, "$.steps", fmt::format("a \"{}\" task needs at least one step", spec.type));
     } else {
@@ -440,7 +420,7 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
   if (auto it = document.find("workdir"); it != document.end()) {
     if (!it->is_string()) {
       add(problems, "$.workdir",
-          fmt::format("must be a path relative to the workspace, not {}", describe(*it)));
+          fmt::format("must be a path relative to the workspace, not {}", describe_json(*it)));
     } else {
       std::string problem;
       if (auto workdir = normalize_workdir(it->get<std::string>(), problem)) {
@@ -465,7 +445,7 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
       spec.network = NetworkMode::kHost;
     } else {
       add(problems, "$.network",
-          fmt::format("must be \"none\" (loopback only) or \"host\", not {}", describe(*it)));
+          fmt::format("must be \"none\" (loopback only) or \"host\", not {}", describe_json(*it)));
     }
   }
 
@@ -473,13 +453,13 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
     if (!it->is_array()) {
       add(problems, "$.artifacts",
           fmt::format("must be an array of globs relative to the workspace, not {}",
-                      describe(*it)));
+                      describe_json(*it)));
     } else {
       for (std::size_t i = 0; i < it->size(); ++i) {
         const json& item = (*it)[i];
         const std::string item_path = index_path("$.artifacts", i);
         if (!item.is_string()) {
-          add(problems, item_path, fmt::format("must be a string, not {}", describe(item)));
+          add(problems, item_path, fmt::format("must be a string, not {}", describe_json(item)));
         } else if (auto problem = check_artifact(item.get<std::string>())) {
           add(problems, item_path, *problem);
         } else {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/json_text.h"
 #include "common/units.h"
 
 namespace tamma::worker {
@@ -29,31 +30,6 @@ constexpr double kMaxCpus = 1024;
 constexpr std::uint64_t kMaxSlots = 1024;
 // (uid_t)-1 means "unchanged" to setresuid, so it cannot name a user.
 constexpr std::uint64_t kMaxId = 4'294'967'294;
-
-std::string quote(std::string_view text) {
-  return json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-std::string describe(const json& value) {
-  switch (value.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return value.get<bool>() ? "true" : "false";
-    case json::value_t::string:
-      return quote(value.get<std::string>());
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-    case json::value_t::number_float:
-      return value.dump();
-    case json::value_t::object:
-      return "an object";
-    case json::value_t::array:
-      return "an array";
-    default:
-      return "a binary value";
-  }
-}
 
 std::string_view trim(std::string_view text) {
   constexpr std::string_view kSpace = " \t\r\n";
@@ -108,7 +84,7 @@ Problem read_duration(const json& value, milliseconds& out) {
     duration = duration_from_seconds(value.get<double>(), &error);
   } else {
     return "must be a duration such as \"30s\" or \"10m\" (a number is seconds), not " +
-           describe(value);
+           describe_json(value);
   }
   if (!duration) return error;
   out = *duration;
@@ -140,12 +116,12 @@ Problem read_size(const json& value, std::uint64_t& out) {
     if (!bytes) return error;
   } else if (value.is_number()) {
     bytes = whole_number(value);
-    if (!bytes) return "must be a whole number of bytes, not " + describe(value);
+    if (!bytes) return "must be a whole number of bytes, not " + describe_json(value);
   } else {
     return "must be a size such as \"512M\" or \"2G\", or a number of bytes, not " +
-           describe(value);
+           describe_json(value);
   }
-  if (*bytes == 0) return "must be more than 0 bytes, not " + describe(value);
+  if (*bytes == 0) return "must be more than 0 bytes, not " + describe_json(value);
   out = *bytes;
   return std::nullopt;
 }
@@ -170,7 +146,7 @@ Problem read_bool(const json& value, bool& out) {
     out = value == 1;
     return std::nullopt;
   }
-  return "must be true or false (or 1/0, yes/no), not " + describe(value);
+  return "must be true or false (or 1/0, yes/no), not " + describe_json(value);
 }
 
 Problem read_count(const json& value, std::uint64_t min, std::uint64_t max, std::uint64_t& out) {
@@ -184,7 +160,8 @@ Problem read_count(const json& value, std::uint64_t min, std::uint64_t max, std:
     if (ec == std::errc() && end == text.data() + text.size() && !text.empty()) number = parsed;
   }
   if (!number || *number < min || *number > max) {
-    return fmt::format("must be a whole number from {} to {}, not {}", min, max, describe(value));
+    return fmt::format("must be a whole number from {} to {}, not {}", min, max,
+                       describe_json(value));
   }
   out = *number;
   return std::nullopt;
@@ -202,7 +179,7 @@ Problem read_cpus(const json& value, double& out) {
   }
   if (!cpus || !std::isfinite(*cpus) || *cpus <= 0 || *cpus > kMaxCpus) {
     return fmt::format("must be a positive number of CPUs (e.g. 1.5) of at most {}, not {}",
-                       kMaxCpus, describe(value));
+                       kMaxCpus, describe_json(value));
   }
   out = *cpus;
   return std::nullopt;
@@ -210,12 +187,12 @@ Problem read_cpus(const json& value, double& out) {
 
 Problem check_absolute(std::string_view text) {
   if (text.empty()) return "must not be empty";
-  if (text.front() != '/') return fmt::format("{} is not an absolute path", quote(text));
+  if (text.front() != '/') return fmt::format("{} is not an absolute path", json_quote(text));
   return std::nullopt;
 }
 
 Problem read_path(const json& value, std::filesystem::path& out) {
-  if (!value.is_string()) return "must be an absolute path, not " + describe(value);
+  if (!value.is_string()) return "must be an absolute path, not " + describe_json(value);
   const std::string text = value.get<std::string>();
   if (auto problem = check_absolute(text)) return problem;
   out = text;
@@ -233,7 +210,7 @@ Problem read_choice(const json& value, std::initializer_list<std::string_view> c
       return std::nullopt;
     }
   }
-  return fmt::format("must be one of {}, not {}", names, describe(value));
+  return fmt::format("must be one of {}, not {}", names, describe_json(value));
 }
 
 // key -> value pairs: a JSON object of strings, or the text form "k=v,k=v".
@@ -243,14 +220,15 @@ Problem read_pairs(const json& value, std::vector<std::pair<std::string, std::st
     for (const auto& [key, item] : value.items()) {
       if (key.empty()) return std::string("a name must not be empty");
       if (!item.is_string()) {
-        return fmt::format("the value of {} must be a string, not {}", quote(key), describe(item));
+        return fmt::format("the value of {} must be a string, not {}", json_quote(key),
+                           describe_json(item));
       }
       out.emplace_back(key, item.get<std::string>());
     }
     return std::nullopt;
   }
   if (!value.is_string()) {
-    return "must be an object or \"name=value,name=value\", not " + describe(value);
+    return "must be an object or \"name=value,name=value\", not " + describe_json(value);
   }
   const std::string text = value.get<std::string>();
   std::size_t start = 0;
@@ -262,7 +240,7 @@ Problem read_pairs(const json& value, std::vector<std::pair<std::string, std::st
     if (item.empty()) continue;  // a trailing comma is harmless
     const auto eq = item.find('=');
     if (eq == std::string_view::npos || trim(item.substr(0, eq)).empty()) {
-      return fmt::format("{} is not name=value", quote(item));
+      return fmt::format("{} is not name=value", json_quote(item));
     }
     out.emplace_back(std::string(trim(item.substr(0, eq))), std::string(trim(item.substr(eq + 1))));
   }
@@ -355,7 +333,7 @@ const Setting kSettings[] = {
        // Checked whole before applying, so that a refused list leaves no half of it behind.
        for (const auto& [type, path] : pairs) {
          if (auto problem = check_absolute(path)) {
-           return Problem(fmt::format("the handler for {}: {}", quote(type), *problem));
+           return Problem(fmt::format("the handler for {}: {}", json_quote(type), *problem));
          }
        }
        // Merged by type: a handler given on the command line adds to those of the file.
@@ -365,19 +343,20 @@ const Setting kSettings[] = {
      "--handler"},
     {"orchestratorUrl",
      [](Config& c, const json& v) {
-       if (!v.is_string()) return Problem("must be an http:// or https:// URL, not " + describe(v));
+       if (!v.is_string())
+         return Problem("must be an http:// or https:// URL, not " + describe_json(v));
        const std::string url(trim(v.get<std::string>()));
        const bool http = url.starts_with("http://") && url.size() > 7;
        const bool https = url.starts_with("https://") && url.size() > 8;
        if (!url.empty() && !http && !https) {
-         return Problem(fmt::format("{} is not an http:// or https:// URL", quote(url)));
+         return Problem(fmt::format("{} is not an http:// or https:// URL", json_quote(url)));
        }
        c.orchestrator_url = url;
        return Problem();
      }},
     {"token",
      [](Config& c, const json& v) {
-       if (!v.is_string()) return Problem("must be a string, not " + describe(v));
+       if (!v.is_string()) return Problem("must be a string, not " + describe_json(v));
        // The value itself stays out of the message: it is a credential.
        if (trim(v.get<std::string>()).empty()) return Problem("must not be empty");
        c.token = trim(v.get<std::string>());
@@ -451,7 +430,7 @@ const SeedVariable kSeedVariables[] = {
          const auto [end, ec] =
              std::from_chars(text.data(), text.data() + text.size() - 1, percent);
          if (ec != std::errc() || end != text.data() + text.size() - 1) {
-           return Problem(fmt::format("{} is not a percentage of a CPU", quote(text)));
+           return Problem(fmt::format("{} is not a percentage of a CPU", json_quote(text)));
          }
          text = fmt::format("{}", percent / 100.0);
        }
@@ -579,7 +558,7 @@ json read_config_file(const std::filesystem::path& file, const std::string& name
   }
   if (!document.is_object()) {
     config_file_error(fmt::format("config file {} must hold a JSON object of settings, not {}",
-                                  file.string(), describe(document)));
+                                  file.string(), describe_json(document)));
   }
   return document;
 }

@@ -35,6 +35,4 @@ class SecretMasker {
   std::string pending_;
 };
 
-std::string base64_encode(std::string_view data);
-
 }  // namespace tamma::worker

@@ -424,9 +424,9 @@ TEST_F(ConfigTest, InvalidValuesNameTheSettingAndTheSource) {
       {"slots", "TAMMA_SLOTS", "--slots", "two", "from 1 to 1024"},
       {"labels", "TAMMA_LABELS", "--label", "=v", "\"=v\" is not name=value"},
       {"logLevel", "TAMMA_LOG_LEVEL", "--log-level", "verbose",
-       "must be one of trace, debug, info, warn, error, off, not \"verbose\""},
+       "must be one of trace, debug, info, warn, error, off, not the string \"verbose\""},
       {"logFormat", "TAMMA_LOG_FORMAT", "--log-format", "xml",
-       "must be one of text, json, not \"xml\""},
+       "must be one of text, json, not the string \"xml\""},
   };
   for (const auto& c : cases) {
     const std::string from_env = env_error({c.variable + "=" + c.value});

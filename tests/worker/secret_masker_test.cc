@@ -1,5 +1,7 @@
 #include "worker/secret_masker.h"
 
+#include "common/encoding.h"
+
 #include <gtest/gtest.h>
 
 namespace tamma::worker {
