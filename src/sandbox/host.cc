@@ -102,7 +102,7 @@ HostCapabilities probe_host() {
   } else {
     caps.cgroup_version = "none";
     missing("cgroups (" + why + ")",
-            "every task is refused unless allow_degraded: no limits, no exact usage, no "
+            "every task is refused unless allowDegraded: no limits, no exact usage, no "
             "guaranteed kill");
   }
 
@@ -132,7 +132,8 @@ HostCapabilities probe_host() {
     caps.clone_into_cgroup = fd && can_clone(CLONE_INTO_CGROUP, fd.get());
   }
   if (!caps.clone_into_cgroup && caps.cgroup_version == "v2") {
-    missing("clone3 CLONE_INTO_CGROUP", "tasks are started in their cgroup through a handshake");
+    missing("clone3 CLONE_INTO_CGROUP (Linux 5.7+)",
+            "tasks cannot be started on this cgroup v2 host: every spawn fails");
   }
 
   const bool loop = ::access("/dev/loop-control", F_OK) == 0;

@@ -448,7 +448,7 @@ class Requirements {
     if (available) return true;
     if (!allow_) {
       throw Error(ErrorKind::kSandboxSetup, "sandbox_unavailable",
-                  what + " (set allow_degraded to run without it)");
+                  what + " (set allowDegraded, or --allow-degraded, to run without it)");
     }
     degradations.push_back(what + ": " + consequence);
     return false;

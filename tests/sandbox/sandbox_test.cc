@@ -318,7 +318,7 @@ TEST(UserNamespace, DISABLED_UnprivilegedHalf) {
     EXPECT_EQ(e.kind(), ErrorKind::kSandboxSetup);
     EXPECT_EQ(e.code(), "sandbox_unavailable");
     EXPECT_NE(std::string(e.what()).find("cgroups"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("allow_degraded"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("allowDegraded"), std::string::npos) << e.what();
   }
   policy.allow_degraded = true;
   auto sandbox = Sandbox::create(policy);
