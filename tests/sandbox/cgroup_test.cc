@@ -73,7 +73,10 @@ void touch_alloc(std::size_t bytes) {
   if (bytes == 0) return;
   void* memory = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (memory == MAP_FAILED) ::_exit(120);
-  std::memset(memory, 0x5a, bytes);
+  // One store per page, not memset: under AddressSanitizer the memset interceptor would fault
+  // in shadow memory too and the group would be charged for it.
+  auto* page = static_cast<volatile char*>(memory);
+  for (std::size_t offset = 0; offset < bytes; offset += 4096) page[offset] = 0x5a;
 }
 
 void write_pid(int fd, pid_t pid) {
@@ -615,20 +618,6 @@ TEST_F(CgroupV1Test, RemoveStaleRemovesDeadOwnersOnly) {
   for (const auto& root : live_roots) {
     for (const auto& dir : subtree_bottom_up(root)) EXPECT_EQ(rmdir_retry(dir), 0) << dir;
   }
-}
-
-TEST_F(CgroupV1Test, CreateAndDestroyCost) {
-  Limits limits;
-  limits.memory_bytes = 64 * kMiB;
-  limits.cpus = 1;
-  limits.pids = 100;
-  constexpr int kRounds = 200;
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kRounds; ++i) manager_->create_group("cost-" + std::to_string(i), limits);
-  const auto each = (std::chrono::steady_clock::now() - start) / kRounds;
-  std::printf("v1 group with memory, pids and cpu limits: create + destroy %.3f ms\n",
-              std::chrono::duration<double, std::milli>(each).count());
-  EXPECT_LT(each, 20ms);
 }
 
 // ---------------------------------------------------------------------------------------------
