@@ -16,5 +16,6 @@ struct Subcommand {
 
 Subcommand add_run_command(CLI::App& app, std::vector<std::string>& command_after_dashes);
 Subcommand add_doctor_command(CLI::App& app);
+Subcommand add_start_command(CLI::App& app);
 
 }  // namespace tamma::cli

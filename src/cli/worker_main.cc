@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "tamma-worker 0.1.0");
   auto run = tamma::cli::add_run_command(app, command);
   auto doctor = tamma::cli::add_doctor_command(app);
+  auto start = tamma::cli::add_start_command(app);
 
   try {
     app.parse(static_cast<int>(args.size()), args.data());
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   try {
     if (run.app->parsed()) return run.run();
     if (doctor.app->parsed()) return doctor.run();
+    if (start.app->parsed()) return start.run();
   } catch (const tamma::Error& e) {
     std::fprintf(stderr, "tamma-worker: %s\n", e.what());
     return e.kind() == tamma::ErrorKind::kConfig ? tamma::worker::kExitUsage

@@ -1,0 +1,1017 @@
+#include "worker/daemon.h"
+
+#include <sched.h>
+#include <sys/statvfs.h>
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "protocol/task_spec.h"
+#include "worker/engine.h"
+#include "worker/handler.h"
+#include "worker/health_server.h"
+#include "worker/log_shipper.h"
+#include "worker/orchestrator_client.h"
+
+namespace tamma::worker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+std::int64_t ms_since(Clock::time_point then) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - then).count();
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+// The registration answer, and which registration it was: a token is good only for the
+// registration that issued it.
+struct Session {
+  WorkerCredentials credentials;
+  std::chrono::milliseconds heartbeat_interval{10000};
+  std::chrono::milliseconds lease_ttl{30000};
+  std::chrono::milliseconds poll_timeout{25000};
+  std::uint64_t generation = 0;
+};
+
+// One attempt of a task this worker holds a lease on, from assignment until its result is
+// delivered (the heartbeat renews the lease all that time).
+struct ActiveTask {
+  std::string task_id;
+  int attempt = 0;
+  std::string lease_id;
+  std::shared_ptr<const Session> session;
+  Cancellation cancellation;
+  std::atomic<bool> lease_lost{false};
+  std::atomic<bool> cancel_requested{false};  // by the orchestrator
+  std::atomic<bool> shutdown_cancel{false};   // by this worker's shutdown
+  std::atomic<bool> running{true};            // false once the engine returned
+  // Fired when the lease is lost or the daemon aborts: cuts short log shipping and delivery.
+  StopSignal stop;
+
+  [[nodiscard]] wire::Fence fence() const { return {attempt, lease_id}; }
+};
+
+// What is sent when the task ends: complete with the result, or fail with an error.
+struct Report {
+  bool fail = false;
+  wire::TaskFailure error;
+  std::optional<protocol::TaskResult> result;
+  std::string status;  // for the log line
+};
+
+enum class Phase { kStarting, kRunning, kDraining, kCancelling, kAborting };
+
+const char* phase_name(Phase phase) {
+  switch (phase) {
+    case Phase::kStarting:
+      return "registering";
+    case Phase::kRunning:
+      return "running";
+    case Phase::kDraining:
+      return "draining";
+    case Phase::kCancelling:
+    case Phase::kAborting:
+      return "stopping";
+  }
+  return "unknown";
+}
+
+std::uint64_t memory_bytes() {
+  struct sysinfo info {};
+  if (::sysinfo(&info) != 0) throw_errno("sysinfo");
+  return static_cast<std::uint64_t>(info.totalram) * info.mem_unit;
+}
+
+double cpu_count() {
+  // The CPUs this process may run on (taskset, cpusets), not every CPU of the machine.
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::uint64_t free_disk_bytes(std::filesystem::path dir) {
+  // The workspace root may not exist yet: ask the nearest directory that does.
+  std::error_code ec;
+  while (!dir.empty() && !std::filesystem::exists(dir, ec)) {
+    if (dir == dir.parent_path()) break;
+    dir = dir.parent_path();
+  }
+  struct statvfs vfs {};
+  if (::statvfs(dir.empty() ? "/" : dir.c_str(), &vfs) != 0) {
+    throw_errno("statvfs of " + dir.string());
+  }
+  return static_cast<std::uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+}
+
+std::string cut_middle(const std::string& text, std::size_t keep, std::uint64_t& dropped) {
+  if (text.size() <= keep) return text;
+  const std::size_t head = keep / 2;
+  const std::size_t tail = keep - head;
+  const std::size_t cut = text.size() - head - tail;
+  dropped += cut;
+  return text.substr(0, head) +
+         fmt::format(
+             "\n[... {} bytes cut from the result; the whole output is in the task's "
+             "log ...]\n",
+             cut) +
+         text.substr(text.size() - tail);
+}
+
+}  // namespace
+
+protocol::wire::Capabilities detect_capabilities(const Config& config) {
+  wire::Capabilities caps;
+  caps.task_types = HandlerRegistry::with_builtins(config).types();
+  caps.labels = config.labels;
+  caps.slots = static_cast<int>(config.slots);
+  caps.resources.memory_bytes = memory_bytes();
+  caps.resources.cpus = cpu_count();
+  caps.resources.disk_bytes = free_disk_bytes(config.workspace_root);
+  caps.version = std::string(kWorkerVersion);
+  struct utsname name {};
+  if (::uname(&name) != 0) throw_errno("uname");
+  caps.platform.os = name.sysname;
+  caps.platform.arch = name.machine;
+  caps.platform.kernel = name.release;
+  // Lower case as in GOOS and Node's process.platform, which task labels tend to follow.
+  std::transform(caps.platform.os.begin(), caps.platform.os.end(), caps.platform.os.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return caps;
+}
+
+json fit_result(const protocol::TaskResult& result, std::size_t max_bytes) {
+  json document = protocol::to_json(result);
+  if (document.dump().size() <= max_bytes || result.steps.empty()) return document;
+  protocol::TaskResult fitted = result;
+  std::size_t keep = max_bytes / (2 * fitted.steps.size());
+  for (;;) {
+    for (auto& step : fitted.steps) {
+      step.stdout_capture.text =
+          cut_middle(step.stdout_capture.text, keep, step.stdout_capture.dropped_bytes);
+      step.stderr_capture.text =
+          cut_middle(step.stderr_capture.text, keep, step.stderr_capture.dropped_bytes);
+    }
+    document = protocol::to_json(fitted);
+    // Escaping can make the JSON much larger than the text (control bytes, U+FFFD): halve
+    // until it fits, or until there is no output left to cut.
+    if (document.dump().size() <= max_bytes || keep == 0) return document;
+    keep /= 2;
+  }
+}
+
+struct Daemon::Impl {
+  explicit Impl(DaemonOptions o)
+      : options(std::move(o)),
+        engine(options.config, HandlerRegistry::with_builtins(options.config)) {}
+
+  DaemonOptions options;
+  Engine engine;
+  wire::Capabilities capabilities;
+
+  // ---- state shared by the threads ----
+  mutable std::mutex mutex;
+  std::condition_variable changed;  // phase, live slots, heartbeat wake-ups
+  Phase phase = Phase::kStarting;
+  int live_slots = 0;
+  bool heartbeat_stop = false;
+  bool heartbeat_wake = false;
+  std::shared_ptr<const Session> session;
+  bool session_dead = false;  // refused while draining: nothing more to say to the orchestrator
+  std::vector<std::shared_ptr<ActiveTask>> active;
+  Clock::time_point last_contact{};  // registration or last successful heartbeat
+  std::optional<Clock::time_point> last_heartbeat;
+  int fatal_exit = 0;  // set when the orchestrator refused the registration token
+  std::string fatal_message;
+  std::atomic<int> undelivered{0};
+
+  std::mutex registration_mutex;  // one (re-)registration at a time
+  StopSignal drain_stop;          // polls and registration
+  StopSignal heartbeat_stop_signal;
+  std::unique_ptr<HealthServer> health_server;
+
+  [[nodiscard]] std::string worker_id() const {
+    std::lock_guard lock(mutex);
+    return session ? session->credentials.worker_id : std::string("(unregistered)");
+  }
+
+  std::shared_ptr<const Session> current_session() const {
+    std::lock_guard lock(mutex);
+    return session_dead ? nullptr : session;
+  }
+
+  bool draining() const {
+    std::lock_guard lock(mutex);
+    return phase >= Phase::kDraining;
+  }
+
+  // ---- registration ----
+
+  // Registers until it works; false when a drain stopped it first. A refused registration
+  // token is fatal: Error(kConfig).
+  bool register_worker(OrchestratorClient& client) {
+    Backoff backoff(options.backoff);
+    for (;;) {
+      try {
+        auto answer = client.register_worker(options.config.token, capabilities, &drain_stop);
+        auto fresh = std::make_shared<Session>();
+        fresh->credentials = {answer.worker_id, answer.token};
+        fresh->heartbeat_interval = std::chrono::milliseconds(answer.heartbeat_interval_ms);
+        fresh->lease_ttl = std::chrono::milliseconds(answer.lease_ttl_ms);
+        fresh->poll_timeout = std::chrono::milliseconds(answer.poll_timeout_ms);
+        {
+          std::lock_guard lock(mutex);
+          fresh->generation = session ? session->generation + 1 : 1;
+          session = fresh;
+          last_contact = Clock::now();
+        }
+        spdlog::info(
+            "worker {}: registered with {} (heartbeat every {} ms, lease TTL {} ms, {} slot(s), "
+            "task types {})",
+            answer.worker_id, client.base_url(), answer.heartbeat_interval_ms, answer.lease_ttl_ms,
+            capabilities.slots, join(capabilities.task_types));
+        return true;
+      } catch (const Interrupted&) {
+        return false;
+      } catch (const OrchestratorError& e) {
+        if (e.unauthorized()) {
+          throw Error(ErrorKind::kConfig, "registration_refused",
+                      fmt::format("the orchestrator at {} refused the registration token "
+                                  "(--token, TAMMA_TOKEN, TAMMA_TOKEN_FILE or token/tokenFile in "
+                                  "the config file): {}",
+                                  client.base_url(), e.what()));
+        }
+        if (!e.retryable()) {
+          throw Error(ErrorKind::kConfig, "registration_refused",
+                      fmt::format("the orchestrator at {} refused this worker's registration: {}",
+                                  client.base_url(), e.what()));
+        }
+        const auto wait = backoff.next();
+        spdlog::warn("registration with {} failed (attempt {}): {}; retrying in {} ms",
+                     client.base_url(), backoff.failures(), e.what(), wait.count());
+        if (drain_stop.wait_for(wait)) return false;
+      }
+    }
+  }
+
+  // The orchestrator no longer knows `seen` (401: unregistered by an admin, or its database
+  // was replaced). Its leases are gone with it; register anew unless draining.
+  void session_rejected(const std::shared_ptr<const Session>& seen, OrchestratorClient& client) {
+    std::lock_guard registration(registration_mutex);
+    {
+      std::lock_guard lock(mutex);
+      if (session != seen || session_dead) return;  // already handled by another thread
+    }
+    spdlog::error(
+        "worker {}: the orchestrator no longer accepts this worker's token; its "
+        "leases are lost and its tasks are stopped",
+        seen->credentials.worker_id);
+    for (const auto& task : tasks_of(seen->generation)) {
+      lose_lease(*task, "the worker's registration was revoked");
+    }
+    if (draining()) {
+      std::lock_guard lock(mutex);
+      session_dead = true;
+      return;
+    }
+    try {
+      if (!register_worker(client)) {
+        std::lock_guard lock(mutex);
+        session_dead = true;
+      }
+    } catch (const Error& e) {
+      spdlog::error("worker {}: {}", seen->credentials.worker_id, e.what());
+      {
+        std::lock_guard lock(mutex);
+        session_dead = true;
+        fatal_exit = kExitUsage;
+        fatal_message = e.what();
+      }
+      drain("the registration token was refused");
+    }
+  }
+
+  // ---- tasks held ----
+
+  std::vector<std::shared_ptr<ActiveTask>> tasks_of(std::uint64_t generation) const {
+    std::lock_guard lock(mutex);
+    std::vector<std::shared_ptr<ActiveTask>> out;
+    for (const auto& t : active) {
+      if (t->session->generation == generation) out.push_back(t);
+    }
+    return out;
+  }
+
+  std::shared_ptr<ActiveTask> find_task(const std::string& task_id, int attempt) const {
+    std::lock_guard lock(mutex);
+    for (const auto& t : active) {
+      if (t->task_id == task_id && t->attempt == attempt) return t;
+    }
+    return nullptr;
+  }
+
+  void add_active(const std::shared_ptr<ActiveTask>& task) {
+    Phase now;
+    {
+      std::lock_guard lock(mutex);
+      active.push_back(task);
+      now = phase;
+    }
+    // A task that arrived as the shutdown began is stopped like the ones already running.
+    if (now >= Phase::kCancelling) shutdown_cancel(*task);
+    if (now >= Phase::kAborting) {
+      task->cancellation.request_immediate();
+      task->stop.fire();
+    }
+  }
+
+  void remove_active(const std::shared_ptr<ActiveTask>& task) {
+    std::lock_guard lock(mutex);
+    std::erase(active, task);
+  }
+
+  void lose_lease(ActiveTask& task, const std::string& why) {
+    if (task.lease_lost.exchange(true)) return;
+    spdlog::warn(
+        "worker {}: task {} attempt {}: lease lost ({}); stopping it, its result will "
+        "not be reported",
+        task.session->credentials.worker_id, task.task_id, task.attempt, why);
+    task.cancellation.request_immediate();
+    task.stop.fire();
+  }
+
+  void request_cancel(ActiveTask& task) {
+    if (task.cancel_requested.exchange(true) || !task.running.load()) return;
+    spdlog::info("worker {}: task {} attempt {}: cancel requested by the orchestrator",
+                 task.session->credentials.worker_id, task.task_id, task.attempt);
+    task.cancellation.request();
+  }
+
+  void shutdown_cancel(ActiveTask& task) {
+    if (task.shutdown_cancel.exchange(true) || !task.running.load()) return;
+    spdlog::warn("worker {}: task {} attempt {}: cancelled by the worker's shutdown",
+                 task.session->credentials.worker_id, task.task_id, task.attempt);
+    task.cancellation.request();
+  }
+
+  // The X-Tamma-Task-State of a fenced answer: a cancel is seen on the next log flush.
+  void on_task_state(ActiveTask& task, const std::string& state) {
+    if (state == "cancel_requested") request_cancel(task);
+  }
+
+  // ---- phases ----
+
+  void drain(const std::string& why) {
+    {
+      std::lock_guard lock(mutex);
+      if (phase >= Phase::kDraining) return;
+      phase = Phase::kDraining;
+      heartbeat_wake = true;
+    }
+    spdlog::info("worker {}: draining ({}): no new tasks; running ones finish", worker_id(), why);
+    drain_stop.fire();
+    changed.notify_all();
+  }
+
+  void cancel_tasks(const std::string& why) {
+    drain(why);
+    std::vector<std::shared_ptr<ActiveTask>> tasks;
+    {
+      std::lock_guard lock(mutex);
+      if (phase >= Phase::kCancelling) return;
+      phase = Phase::kCancelling;
+      tasks = active;
+    }
+    spdlog::warn("worker {}: cancelling {} running task(s) ({})", worker_id(), tasks.size(), why);
+    for (const auto& t : tasks) shutdown_cancel(*t);
+    changed.notify_all();
+  }
+
+  void abort(const std::string& why) {
+    cancel_tasks(why);
+    std::vector<std::shared_ptr<ActiveTask>> tasks;
+    {
+      std::lock_guard lock(mutex);
+      if (phase >= Phase::kAborting) return;
+      phase = Phase::kAborting;
+      tasks = active;
+    }
+    spdlog::warn("worker {}: giving up on {} task(s) not yet reported ({})", worker_id(),
+                 tasks.size(), why);
+    for (const auto& t : tasks) {
+      t->cancellation.request_immediate();
+      t->stop.fire();
+    }
+    changed.notify_all();
+  }
+
+  // ---- heartbeat ----
+
+  void heartbeat_loop() {
+    OrchestratorClient client(options.config.orchestrator_url);
+    Backoff backoff(options.backoff);
+    for (;;) {
+      auto current = current_session();
+      std::chrono::milliseconds wait = current ? current->heartbeat_interval : 1000ms;
+      if (current) {
+        wire::HeartbeatRequest request;
+        for (const auto& t : tasks_of(current->generation)) {
+          if (!t->lease_lost.load())
+            request.leases.push_back({t->task_id, t->attempt, t->lease_id});
+        }
+        request.draining = draining();
+        try {
+          auto answer = client.heartbeat(current->credentials, request, &heartbeat_stop_signal);
+          {
+            std::lock_guard lock(mutex);
+            last_contact = Clock::now();
+            last_heartbeat = last_contact;
+          }
+          if (backoff.failures() > 0) {
+            spdlog::info("worker {}: heartbeats go through again", current->credentials.worker_id);
+          }
+          backoff.reset();
+          apply(answer);
+        } catch (const Interrupted&) {
+          return;
+        } catch (const OrchestratorError& e) {
+          if (e.unauthorized()) {
+            session_rejected(current, client);
+            wait = 0ms;
+          } else {
+            // Never longer than the interval: leases must be renewed before they run out.
+            wait = std::min(backoff.next(), current->heartbeat_interval);
+            spdlog::warn("worker {}: heartbeat failed (attempt {}): {}; next in {} ms",
+                         current->credentials.worker_id, backoff.failures(), e.what(),
+                         wait.count());
+          }
+        }
+      }
+      std::unique_lock lock(mutex);
+      changed.wait_for(lock, wait, [this] { return heartbeat_stop || heartbeat_wake; });
+      if (heartbeat_stop) return;
+      heartbeat_wake = false;
+    }
+  }
+
+  void apply(const wire::HeartbeatResponse& answer) {
+    for (const auto& ref : answer.cancel) {
+      if (auto t = find_task(ref.task_id, ref.attempt)) request_cancel(*t);
+    }
+    for (const auto& ref : answer.lost_leases) {
+      if (auto t = find_task(ref.task_id, ref.attempt)) {
+        lose_lease(*t, "the orchestrator no longer holds it for this worker");
+      }
+    }
+    if (answer.drain) drain("the orchestrator asked this worker to drain");
+  }
+
+  // ---- slots ----
+
+  void slot_loop(int slot) {
+    OrchestratorClient client(options.config.orchestrator_url);
+    Backoff backoff(options.backoff);
+    while (!drain_stop.fired()) {
+      auto current = current_session();
+      if (!current) break;
+      auto wait = current->poll_timeout;
+      if (options.poll_wait) wait = std::min(wait, *options.poll_wait);
+      const auto asked = Clock::now();
+      std::optional<wire::Assignment> assignment;
+      try {
+        assignment = client.poll(current->credentials, wait, &drain_stop);
+      } catch (const Interrupted&) {
+        break;
+      } catch (const OrchestratorError& e) {
+        if (e.unauthorized()) {
+          session_rejected(current, client);
+          continue;
+        }
+        const auto pause = backoff.next();
+        spdlog::warn("worker {}: slot {}: poll failed (attempt {}): {}; retrying in {} ms",
+                     current->credentials.worker_id, slot, backoff.failures(), e.what(),
+                     pause.count());
+        if (drain_stop.wait_for(pause)) break;
+        continue;
+      }
+      if (!assignment) {
+        // An orchestrator that is shutting down or draining us answers at once: do not spin.
+        if (Clock::now() - asked < std::min<std::chrono::milliseconds>(wait, 1000ms)) {
+          if (drain_stop.wait_for(backoff.next())) break;
+        } else {
+          backoff.reset();
+        }
+        continue;
+      }
+      backoff.reset();
+      run_assignment(client, current, std::move(*assignment));
+    }
+    std::lock_guard lock(mutex);
+    --live_slots;
+    changed.notify_all();
+  }
+
+  void run_assignment(OrchestratorClient& client, const std::shared_ptr<const Session>& current,
+                      wire::Assignment assignment) {
+    auto task = std::make_shared<ActiveTask>();
+    task->task_id = assignment.task_id;
+    task->attempt = assignment.attempt;
+    task->lease_id = assignment.lease_id;
+    task->session = current;
+    add_active(task);
+    const std::string& worker = current->credentials.worker_id;
+    spdlog::info("worker {}: task {} attempt {} assigned (type {})", worker, task->task_id,
+                 task->attempt, assignment.task.value("type", "?"));
+    send_started(client, *task);
+    Report report = execute(*task, assignment.task);
+    task->running = false;
+    if (task->lease_lost.load()) {
+      spdlog::info("worker {}: task {} attempt {} ended {}; not reported (lease lost)", worker,
+                   task->task_id, task->attempt, report.status);
+    } else {
+      deliver(client, *task, report);
+    }
+    remove_active(task);
+  }
+
+  // Best effort: the lease is held from the assignment on; "started" only records the moment.
+  void send_started(OrchestratorClient& client, ActiveTask& task) {
+    Backoff backoff(options.backoff);
+    for (int attempt = 1; attempt <= 3; ++attempt) {
+      try {
+        auto answer =
+            client.started(task.session->credentials, task.task_id, task.fence(), &task.stop);
+        on_task_state(task, answer.task_state);
+        return;
+      } catch (const Interrupted&) {
+        return;
+      } catch (const OrchestratorError& e) {
+        if (e.lease_lost() || e.unauthorized() || e.status() == 404) {
+          lose_lease(task, e.what());
+          return;
+        }
+        if (!e.retryable() || attempt == 3) {
+          spdlog::warn("worker {}: task {}: could not say it started: {}",
+                       task.session->credentials.worker_id, task.task_id, e.what());
+          return;
+        }
+        if (task.stop.wait_for(backoff.next())) return;
+      }
+    }
+  }
+
+  Report execute(ActiveTask& task, const json& document);
+
+  // Sends the report until the orchestrator has it. Lease lost (409), task gone (404) or
+  // token revoked (401/403) drop it: the orchestrator has decided about that attempt already.
+  void deliver(OrchestratorClient& client, ActiveTask& task, const Report& report) {
+    const std::string& worker = task.session->credentials.worker_id;
+    Backoff backoff(options.backoff);
+    std::size_t budget = 768 << 10;  // below the orchestrator's default 1 MiB JSON body limit
+    for (;;) {
+      try {
+        FencedAnswer answer;
+        if (report.fail) {
+          wire::FailRequest request;
+          request.fence = task.fence();
+          request.error = report.error;
+          if (report.result) request.result = fit_result(*report.result, budget);
+          answer = client.fail(task.session->credentials, task.task_id, request, &task.stop);
+        } else {
+          wire::CompleteRequest request;
+          request.fence = task.fence();
+          request.result = fit_result(*report.result, budget);
+          answer = client.complete(task.session->credentials, task.task_id, request, &task.stop);
+        }
+        spdlog::info("worker {}: task {} attempt {} {}, reported (now {})", worker, task.task_id,
+                     task.attempt, report.status, answer.task_state);
+        return;
+      } catch (const Interrupted&) {
+        if (!task.lease_lost.load()) {
+          undelivered.fetch_add(1);
+          spdlog::error("worker {}: task {} attempt {} {}: result NOT delivered (shutting down)",
+                        worker, task.task_id, task.attempt, report.status);
+        }
+        return;
+      } catch (const OrchestratorError& e) {
+        if (e.lease_lost() || e.unauthorized() || e.status() == 404) {
+          spdlog::warn("worker {}: task {} attempt {} {}: result dropped: {}", worker, task.task_id,
+                       task.attempt, report.status, e.what());
+          return;
+        }
+        if (e.status() == 413 && budget > (16 << 10)) {
+          budget /= 4;
+          spdlog::warn(
+              "worker {}: task {}: result too large for the orchestrator; sending it "
+              "with less captured output ({} bytes)",
+              worker, task.task_id, budget);
+          continue;
+        }
+        if (!e.retryable()) {
+          undelivered.fetch_add(1);
+          spdlog::error("worker {}: task {} attempt {} {}: result refused: {}", worker,
+                        task.task_id, task.attempt, report.status, e.what());
+          return;
+        }
+        const auto wait = backoff.next();
+        spdlog::warn(
+            "worker {}: task {} attempt {}: result not delivered yet (attempt {}): {}; "
+            "retrying in {} ms (the lease is kept meanwhile)",
+            worker, task.task_id, task.attempt, backoff.failures(), e.what(), wait.count());
+        if (task.stop.wait_for(wait)) {
+          if (!task.lease_lost.load()) {
+            undelivered.fetch_add(1);
+            spdlog::error("worker {}: task {} attempt {} {}: result NOT delivered (shutting down)",
+                          worker, task.task_id, task.attempt, report.status);
+          }
+          return;
+        }
+      }
+    }
+  }
+
+  // ---- health ----
+
+  HealthSnapshot health() const {
+    std::lock_guard lock(mutex);
+    HealthSnapshot h;
+    h.status = phase_name(phase);
+    h.worker_id = session ? session->credentials.worker_id : "";
+    h.running_tasks = active.size();
+    if (last_heartbeat) h.last_heartbeat_ago_ms = ms_since(*last_heartbeat);
+    if (session && phase != Phase::kStarting && Clock::now() - last_contact > session->lease_ttl) {
+      h.healthy = false;
+      h.status = "unhealthy";
+    }
+    return h;
+  }
+
+  // Says goodbye so the orchestrator re-queues at once whatever this worker still held,
+  // instead of after a lease TTL. Retried for a while; false when it did not go through.
+  bool unregister() {
+    std::shared_ptr<const Session> current;
+    {
+      std::lock_guard lock(mutex);
+      if (session_dead) return true;  // the orchestrator dropped this worker already
+      current = session;
+    }
+    if (!current) return true;
+    OrchestratorClient client(options.config.orchestrator_url);
+    Backoff backoff(options.backoff);
+    const auto deadline = Clock::now() + options.unregister_timeout;
+    StopSignal never;
+    for (;;) {
+      try {
+        client.unregister(current->credentials);
+        spdlog::info("worker {}: unregistered", current->credentials.worker_id);
+        return true;
+      } catch (const OrchestratorError& e) {
+        if (e.unauthorized() || e.status() == 404) return true;  // gone already
+        const auto wait = backoff.next();
+        if (!e.retryable() || Clock::now() + wait > deadline) {
+          spdlog::error("worker {}: could not unregister: {}", current->credentials.worker_id,
+                        e.what());
+          return false;
+        }
+        spdlog::warn("worker {}: unregistering failed: {}; retrying in {} ms",
+                     current->credentials.worker_id, e.what(), wait.count());
+        never.wait_for(wait);
+      }
+    }
+  }
+
+  int run();
+};
+
+namespace {
+
+// Output and progress of one running task, on their way to the orchestrator from a thread of
+// their own: the task's output pipe is never held up by the network.
+class TaskReporter : public RunObserver {
+ public:
+  TaskReporter(Daemon::Impl& daemon, ActiveTask& task)
+      : daemon_(daemon),
+        task_(task),
+        client_(daemon.options.config.orchestrator_url),
+        sink_(*this),
+        backoff_(daemon.options.backoff),
+        thread_([this] { loop(); }) {}
+
+  ~TaskReporter() override { stop_thread(); }
+
+  void on_step_start(std::size_t index, std::size_t count, const std::string& name) override {
+    std::lock_guard lock(mutex_);
+    steps_ = std::max<std::size_t>(count, 1);
+    progress_.percent = 100.0 * static_cast<double>(index) / static_cast<double>(steps_);
+    progress_.step = name;
+    progress_dirty_ = true;
+    wake_ = true;
+    wakeup_.notify_one();
+  }
+
+  void on_step_end(std::size_t index, const protocol::StepResult&) override {
+    std::lock_guard lock(mutex_);
+    progress_.percent =
+        std::min(100.0, 100.0 * static_cast<double>(index + 1) / static_cast<double>(steps_));
+    progress_dirty_ = true;
+  }
+
+  void on_output(StreamKind, std::string_view masked) override {
+    if (shipper_.append(masked)) {
+      std::lock_guard lock(mutex_);
+      wake_ = true;
+      wakeup_.notify_one();
+    }
+  }
+
+  // After the task ended: everything left goes out before the result (which closes the
+  // attempt's log), retried until `limit` passes or the task's stop signal fires.
+  void finish(std::chrono::milliseconds limit) {
+    stop_thread();
+    const auto deadline = Clock::now() + limit;
+    while (!task_.stop.fired()) {
+      if (ship()) break;
+      const auto left = deadline - Clock::now();
+      if (left <= 0ms) break;
+      task_.stop.wait_for(
+          std::min(std::chrono::duration_cast<std::chrono::milliseconds>(left), backoff_.next()));
+    }
+    const auto produced = shipper_.produced();
+    const auto acked = shipper_.acknowledged();
+    if (acked < produced && !task_.lease_lost.load()) {
+      spdlog::warn("worker {}: task {}: {} of {} bytes of output did not reach the orchestrator",
+                   worker(), task_.task_id, produced - acked, produced);
+    }
+  }
+
+ private:
+  class Sink : public LogSink {
+   public:
+    explicit Sink(TaskReporter& reporter) : reporter_(reporter) {}
+    LogAppendAnswer append(std::uint64_t offset, std::string_view data) override {
+      auto& t = reporter_.task_;
+      auto answer = reporter_.client_.append_log(t.session->credentials, t.task_id, t.fence(),
+                                                 offset, data, &t.stop);
+      reporter_.daemon_.on_task_state(t, answer.task_state);
+      return answer;
+    }
+
+   private:
+    TaskReporter& reporter_;
+  };
+
+  [[nodiscard]] const std::string& worker() const { return task_.session->credentials.worker_id; }
+
+  void stop_thread() {
+    {
+      std::lock_guard lock(mutex_);
+      closing_ = true;
+    }
+    wakeup_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void loop() {
+    auto not_before = Clock::now();
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wakeup_.wait_for(lock, 500ms, [this] { return closing_ || wake_; });
+      if (closing_) return;
+      wake_ = false;
+      if (Clock::now() < not_before) continue;
+      lock.unlock();
+      const bool ok = ship();
+      not_before = ok ? Clock::now() : Clock::now() + backoff_.next();
+      if (ok) backoff_.reset();
+      lock.lock();
+    }
+  }
+
+  // One round of log and progress; false when a retryable failure left something unsent.
+  bool ship() {
+    bool ok = true;
+    try {
+      shipper_.flush(sink_);
+    } catch (const Interrupted&) {
+      return false;
+    } catch (const OrchestratorError& e) {
+      ok = handle(e, "log append") && ok;
+      if (!e.retryable() && !task_.lease_lost.load()) shipper_.abandon(e.what());
+    }
+    std::optional<wire::ProgressRequest> request;
+    {
+      std::lock_guard lock(mutex_);
+      if (progress_dirty_) {
+        request = wire::ProgressRequest{task_.fence(), progress_.percent, progress_.step, {}};
+        progress_dirty_ = false;
+      }
+    }
+    if (request && !task_.lease_lost.load()) {
+      try {
+        auto answer =
+            client_.progress(task_.session->credentials, task_.task_id, *request, &task_.stop);
+        daemon_.on_task_state(task_, answer.task_state);
+      } catch (const Interrupted&) {
+        return false;
+      } catch (const OrchestratorError& e) {
+        if (!handle(e, "progress")) {
+          std::lock_guard lock(mutex_);
+          progress_dirty_ = true;  // the latest progress goes with the next round
+          ok = false;
+        }
+      }
+    }
+    return ok;
+  }
+
+  // True when retrying would not help (the failure is final); false for a retryable one.
+  bool handle(const OrchestratorError& e, const char* what) {
+    if (e.lease_lost() || e.unauthorized() || e.status() == 404) {
+      daemon_.lose_lease(task_, e.what());
+      return true;
+    }
+    if (!e.retryable()) {
+      spdlog::warn("worker {}: task {}: {} refused: {}", worker(), task_.task_id, what, e.what());
+      return true;
+    }
+    // Once per outage, not once per tick.
+    if (backoff_.failures() == 0) {
+      spdlog::warn("worker {}: task {}: {} failed: {}; output is kept and sent later", worker(),
+                   task_.task_id, what, e.what());
+    }
+    return false;
+  }
+
+  Daemon::Impl& daemon_;
+  ActiveTask& task_;
+  OrchestratorClient client_;
+  LogShipper shipper_;
+  Sink sink_;
+  Backoff backoff_;
+  std::mutex mutex_;
+  std::condition_variable wakeup_;
+  bool wake_ = false;
+  bool closing_ = false;
+  std::size_t steps_ = 1;
+  wire::Progress progress_;
+  bool progress_dirty_ = false;
+  std::thread thread_;  // last: started once everything it uses exists
+};
+
+}  // namespace
+
+Report Daemon::Impl::execute(ActiveTask& task, const json& document) {
+  Report report;
+  auto parsed = protocol::parse_task_spec(document);
+  if (!parsed.spec) {
+    std::string message = "invalid task spec:";
+    for (const auto& p : parsed.problems) message += fmt::format("\n  {}: {}", p.path, p.message);
+    report.fail = true;
+    report.error = {"invalid_task_spec", message, false};
+    report.status = "error (invalid_task_spec)";
+    return report;
+  }
+  protocol::TaskSpec spec = std::move(*parsed.spec);
+  spec.id = task.task_id;
+  TaskReporter reporter(*this, task);
+  try {
+    report.result = engine.run(std::move(spec), task.cancellation, reporter);
+  } catch (const Error& e) {
+    // kConfig: the spec cannot run here as given (unknown type, no steps); running it again
+    // would end the same way.
+    report.fail = true;
+    report.error = {e.code(), e.what(), e.kind() == ErrorKind::kConfig ? false : e.retryable()};
+  } catch (const std::exception& e) {
+    report.fail = true;
+    report.error = {"internal_error", e.what(), true};
+  }
+  reporter.finish(30s);
+  if (report.fail) {
+    report.status = "error (" + report.error.code + ")";
+    return report;
+  }
+  const auto& result = *report.result;
+  report.status = std::string(protocol::to_string(result.status));
+  if (result.status == protocol::TaskStatus::kError) {
+    report.fail = true;
+    report.error =
+        result.error
+            ? wire::TaskFailure{result.error->code, result.error->message, result.error->retryable}
+            : wire::TaskFailure{"internal_error", "the task ended in error", true};
+  } else if (result.status == protocol::TaskStatus::kCancelled && task.shutdown_cancel.load() &&
+             !task.cancel_requested.load()) {
+    // Nobody asked for this task to stop: this worker is going away. Retryable, so the
+    // orchestrator runs it again elsewhere instead of losing it.
+    report.fail = true;
+    report.error = {"worker_shutdown",
+                    "the worker shut down before the task finished; the task was cancelled", true};
+    report.status = "cancelled (worker shutdown)";
+  }
+  return report;
+}
+
+int Daemon::Impl::run() {
+  capabilities = detect_capabilities(options.config);
+  spdlog::info("tamma-worker {} starting: orchestrator {}, {} slot(s), task types {}, labels {}",
+               kWorkerVersion, options.config.orchestrator_url, capabilities.slots,
+               join(capabilities.task_types), json(capabilities.labels).dump());
+  if (options.health_listen) {
+    health_server = std::make_unique<HealthServer>(*options.health_listen, [this] {
+      auto h = health();
+      json body = {{"status", h.status},
+                   {"workerId", h.worker_id},
+                   {"runningTasks", h.running_tasks},
+                   {"lastHeartbeatAgoMs",
+                    h.last_heartbeat_ago_ms ? json(*h.last_heartbeat_ago_ms) : json(nullptr)}};
+      return HealthAnswer{h.healthy ? 200u : 503u, body.dump()};
+    });
+    spdlog::info("health endpoint on port {}", health_server->port());
+  }
+
+  {
+    OrchestratorClient client(options.config.orchestrator_url);
+    if (!register_worker(client)) {
+      spdlog::info("stopped before registering; nothing to drain");
+      return 0;
+    }
+  }
+  {
+    std::lock_guard lock(mutex);
+    if (phase == Phase::kStarting) phase = Phase::kRunning;
+    live_slots = capabilities.slots;
+  }
+  std::thread heartbeat([this] { heartbeat_loop(); });
+  std::vector<std::thread> slots;
+  for (int i = 0; i < capabilities.slots; ++i) slots.emplace_back([this, i] { slot_loop(i); });
+
+  std::unique_lock lock(mutex);
+  changed.wait(lock, [this] { return phase >= Phase::kDraining; });
+  const auto drain_deadline = Clock::now() + options.drain_timeout;
+  changed.wait_until(lock, drain_deadline,
+                     [this] { return live_slots == 0 || phase >= Phase::kCancelling; });
+  if (live_slots > 0) {
+    lock.unlock();
+    cancel_tasks(fmt::format("the drain timeout of {} ms ran out", options.drain_timeout.count()));
+    lock.lock();
+    const auto final_deadline = Clock::now() + options.config.grace_period + options.final_delivery;
+    changed.wait_until(lock, final_deadline,
+                       [this] { return live_slots == 0 || phase >= Phase::kAborting; });
+    if (live_slots > 0) {
+      lock.unlock();
+      abort("results could not be delivered in time");
+      lock.lock();
+    }
+  }
+  lock.unlock();
+  for (auto& t : slots) t.join();
+  {
+    std::lock_guard stop(mutex);
+    heartbeat_stop = true;
+  }
+  changed.notify_all();
+  heartbeat_stop_signal.fire();
+  heartbeat.join();
+
+  bool unregistered = unregister();
+  health_server.reset();
+  {
+    std::lock_guard guard(mutex);
+    if (fatal_exit != 0) throw Error(ErrorKind::kConfig, "registration_refused", fatal_message);
+  }
+  const int lost = undelivered.load();
+  if (lost > 0) spdlog::error("{} task result(s) were not delivered", lost);
+  spdlog::info("worker {}: stopped", worker_id());
+  return lost == 0 && unregistered ? 0 : kExitInfrastructure;
+}
+
+Daemon::Daemon(DaemonOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Daemon::~Daemon() = default;
+
+int Daemon::run() { return impl_->run(); }
+
+void Daemon::drain(const std::string& why) { impl_->drain(why); }
+
+void Daemon::cancel_tasks(const std::string& why) { impl_->cancel_tasks(why); }
+
+void Daemon::abort(const std::string& why) { impl_->abort(why); }
+
+HealthSnapshot Daemon::health() const { return impl_->health(); }
+
+}  // namespace tamma::worker
