@@ -1,0 +1,455 @@
+// End-to-end tests of `tamma-worker start` against the real `tamma-orchestrator serve`: real
+// processes on loopback, real sandboxed tasks, signals as an init system sends them.
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <random>
+#include <regex>
+#include <thread>
+
+#include "support/test_support.h"
+
+namespace tamma {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using testing::ChildProcess;
+using testing::ProcessResult;
+using testing::TempDir;
+using Clock = std::chrono::steady_clock;
+
+#ifdef TAMMA_ORCHESTRATOR_BINARY
+const std::string kOrchestrator = TAMMA_ORCHESTRATOR_BINARY;
+#else
+const std::string kOrchestrator;
+#endif
+
+const std::string kAdminToken = "daemon-test-admin-token-0123456789";
+const std::string kRegistrationToken = "daemon-test-registration-token-0123456789";
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// GET on 127.0.0.1:port; returns the status code and the body (0 when nothing answered).
+std::pair<int, std::string> http_get(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return {0, ""};
+  }
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  if (::write(fd, request.data(), request.size()) < 0) {
+    ::close(fd);
+    return {0, ""};
+  }
+  std::string response;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0) response.append(buffer, n);
+  ::close(fd);
+  if (response.size() < 12) return {0, ""};
+  auto body = response.find("\r\n\r\n");
+  return {std::stoi(response.substr(9, 3)),
+          body == std::string::npos ? "" : response.substr(body + 4)};
+}
+
+class Orchestrator {
+ public:
+  Orchestrator(const std::filesystem::path& dir, std::vector<std::string> flags, int port = 0)
+      : dir_(dir), flags_(std::move(flags)), port_(port ? port : free_port()) {
+    start();
+  }
+
+  void start() {
+    std::vector<std::string> argv = {kOrchestrator, "serve",
+                                     "--listen",    "127.0.0.1:" + std::to_string(port_),
+                                     "--db",        "sqlite:" + (dir_ / "db.sqlite").string()};
+    argv.insert(argv.end(), flags_.begin(), flags_.end());
+    child_ = std::make_unique<ChildProcess>(
+        argv, std::vector<std::string>{"TAMMA_ADMIN_TOKEN=" + kAdminToken,
+                                       "TAMMA_REGISTRATION_TOKEN=" + kRegistrationToken});
+    ASSERT_TRUE(child_->wait_for_output("listening on", 20s)) << "the orchestrator did not start";
+  }
+
+  ProcessResult stop() {
+    child_->send_signal(SIGTERM);
+    auto r = child_->wait(20s);
+    child_.reset();
+    return r;
+  }
+
+  [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] int port() const { return port_; }
+
+  ProcessResult admin(std::vector<std::string> args) {
+    args.insert(args.begin(), kOrchestrator);
+    return testing::run_process(
+        args, {"TAMMA_ORCHESTRATOR_URL=" + url(), "TAMMA_TOKEN=" + kAdminToken}, 30s);
+  }
+
+  std::string submit(const json& spec, std::vector<std::string> extra = {}) {
+    auto file = dir_ / ("task-" + std::to_string(++tasks_) + ".json");
+    testing::write_file(file, spec.dump());
+    std::vector<std::string> args = {"submit", file.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = admin(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  }
+
+  json task(const std::string& id) {
+    auto r = admin({"task", id, "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    try {
+      return json::parse(r.out);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not JSON: " << r.out << r.err;
+      return json::object();
+    }
+  }
+
+  std::string logs(const std::string& id) { return admin({"logs", id}).out; }
+
+  json wait_task(const std::string& id, const std::function<bool(const json&)>& until,
+                 std::chrono::milliseconds limit = 20s) {
+    const auto deadline = Clock::now() + limit;
+    json t = task(id);
+    while (!until(t) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(50ms);
+      t = task(id);
+    }
+    return t;
+  }
+
+  json worker_view(const std::string& worker_id) {
+    auto r = admin({"workers", "--all", "--json"});
+    const json list = json::parse(r.out);
+    for (const auto& w : list.at("workers")) {
+      if (w["id"] == worker_id) return w;
+    }
+    return json::object();
+  }
+
+ private:
+  std::filesystem::path dir_;
+  std::vector<std::string> flags_;
+  int port_;
+  int tasks_ = 0;
+  std::unique_ptr<ChildProcess> child_;
+};
+
+std::function<bool(const json&)> in_state(std::vector<std::string> states) {
+  return [states](const json& t) {
+    return std::find(states.begin(), states.end(), t.value("state", "")) != states.end();
+  };
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (kOrchestrator.empty()) GTEST_SKIP() << "tamma-orchestrator is not part of this build";
+    std::random_device rd;
+    marker_ = "tamma-daemon-marker-" + std::to_string(rd());
+  }
+
+  void TearDown() override {
+    // Nothing of a task may outlive its worker, not even one that was SIGKILLed.
+    const auto deadline = Clock::now() + 5s;
+    while (!testing::processes_with(marker_).empty() && Clock::now() < deadline) {
+      std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_TRUE(testing::processes_with(marker_).empty()) << "leaked task processes";
+  }
+
+  // Heartbeats every 500 ms, leases lost after 2 s without one, retries after 100 ms.
+  std::vector<std::string> fast_orchestrator() {
+    return {"--heartbeat-interval", "500ms", "--lease-ttl",    "2s",
+            "--retry-base",         "100ms", "--poll-timeout", "5s"};
+  }
+
+  std::unique_ptr<ChildProcess> start_worker(const std::string& url,
+                                             std::vector<std::string> extra = {},
+                                             std::vector<std::string> env = {}) {
+    auto root = dir_.path() / ("workspaces-" + std::to_string(++workers_));
+    std::vector<std::string> argv = {TAMMA_WORKER_BINARY, "start",       "--orchestrator", url,
+                                     "--workspace-root",  root.string(), "--grace-period", "2s",
+                                     "--label",           "pool=e2e"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    if (env.empty()) env = {"TAMMA_TOKEN=" + kRegistrationToken};
+    return std::make_unique<ChildProcess>(argv, env);
+  }
+
+  json sleeper(const std::string& before, const std::string& seconds, const std::string& after) {
+    return {{"type", "command"},
+            {"steps",
+             {{{"name", "work"},
+               {"run",
+                "echo " + before + "; sleep " + seconds + "; echo " + after + " # " + marker_}}}}};
+  }
+
+  TempDir dir_;
+  std::string marker_;
+  int workers_ = 0;
+};
+
+TEST_F(DaemonTest, RunsASubmittedTaskAndStoresItsResultLogsAndProgress) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  const int health = free_port();
+  auto worker = start_worker(orchestrator.url(), {"--slots", "2", "--health-listen",
+                                                  "127.0.0.1:" + std::to_string(health)});
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+
+  json spec = {{"type", "command"},
+               {"secrets", {{"API_KEY", "s3cr3t-value-42"}}},
+               {"steps",
+                {{{"name", "compile"}, {"run", "echo compiling; echo key=$API_KEY # " + marker_}},
+                 {{"name", "check"}, {"run", "echo checked >&2"}}}}};
+  const auto submitted = Clock::now();
+  const std::string id = orchestrator.submit(spec, {"--label", "pool=e2e"});
+  auto task = orchestrator.wait_task(id, in_state({"succeeded", "failed", "dead"}));
+  const auto took = Clock::now() - submitted;
+  ASSERT_EQ(task["state"], "succeeded") << task.dump(2);
+  EXPECT_LT(took, 10s);
+  EXPECT_EQ(task["attempt"], 1);
+  EXPECT_EQ(task["result"]["status"], "succeeded");
+  ASSERT_EQ(task["result"]["steps"].size(), 2u);
+  EXPECT_EQ(task["result"]["steps"][0]["stdout"], "compiling\nkey=[MASKED]\n");
+  EXPECT_EQ(task["result"]["steps"][1]["stderr"], "checked\n");
+  EXPECT_EQ(task["progress"]["percent"], 100);
+  EXPECT_EQ(task["progress"]["step"], "check");
+  EXPECT_EQ(orchestrator.logs(id), "compiling\nkey=[MASKED]\nchecked\n")
+      << "the log holds the masked output of every step, once";
+
+  auto [status, body] = http_get(health, "/health");
+  ASSERT_EQ(status, 200) << body;
+  auto h = json::parse(body);
+  EXPECT_EQ(h["status"], "running");
+  EXPECT_EQ(h["runningTasks"], 0);
+  EXPECT_TRUE(std::regex_match(h["workerId"].get<std::string>(), std::regex("wrk_[0-9a-f]+")));
+  EXPECT_LT(h["lastHeartbeatAgoMs"].get<std::int64_t>(), 2000);
+  EXPECT_EQ(orchestrator.worker_view(h["workerId"])["state"], "online");
+
+  worker->send_signal(SIGTERM);
+  auto r = worker->wait(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(orchestrator.worker_view(h["workerId"])["state"], "gone") << "unregistered";
+  EXPECT_EQ(r.err.find(kRegistrationToken), std::string::npos) << "tokens are never logged";
+  EXPECT_EQ(r.err.find("s3cr3t-value-42"), std::string::npos);
+  EXPECT_NE(r.err.find(h["workerId"].get<std::string>()), std::string::npos)
+      << "the worker id is logged instead";
+}
+
+TEST_F(DaemonTest, ACancelFromTheOrchestratorReachesTheRunningTaskWithinOneHeartbeat) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  auto worker = start_worker(orchestrator.url());
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+  const std::string id = orchestrator.submit(sleeper("begun", "60", "never"));
+  auto running = orchestrator.wait_task(id, [&](const json& t) {
+    return t["state"] == "running" && orchestrator.logs(id) == "begun\n";
+  });
+  ASSERT_EQ(running["state"], "running");
+
+  const auto asked = Clock::now();
+  auto cancel = orchestrator.admin({"cancel", id});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  EXPECT_EQ(cancel.out, id + " cancel_requested\n");
+  auto task = orchestrator.wait_task(id, in_state({"cancelled", "failed", "succeeded"}));
+  const auto took = Clock::now() - asked;
+  ASSERT_EQ(task["state"], "cancelled") << task.dump(2);
+  // One heartbeat interval (500 ms) to hear of it, then SIGTERM ends `sleep` at once.
+  EXPECT_LT(took, 1500ms);
+  EXPECT_EQ(task["result"]["status"], "cancelled");
+  EXPECT_EQ(task["attempt"], 1) << "a cancelled task is not run again";
+
+  worker->send_signal(SIGTERM);
+  EXPECT_EQ(worker->wait(30s).exit_code, 0);
+}
+
+TEST_F(DaemonTest, ATaskOfASigkilledWorkerIsRequeuedAndCompletedByAnotherWithinTheLeaseTtl) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  auto first = start_worker(orchestrator.url());
+  ASSERT_TRUE(first->wait_for_output("registered with", 20s));
+  const std::string id = orchestrator.submit(sleeper("begun", "3", "finished"));
+  auto running = orchestrator.wait_task(id, [&](const json& t) {
+    return t["state"] == "running" && orchestrator.logs(id) == "begun\n";
+  });
+  ASSERT_EQ(running["state"], "running");
+  const std::string lost_worker = running["workerId"];
+
+  first->send_signal(SIGKILL);
+  const auto killed = Clock::now();
+  first->wait(10s);
+  auto second = start_worker(orchestrator.url());
+  ASSERT_TRUE(second->wait_for_output("registered with", 20s));
+
+  auto requeued = orchestrator.wait_task(id, [](const json& t) { return t["attempt"] == 2; });
+  const auto detected = Clock::now() - killed;
+  ASSERT_EQ(requeued["attempt"], 2) << requeued.dump(2);
+  // Lease TTL 2 s, then a 100 ms retry backoff: the lost worker costs seconds, not minutes.
+  EXPECT_LT(detected, 4s);
+
+  auto task = orchestrator.wait_task(id, in_state({"succeeded", "failed", "dead"}));
+  ASSERT_EQ(task["state"], "succeeded") << task.dump(2);
+  EXPECT_NE(task["workerId"], lost_worker);
+  EXPECT_EQ(orchestrator.logs(id), "begun\nfinished\n") << "the log of the attempt that succeeded";
+  second->send_signal(SIGTERM);
+  EXPECT_EQ(second->wait(30s).exit_code, 0);
+}
+
+TEST_F(DaemonTest, SigtermDrainsTheRunningTaskDeliversItsResultUnregistersAndExits0) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  auto worker = start_worker(orchestrator.url());
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+  const std::string id = orchestrator.submit(sleeper("begun", "2", "finished"));
+  auto running = orchestrator.wait_task(id, [&](const json& t) {
+    return t["state"] == "running" && orchestrator.logs(id) == "begun\n";
+  });
+  ASSERT_EQ(running["state"], "running");
+  const std::string worker_id = running["workerId"];
+
+  worker->send_signal(SIGTERM);
+  ASSERT_TRUE(worker->wait_for_output("draining", 5s));
+  // Polls stop at once: a task submitted during the drain is left for other workers.
+  const std::string later = orchestrator.submit(sleeper("later", "0", "done"));
+  auto draining = orchestrator.worker_view(worker_id);
+  EXPECT_EQ(draining["state"], "draining") << draining.dump();
+
+  auto r = worker->wait(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto task = orchestrator.task(id);
+  EXPECT_EQ(task["state"], "succeeded") << task.dump(2);
+  EXPECT_EQ(orchestrator.logs(id), "begun\nfinished\n");
+  EXPECT_EQ(orchestrator.task(later)["state"], "queued");
+  EXPECT_EQ(orchestrator.worker_view(worker_id)["state"], "gone");
+}
+
+TEST_F(DaemonTest, ASecondSigtermCancelsTheRunningTaskWhichIsReportedAndRunsAgainElsewhere) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  auto worker = start_worker(orchestrator.url());
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+  const std::string id = orchestrator.submit(sleeper("begun", "60", "never"));
+  auto running = orchestrator.wait_task(id, [&](const json& t) {
+    return t["state"] == "running" && orchestrator.logs(id) == "begun\n";
+  });
+  ASSERT_EQ(running["state"], "running");
+
+  worker->send_signal(SIGTERM);
+  ASSERT_TRUE(worker->wait_for_output("draining", 5s));
+  const auto second = Clock::now();
+  worker->send_signal(SIGTERM);
+  auto r = worker->wait(30s);
+  EXPECT_LT(Clock::now() - second, 5s) << "well within the 2 s grace period plus delivery";
+  EXPECT_EQ(r.exit_code, 0) << "everything was reported\n" << r.err;
+
+  auto task = orchestrator.task(id);
+  EXPECT_TRUE(in_state({"retry_wait", "queued"})(task)) << task.dump(2);
+  EXPECT_EQ(task["error"]["code"], "worker_shutdown");
+  EXPECT_EQ(task["error"]["retryable"], true);
+  EXPECT_EQ(task["result"]["status"], "cancelled");
+
+  // The next worker runs it from the start.
+  auto next = start_worker(orchestrator.url());
+  auto again = orchestrator.wait_task(
+      id, [](const json& t) { return t["attempt"] == 2 && t["state"] == "running"; });
+  EXPECT_EQ(again["attempt"], 2) << again.dump(2);
+  next->send_signal(SIGTERM);
+  next->send_signal(SIGTERM);
+  EXPECT_EQ(next->wait(30s).exit_code, 0);
+}
+
+TEST_F(DaemonTest, TheDrainTimeoutCancelsTasksThatTakeTooLong) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  auto worker = start_worker(orchestrator.url(), {"--drain-timeout", "1s"});
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+  const std::string id = orchestrator.submit(sleeper("begun", "60", "never"));
+  auto running = orchestrator.wait_task(id, [&](const json& t) {
+    return t["state"] == "running" && orchestrator.logs(id) == "begun\n";
+  });
+  ASSERT_EQ(running["state"], "running");
+  const auto signalled = Clock::now();
+  worker->send_signal(SIGTERM);
+  auto r = worker->wait(30s);
+  const auto took = Clock::now() - signalled;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GE(took, 1s);
+  EXPECT_LT(took, 5s);
+  EXPECT_NE(r.err.find("drain timeout"), std::string::npos) << r.err;
+  EXPECT_EQ(orchestrator.task(id)["error"]["code"], "worker_shutdown");
+}
+
+TEST_F(DaemonTest, WaitsForAnOrchestratorThatIsNotUpYetAndHealthFollowsHeartbeats) {
+  const int port = free_port();
+  const int health = free_port();
+  auto worker = start_worker("http://127.0.0.1:" + std::to_string(port),
+                             {"--health-listen", "127.0.0.1:" + std::to_string(health)});
+  ASSERT_TRUE(worker->wait_for_output("registration with", 10s)) << "it retries, and says so";
+  auto [starting, starting_body] = http_get(health, "/health");
+  EXPECT_EQ(starting, 200) << "alive while it waits: restarting it would not help";
+  EXPECT_EQ(json::parse(starting_body)["status"], "registering");
+
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator(), port);
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+  const std::string id = orchestrator.submit(sleeper("begun", "0", "finished"));
+  EXPECT_EQ(orchestrator.wait_task(id, in_state({"succeeded", "failed"}))["state"], "succeeded");
+
+  // Heartbeats failing for longer than the lease TTL (2 s): unhealthy.
+  orchestrator.stop();
+  std::this_thread::sleep_for(2500ms);
+  auto [down, down_body] = http_get(health, "/health");
+  EXPECT_EQ(down, 503) << down_body;
+  EXPECT_EQ(json::parse(down_body)["status"], "unhealthy");
+
+  // The orchestrator keeps its state: the same worker carries on with its old token.
+  orchestrator.start();
+  const auto deadline = Clock::now() + 10s;
+  int status = 0;
+  while (Clock::now() < deadline && (status = http_get(health, "/health").first) != 200) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(status, 200);
+  const std::string after = orchestrator.submit(sleeper("again", "0", "done"));
+  EXPECT_EQ(orchestrator.wait_task(after, in_state({"succeeded", "failed"}))["state"], "succeeded");
+  worker->send_signal(SIGTERM);
+  EXPECT_EQ(worker->wait(30s).exit_code, 0);
+}
+
+TEST_F(DaemonTest, ARefusedRegistrationTokenExits2AtOnceWithoutShowingIt) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  auto worker =
+      start_worker(orchestrator.url(), {"--token", "wrong-registration-token-xyz"}, {"A=b"});
+  auto r = worker->wait(20s);
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("refused the registration token"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("wrong-registration-token-xyz"), std::string::npos) << r.err;
+
+  auto missing = testing::run_process(
+      {TAMMA_WORKER_BINARY, "start", "--orchestrator", orchestrator.url()}, {"A=b"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_NE(missing.err.find("no registration token"), std::string::npos) << missing.err;
+}
+
+}  // namespace
+}  // namespace tamma
