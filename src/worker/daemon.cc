@@ -600,7 +600,8 @@ struct Daemon::Impl {
           answer = client.complete(task.session->credentials, task.task_id, request, &task.stop);
         }
         spdlog::info("worker {}: task {} attempt {} {}, reported (now {})", worker, task.task_id,
-                     task.attempt, report.status, answer.task_state);
+                     task.attempt, report.status,
+                     answer.task_state.empty() ? "state not said" : answer.task_state);
         return;
       } catch (const Interrupted&) {
         if (!task.lease_lost.load()) {

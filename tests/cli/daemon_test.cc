@@ -376,6 +376,8 @@ TEST_F(DaemonTest, ASecondSigtermCancelsTheRunningTaskWhichIsReportedAndRunsAgai
       id, [](const json& t) { return t["attempt"] == 2 && t["state"] == "running"; });
   EXPECT_EQ(again["attempt"], 2) << again.dump(2);
   next->send_signal(SIGTERM);
+  // A second SIGTERM sent while the first is still pending would merge with it.
+  ASSERT_TRUE(next->wait_for_output("draining", 5s));
   next->send_signal(SIGTERM);
   EXPECT_EQ(next->wait(30s).exit_code, 0);
 }
