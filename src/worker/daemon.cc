@@ -461,6 +461,11 @@ struct Daemon::Impl {
                          current->credentials.worker_id, backoff.failures(), e.what(),
                          wait.count());
           }
+        } catch (const std::exception& e) {
+          // A local failure (libcurl, memory): the thread must live on, or every lease lapses.
+          wait = std::min(backoff.next(), current->heartbeat_interval);
+          spdlog::error("worker {}: heartbeat failed here: {}; next in {} ms",
+                        current->credentials.worker_id, e.what(), wait.count());
         }
       }
       std::unique_lock lock(mutex);
@@ -509,6 +514,12 @@ struct Daemon::Impl {
                      pause.count());
         if (drain_stop.wait_for(pause)) break;
         continue;
+      } catch (const std::exception& e) {
+        const auto pause = backoff.next();
+        spdlog::error("worker {}: slot {}: poll failed here: {}; retrying in {} ms",
+                      current->credentials.worker_id, slot, e.what(), pause.count());
+        if (drain_stop.wait_for(pause)) break;
+        continue;
       }
       if (!assignment) {
         // An orchestrator that is shutting down or draining us answers at once: do not spin.
@@ -520,7 +531,14 @@ struct Daemon::Impl {
         continue;
       }
       backoff.reset();
-      run_assignment(client, current, std::move(*assignment));
+      try {
+        run_assignment(client, current, std::move(*assignment));
+      } catch (const std::exception& e) {
+        // Its lease is no longer renewed: the orchestrator re-queues it after the lease TTL.
+        spdlog::error("worker {}: slot {}: task abandoned after a failure of the worker: {}",
+                      current->credentials.worker_id, slot, e.what());
+        undelivered.fetch_add(1);
+      }
     }
     std::lock_guard lock(mutex);
     --live_slots;
@@ -535,6 +553,12 @@ struct Daemon::Impl {
     task->lease_id = assignment.lease_id;
     task->session = current;
     add_active(task);
+    // Removed on every path, or the heartbeat would renew the lease of a task nobody runs.
+    struct Remove {
+      Impl& impl;
+      std::shared_ptr<ActiveTask> task;
+      ~Remove() { impl.remove_active(task); }
+    } remove{*this, task};
     const std::string& worker = current->credentials.worker_id;
     spdlog::info("worker {}: task {} attempt {} assigned (type {})", worker, task->task_id,
                  task->attempt, assignment.task.value("type", "?"));
@@ -547,7 +571,6 @@ struct Daemon::Impl {
     } else {
       deliver(client, *task, report);
     }
-    remove_active(task);
   }
 
   // Best effort: the lease is held from the assignment on; "started" only records the moment.
@@ -630,21 +653,29 @@ struct Daemon::Impl {
                         task.task_id, task.attempt, report.status, e.what());
           return;
         }
-        const auto wait = backoff.next();
-        spdlog::warn(
-            "worker {}: task {} attempt {}: result not delivered yet (attempt {}): {}; "
-            "retrying in {} ms (the lease is kept meanwhile)",
-            worker, task.task_id, task.attempt, backoff.failures(), e.what(), wait.count());
-        if (task.stop.wait_for(wait)) {
-          if (!task.lease_lost.load()) {
-            undelivered.fetch_add(1);
-            spdlog::error("worker {}: task {} attempt {} {}: result NOT delivered (shutting down)",
-                          worker, task.task_id, task.attempt, report.status);
-          }
-          return;
-        }
+        if (!wait_before_retry(task, report, backoff, e.what())) return;
+      } catch (const std::exception& e) {
+        if (!wait_before_retry(task, report, backoff, e.what())) return;
       }
     }
+  }
+
+  // False when the wait was cut short (lease lost, abort): the result is given up.
+  bool wait_before_retry(ActiveTask& task, const Report& report, Backoff& backoff,
+                         const char* why) {
+    const std::string& worker = task.session->credentials.worker_id;
+    const auto wait = backoff.next();
+    spdlog::warn(
+        "worker {}: task {} attempt {}: result not delivered yet (attempt {}): {}; "
+        "retrying in {} ms (the lease is kept meanwhile)",
+        worker, task.task_id, task.attempt, backoff.failures(), why, wait.count());
+    if (!task.stop.wait_for(wait)) return true;
+    if (!task.lease_lost.load()) {
+      undelivered.fetch_add(1);
+      spdlog::error("worker {}: task {} attempt {} {}: result NOT delivered (shutting down)",
+                    worker, task.task_id, task.attempt, report.status);
+    }
+    return false;
   }
 
   // ---- health ----
@@ -814,6 +845,10 @@ class TaskReporter : public RunObserver {
     } catch (const OrchestratorError& e) {
       ok = handle(e, "log append") && ok;
       if (!e.retryable() && !task_.lease_lost.load()) shipper_.abandon(e.what());
+    } catch (const std::exception& e) {
+      spdlog::error("worker {}: task {}: log append failed here: {}", worker(), task_.task_id,
+                    e.what());
+      ok = false;
     }
     std::optional<wire::ProgressRequest> request;
     {
@@ -836,6 +871,12 @@ class TaskReporter : public RunObserver {
           progress_dirty_ = true;  // the latest progress goes with the next round
           ok = false;
         }
+      } catch (const std::exception& e) {
+        spdlog::error("worker {}: task {}: progress failed here: {}", worker(), task_.task_id,
+                      e.what());
+        std::lock_guard lock(mutex_);
+        progress_dirty_ = true;
+        ok = false;
       }
     }
     return ok;
