@@ -60,7 +60,12 @@ void submit(Core& core, Request& request, const ExchangePtr& exchange) {
   fingerprint.erase("idempotencyKey");
   task.request_hash = sha256_hex(fingerprint.dump());
 
-  auto outcome = core.store.submit(task);
+  // A parked poll that can run this task gets it in the submit's own transaction.
+  const PollWaiters::Waiter* candidate =
+      core.shutting_down ? nullptr : core.polls.find_match(task.type, task.labels, {});
+  std::string lease_id = random_hex(16);
+  auto outcome = core.store.submit(task, candidate ? &candidate->worker : nullptr, lease_id,
+                                   core.config.lease_ttl);
   if (outcome.key_reused) {
     wire::ErrorBody error;
     error.code = "idempotency_key_reused";
@@ -77,7 +82,13 @@ void submit(Core& core, Request& request, const ExchangePtr& exchange) {
       Response::json(outcome.created ? 201 : 200, wire::to_json(masked(outcome.task)));
   response.headers.emplace_back("Location", std::string(kTasks) + "/" + outcome.task.id);
   exchange->reply(std::move(response));
-  if (outcome.created) core.offer(outcome.task.id);
+  bool handed_over = false;
+  if (outcome.claim) {
+    handed_over = outcome.claim->assignment.task_id == outcome.task.id;
+    core.deliver(std::move(*core.polls.take(candidate->id)), *outcome.claim);
+  }
+  // Not handed over (no parked taker, or it got a higher-priority task): offer it around.
+  if (outcome.created && !handed_over) core.offer(outcome.task.id);
 }
 
 void list_tasks(Core& core, Request& request, const ExchangePtr& exchange) {

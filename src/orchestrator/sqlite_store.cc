@@ -410,7 +410,9 @@ std::vector<wire::WorkerView> SqliteStore::list_workers(std::chrono::millisecond
 
 // ---- tasks ------------------------------------------------------------------------------------
 
-SubmitOutcome SqliteStore::submit(const NewTask& task) {
+SubmitOutcome SqliteStore::submit(const NewTask& task, const WorkerInfo* hand_to,
+                                  const std::string& lease_id,
+                                  std::chrono::milliseconds lease_ttl) {
   SubmitOutcome out;
   Transaction tx(db_);
   if (task.idempotency_key) {
@@ -439,6 +441,7 @@ SubmitOutcome SqliteStore::submit(const NewTask& task) {
       .run();
   out.created = true;
   out.task = *this->task(task.id);
+  if (hand_to != nullptr) out.claim = claim_in_transaction(*hand_to, lease_id, lease_ttl);
   tx.commit();
   return out;
 }
@@ -446,6 +449,14 @@ SubmitOutcome SqliteStore::submit(const NewTask& task) {
 std::optional<Claim> SqliteStore::claim(const WorkerInfo& worker, const std::string& lease_id,
                                         std::chrono::milliseconds lease_ttl) {
   Transaction tx(db_);
+  auto claim = claim_in_transaction(worker, lease_id, lease_ttl);
+  if (claim) tx.commit();
+  return claim;
+}
+
+std::optional<Claim> SqliteStore::claim_in_transaction(const WorkerInfo& worker,
+                                                       const std::string& lease_id,
+                                                       std::chrono::milliseconds lease_ttl) {
   auto busy = db_.prepare("SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND " TAMMA_LEASED);
   busy.bind(1, worker.id);
   busy.step();
@@ -490,7 +501,6 @@ std::optional<Claim> SqliteStore::claim(const WorkerInfo& worker, const std::str
       .bind(3, worker.id)
       .bind(4, lease_id)
       .run();
-  tx.commit();
   return c;
 }
 

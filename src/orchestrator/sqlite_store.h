@@ -36,7 +36,8 @@ class SqliteStore : public Store {
   std::vector<wire::WorkerView> list_workers(std::chrono::milliseconds offline_after,
                                              bool include_gone) override;
 
-  SubmitOutcome submit(const NewTask& task) override;
+  SubmitOutcome submit(const NewTask& task, const WorkerInfo* hand_to, const std::string& lease_id,
+                       std::chrono::milliseconds lease_ttl) override;
   std::optional<Claim> claim(const WorkerInfo& worker, const std::string& lease_id,
                              std::chrono::milliseconds lease_ttl) override;
   bool release(const std::string& task_id, int attempt, const std::string& lease_id) override;
@@ -70,6 +71,9 @@ class SqliteStore : public Store {
 
  private:
   void migrate();
+  // The claim itself, inside the caller's transaction.
+  std::optional<Claim> claim_in_transaction(const WorkerInfo& worker, const std::string& lease_id,
+                                            std::chrono::milliseconds lease_ttl);
   FenceOutcome diagnose(const std::string& task_id, const std::string& worker_id, int attempt);
   std::string read_log_range(const std::string& task_id, int attempt, std::uint64_t from,
                              std::uint64_t to);

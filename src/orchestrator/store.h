@@ -31,17 +31,18 @@ struct NewTask {
   std::string request_hash;  // tells a replay of the same submit from a reused key
 };
 
-struct SubmitOutcome {
-  wire::TaskView task;
-  bool created = false;     // false: the idempotency key named an existing task
-  bool key_reused = false;  // the key names a task submitted with a different request
-};
-
 // A task handed to a worker.
 struct Claim {
   wire::Assignment assignment;
   std::string type;
   std::int64_t pickup_latency_ms = 0;  // from queued (or back from retry) to handed out
+};
+
+struct SubmitOutcome {
+  wire::TaskView task;
+  bool created = false;        // false: the idempotency key named an existing task
+  bool key_reused = false;     // the key names a task submitted with a different request
+  std::optional<Claim> claim;  // for the waiting worker named in submit(), when it got one
 };
 
 // The worker as the matcher sees it.
@@ -128,7 +129,11 @@ class Store {
                                                      bool include_gone) = 0;
 
   // ---- tasks ----
-  virtual SubmitOutcome submit(const NewTask& task) = 0;
+  // Inserts the task. With `hand_to`, a parked worker that can run it, the claim for that worker
+  // happens in the same transaction: one commit (one fsync) from submit to assignment.
+  virtual SubmitOutcome submit(const NewTask& task, const WorkerInfo* hand_to,
+                               const std::string& lease_id,
+                               std::chrono::milliseconds lease_ttl) = 0;
   // Hands the best matching queued task to the worker (priority, then FIFO), or nullopt when
   // none matches or the worker has no free slot.
   virtual std::optional<Claim> claim(const WorkerInfo& worker, const std::string& lease_id,

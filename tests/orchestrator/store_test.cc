@@ -31,7 +31,7 @@ TEST(SqliteStore, RetryBackoffDoublesUpToTheCap) {
   tamma::testing::TempDir dir;
   SqliteStore store(dir.path() / "db.sqlite", SyncMode::kFull);
   auto w = worker_info(store, "w1");
-  store.submit(new_task("t1", 5));
+  store.submit(new_task("t1", 5), nullptr, {}, {});
   RetryPolicy policy{std::chrono::milliseconds(1000), std::chrono::milliseconds(3000)};
   std::vector<std::int64_t> waits;
   for (int attempt = 1; attempt <= 3; ++attempt) {
@@ -59,9 +59,9 @@ TEST(SqliteStore, ExpiryIsOneConditionalUpdateAndARenewalWinsTheRace) {
   tamma::testing::TempDir dir;
   SqliteStore store(dir.path() / "db.sqlite", SyncMode::kNormal);
   auto w = worker_info(store, "w1");
-  store.submit(new_task("renewed"));
-  store.submit(new_task("abandoned"));
-  store.submit(new_task("cancelled"));
+  store.submit(new_task("renewed"), nullptr, {}, {});
+  store.submit(new_task("abandoned"), nullptr, {}, {});
+  store.submit(new_task("cancelled"), nullptr, {}, {});
   auto renewed = store.claim(w, "l1", std::chrono::milliseconds(1));
   auto abandoned = store.claim(w, "l2", std::chrono::milliseconds(1));
   auto cancelled = store.claim(w, "l3", std::chrono::milliseconds(1));
@@ -94,7 +94,7 @@ TEST(SqliteStore, ReleaseGivesAnUndeliveredClaimBackWithoutSpendingAnAttempt) {
   tamma::testing::TempDir dir;
   SqliteStore store(dir.path() / "db.sqlite", SyncMode::kNormal);
   auto w = worker_info(store, "w1");
-  store.submit(new_task("t1"));
+  store.submit(new_task("t1"), nullptr, {}, {});
   auto first = store.claim(w, "lost-answer", std::chrono::seconds(30));
   ASSERT_TRUE(first);
   EXPECT_FALSE(store.release("t1", 1, "some-other-lease"));
@@ -109,12 +109,37 @@ TEST(SqliteStore, ReleaseGivesAnUndeliveredClaimBackWithoutSpendingAnAttempt) {
   EXPECT_EQ(store.started("t1", "w1", {1, "delivered"}).status, FenceStatus::kOk);
 }
 
+TEST(SqliteStore, SubmitHandsTheTaskToAParkedWorkerInTheSameTransaction) {
+  tamma::testing::TempDir dir;
+  SqliteStore store(dir.path() / "db.sqlite", SyncMode::kFull);
+  auto w = worker_info(store, "w1", 1);
+  auto out = store.submit(new_task("t1"), &w, "lease-1", std::chrono::seconds(30));
+  ASSERT_TRUE(out.created);
+  ASSERT_TRUE(out.claim.has_value());
+  EXPECT_EQ(out.claim->assignment.task_id, "t1");
+  EXPECT_EQ(out.claim->assignment.attempt, 1);
+  EXPECT_EQ(store.task("t1")->state, wire::TaskState::kRunning);
+  // Its one slot is taken: the next submit stays queued.
+  w = *store.worker("w1");
+  auto second = store.submit(new_task("t2"), &w, "lease-2", std::chrono::seconds(30));
+  EXPECT_TRUE(second.created);
+  EXPECT_FALSE(second.claim.has_value());
+  EXPECT_EQ(store.task("t2")->state, wire::TaskState::kQueued);
+  // A replayed idempotent submit claims nothing.
+  NewTask keyed = new_task("t3");
+  keyed.idempotency_key = "k";
+  store.submit(keyed, nullptr, {}, {});
+  auto replay = store.submit(keyed, &w, "lease-3", std::chrono::seconds(30));
+  EXPECT_FALSE(replay.created);
+  EXPECT_FALSE(replay.claim.has_value());
+}
+
 TEST(SqliteStore, UsesWalAndTheChosenSynchronousModeAndSurvivesReopen) {
   tamma::testing::TempDir dir;
   auto file = dir.path() / "db.sqlite";
   {
     SqliteStore store(file, SyncMode::kFull);
-    store.submit(new_task("t1"));
+    store.submit(new_task("t1"), nullptr, {}, {});
     store.put_setting("k", "v");
   }
   SqliteDb raw(file);
