@@ -32,6 +32,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   ~Session() {
     --shared_->connections;
+    // A request whose client left before the answer (a parked poll) is over too.
+    finish_request();
     remove_upload();
   }
 
@@ -59,6 +61,14 @@ class Session : public std::enable_shared_from_this<Session> {
   void send(std::shared_ptr<Message> message, unsigned status, std::function<void(bool)> written);
   void close();
   void remove_upload();
+  void begin_request() {
+    if (!in_request_) ++shared_->in_flight;
+    in_request_ = true;
+  }
+  void finish_request() {
+    if (in_request_) --shared_->in_flight;
+    in_request_ = false;
+  }
 
   beast::tcp_stream stream_;
   std::shared_ptr<HttpShared> shared_;
@@ -69,8 +79,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Request request_;
   const Route* route_ = nullptr;
   bool keep_alive_ = true;
-  bool answered_ = true;   // no request of this connection waits for an answer
-  bool watching_ = false;  // a disconnect watch is armed
+  bool answered_ = true;                // no request of this connection waits for an answer
+  bool in_request_ = false;             // counted in shared_->in_flight
+  bool watching_ = false;               // a disconnect watch is armed
+  std::uint64_t watch_generation_ = 0;  // tells a cancelled watch's late handler from a live one
   std::filesystem::path upload_;
 };
 
@@ -121,7 +133,7 @@ void Session::on_header(beast::error_code ec) {
     return close();
   }
   answered_ = false;
-  ++shared_->in_flight;
+  begin_request();
   keep_alive_ = false;
   if (ec == http::error::header_limit) {
     return refuse(431, "header_too_large", "request headers are limited to 16 KiB");
@@ -181,7 +193,7 @@ void Session::on_header(beast::error_code ec) {
     http::async_write(stream_, *go_on,
                       [self = shared_from_this(), go_on](beast::error_code ec, std::size_t) {
                         if (ec) {
-                          --self->shared_->in_flight;
+                          self->finish_request();
                           return self->close();
                         }
                         self->read_body();
@@ -224,7 +236,7 @@ void Session::on_body(beast::error_code ec) {
     return refuse(413, "body_too_large", "the body is over this endpoint's limit");
   }
   if (ec) {
-    --shared_->in_flight;
+    finish_request();
     return close();
   }
   if (file_parser_) {
@@ -267,19 +279,20 @@ void Session::refuse(unsigned status, std::string code, std::string message,
 void Session::watch(std::function<void()> gone) {
   if (answered_ || watching_) return;
   watching_ = true;
-  stream_.socket().async_wait(
-      tcp::socket::wait_read,
-      [self = shared_from_this(), gone = std::move(gone)](beast::error_code ec) mutable {
-        self->watching_ = false;
-        if (ec || self->answered_) return;
-        char byte;
-        ssize_t n =
-            ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        // 0: orderly close. Data instead (a pipelined request) is left for after the answer.
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-          asio::post(self->shared_->core, std::move(gone));
-        }
-      });
+  std::uint64_t generation = ++watch_generation_;
+  stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
+                                                       gone = std::move(gone),
+                                                       generation](beast::error_code ec) mutable {
+    if (generation != self->watch_generation_) return;
+    self->watching_ = false;
+    if (ec || self->answered_) return;
+    char byte;
+    ssize_t n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    // 0: orderly close. Data instead (a pipelined request) is left for after the answer.
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+      asio::post(self->shared_->core, std::move(gone));
+    }
+  });
 }
 
 void Session::write(Response response, std::function<void(bool)> written) {
@@ -287,6 +300,8 @@ void Session::write(Response response, std::function<void(bool)> written) {
   if (watching_) {
     beast::error_code ignored;
     stream_.socket().cancel(ignored);
+    watching_ = false;
+    ++watch_generation_;
   }
   remove_upload();
   if (response.file) {
@@ -330,7 +345,7 @@ void Session::send(std::shared_ptr<Message> message, unsigned status,
                      written = std::move(written)](beast::error_code ec, std::size_t) mutable {
                       auto& shared = *self->shared_;
                       shared.metrics.http_request(route, method, status);
-                      --shared.in_flight;
+                      self->finish_request();
                       if (written) {
                         asio::post(shared.core,
                                    [written = std::move(written), ok = !ec] { written(ok); });

@@ -1,5 +1,9 @@
 // Submitting and handing out tasks: leases, idempotency, long-poll wake-ups, matching, priority.
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <future>
 
 #include "orchestrator_fixture.h"
@@ -99,23 +103,26 @@ TEST(OrchestratorQueue, OneTaskWakesOnlyOneOfTwoWaiters) {
   TestServer server([](ServerConfig& c) { c.poll_timeout = 1500ms; });
   auto a = server.register_worker();
   auto b = server.register_worker();
-  auto pa = std::async(std::launch::async, [&] { return a->poll(1500); });
-  auto pb = std::async(std::launch::async, [&] { return b->poll(1500); });
+  auto launched = std::chrono::steady_clock::now();
+  auto timed_poll = [](TestWorker& w) {
+    auto r = w.poll(1500);
+    return std::make_pair(r, std::chrono::steady_clock::now());
+  };
+  auto pa = std::async(std::launch::async, [&] { return timed_poll(*a); });
+  auto pb = std::async(std::launch::async, [&] { return timed_poll(*b); });
   auto deadline = std::chrono::steady_clock::now() + 5s;
   while (std::chrono::steady_clock::now() < deadline &&
          server.admin()->get("/metrics").body.find("tamma_waiting_polls 2") == std::string::npos) {
     std::this_thread::sleep_for(5ms);
   }
-  auto start = std::chrono::steady_clock::now();
   server.submit(submit_body(task_spec()));
-  auto ra = pa.get();
-  auto rb = pb.get();
-  int got = (ra.status == 200) + (rb.status == 200);
-  int empty = (ra.status == 204) + (rb.status == 204);
-  EXPECT_EQ(got, 1);
-  EXPECT_EQ(empty, 1);
-  // The other one stayed parked until its own timeout, it was not woken for nothing.
-  EXPECT_GE(std::chrono::steady_clock::now() - start, 1200ms);
+  auto [ra, at_a] = pa.get();
+  auto [rb, at_b] = pb.get();
+  ASSERT_EQ((ra.status == 200) + (rb.status == 200), 1) << ra.status << " " << rb.status;
+  ASSERT_EQ((ra.status == 204) + (rb.status == 204), 1);
+  // The other one stayed parked until its own timeout: it was not woken for nothing.
+  auto empty_at = ra.status == 204 ? at_a : at_b;
+  EXPECT_GE(empty_at - launched, 1400ms);
 }
 
 TEST(OrchestratorQueue, TypesAndLabelsDecideWhichWorkerGetsATask) {
@@ -190,6 +197,53 @@ TEST(OrchestratorQueue, DrainingWorkerGetsNothingAndIsToldSo) {
   auto workers = admin->get("/api/v1/workers").json();
   ASSERT_EQ(workers["workers"].size(), 1u);
   EXPECT_EQ(workers["workers"][0]["state"], "draining");
+}
+
+}  // namespace
+}  // namespace tamma::orchestrator::testing
+
+namespace tamma::orchestrator::testing {
+namespace {
+
+double waiting_polls(TestServer& server) {
+  auto body = server.admin()->get("/metrics").body;
+  auto at = body.find("\ntamma_waiting_polls ");
+  return std::stod(body.substr(at + 21));
+}
+
+TEST(OrchestratorQueue, APollWhoseClientHungUpIsDroppedAndNeverGetsATask) {
+  TestServer server;
+  auto gone = server.register_worker();
+  // A raw socket, so the test controls exactly when the client goes away.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(
+      static_cast<std::uint16_t>(std::stoi(server.url().substr(server.url().rfind(':') + 1))));
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  std::string request = "POST /api/v1/workers/" + gone->id +
+                        "/poll?waitMs=5000 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                        gone->token + "\r\nContent-Length: 0\r\n\r\n";
+  ASSERT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(request.size()));
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (waiting_polls(server) < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(waiting_polls(server), 1);
+  ::close(fd);
+  while (waiting_polls(server) > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(waiting_polls(server), 0) << "the hang-up was not noticed";
+
+  std::string id = server.submit(submit_body(task_spec()));
+  EXPECT_EQ(server.task(id)["state"], "queued") << "handed to a connection that is gone";
+  auto live = server.register_worker();
+  auto r = live->poll(1000);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.json()["attempt"], 1);
 }
 
 }  // namespace
