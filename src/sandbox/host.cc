@@ -107,13 +107,22 @@ HostCapabilities probe_host() {
   }
 
   // Without root, the other namespaces can only be had inside a new user namespace.
-  caps.user_ns = can_clone(CLONE_NEWUSER);
-  const std::uint64_t base = caps.root ? 0 : CLONE_NEWUSER;
-  caps.pid_ns = can_clone(base | CLONE_NEWPID);
-  caps.mount_ns = can_clone(base | CLONE_NEWNS);
-  caps.net_ns = can_clone(base | CLONE_NEWNET);
-  caps.ipc_ns = can_clone(base | CLONE_NEWIPC);
-  caps.uts_ns = can_clone(base | CLONE_NEWUTS);
+  // One clone with every namespace answers for all of them on a host that has them (each
+  // probe is a fork of the worker, and `run` pays for them on every start); only when it
+  // fails is each namespace tried alone, to name what is missing.
+  constexpr std::uint64_t kAll = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
+                                 CLONE_NEWIPC | CLONE_NEWUTS;
+  if (can_clone(kAll)) {
+    caps.user_ns = caps.pid_ns = caps.mount_ns = caps.net_ns = caps.ipc_ns = caps.uts_ns = true;
+  } else {
+    caps.user_ns = can_clone(CLONE_NEWUSER);
+    const std::uint64_t base = caps.root ? 0 : CLONE_NEWUSER;
+    caps.pid_ns = can_clone(base | CLONE_NEWPID);
+    caps.mount_ns = can_clone(base | CLONE_NEWNS);
+    caps.net_ns = can_clone(base | CLONE_NEWNET);
+    caps.ipc_ns = can_clone(base | CLONE_NEWIPC);
+    caps.uts_ns = can_clone(base | CLONE_NEWUTS);
+  }
   if (!caps.user_ns && !caps.root) {
     missing("user namespace", "the worker is not root: isolated tasks are refused");
   }
