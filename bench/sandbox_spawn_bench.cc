@@ -3,6 +3,7 @@
 // command-line sandboxes. Runs are interleaved so that machine noise hits all alike.
 //
 //   sandbox_spawn_bench [runs]      (default 300; needs root for the cgroup and namespaces)
+//   TAMMA_BENCH_ONLY=bwrap sandbox_spawn_bench 100   (one case against the baseline)
 
 #include <fcntl.h>
 #include <poll.h>
@@ -145,6 +146,13 @@ int main(int argc, char** argv) {
     std::printf("bwrap: not installed, skipped (apt-get install bubblewrap to compare)\n");
   }
 
+  // TAMMA_BENCH_ONLY=text keeps the cases whose name contains it (and the baseline), so that
+  // `perf stat` or `perf record` can look at one of them alone.
+  if (const char* only = std::getenv("TAMMA_BENCH_ONLY"); only != nullptr && *only != '\0') {
+    std::erase_if(cases, [&](const Case& c) {
+      return &c != &cases.front() && c.name.find(only) == std::string::npos;
+    });
+  }
   for (auto& c : cases) c.run();  // warm caches and the sandbox's one-time setup
   for (int i = 0; i < runs; ++i) {
     for (auto& c : cases) {
