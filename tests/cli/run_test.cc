@@ -18,8 +18,8 @@ namespace {
 using namespace std::chrono_literals;
 using testing::ChildProcess;
 using testing::ProcessResult;
-using testing::TempDir;
 using testing::read_file;
+using testing::TempDir;
 using testing::write_file;
 
 class RunCommand : public ::testing::Test {
@@ -93,12 +93,11 @@ TEST_F(RunCommand, TaskFailureExitsWith1) {
 }
 
 TEST_F(RunCommand, StepsRunInOrderAndStopAtTheFirstFailure) {
-  auto spec = nlohmann::json{
-      {"type", "command"},
-      {"steps",
-       {{{"name", "one"}, {"run", "echo one > order.txt"}},
-        {{"name", "two"}, {"run", "cat order.txt; exit 3"}},
-        {{"name", "three"}, {"run", "echo never"}}}}};
+  auto spec = nlohmann::json{{"type", "command"},
+                             {"steps",
+                              {{{"name", "one"}, {"run", "echo one > order.txt"}},
+                               {{"name", "two"}, {"run", "cat order.txt; exit 3"}},
+                               {{"name", "three"}, {"run", "echo never"}}}}};
   auto result = run_json({task_file(spec)}, 1);
   ASSERT_EQ(result["steps"].size(), 2u);
   EXPECT_EQ(result["steps"][0]["status"], "succeeded");
@@ -148,9 +147,9 @@ TEST_F(RunCommand, ResultFileIsWrittenEvenForInvalidUsage) {
 }
 
 TEST_F(RunCommand, TimeoutExitsWith3) {
-  auto result = run_json({"--timeout", "1s", "--grace-period", "1s", "--", "/bin/sh", "-c",
-                          "sleep 30 # " + marker_},
-                         3);
+  auto result = run_json(
+      {"--timeout", "1s", "--grace-period", "1s", "--", "/bin/sh", "-c", "sleep 30 # " + marker_},
+      3);
   EXPECT_EQ(result["status"], "timeout");
   EXPECT_EQ(result["error"]["code"], "timeout");
   EXPECT_LT(result["durationMs"].get<int>(), 25000);
@@ -166,9 +165,9 @@ TEST_F(RunCommand, StepTimeoutEndsTheTaskAsTimeout) {
 
 TEST_F(RunCommand, MemoryLimitExitsWith4) {
   // tail buffers its whole input: an endless line makes it grow until the limit stops it.
-  auto result = run_json({"--memory", "32M", "--timeout", "60s", "--", "/bin/sh", "-c",
-                          "tail /dev/zero # " + marker_},
-                         4);
+  auto result = run_json(
+      {"--memory", "32M", "--timeout", "60s", "--", "/bin/sh", "-c", "tail /dev/zero # " + marker_},
+      4);
   EXPECT_EQ(result["status"], "limit_exceeded");
   EXPECT_EQ(result["limit"], "memory");
   EXPECT_GE(result["usage"]["oomKills"].get<int>(), 1);
@@ -183,10 +182,24 @@ TEST_F(RunCommand, ForkRefusedByThePidsLimitExitsWith4) {
   EXPECT_GE(result["usage"]["pidsLimitHits"].get<int>(), 1);
 }
 
+// A fork bomb that shrugs off refused forks does not die of the pids limit: it runs into the
+// timeout. The status is the timeout (exit 3), and the result names the limit it stalled on.
+TEST_F(RunCommand, TaskStalledOnThePidsLimitTimesOutAndNamesTheLimit) {
+  auto result =
+      run_json({"--pids", "8", "--timeout", "2s", "--grace-period", "1s", "--", "/bin/sh", "-c",
+                "for i in $(seq 20); do (sleep 30 &) 2>/dev/null || true; done; "
+                "sleep 30 # " +
+                    marker_},
+               3);
+  EXPECT_EQ(result["status"], "timeout");
+  EXPECT_EQ(result["error"]["code"], "timeout");
+  EXPECT_EQ(result["limit"], "pids");
+  EXPECT_GE(result["usage"]["pidsLimitHits"].get<int>(), 1);
+}
+
 TEST_F(RunCommand, DiskFillerHitsTheDiskLimitWithExitCode4) {
-  auto result = run_json({"--disk", "16M", "--", "/bin/sh", "-c",
-                          "head -c 64M /dev/zero > big # " + marker_},
-                         4);
+  auto result = run_json(
+      {"--disk", "16M", "--", "/bin/sh", "-c", "head -c 64M /dev/zero > big # " + marker_}, 4);
   EXPECT_EQ(result["status"], "limit_exceeded");
   EXPECT_EQ(result["limit"], "disk");
   EXPECT_GT(result["usage"]["diskBytes"].get<std::uint64_t>(), 8u << 20);
@@ -207,8 +220,8 @@ TEST_F(RunCommand, WorkerKilledMidTaskLeavesNothingAfterTheNextStart) {
 }
 
 TEST_F(RunCommand, SigtermMidStepCancelsWithExitCode5) {
-  ChildProcess child(worker({"--json", "--", "/bin/sh", "-c",
-                             "echo started; sleep 60; echo never # " + marker_}));
+  ChildProcess child(
+      worker({"--json", "--", "/bin/sh", "-c", "echo started; sleep 60; echo never # " + marker_}));
   ASSERT_TRUE(child.wait_for_output("started", 30s));
   child.send_signal(SIGTERM);
   ProcessResult r = child.wait(60s);
@@ -220,9 +233,9 @@ TEST_F(RunCommand, SigtermMidStepCancelsWithExitCode5) {
 }
 
 TEST_F(RunCommand, TaskIgnoringSigtermIsKilledAfterTheGracePeriod) {
-  ChildProcess child(worker({"--json", "--grace-period", "1s", "--", "/bin/sh", "-c",
-                             "trap '' TERM; echo ready; while :; do sleep 0.1; done # " +
-                                 marker_}));
+  ChildProcess child(
+      worker({"--json", "--grace-period", "1s", "--", "/bin/sh", "-c",
+              "trap '' TERM; echo ready; while :; do sleep 0.1; done # " + marker_}));
   ASSERT_TRUE(child.wait_for_output("ready", 30s));
   child.send_signal(SIGINT);
   ProcessResult r = child.wait(60s);
@@ -232,9 +245,9 @@ TEST_F(RunCommand, TaskIgnoringSigtermIsKilledAfterTheGracePeriod) {
 }
 
 TEST_F(RunCommand, SecondSignalKillsWithoutWaitingForTheGracePeriod) {
-  ChildProcess child(worker({"--json", "--grace-period", "10m", "--", "/bin/sh", "-c",
-                             "trap '' TERM; echo ready; while :; do sleep 0.1; done # " +
-                                 marker_}));
+  ChildProcess child(
+      worker({"--json", "--grace-period", "10m", "--", "/bin/sh", "-c",
+              "trap '' TERM; echo ready; while :; do sleep 0.1; done # " + marker_}));
   ASSERT_TRUE(child.wait_for_output("ready", 30s));
   child.send_signal(SIGTERM);
   ASSERT_TRUE(child.wait_for_output("again to kill now", 30s));
@@ -247,17 +260,17 @@ TEST_F(RunCommand, SecondSignalKillsWithoutWaitingForTheGracePeriod) {
 TEST_F(RunCommand, BackgroundChildHoldingThePipeDoesNotHangTheWorker) {
   // The grandchild keeps stdout open for 10 minutes after the main process exits.
   ProcessResult r = testing::run_process(
-      worker({"--json", "--", "/bin/sh", "-c", "(sleep 600 # " + marker_ + "\n) & echo done"}),
-      {}, 60s);
+      worker({"--json", "--", "/bin/sh", "-c", "(sleep 600 # " + marker_ + "\n) & echo done"}), {},
+      60s);
   EXPECT_FALSE(r.timed_out) << "the worker waited for the held-open pipe";
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["steps"][0]["stdout"], "done\n");
 }
 
 TEST_F(RunCommand, OutputOverTheCapIsDroppedCountedAndSaid) {
-  auto result = run_json(
-      {"--output-limit", "1K", "--quiet", "--", "/bin/sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x"},
-      0);
+  auto result = run_json({"--output-limit", "1K", "--quiet", "--", "/bin/sh", "-c",
+                          "head -c 100000 /dev/zero | tr '\\0' x"},
+                         0);
   const auto& step = result["steps"][0];
   EXPECT_EQ(step["stdoutBytes"], 100000);
   EXPECT_EQ(step["stdoutDropped"], 100000 - 1024);
@@ -275,10 +288,11 @@ TEST_F(RunCommand, OutputFloodOverTheHardLimitIsKilledWithExitCode4) {
 TEST_F(RunCommand, SecretSplitAcrossTwoWritesIsMaskedEverywhere) {
   const std::string secret = "Sup3rS3cretT0ken";
   auto result_path = files_.path() / "result.json";
-  ProcessResult r = run({"--result", result_path.string(), "--secret-env", "MY_TOKEN", "--", "/bin/sh",
-                         "-c", "printf 'token=Sup3rS3c'; sleep 0.3; printf 'retT0ken\\n'; "
-                               "echo \"$MY_TOKEN\" >&2"},
-                        {"MY_TOKEN=" + secret});
+  ProcessResult r =
+      run({"--result", result_path.string(), "--secret-env", "MY_TOKEN", "--", "/bin/sh", "-c",
+           "printf 'token=Sup3rS3c'; sleep 0.3; printf 'retT0ken\\n'; "
+           "echo \"$MY_TOKEN\" >&2"},
+          {"MY_TOKEN=" + secret});
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.find("S3cretT0"), std::string::npos) << r.out;
   EXPECT_EQ(r.err.find(secret), std::string::npos) << r.err;
@@ -303,9 +317,8 @@ TEST_F(RunCommand, ErrorMessagesQuotingASecretAreMasked) {
 }
 
 TEST_F(RunCommand, TaskSeesOnlyTheEnvironmentItsSpecGrants) {
-  auto spec = nlohmann::json{{"type", "command"},
-                             {"env", {{"GIVEN", "yes"}}},
-                             {"steps", {{{"run", "env"}}}}};
+  auto spec = nlohmann::json{
+      {"type", "command"}, {"env", {{"GIVEN", "yes"}}}, {"steps", {{{"run", "env"}}}}};
   auto result = run_json({task_file(spec)}, 0, {"WORKER_ONLY_SECRET=do-not-leak"});
   const std::string out = result["steps"][0]["stdout"];
   EXPECT_NE(out.find("GIVEN=yes"), std::string::npos) << out;
@@ -328,11 +341,10 @@ TEST_F(RunCommand, ExternalHandlerAnswersWithAResultDocument) {
              "echo \"handler log: got $task\" | head -c 40 >&2\n"
              "case \"$task\" in *'\"type\":\"lint\"'*) ;; *) exit 9;; esac\n"
              "echo '{\"status\":\"failed\",\"exitCode\":1,\"details\":{\"lintErrors\":3}}'\n");
-  std::filesystem::permissions(handler, std::filesystem::perms::owner_all |
-                                            std::filesystem::perms::group_read |
-                                            std::filesystem::perms::group_exec |
-                                            std::filesystem::perms::others_read |
-                                            std::filesystem::perms::others_exec);
+  std::filesystem::permissions(
+      handler, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                   std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                   std::filesystem::perms::others_exec);
   std::filesystem::permissions(handlers.path(), std::filesystem::perms::others_exec,
                                std::filesystem::perm_options::add);
   auto spec = nlohmann::json{{"type", "lint"}, {"steps", {{{"run", "unused"}}}}};

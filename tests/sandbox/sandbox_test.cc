@@ -1,14 +1,20 @@
 // The sandbox running real commands: output, exit status, environment, working directory,
 // identity and the jail's view of the filesystem.
 
+#include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/ipc.h>
+#include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -250,6 +256,51 @@ TEST_F(SandboxTest, StdinDefaultsToDevNull) {
   auto r = sh("cat; echo end");
   ASSERT_TRUE(r.exit);
   EXPECT_EQ(r.out, "end\n");
+}
+
+// A descriptor the worker forgot to mark close-on-exec (a library's socket, a log file)
+// must not reach the task: it could write to the worker's log or read its connections.
+TEST_F(SandboxTest, TheWorkersOpenDescriptorsDoNotReachTheTask) {
+  const fs::path secret_file = dir_.path() / ".." / "worker-only.log";
+  tamma::testing::write_file(secret_file, "worker data\n");
+  const int inherited = ::open(secret_file.c_str(), O_RDWR);  // no O_CLOEXEC, on purpose
+  ASSERT_GE(inherited, 0);
+  auto r = sh("ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; cat <&" +
+              std::to_string(inherited) + " 2>/dev/null || echo closed");
+  ::close(inherited);
+  fs::remove(secret_file);
+  ASSERT_TRUE(r.exit);
+  // 0-2, plus the descriptor `ls` opens for /proc/self/fd (3) and nothing else.
+  EXPECT_EQ(r.out, "0 1 2 3 \nclosed\n") << r.err;
+}
+
+// Core files of a task could be handed to a host-side core handler (core_pattern pipes run
+// as root on the host), so the task starts with RLIMIT_CORE 0 whatever the worker's is.
+TEST_F(SandboxTest, CoreDumpsAreOffEvenWhenTheWorkerAllowsThem) {
+  struct rlimit saved {};
+  ASSERT_EQ(::getrlimit(RLIMIT_CORE, &saved), 0);
+  struct rlimit unlimited {
+    RLIM_INFINITY, RLIM_INFINITY
+  };
+  ASSERT_EQ(::setrlimit(RLIMIT_CORE, &unlimited), 0);
+  auto r = sh("ulimit -c; ulimit -H -c");
+  ::setrlimit(RLIMIT_CORE, &saved);
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "0\n0\n") << r.err;
+}
+
+// System V IPC objects of the host (shared memory a database or a CI cache keeps) are not
+// visible in the task's ipc namespace, and the task's own die with it.
+TEST_F(SandboxTest, HostSysVSharedMemoryIsInvisible) {
+  const int segment = ::shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0666);
+  ASSERT_GE(segment, 0) << "shmget: " << std::strerror(errno);
+  const std::string host_view = tamma::testing::read_file("/proc/sysvipc/shm");
+  auto r = sh("tail -n +2 /proc/sysvipc/shm | wc -l");
+  ::shmctl(segment, IPC_RMID, nullptr);
+  ASSERT_NE(host_view.find(" " + std::to_string(segment) + " "), std::string::npos)
+      << "the host does not list its own segment, the check below would prove nothing";
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "0\n") << "host segments are visible in the task";
 }
 
 TEST_F(SandboxTest, WithoutIsolationStillOwnSessionAndCgroup) {
