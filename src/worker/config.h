@@ -21,7 +21,8 @@ struct Config {
   std::chrono::milliseconds default_timeout{std::chrono::minutes(30)};
   std::chrono::milliseconds grace_period{std::chrono::seconds(10)};  // SIGTERM -> SIGKILL
   std::uint64_t output_limit_bytes = 4ull << 20;  // kept per stream per step; the rest counted
-  // Total output a task may write before it is killed (limit "output"), as Buildkite's 1 GiB cap.
+  // Output (stdout + stderr) one step may write before it is killed (limit "output"), as
+  // Buildkite's 1 GiB log cap: a flood must not fill the orchestrator's log store.
   std::uint64_t output_hard_limit_bytes = 1ull << 30;
   // Default limits for tasks whose spec does not set them (seed: 4 GiB, 2 cores).
   std::optional<std::uint64_t> default_memory_bytes = 4ull << 30;
