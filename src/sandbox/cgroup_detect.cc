@@ -190,17 +190,18 @@ std::vector<MountInfo> parse_mountinfo(std::string_view text) {
     if (line.empty()) continue;
     // id parent major:minor root mount-point options [optional...] - fstype source super-options
     const auto fields = split(line, ' ');
-    const auto dash = std::find(fields.begin(), fields.end(), "-");
-    if (fields.size() < 6 || dash == fields.end() || fields.end() - dash < 4) {
+    const auto dash =
+        static_cast<std::size_t>(std::find(fields.begin(), fields.end(), "-") - fields.begin());
+    if (fields.size() < 6 || dash + 3 >= fields.size()) {
       throw Error(ErrorKind::kInfrastructure, "mountinfo_parse_failed",
                   "unexpected line in /proc/self/mountinfo: '" + line + "'");
     }
     MountInfo mount;
     mount.root = unescape_octal(fields[3]);
     mount.mount_point = unescape_octal(fields[4]);
-    mount.fstype = *(dash + 1);
-    mount.source = unescape_octal(*(dash + 2));
-    mount.super_options = split(*(dash + 3), ',');
+    mount.fstype = fields[dash + 1];
+    mount.source = unescape_octal(fields[dash + 2]);
+    mount.super_options = split(fields[dash + 3], ',');
     mounts.push_back(std::move(mount));
   }
   return mounts;
