@@ -106,7 +106,6 @@ void ConsoleObserver::on_step_start(std::size_t index, std::size_t count, const 
   index_ = index;
   count_ = count;
   name_ = name;
-  in_step_ = true;
   step_started_ = Clock::now();
   const std::string title =
       fmt::format("[{}/{} {}%] {}", index + 1, count, percent(index, count), name);
@@ -141,7 +140,6 @@ void ConsoleObserver::on_output(worker::StreamKind stream, std::string_view text
 void ConsoleObserver::on_step_end(std::size_t index, const protocol::StepResult& step) {
   if (options_.quiet) return;
   std::lock_guard lock(mutex_);
-  in_step_ = false;
   clear_progress_locked();
   end_line_locked(stderr);
   write_locked(stderr, "==> " + end_text(step) + "\n");

@@ -47,7 +47,6 @@ class ConsoleObserver : public worker::RunObserver {
   FILE* out_;  // the task's stdout, and GitHub's workflow commands
   std::mutex mutex_;
   bool progress_shown_ = false;
-  bool in_step_ = false;
   bool stopped_ = false;
   std::size_t index_ = 0, count_ = 0;
   std::string name_;
