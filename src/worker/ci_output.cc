@@ -224,8 +224,8 @@ std::string github_annotations(const protocol::TaskResult& result, const SecretM
                                std::size_t limit) {
   std::string out;
   if (result.status != TaskStatus::kSucceeded) {
-    std::string message =
-        fmt::format("task {} {}", result.task_id, protocol::to_string(result.status));
+    std::string message = result.task_id.empty() ? "task" : "task " + result.task_id;
+    message += fmt::format(" {}", protocol::to_string(result.status));
     if (result.exit_code) message += fmt::format(" (exit code {})", *result.exit_code);
     if (result.error) message += ": " + result.error->message;
     out += annotation("error", json(), "tamma-worker", message, masker);
@@ -268,9 +268,11 @@ std::string github_summary(const protocol::TaskResult& result, const SecretMaske
                            std::size_t limit) {
   const auto m = [&](std::string_view text) { return cell(masker.mask(text)); };
   const bool ok = result.status == TaskStatus::kSucceeded;
-  std::string out =
-      fmt::format("### {} tamma-worker: {} `{}` {}\n\n", ok ? "✅" : "❌", m(result.type),
-                  m(result.task_id), protocol::to_string(result.status));
+  // A refused spec has neither type nor id.
+  std::string out = fmt::format("### {} tamma-worker:", ok ? "✅" : "❌");
+  if (!result.type.empty()) out += " " + m(result.type);
+  if (!result.task_id.empty()) out += " `" + m(result.task_id) + "`";
+  out += fmt::format(" {}\n\n", protocol::to_string(result.status));
   out += "| | |\n|---|---|\n";
   std::string status(protocol::to_string(result.status));
   if (result.exit_code) status += fmt::format(" (exit code {})", *result.exit_code);

@@ -182,6 +182,16 @@ TEST_F(CiRun, GithubAnnotatesFailedTestsAndFindingsAndSummarizesThem) {
   EXPECT_THAT(r.out + r.err + md, Not(HasSubstr(kSecret)));
 }
 
+TEST_F(CiRun, GithubReportsARefusedSpecToo) {
+  const auto summary = files_.path() / "summary.md";
+  ProcessResult r = run({task_file({{"type", "command"}, {"steps", {{{"run", 5}}}}})},
+                        {"GITHUB_ACTIONS=true", "GITHUB_STEP_SUMMARY=" + summary.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_THAT(r.out, StartsWith("::error title=tamma-worker::task error: invalid task spec:%0A  "
+                                "$.steps[0].run: must be"));
+  EXPECT_THAT(read_file(summary), StartsWith("### ❌ tamma-worker: error\n"));
+}
+
 TEST_F(CiRun, GithubWithJsonKeepsStdoutForTheResult) {
   ProcessResult r = run({"--json", task_file(two_steps())}, {"GITHUB_ACTIONS=true"});
   EXPECT_EQ(r.exit_code, 1);
