@@ -162,6 +162,26 @@ TEST_F(Checkout, HooksOfTheRepositoryDoNotRun) {
   run_json(spec, 0);
 }
 
+// git hidden from the worker by a bind of /dev/null over it, in a mount namespace of the
+// worker's own (unshare -m makes it private: the host keeps its git).
+TEST_F(Checkout, NoGitOnTheWorkerIsAClearInfrastructureError) {
+  if (::access("/usr/bin/unshare", X_OK) != 0) GTEST_SKIP() << "unshare (util-linux) is needed";
+  if (::access("/usr/local/bin/git", F_OK) == 0) GTEST_SKIP() << "a second git in /usr/local/bin";
+  const auto file = files_.path() / "task.json";
+  write_file(file, task({{"url", "file://" + bare_}}).dump());
+  ProcessResult r =
+      testing::run_process({"/usr/bin/unshare", "-m", "/bin/sh", "-c",
+                            std::string("mount --bind /dev/null /usr/bin/git && exec '") +
+                                TAMMA_WORKER_BINARY + "' run --json --workspace-root '" +
+                                workspaces_.path().string() + "' '" + file.string() + "'"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  const json result = json::parse(r.out);
+  EXPECT_EQ(result["status"], "error");
+  EXPECT_EQ(result["error"]["code"], "git_not_found");
+  EXPECT_THAT(result["error"]["message"].get<std::string>(), HasSubstr("git is not installed"));
+  EXPECT_TRUE(result["steps"].empty());
+}
+
 // A one-connection HTTP server on loopback that answers 404 and keeps the request.
 class OneShotHttp {
  public:
