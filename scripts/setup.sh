@@ -9,6 +9,8 @@ packages=(
   libsqlite3-dev libpq-dev libboost-dev libseccomp-dev libcap-dev libssl-dev e2fsprogs
   libgtest-dev libgmock-dev libbenchmark-dev
   iproute2 util-linux procps psmisc
+  # The examples and the CI tests: a C project, its scan, and python3's XML parser.
+  gcc flawfinder python3
 )
 
 missing=()

@@ -11,12 +11,15 @@
 #include <fmt/format.h>
 
 #include "cli/worker_cli.h"
+#include "cli/worker_console.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "protocol/task_spec.h"
+#include "worker/ci_output.h"
 #include "worker/config.h"
 #include "worker/engine.h"
+#include "worker/secret_masker.h"
 
 extern char** environ;
 
@@ -29,9 +32,11 @@ struct RunOptions {
   bool json = false;
   bool quiet = false;
   std::string artifacts_dir;
+  std::string junit_out;
   std::string config_file;
   // Task overrides (ad-hoc form, or on top of a task file).
   std::string timeout, memory, cpus, pids, disk, network, workdir, type;
+  std::string repository, ref;           // check this out first (e.g. file://$PWD in a CI job)
   std::vector<std::string> env;          // NAME=value
   std::vector<std::string> secret_envs;  // NAME: value taken from the worker's environment
   // Worker settings.
@@ -109,6 +114,16 @@ protocol::TaskSpec build_spec(const RunOptions& o, const std::vector<std::string
   if (!o.timeout.empty()) document["timeout"] = o.timeout;
   if (!o.network.empty()) document["network"] = o.network;
   if (!o.workdir.empty()) document["workdir"] = o.workdir;
+  if (!o.repository.empty()) {
+    if (!document["repository"].is_object()) document["repository"] = nlohmann::json::object();
+    document["repository"]["url"] = o.repository;
+  }
+  if (!o.ref.empty()) {
+    if (!document.contains("repository") || !document["repository"].is_object()) {
+      throw Error(ErrorKind::kConfig, "invalid_flag", "--ref needs a repository (--repository)");
+    }
+    document["repository"]["ref"] = o.ref;
+  }
   if (!o.memory.empty()) document["resources"]["memory"] = o.memory;
   if (!o.disk.empty()) document["resources"]["disk"] = o.disk;
   if (!o.pids.empty()) {
@@ -146,38 +161,6 @@ protocol::TaskSpec build_spec(const RunOptions& o, const std::vector<std::string
   }
   return *outcome.spec;
 }
-
-class ConsoleObserver : public worker::RunObserver {
- public:
-  ConsoleObserver(bool quiet, bool json) : quiet_(quiet), json_(json) {}
-
-  void on_step_start(std::size_t index, std::size_t count, const std::string& name) override {
-    if (quiet_) return;
-    std::fprintf(stderr, "==> [%zu/%zu] %s\n", index + 1, count, name.c_str());
-  }
-  void on_output(worker::StreamKind stream, std::string_view text) override {
-    if (quiet_) return;
-    // With --json, stdout carries only the result document.
-    FILE* to = (stream == worker::StreamKind::kStdout && !json_) ? stdout : stderr;
-    std::fwrite(text.data(), 1, text.size(), to);
-    std::fflush(to);
-  }
-  void on_step_end(std::size_t, const protocol::StepResult& step) override {
-    if (quiet_) return;
-    std::string how = std::string(protocol::to_string(step.status));
-    if (step.exit_code) how += fmt::format(", exit code {}", *step.exit_code);
-    if (step.signal) how += fmt::format(", signal {}", *step.signal);
-    if (step.limit != protocol::LimitKind::kNone) {
-      how += fmt::format(", {} limit", protocol::to_string(step.limit));
-    }
-    std::fprintf(stderr, "==> %s: %s in %s\n", step.name.c_str(), how.c_str(),
-                 format_duration(std::chrono::milliseconds(step.duration_ms)).c_str());
-  }
-
- private:
-  bool quiet_;
-  bool json_;
-};
 
 // Signals are taken by a thread with sigwait so that the handling is ordinary code:
 // the first SIGINT/SIGTERM cancels gracefully, the second kills at once.
@@ -220,21 +203,59 @@ void write_result_file(const std::string& path, const nlohmann::json& document) 
   }
 }
 
+// The JUnit report's path: the flag, else TAMMA_JUNIT_OUTPUT, else a default under GitLab
+// (where `artifacts:reports:junit` picks it up); elsewhere none.
+std::string junit_path(const RunOptions& o, worker::ci::System ci) {
+  if (!o.junit_out.empty()) return o.junit_out;
+  if (const char* env = std::getenv("TAMMA_JUNIT_OUTPUT"); env != nullptr && *env != '\0')
+    return env;
+  return ci == worker::ci::System::kGitlab ? "tamma-junit.xml" : "";
+}
+
+// What the CI system reads after the task: annotations and the job summary on GitHub, the
+// JUnit file on GitLab. A CI report that cannot be written is said, and does not change the
+// task's exit code.
+void write_ci_reports(const RunOptions& o, worker::ci::System ci,
+                      const protocol::TaskResult& result, const worker::SecretMasker& masker) {
+  if (ci == worker::ci::System::kGithub) {
+    const std::string annotations = worker::ci::github_annotations(result, masker);
+    std::fputs(annotations.c_str(), o.json ? stderr : stdout);
+    std::fflush(o.json ? stderr : stdout);
+    if (const char* summary = std::getenv("GITHUB_STEP_SUMMARY"); summary != nullptr && *summary) {
+      std::ofstream out(summary, std::ios::app);
+      out << worker::ci::github_summary(result, masker);
+      if (!out)
+        std::fprintf(stderr, "tamma-worker: cannot append the job summary to %s\n", summary);
+    }
+  }
+  if (const std::string path = junit_path(o, ci); !path.empty()) {
+    std::ofstream out(path, std::ios::trunc);
+    out << worker::ci::junit_report(result, masker);
+    if (!out)
+      std::fprintf(stderr, "tamma-worker: cannot write the JUnit report to %s\n", path.c_str());
+  }
+}
+
 int run_task(const RunOptions& o, const std::vector<std::string>& command) {
   worker::Cancellation cancellation;
   start_signal_thread(cancellation);
 
   protocol::TaskResult result;
   int exit_code = 0;
+  const worker::ci::System ci = worker::ci::detect(std::getenv);
+  std::vector<std::string> secrets;
   try {
     worker::Config config = load_effective_config(o);
     setup_logging(config.log_level, config.log_format == worker::LogFormat::kJson ? "json" : "text");
     protocol::TaskSpec spec = build_spec(o, command);
+    for (const auto& [name, value] : spec.secrets) secrets.push_back(value);
     worker::Engine engine(config, worker::HandlerRegistry::with_builtins(config));
-    ConsoleObserver observer(o.quiet, o.json);
+    ConsoleObserver observer(
+        {.quiet = o.quiet, .json = o.json, .tty = ::isatty(STDERR_FILENO) == 1, .ci = ci});
     worker::RunOptions run_options;
     if (!o.artifacts_dir.empty()) run_options.artifacts_dir = o.artifacts_dir;
     result = engine.run(std::move(spec), cancellation, observer, run_options);
+    observer.finish();
     exit_code = worker::exit_code_for(result);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kConfig) throw;
@@ -247,6 +268,7 @@ int run_task(const RunOptions& o, const std::vector<std::string>& command) {
 
   const nlohmann::json document = protocol::to_json(result);
   if (!o.result_file.empty()) write_result_file(o.result_file, document);
+  write_ci_reports(o, ci, result, worker::SecretMasker(secrets));
   if (o.json) std::printf("%s\n", document.dump(2).c_str());
   if (exit_code != worker::kExitUsage) {
     std::string summary = fmt::format("tamma-worker: task {} {} in {}", result.task_id,
@@ -268,6 +290,8 @@ Subcommand add_run_command(CLI::App& app, std::vector<std::string>& command) {
   run->add_flag("--json", options->json, "Print the result document on stdout");
   run->add_flag("-q,--quiet", options->quiet, "Do not stream the task's output");
   run->add_option("--artifacts-dir", options->artifacts_dir, "Copy matched artifacts here");
+  run->add_option("--junit-out", options->junit_out,
+                  "Write a JUnit report here (default under GitLab CI: tamma-junit.xml)");
   run->add_option("-c,--config", options->config_file, "Worker configuration file (JSON)");
   run->add_option("--type", options->type, "Task type (ad-hoc form: command)");
   run->add_option("--timeout", options->timeout, "Wall-clock limit, e.g. 30s, 10m");
@@ -277,6 +301,9 @@ Subcommand add_run_command(CLI::App& app, std::vector<std::string>& command) {
   run->add_option("--disk", options->disk, "Workspace disk limit, e.g. 1G");
   run->add_option("--network", options->network, "none (loopback only) or host");
   run->add_option("--workdir", options->workdir, "Working directory inside the workspace");
+  run->add_option("--repository", options->repository,
+                  "Check this repository out into the workspace first (https://, git://, file://)");
+  run->add_option("--ref", options->ref, "Branch, tag or commit of the repository");
   run->add_option("-e,--env", options->env, "NAME=value for the task (repeatable)")
       ->allow_extra_args(false);
   run->add_option("--secret-env", options->secret_envs,

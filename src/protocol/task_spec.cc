@@ -335,6 +335,75 @@ void parse_resources(const json& value, Resources& resources, Problems& problems
   }
 }
 
+// $.repository: only what git can fetch without keys the sandbox does not have.
+std::optional<Repository> parse_repository(const json& value, const TaskSpec& spec,
+                                           Problems& problems) {
+  const std::string path = "$.repository";
+  const std::size_t before = problems.size();
+  if (!value.is_object()) {
+    add(problems, path,
+        fmt::format("must be an object with \"url\" and optionally \"ref\", \"depth\", "
+                    "\"credentialsSecret\", not {}",
+                    describe_json(value)));
+    return std::nullopt;
+  }
+  Repository repo;
+  if (auto it = value.find("url"); it == value.end()) {
+    add(problems, path + ".url", "is required: the repository to check out");
+  } else if (auto url = read_string(*it, path + ".url", problems, "a URL string")) {
+    repo.url = *url;
+    const auto scheme_end = url->find("://");
+    const std::string scheme = scheme_end == std::string::npos ? "" : url->substr(0, scheme_end);
+    if (scheme == "ssh" || (scheme.empty() && url->find(':') != std::string::npos)) {
+      add(problems, path + ".url",
+          "ssh is not supported (the sandbox holds no ssh keys); use an https URL with "
+          "\"credentialsSecret\"");
+    } else if (scheme != "https" && scheme != "http" && scheme != "git" && scheme != "file") {
+      add(problems, path + ".url",
+          fmt::format("{} is not a https://, http://, git:// or file:// URL", json_quote(*url)));
+    } else if (scheme == "file" && (url->size() <= 7 || (*url)[7] != '/')) {
+      add(problems, path + ".url", "a file:// URL needs an absolute path (file:///srv/repo.git)");
+    } else if (url->find_first_of(" \t\r\n") != std::string::npos) {
+      add(problems, path + ".url", "must not contain whitespace");
+    }
+  }
+  if (auto it = value.find("ref"); it != value.end()) {
+    if (auto ref = read_string(*it, path + ".ref", problems, "a branch, tag or commit")) {
+      // A leading '-' would be read by git as an option.
+      if (ref->front() == '-' || ref->find_first_of(" \t\r\n~^:?*[\\") != std::string::npos) {
+        add(problems, path + ".ref", fmt::format("{} is not a valid ref", json_quote(*ref)));
+      } else {
+        repo.ref = *ref;
+      }
+    }
+  }
+  if (auto it = value.find("depth"); it != value.end()) {
+    if (it->is_number_integer() && *it == 0) {
+      repo.depth = 0;
+    } else if (auto depth = whole_number(*it, 1'000'000)) {
+      repo.depth = static_cast<std::uint32_t>(*depth);
+    } else {
+      add(problems, path + ".depth",
+          fmt::format("must be a whole number of commits (1 = shallow, 0 = full history), not {}",
+                      describe_json(*it)));
+    }
+  }
+  if (auto it = value.find("credentialsSecret"); it != value.end()) {
+    if (auto name = read_string(*it, path + ".credentialsSecret", problems, "a secret's name")) {
+      repo.credentials_secret = *name;
+      if (!spec.secrets.contains(*name)) {
+        add(problems, path + ".credentialsSecret",
+            fmt::format("{} is not in $.secrets", json_quote(*name)));
+      } else if (repo.url.rfind("https://", 0) != 0) {
+        add(problems, path + ".credentialsSecret",
+            "credentials are sent only over https:// (never in clear over http, git or file)");
+      }
+    }
+  }
+  if (problems.size() != before) return std::nullopt;
+  return repo;
+}
+
 std::string joined(const auto& names) {
   std::string out;
   for (const auto& name : names) out += (out.empty() ? "" : ", ") + std::string(name);
@@ -467,6 +536,10 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
         }
       }
     }
+  }
+
+  if (auto it = document.find("repository"); it != document.end()) {
+    spec.repository = parse_repository(*it, spec, problems);
   }
 
   if (problems.empty()) outcome.spec = std::move(spec);

@@ -30,6 +30,14 @@ struct Resources {
 
 enum class NetworkMode { kNone, kHost };
 
+// A repository checked out into the workspace before the steps (see src/worker/checkout.h).
+struct Repository {
+  std::string url;                 // https://, http://, git:// or file:// (absolute path)
+  std::string ref;                 // branch, tag or commit; empty = the remote's HEAD
+  std::uint32_t depth = 1;         // commits of history; 0 = all
+  std::string credentials_secret;  // name of a secret holding "user:password" or a token
+};
+
 struct TaskSpec {
   std::string id;    // optional in the file; the worker generates one when empty
   std::string type;  // "command", "build", "test", "security_scan", or an external handler's
@@ -41,6 +49,7 @@ struct TaskSpec {
   Resources resources;
   NetworkMode network = NetworkMode::kNone;
   std::vector<std::string> artifacts;  // globs relative to the workspace
+  std::optional<Repository> repository;
   nlohmann::json raw;                  // the document as given, for external handlers
 };
 

@@ -217,6 +217,33 @@ MountPlan build_mount_plan(const MountRequest& request) {
            .recursive = true});
   }
 
+  for (const auto& [source_path, target_path] : request.readonly_binds_at) {
+    const std::string source = normalized_absolute(source_path, "bind source");
+    const std::string target = normalized_absolute(target_path, "bind target");
+    if (target == "/" || is_inside(target, "/proc") || is_inside(target, "/dev") ||
+        is_inside(target, kSandboxWorkspace) || is_inside(target, "/tmp")) {
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
+                  "read-only bind would shadow a sandbox mount: " + target);
+    }
+    std::error_code ec;
+    const auto status = fs::status(source, ec);
+    if (ec || !fs::exists(status)) {
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
+                  "read-only bind source does not exist: " + source);
+    }
+    if (fs::is_directory(status)) {
+      b.mkdir(target);
+    } else {
+      b.parents(target);
+      b.add({.kind = MountOpKind::kTouch, .target = b.inside(target)});
+    }
+    b.add({.kind = MountOpKind::kBind,
+           .source = b.keep(source),
+           .target = b.inside(target),
+           .flags = MS_RDONLY | MS_NOSUID | MS_NODEV,
+           .recursive = true});
+  }
+
   b.mkdir(kSandboxWorkspace);
   b.add({.kind = MountOpKind::kBind,
          .source = b.keep(workspace),

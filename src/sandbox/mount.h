@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tamma::sandbox {
@@ -46,6 +47,7 @@ struct MountPlan {
 struct MountRequest {
   std::string root_mount_point;  // an existing host directory to mount the new root on
   std::vector<std::string> readonly_binds;
+  std::vector<std::pair<std::string, std::string>> readonly_binds_at;  // host source, target
   std::string workspace;  // host path, bound read-write at kSandboxWorkspace
   std::uint64_t tmp_bytes = 0;
 };

@@ -283,8 +283,10 @@ class SandboxImpl final : public Sandbox {
       const std::string workspace = fs::absolute(command.workspace).lexically_normal().string();
       std::vector<std::string> visible = policy_.readonly_binds;
       visible.push_back(workspace);
+      for (const auto& [source, target] : policy_.readonly_binds_at) visible.push_back(source);
       mounts = build_mount_plan({.root_mount_point = choose_root_mount_point(visible),
                                  .readonly_binds = policy_.readonly_binds,
+                                 .readonly_binds_at = policy_.readonly_binds_at,
                                  .workspace = workspace,
                                  .tmp_bytes = policy_.tmp_bytes});
       // The task runs as policy.uid and must be able to write its workspace.

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sandbox/types.h"
@@ -27,6 +28,9 @@ struct Policy {
   // Host paths bound read-only at the same place inside the sandbox (missing ones skipped).
   std::vector<std::string> readonly_binds{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32",
                                           "/etc"};
+  // Host paths bound read-only at another place inside (source, target): e.g. a file://
+  // repository under the host's /tmp, which the sandbox's private /tmp would hide.
+  std::vector<std::pair<std::string, std::string>> readonly_binds_at;
   std::uint64_t tmp_bytes = 256ull << 20;  // size of the private /tmp (tmpfs)
   // When the host cannot enforce something asked for: false refuses the task (fail closed),
   // true runs it without and says so in `Process::degradations()`.

@@ -15,6 +15,7 @@
 #include "sandbox/sandbox.h"
 #include "sandbox/workspace.h"
 #include "worker/artifacts.h"
+#include "worker/checkout.h"
 #include "worker/secret_masker.h"
 
 namespace tamma::worker {
@@ -121,10 +122,13 @@ class EngineContext : public TaskContext {
   EngineContext(const protocol::TaskSpec& spec, const Config& config, sandbox::Sandbox& sandbox,
                 const sandbox::Workspace& workspace, Cancellation& cancellation,
                 RunObserver& observer, protocol::TaskResult& result,
-                Clock::time_point task_deadline)
+                Clock::time_point task_deadline, const sandbox::Policy& policy,
+                std::size_t planned_steps)
       : spec_(spec),
         config_(config),
         sandbox_(sandbox),
+        policy_(policy),
+        planned_steps_(planned_steps),
         workspace_(workspace),
         cancellation_(cancellation),
         observer_(observer),
@@ -140,11 +144,11 @@ class EngineContext : public TaskContext {
   }
   const std::filesystem::path& host_workspace() const override { return workspace_.path(); }
   bool cancel_requested() const override { return cancellation_.requested(); }
-  std::size_t step_count_hint() const override { return spec_.steps.size(); }
+  std::size_t step_count_hint() const override { return planned_steps_; }
 
   protocol::StepResult run(const StepCommand& command, StepOutcome* raw) override {
     const std::size_t index = result_.steps.size();
-    observer_.on_step_start(index, std::max(spec_.steps.size(), index + 1), command.name);
+    observer_.on_step_start(index, std::max(planned_steps_, index + 1), command.name);
 
     ensure_workdir(command.workdir.empty() ? spec_.workdir : command.workdir);
     StepRequest request;
@@ -161,8 +165,17 @@ class EngineContext : public TaskContext {
     LiveSink sink = [this](StreamKind stream, std::string_view text) {
       observer_.on_output(stream, text);
     };
-    StepOutcome outcome = run_step(sandbox_, workspace_.path().string(), request, limits, masker_,
-                                   cancellation_, sink);
+    // A step with its own network or binds (the checkout) gets a sandbox of its own.
+    std::unique_ptr<sandbox::Sandbox> own_sandbox;
+    if (command.host_network || !command.readonly_binds_at.empty()) {
+      sandbox::Policy policy = policy_;
+      if (command.host_network) policy.network = sandbox::Network::kHost;
+      for (const auto& bind : command.readonly_binds_at) policy.readonly_binds_at.push_back(bind);
+      own_sandbox = sandbox::Sandbox::create(policy);
+    }
+    StepOutcome outcome =
+        run_step(own_sandbox ? *own_sandbox : sandbox_, workspace_.path().string(), request, limits,
+                 masker_, cancellation_, sink);
 
     protocol::StepResult step;
     step.name = command.name;
@@ -232,6 +245,8 @@ class EngineContext : public TaskContext {
   const protocol::TaskSpec& spec_;
   const Config& config_;
   sandbox::Sandbox& sandbox_;
+  const sandbox::Policy& policy_;
+  std::size_t planned_steps_;
   const sandbox::Workspace& workspace_;
   Cancellation& cancellation_;
   RunObserver& observer_;
@@ -322,11 +337,21 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
 
   const SecretMasker error_masker(secret_values(spec));
   try {
-    auto sandbox = sandbox::Sandbox::create(make_policy(config_, spec, *handler));
+    const sandbox::Policy policy = make_policy(config_, spec, *handler);
+    auto sandbox = sandbox::Sandbox::create(policy);
     auto workspace = allocate_workspace(spec, result);
-    EngineContext ctx(spec, config_, *sandbox, *workspace, cancellation, observer, result,
-                      deadline);
-    handler->execute(ctx, result);
+    EngineContext ctx(spec, config_, *sandbox, *workspace, cancellation, observer, result, deadline,
+                      policy, spec.steps.size() + (spec.repository ? 1 : 0));
+    // The checkout is the first step of every task that names a repository, whatever its
+    // handler; its details are added after the handler's own.
+    nlohmann::json checkout;
+    if (!spec.repository || checkout_repository(ctx, *spec.repository, result, checkout)) {
+      handler->execute(ctx, result);
+    }
+    if (spec.repository) {
+      if (result.details.is_null()) result.details = nlohmann::json::object();
+      if (result.details.is_object()) result.details["checkout"] = checkout;
+    }
     result.usage.disk_bytes = workspace->usage().bytes;
     if (!spec.artifacts.empty() && result.status == TaskStatus::kSucceeded) {
       result.artifacts = collect_artifacts(workspace->path(), spec.artifacts, options.artifacts_dir);

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "protocol/task_result.h"
@@ -38,6 +39,10 @@ struct StepCommand {
   std::optional<std::chrono::milliseconds> timeout;
   std::string stdin_data;
   bool forward_stdout = true;
+  // For the one step that fetches untrusted data (the checkout): the host's network and extra
+  // read-only binds (host source, path inside) for this step alone.
+  bool host_network = false;
+  std::vector<std::pair<std::string, std::string>> readonly_binds_at;
 };
 
 // Everything a handler may use; owned by the engine for the duration of one task.

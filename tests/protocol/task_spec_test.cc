@@ -447,7 +447,7 @@ TEST(TaskSpec, ToJsonRoundTrips) {
     "resources": {"memory": "1.5G", "cpus": 2, "pids": 64, "disk": "10G", "gpus": 1},
     "network": "host",
     "artifacts": ["out/*"],
-    "repository": {"url": "u"}
+    "repository": {"url": "file:///srv/r.git"}
   })");
   const TaskSpec first = parse_ok(document);
   const json written = to_json(first);
@@ -460,7 +460,7 @@ TEST(TaskSpec, ToJsonRoundTrips) {
   // Fields the worker does not know survive, at every level.
   EXPECT_EQ(written["steps"][0]["retries"], 3);
   EXPECT_EQ(written["resources"]["gpus"], 1);
-  EXPECT_EQ(written["repository"], json({{"url", "u"}}));
+  EXPECT_EQ(written["repository"], json({{"url", "file:///srv/r.git"}}));
 
   const TaskSpec second = parse_ok(written);
   EXPECT_EQ(second.id, first.id);
@@ -571,6 +571,53 @@ TEST(LoadTaskSpec, ListsEveryProblemOnePerLine) {
   EXPECT_THAT(message, HasSubstr("task.json:\n"));
   EXPECT_THAT(message, HasSubstr("\n  $.steps[0].timeout: \"10x\" is not a duration"));
   EXPECT_THAT(message, HasSubstr("\n  $.network: must be"));
+}
+
+TEST(TaskSpec, Repository) {
+  json d = minimal();
+  d["secrets"] = {{"GIT_TOKEN", "t0ken"}};
+  d["repository"] = {{"url", "https://git.example.com/r.git"},
+                     {"ref", "v1.2"},
+                     {"depth", 0},
+                     {"credentialsSecret", "GIT_TOKEN"}};
+  const TaskSpec spec = parse_ok(d);
+  ASSERT_TRUE(spec.repository);
+  EXPECT_EQ(spec.repository->url, "https://git.example.com/r.git");
+  EXPECT_EQ(spec.repository->ref, "v1.2");
+  EXPECT_EQ(spec.repository->depth, 0u);
+  EXPECT_EQ(spec.repository->credentials_secret, "GIT_TOKEN");
+  EXPECT_EQ(parse_ok(to_json(spec)).repository->ref, "v1.2");
+
+  json plain = minimal();
+  plain["repository"] = {{"url", "file:///srv/r.git"}};
+  const TaskSpec defaults = parse_ok(plain);
+  EXPECT_EQ(defaults.repository->ref, "");
+  EXPECT_EQ(defaults.repository->depth, 1u);
+  EXPECT_FALSE(parse_ok(minimal()).repository);
+
+  const auto with = [](json repository) {
+    json doc = minimal();
+    doc["repository"] = std::move(repository);
+    return doc;
+  };
+  expect_problem(with("https://x/r.git"), "$.repository", "must be an object");
+  expect_problem(with({{"ref", "main"}}), "$.repository.url", "is required");
+  expect_problem(with({{"url", "ssh://git@x/r.git"}}), "$.repository.url", "ssh is not supported");
+  expect_problem(with({{"url", "git@github.com:o/r.git"}}), "$.repository.url",
+                 "ssh is not supported");
+  expect_problem(with({{"url", "ftp://x/r"}}), "$.repository.url", "is not a https://");
+  expect_problem(with({{"url", "/srv/r.git"}}), "$.repository.url", "is not a https://");
+  expect_problem(with({{"url", "file://srv/r.git"}}), "$.repository.url", "absolute path");
+  expect_problem(with({{"url", "file:///a"}, {"ref", "--upload-pack=evil"}}), "$.repository.ref",
+                 "is not a valid ref");
+  expect_problem(with({{"url", "file:///a"}, {"depth", -1}}), "$.repository.depth", "whole number");
+  expect_problem(with({{"url", "file:///a"}, {"depth", "1"}}), "$.repository.depth",
+                 "whole number");
+  expect_problem(with({{"url", "https://x/r"}, {"credentialsSecret", "NOPE"}}),
+                 "$.repository.credentialsSecret", "is not in $.secrets");
+  json clear = with({{"url", "http://x/r"}, {"credentialsSecret", "T"}});
+  clear["secrets"] = {{"T", "v"}};
+  expect_problem(clear, "$.repository.credentialsSecret", "only over https://");
 }
 
 }  // namespace

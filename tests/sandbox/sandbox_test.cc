@@ -225,6 +225,32 @@ TEST_F(SandboxTest, SystemDirectoriesAreReadOnly) {
   EXPECT_FALSE(fs::exists("/usr/tamma-probe"));
 }
 
+// A host directory under /tmp (which the sandbox's own /tmp hides) is seen elsewhere,
+// read-only, and the sandbox's /tmp stays private.
+TEST_F(SandboxTest, ReadOnlyBindAtAnotherPath) {
+  tamma::testing::TempDir source;
+  tamma::testing::write_file(source.path() / "data.txt", "from the host\n");
+  fs::permissions(source.path(), fs::perms::others_read | fs::perms::others_exec,
+                  fs::perm_options::add);
+  Policy policy;
+  policy.readonly_binds_at = {{source.path().string(), "/repository"}};
+  auto r =
+      sh("cat /repository/data.txt; touch /repository/x 2>/dev/null || echo read-only; "
+         "test -e " +
+             source.path().string() + " || echo hidden-in-tmp",
+         policy);
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "from the host\nread-only\nhidden-in-tmp\n") << r.err;
+  EXPECT_FALSE(fs::exists(source.path() / "x"));
+
+  Policy into_tmp;
+  into_tmp.readonly_binds_at = {{source.path().string(), "/tmp/r"}};
+  EXPECT_THROW(sh("true", into_tmp), Error);
+  Policy missing;
+  missing.readonly_binds_at = {{source.path().string() + "/nope", "/repository"}};
+  EXPECT_THROW(sh("true", missing), Error);
+}
+
 TEST_F(SandboxTest, StdinComesFromTheCaller) {
   auto [in_r, in_w] = testing::cloexec_pipe();
   const std::string data = "line one\nline two\n";
