@@ -169,8 +169,8 @@ class OrchestratorProcess {
 inline std::unique_ptr<testing::ChildProcess> start_worker(const std::string& url,
                                                            const std::filesystem::path& root,
                                                            std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv = {kWorkerBinary,      "start",       "--orchestrator", url,
-                                   "--workspace-root", root.string(), "--grace-period", "2s"};
+  std::vector<std::string> argv = {kWorkerBinary,      "start",      "--orchestrator", url,
+                                   "--workspace-root", root.string()};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return std::make_unique<testing::ChildProcess>(
       argv, std::vector<std::string>{"TAMMA_TOKEN=" + kRegistrationToken});
