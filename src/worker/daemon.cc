@@ -244,6 +244,7 @@ struct Daemon::Impl {
 
   std::mutex registration_mutex;  // one (re-)registration at a time
   StopSignal drain_stop;          // polls and registration
+  Pulse reconnected;              // a heartbeat went through after failing: retry now
   StopSignal heartbeat_stop_signal;
   std::unique_ptr<HealthServer> health_server;
 
@@ -486,6 +487,7 @@ struct Daemon::Impl {
           }
           if (backoff.failures() > 0) {
             spdlog::info("worker {}: heartbeats go through again", current->credentials.worker_id);
+            reconnected.fire();
           }
           backoff.reset();
           apply(answer);
@@ -553,13 +555,13 @@ struct Daemon::Impl {
         spdlog::warn("worker {}: slot {}: poll failed (attempt {}): {}; retrying in {} ms",
                      current->credentials.worker_id, slot, backoff.failures(), e.what(),
                      pause.count());
-        if (drain_stop.wait_for(pause)) break;
+        if (reconnected.wait_for(pause, drain_stop)) break;
         continue;
       } catch (const std::exception& e) {
         const auto pause = backoff.next();
         spdlog::error("worker {}: slot {}: poll failed here: {}; retrying in {} ms",
                       current->credentials.worker_id, slot, e.what(), pause.count());
-        if (drain_stop.wait_for(pause)) break;
+        if (reconnected.wait_for(pause, drain_stop)) break;
         continue;
       }
       if (!assignment) {
@@ -697,7 +699,7 @@ struct Daemon::Impl {
         "retrying in {} ms",
         task.session->credentials.worker_id, task.task_id, task.attempt, name, backoff.failures(),
         why, wait.count());
-    return !task.stop.wait_for(wait);
+    return !reconnected.wait_for(wait, task.stop);
   }
 
   // Sends the report until the orchestrator has it. Lease lost (409), task gone (404) or
@@ -768,7 +770,7 @@ struct Daemon::Impl {
         "worker {}: task {} attempt {}: result not delivered yet (attempt {}): {}; "
         "retrying in {} ms (the lease is kept meanwhile)",
         worker, task.task_id, task.attempt, backoff.failures(), why, wait.count());
-    if (!task.stop.wait_for(wait)) return true;
+    if (!reconnected.wait_for(wait, task.stop)) return true;
     if (!task.lease_lost.load()) {
       undelivered.fetch_add(1);
       spdlog::error("worker {}: task {} attempt {} {}: result NOT delivered (shutting down)",
