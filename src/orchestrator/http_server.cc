@@ -285,7 +285,13 @@ void Session::watch(std::function<void()> gone) {
                                                        generation](beast::error_code ec) mutable {
     if (generation != self->watch_generation_) return;
     self->watching_ = false;
-    if (ec || self->answered_) return;
+    if (self->answered_) return;
+    // An error on the socket (reset, closed under us) means the client can no longer be
+    // answered either: release what it was waiting for, or it stays parked until its timer.
+    if (ec) {
+      asio::post(self->shared_->core, std::move(gone));
+      return;
+    }
     char byte;
     ssize_t n = ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     // 0: orderly close. Data instead (a pipelined request) is left for after the answer.

@@ -56,6 +56,15 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
   store_ = std::make_unique<SqliteStore>(config_.db_path, config_.sync);
   SharedTokens tokens =
       bootstrap_tokens(*store_, config_.admin_token, config_.registration_token, announce);
+  // The workers holding these leases could not renew them while this process was down; they
+  // get one lease TTL to come back (their heartbeats retry well within it) before the reaper
+  // judges them, so a restart does not re-run every task that was running across it.
+  if (int held = store_->extend_leases(config_.lease_ttl); held > 0) {
+    spdlog::info(
+        "{} lease(s) held across the restart: each runs at least one lease TTL ({} ms) "
+        "from now",
+        held, config_.lease_ttl.count());
+  }
   core_ = std::make_unique<Core>(config_, *store_, metrics_, std::move(tokens), core_io_);
   add_health_routes(router_, *core_);
   add_worker_routes(router_, *core_);

@@ -553,6 +553,16 @@ std::vector<Requeued> SqliteStore::expire_leases(const RetryPolicy& policy) {
   return expired;
 }
 
+int SqliteStore::extend_leases(std::chrono::milliseconds lease_ttl) {
+  Transaction tx(db_);
+  int n = db_.prepare("UPDATE tasks SET lease_expires_at = MAX(lease_expires_at, " TAMMA_NOW
+                      " + ?1) WHERE " TAMMA_LEASED)
+              .bind(1, static_cast<std::int64_t>(lease_ttl.count()))
+              .run();
+  tx.commit();
+  return n;
+}
+
 std::vector<Requeued> SqliteStore::promote_retries() {
   Transaction tx(db_);
   auto s = db_.prepare("UPDATE tasks SET state = 'queued', updated_at = " TAMMA_NOW

@@ -42,6 +42,7 @@ class SqliteStore : public Store {
                              std::chrono::milliseconds lease_ttl) override;
   bool release(const std::string& task_id, int attempt, const std::string& lease_id) override;
   std::vector<Requeued> expire_leases(const RetryPolicy& policy) override;
+  int extend_leases(std::chrono::milliseconds lease_ttl) override;
   std::vector<Requeued> promote_retries() override;
   std::optional<std::int64_t> next_deadline_ms() override;
 

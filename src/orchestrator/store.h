@@ -143,6 +143,9 @@ class Store {
   // Running tasks whose lease ran out: re-queued with backoff, dead, or cancelled; ONE
   // conditional UPDATE.
   virtual std::vector<Requeued> expire_leases(const RetryPolicy& policy) = 0;
+  // At startup: every lease runs at least `lease_ttl` from now, so the time the orchestrator
+  // was down does not count against workers that could not reach it. Returns how many.
+  virtual int extend_leases(std::chrono::milliseconds lease_ttl) = 0;
   // retry_wait tasks whose backoff is over become queued.
   virtual std::vector<Requeued> promote_retries() = 0;
   // Milliseconds until the next lease expiry or retry promotion, if any.

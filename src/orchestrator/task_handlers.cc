@@ -187,22 +187,48 @@ void fail(Core& core, Request& request, const ExchangePtr& exchange) {
   exchange->reply(fenced_ok(200, {{"state", wire::to_string(outcome.state)}}, outcome));
 }
 
-// Artifact names become file names: one plain path component, nothing that could climb out.
+// An artifact is named by its path relative to the task's workspace ("dist/app.tar.gz"):
+// segments of letters, digits and . _ -, none of them "." or "..", so nothing can climb out.
 std::string checked_artifact_name(const Request& request) {
   auto it = request.query.find("name");
   if (it == request.query.end() || it->second.empty()) {
     throw wire::WireError("name", "is required in the query string");
   }
   const std::string& name = it->second;
-  if (name.size() > 200 || name == "." || name == "..") {
-    throw wire::WireError("name", "must be a plain file name of at most 200 characters");
-  }
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-';
-    if (!ok) throw wire::WireError("name", "may contain only letters, digits and . _ -");
+  if (name.size() > 1024) throw wire::WireError("name", "must be at most 1024 characters");
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t slash = name.find('/', start);
+    const std::string_view segment =
+        std::string_view(name).substr(start, slash == std::string::npos ? slash : slash - start);
+    if (segment.empty() || segment == "." || segment == ".." || segment.size() > 200) {
+      throw wire::WireError("name",
+                            "must be a relative path of non-empty segments (not . or ..) of at "
+                            "most 200 characters each");
+    }
+    for (char c : segment) {
+      bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '.' || c == '_' || c == '-';
+      if (!ok) throw wire::WireError("name", "may contain only letters, digits, . _ - and /");
+    }
+    if (slash == std::string::npos) break;
+    start = slash + 1;
   }
   return name;
+}
+
+// One flat file per artifact: '/' becomes "%2F" ('%' never appears in a name, so no two names
+// share a file), and no directory of one name can collide with the file of another.
+std::string artifact_file_name(const std::string& name) {
+  std::string out;
+  for (char c : name) {
+    if (c == '/') {
+      out += "%2F";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
 }
 
 std::string file_sha256(const std::filesystem::path& file, std::uint64_t* size) {
@@ -242,7 +268,7 @@ void upload_artifact(Core& core, Request& request, const ExchangePtr& exchange) 
   info.attempt = fence.attempt;
   info.sha256 = file_sha256(request.body_file, &info.size);
   auto dir = core.config.data_dir / "artifacts" / id / std::to_string(fence.attempt);
-  auto target = dir / info.name;
+  auto target = dir / artifact_file_name(info.name);
   auto outcome = core.store.add_artifact(id, worker, fence, info, target.string());
   Core::check_fence(outcome, id);
   std::error_code ec;

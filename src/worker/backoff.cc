@@ -59,4 +59,28 @@ void StopSignal::detach(std::uint64_t id) const {
   std::erase_if(wakers_, [id](const auto& entry) { return entry.first == id; });
 }
 
+void Pulse::fire() {
+  {
+    std::lock_guard lock(mutex_);
+    ++generation_;
+  }
+  changed_.notify_all();
+}
+
+bool Pulse::wait_for(std::chrono::milliseconds duration, const StopSignal& stop) {
+  // The stop signal's waker takes this mutex before notifying, so a stop that fires between
+  // the predicate's check and the sleep is not missed.
+  const auto id = stop.attach([this] {
+    std::lock_guard lock(mutex_);
+    changed_.notify_all();
+  });
+  {
+    std::unique_lock lock(mutex_);
+    const auto seen = generation_;
+    changed_.wait_for(lock, duration, [&] { return generation_ != seen || stop.fired(); });
+  }
+  stop.detach(id);
+  return stop.fired();
+}
+
 }  // namespace tamma::worker

@@ -65,4 +65,19 @@ class StopSignal {
   mutable std::vector<std::pair<std::uint64_t, std::function<void()>>> wakers_;
 };
 
+// "The orchestrator answers again": wakes every thread sleeping out a backoff at once, without
+// ending anything, so a worker that waited through an outage resumes within one heartbeat of
+// the orchestrator's return instead of after its longest backoff (up to the 30 s cap).
+class Pulse {
+ public:
+  void fire();
+  // Sleeps for `duration` unless the pulse fires or `stop` fires first; true when `stop` fired.
+  bool wait_for(std::chrono::milliseconds duration, const StopSignal& stop);
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::uint64_t generation_ = 0;
+};
+
 }  // namespace tamma::worker

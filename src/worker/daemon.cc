@@ -7,7 +7,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -134,6 +140,41 @@ std::string cut_middle(const std::string& text, std::size_t keep, std::uint64_t&
          text.substr(text.size() - tail);
 }
 
+// Where the engine copies a task's matched artifacts before its workspace goes away; they
+// wait here until uploaded. Removed with everything in it on destruction.
+class StagingDir {
+ public:
+  explicit StagingDir(const std::filesystem::path& root) {
+    std::filesystem::create_directories(root);
+    std::string pattern = (root / ".artifacts-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      throw Error(ErrorKind::kInfrastructure, "artifact_staging",
+                  "cannot create a directory for artifacts under " + root.string() + ": " +
+                      std::strerror(errno));
+    }
+    path_ = pattern;
+  }
+  ~StagingDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+    if (ec) spdlog::warn("cannot remove {}: {}", path_.string(), ec.message());
+  }
+  StagingDir(const StagingDir&) = delete;
+  StagingDir& operator=(const StagingDir&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::string read_whole_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    throw Error(ErrorKind::kInfrastructure, "artifact_io", "cannot read " + file.string());
+  }
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 }  // namespace
 
 protocol::wire::Capabilities detect_capabilities(const Config& config) {
@@ -203,6 +244,7 @@ struct Daemon::Impl {
 
   std::mutex registration_mutex;  // one (re-)registration at a time
   StopSignal drain_stop;          // polls and registration
+  Pulse reconnected;              // a heartbeat went through after failing: retry now
   StopSignal heartbeat_stop_signal;
   std::unique_ptr<HealthServer> health_server;
 
@@ -445,6 +487,7 @@ struct Daemon::Impl {
           }
           if (backoff.failures() > 0) {
             spdlog::info("worker {}: heartbeats go through again", current->credentials.worker_id);
+            reconnected.fire();
           }
           backoff.reset();
           apply(answer);
@@ -512,13 +555,13 @@ struct Daemon::Impl {
         spdlog::warn("worker {}: slot {}: poll failed (attempt {}): {}; retrying in {} ms",
                      current->credentials.worker_id, slot, backoff.failures(), e.what(),
                      pause.count());
-        if (drain_stop.wait_for(pause)) break;
+        if (reconnected.wait_for(pause, drain_stop)) break;
         continue;
       } catch (const std::exception& e) {
         const auto pause = backoff.next();
         spdlog::error("worker {}: slot {}: poll failed here: {}; retrying in {} ms",
                       current->credentials.worker_id, slot, e.what(), pause.count());
-        if (drain_stop.wait_for(pause)) break;
+        if (reconnected.wait_for(pause, drain_stop)) break;
         continue;
       }
       if (!assignment) {
@@ -563,8 +606,13 @@ struct Daemon::Impl {
     spdlog::info("worker {}: task {} attempt {} assigned (type {})", worker, task->task_id,
                  task->attempt, assignment.task.value("type", "?"));
     send_started(client, *task);
-    Report report = execute(*task, assignment.task);
+    std::unique_ptr<StagingDir> staging;
+    Report report = execute(*task, assignment.task, staging);
     task->running = false;
+    if (!task->lease_lost.load() && staging && report.result) {
+      upload_artifacts(client, *task, *report.result, staging->path());
+    }
+    staging.reset();
     if (task->lease_lost.load()) {
       spdlog::info("worker {}: task {} attempt {} ended {}; not reported (lease lost)", worker,
                    task->task_id, task->attempt, report.status);
@@ -599,7 +647,60 @@ struct Daemon::Impl {
     }
   }
 
-  Report execute(ActiveTask& task, const json& document);
+  Report execute(ActiveTask& task, const json& document, std::unique_ptr<StagingDir>& staging);
+
+  // Each matched artifact goes up before the result, fenced and retried like the result, so
+  // an admin who sees the task succeeded can download them. One the orchestrator refuses for
+  // good (too large, bad name) is logged and skipped: the result still lists it.
+  void upload_artifacts(OrchestratorClient& client, ActiveTask& task,
+                        const protocol::TaskResult& result, const std::filesystem::path& dir) {
+    const std::string& worker = task.session->credentials.worker_id;
+    for (const auto& artifact : result.artifacts) {
+      Backoff backoff(options.backoff);
+      for (;;) {
+        try {
+          auto stored = client.upload_artifact(task.session->credentials, task.task_id,
+                                               task.fence(), artifact.path,
+                                               read_whole_file(dir / artifact.path), &task.stop);
+          if (stored != artifact.sha256) {
+            throw Error(
+                ErrorKind::kInfrastructure, "artifact_corrupted",
+                "the orchestrator stored SHA-256 " + stored + ", expected " + artifact.sha256);
+          }
+          spdlog::info("worker {}: task {} attempt {}: artifact {} uploaded ({} bytes)", worker,
+                       task.task_id, task.attempt, artifact.path, artifact.size);
+          break;
+        } catch (const Interrupted&) {
+          return;
+        } catch (const OrchestratorError& e) {
+          if (e.lease_lost() || e.unauthorized() || e.status() == 404) {
+            lose_lease(task, e.what());
+            return;
+          }
+          if (!e.retryable()) {
+            spdlog::error("worker {}: task {} attempt {}: artifact {} refused, not uploaded: {}",
+                          worker, task.task_id, task.attempt, artifact.path, e.what());
+            break;
+          }
+          if (!wait_before_upload_retry(task, backoff, artifact.path, e.what())) return;
+        } catch (const std::exception& e) {
+          if (!wait_before_upload_retry(task, backoff, artifact.path, e.what())) return;
+        }
+      }
+    }
+  }
+
+  // False when the wait was cut short (lease lost, abort).
+  bool wait_before_upload_retry(ActiveTask& task, Backoff& backoff, const std::string& name,
+                                const char* why) {
+    const auto wait = backoff.next();
+    spdlog::warn(
+        "worker {}: task {} attempt {}: artifact {} not uploaded yet (attempt {}): {}; "
+        "retrying in {} ms",
+        task.session->credentials.worker_id, task.task_id, task.attempt, name, backoff.failures(),
+        why, wait.count());
+    return !reconnected.wait_for(wait, task.stop);
+  }
 
   // Sends the report until the orchestrator has it. Lease lost (409), task gone (404) or
   // token revoked (401/403) drop it: the orchestrator has decided about that attempt already.
@@ -669,7 +770,7 @@ struct Daemon::Impl {
         "worker {}: task {} attempt {}: result not delivered yet (attempt {}): {}; "
         "retrying in {} ms (the lease is kept meanwhile)",
         worker, task.task_id, task.attempt, backoff.failures(), why, wait.count());
-    if (!task.stop.wait_for(wait)) return true;
+    if (!reconnected.wait_for(wait, task.stop)) return true;
     if (!task.lease_lost.load()) {
       undelivered.fetch_add(1);
       spdlog::error("worker {}: task {} attempt {} {}: result NOT delivered (shutting down)",
@@ -918,7 +1019,8 @@ class TaskReporter : public RunObserver {
 
 }  // namespace
 
-Report Daemon::Impl::execute(ActiveTask& task, const json& document) {
+Report Daemon::Impl::execute(ActiveTask& task, const json& document,
+                             std::unique_ptr<StagingDir>& staging) {
   Report report;
   auto parsed = protocol::parse_task_spec(document);
   if (!parsed.spec) {
@@ -933,7 +1035,12 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document) {
   spec.id = task.task_id;
   TaskReporter reporter(*this, task);
   try {
-    report.result = engine.run(std::move(spec), task.cancellation, reporter);
+    RunOptions run_options;
+    if (!spec.artifacts.empty()) {
+      staging = std::make_unique<StagingDir>(options.config.workspace_root);
+      run_options.artifacts_dir = staging->path();
+    }
+    report.result = engine.run(std::move(spec), task.cancellation, reporter, run_options);
   } catch (const Error& e) {
     // kConfig: the spec cannot run here as given (unknown type, no steps); running it again
     // would end the same way.

@@ -360,4 +360,20 @@ LogAppendAnswer OrchestratorClient::append_log(const WorkerCredentials& worker,
                           error.retryable(), error.log_length());
 }
 
+std::string OrchestratorClient::upload_artifact(const WorkerCredentials& worker,
+                                                const std::string& task_id,
+                                                const wire::Fence& fence, const std::string& name,
+                                                std::string bytes, const StopSignal* stop) {
+  Call call;
+  call.path = "/api/v1/tasks/" + escape(task_id) + "/artifacts?name=" + escape(name) +
+              "&attempt=" + std::to_string(fence.attempt) + "&leaseId=" + escape(fence.lease_id);
+  call.body = std::move(bytes);
+  call.content_type = "application/octet-stream";
+  call.bearer = &worker.token;
+  auto answer = expect_success(call, stop);
+  auto document = parse_answer(answer.body, answer.status, "an artifact upload");
+  return decode("an artifact upload", answer.status,
+                [&] { return document.at("sha256").get<std::string>(); });
+}
+
 }  // namespace tamma::worker

@@ -107,6 +107,11 @@ class OrchestratorClient {
                         const wire::CompleteRequest& request, const StopSignal* stop = nullptr);
   FencedAnswer fail(const WorkerCredentials& worker, const std::string& task_id,
                     const wire::FailRequest& request, const StopSignal* stop = nullptr);
+  // Uploads one artifact of the attempt as raw bytes; `name` is its path relative to the
+  // workspace. Returns the SHA-256 the orchestrator computed of what it stored.
+  std::string upload_artifact(const WorkerCredentials& worker, const std::string& task_id,
+                              const wire::Fence& fence, const std::string& name, std::string bytes,
+                              const StopSignal* stop = nullptr);
 
  private:
   struct Answer {

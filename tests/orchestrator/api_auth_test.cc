@@ -104,6 +104,44 @@ TEST(OrchestratorAuth, MalformedBodiesAre400NamingTheField) {
   EXPECT_EQ(no_task.json()["error"]["field"], "$.task");
 }
 
+TEST(OrchestratorAuth, MalformedFencedWritesAre400NamingTheFieldAndChangeNothing) {
+  TestServer server;
+  auto worker = server.register_worker();
+  std::string id = server.submit(submit_body(task_spec()));
+  auto lease = worker->poll(1000).json();
+  ASSERT_EQ(lease["taskId"], id);
+  const int attempt = lease["attempt"];
+  const std::string lease_id = lease["leaseId"];
+  const std::string base = "/api/v1/tasks/" + id;
+
+  auto no_lease = worker->http.post_json(
+      base + "/complete", {{"attempt", attempt}, {"result", {{"status", "succeeded"}}}});
+  EXPECT_EQ(no_lease.status, 400) << no_lease.body;
+  EXPECT_EQ(no_lease.json()["error"]["field"], "$.leaseId") << no_lease.body;
+
+  auto bad_percent = worker->http.post_json(
+      base + "/progress", {{"attempt", attempt}, {"leaseId", lease_id}, {"percent", "half"}});
+  EXPECT_EQ(bad_percent.status, 400) << bad_percent.body;
+  EXPECT_EQ(bad_percent.json()["error"]["field"], "$.percent") << bad_percent.body;
+
+  auto bad_offset = worker->http.request(
+      "POST",
+      base + "/logs?attempt=" + std::to_string(attempt) + "&leaseId=" + lease_id + "&offset=x",
+      "bytes");
+  EXPECT_EQ(bad_offset.status, 400) << bad_offset.body;
+  EXPECT_FALSE(bad_offset.json()["error"]["message"].get<std::string>().empty());
+
+  auto not_json = worker->http.request("POST", base + "/fail",
+                                       "{\"attempt\":", {"Content-Type: application/json"});
+  EXPECT_EQ(not_json.status, 400) << not_json.body;
+
+  // None of them touched the task: it still runs this attempt, and the real completion counts.
+  auto t = server.admin()->get(base).json();
+  EXPECT_EQ(t["state"], "running");
+  EXPECT_EQ(t["logLength"], 0);
+  EXPECT_EQ(worker->complete(id, attempt, lease_id).status, 200);
+}
+
 TEST(OrchestratorAuth, OversizedBodiesAre413) {
   TestServer server([](ServerConfig& c) {
     c.max_json_body = 4096;

@@ -133,6 +133,15 @@ bool ChildProcess::wait_for_output(const std::string& text, std::chrono::millise
 
 void ChildProcess::send_signal(int sig) { ::kill(pid_, sig); }
 
+void ChildProcess::drain_output() {
+  // pump() reads at most one buffer per stream; a few rounds empty a full pipe.
+  for (int i = 0; i < 64 && (out_fd_ >= 0 || err_fd_ >= 0); ++i) {
+    const auto before = result_.out.size() + result_.err.size();
+    pump(0);
+    if (result_.out.size() + result_.err.size() == before) break;
+  }
+}
+
 ProcessResult ChildProcess::wait(std::chrono::milliseconds limit) {
   const auto until = std::chrono::steady_clock::now() + limit;
   int status = 0;

@@ -46,6 +46,10 @@ class ChildProcess {
   // Reads output until `text` appears on stdout or stderr, or `limit` passes.
   bool wait_for_output(const std::string& text, std::chrono::milliseconds limit);
   void send_signal(int sig);
+  // Reads whatever output is waiting, without blocking: a long-lived child that logs a lot
+  // would otherwise stall on a full pipe while the test is busy elsewhere.
+  void drain_output();
+  [[nodiscard]] const std::string& err_so_far() const { return result_.err; }
   // Waits for exit (killing the child after `limit`, which marks timed_out).
   ProcessResult wait(std::chrono::milliseconds limit = std::chrono::seconds(120));
 

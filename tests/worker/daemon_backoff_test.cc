@@ -5,6 +5,7 @@
 #include <atomic>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "worker/backoff.h"
 
@@ -75,6 +76,43 @@ TEST(DaemonStopSignal, WaitReturnsAtOnceWhenFiredAndRunsAttachedWakers) {
   stop.attach([&] { woken++; });
   EXPECT_EQ(woken.load(), 2);
   EXPECT_TRUE(stop.fired());
+}
+
+TEST(DaemonPulse, AFireWakesEveryWaiterWithoutStoppingIt) {
+  Pulse pulse;
+  StopSignal stop;
+  std::atomic<int> woken{0};
+  std::atomic<int> stopped{0};
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 3; ++i) {
+    waiters.emplace_back([&] {
+      // An hour: only the pulse can end this wait before the test's own time limit.
+      stopped += pulse.wait_for(std::chrono::hours(1), stop) ? 1 : 0;
+      woken++;
+    });
+  }
+  // Fired until every waiter is out: one that had not started waiting yet catches a later one.
+  while (woken.load() < 3) {
+    pulse.fire();
+    std::this_thread::sleep_for(1ms);
+  }
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(stopped.load(), 0) << "a pulse is not a stop";
+  EXPECT_FALSE(stop.fired());
+}
+
+TEST(DaemonPulse, TheStopSignalStillEndsTheWaitAndSaysSo) {
+  Pulse pulse;
+  StopSignal stop;
+  std::atomic<bool> result{false};
+  std::thread waiter([&] { result = pulse.wait_for(std::chrono::hours(1), stop); });
+  stop.fire();
+  waiter.join();
+  EXPECT_TRUE(result.load());
+  // Already fired: returns at once.
+  EXPECT_TRUE(pulse.wait_for(std::chrono::hours(1), stop));
+  StopSignal idle;
+  EXPECT_FALSE(pulse.wait_for(1ms, idle)) << "neither fired: the whole wait passes";
 }
 
 }  // namespace

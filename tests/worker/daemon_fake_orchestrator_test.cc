@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "support/test_support.h"
+#include "worker/artifacts.h"
 #include "worker/daemon.h"
 #include "worker/daemon_http_responder.h"
 
@@ -116,6 +117,16 @@ class ScriptedOrchestrator {
     if (path == "/api/v1/tasks/tsk_1/started" || path == "/api/v1/tasks/tsk_1/progress") {
       return {200, R"({"state":"running"})", {{"X-Tamma-Task-State", "running"}}};
     }
+    if (path == "/api/v1/tasks/tsk_1/artifacts") {
+      int n;
+      {
+        std::lock_guard lock(mutex_);
+        results_.emplace_back(Clock::now(),
+                              "artifacts " + r.target.substr(r.target.find('?')) + " " + r.body);
+        n = static_cast<int>(results_.size());
+      }
+      return on_result_("artifacts", n);
+    }
     if (path == "/api/v1/tasks/tsk_1/complete" || path == "/api/v1/tasks/tsk_1/fail") {
       const std::string what = path.substr(path.rfind('/') + 1);
       int n;
@@ -207,6 +218,49 @@ TEST(DaemonWithScriptedOrchestrator, KeepsTheResultAndItsLeaseWhileTheOrchestrat
   }
   EXPECT_GE(renewing, 3) << "the undelivered result's lease was renewed (every 200 ms for 1 s)";
   EXPECT_FALSE(holds_lease(heartbeats.back().body)) << "delivered: the lease is let go";
+}
+
+TEST(DaemonWithScriptedOrchestrator, UploadsArtifactsRetriedUntilStoredAndOnlyThenCompletes) {
+  json task = {{"type", "command"},
+               {"steps", {{{"name", "s"}, {"run", "mkdir -p d && echo hi > d/a.txt"}}}},
+               {"artifacts", {"d/*.txt"}}};
+  tamma::testing::TempDir scratch;
+  tamma::testing::write_file(scratch.path() / "a.txt", "hi\n");
+  const std::string sha = sha256_file(scratch.path() / "a.txt");
+  ScriptedOrchestrator orchestrator(task, [&](const std::string& what, int n) -> HttpReply {
+    if (what == "artifacts" && n == 1) {
+      return {503, R"({"error":{"code":"database_error","message":"locked"}})", {}};
+    }
+    if (what == "artifacts") {
+      return {
+          201, json{{"name", "d/a.txt"}, {"attempt", 1}, {"size", 3}, {"sha256", sha}}.dump(), {}};
+    }
+    return {200, R"({"state":"succeeded"})", {}};
+  });
+  tamma::testing::TempDir workspaces;
+  Daemon daemon(options_for(orchestrator.url(), workspaces.path()));
+  auto exit_code = std::async(std::launch::async, [&] { return daemon.run(); });
+  const auto deadline = Clock::now() + 20s;
+  auto completed = [&] {
+    auto r = orchestrator.results();
+    return !r.empty() && r.back().second.rfind("complete ", 0) == 0;
+  };
+  while (!completed() && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  daemon.drain("test");
+  EXPECT_EQ(exit_code.get(), 0);
+
+  auto results = orchestrator.results();
+  ASSERT_EQ(results.size(), 3u);
+  const std::string upload = "artifacts ?name=d%2Fa.txt&attempt=1&leaseId=L1 hi\n";
+  EXPECT_EQ(results[0].second, upload) << "the artifact by its workspace path, fenced";
+  EXPECT_EQ(results[1].second, upload) << "retried after the 503";
+  EXPECT_EQ(results[2].second.rfind("complete ", 0), 0u) << "the completion only after it";
+  EXPECT_NE(results[2].second.find(sha), std::string::npos) << "the result lists it";
+  // The staging copy went with the task.
+  for (const auto& entry : std::filesystem::directory_iterator(workspaces.path())) {
+    EXPECT_EQ(entry.path().filename().string().rfind(".artifacts-", 0), std::string::npos)
+        << entry.path();
+  }
 }
 
 TEST(DaemonWithScriptedOrchestrator, ALostLeaseStopsTheTaskAtOnceAndNothingIsReported) {
