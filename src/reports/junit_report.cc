@@ -15,6 +15,8 @@ namespace {
 
 using nlohmann::json;
 
+constexpr int kMaxSuiteDepth = 64;
+
 [[noreturn]] void malformed(const std::string& message) {
   throw Error(ErrorKind::kTaskFailed, "report_malformed", message);
 }
@@ -68,6 +70,8 @@ struct Location {
 
 // GoogleTest starts each failure message with a line that is only "path:line".
 std::optional<Location> gtest_location(std::string_view message) {
+  // The location line is always followed by the failure's text.
+  if (message.find('\n') == std::string_view::npos) return std::nullopt;
   const std::string_view first = trim(message.substr(0, message.find('\n')));
   const auto colon = first.rfind(':');
   if (colon == std::string_view::npos || colon == 0) return std::nullopt;
@@ -191,16 +195,22 @@ FailureElement read_failure(pugi::xml_node node) {
 
 class Parser {
  public:
-  Parser(const std::string& workspace, TestTotals& totals)
-      : workspace_(workspace), totals_(totals) {}
+  Parser(const std::string& name, const std::string& workspace, TestTotals& totals)
+      : name_(name), workspace_(workspace), totals_(totals) {}
 
-  void visit(pugi::xml_node parent, const std::string& suite) {
+  void visit(pugi::xml_node parent, const std::string& suite, int depth = 0) {
+    // pugixml parses any depth without recursion; this walk recurses, so a hostile report
+    // must not take the worker's stack.
+    if (depth > kMaxSuiteDepth) {
+      malformed(
+          fmt::format("test report {} nests suites deeper than {} levels", name_, kMaxSuiteDepth));
+    }
     for (pugi::xml_node child : parent.children()) {
       const std::string_view tag = child.name();
       if (tag == "testsuites") {
-        visit(child, "");
+        visit(child, "", depth + 1);
       } else if (tag == "testsuite") {
-        visit(child, child.attribute("name").as_string());
+        visit(child, child.attribute("name").as_string(), depth + 1);
       } else if (tag == "testcase") {
         testcase(child, suite);
       }
@@ -280,6 +290,7 @@ class Parser {
     totals_.failures.push_back(std::move(failure));
   }
 
+  const std::string& name_;
   const std::string& workspace_;
   TestTotals& totals_;
 };
@@ -333,7 +344,7 @@ TestTotals parse_junit(std::string_view xml, const std::string& name,
                     name, valid_utf8(tag)));
   }
   TestTotals totals;
-  Parser(workspace, totals).visit(document, "");
+  Parser(name, workspace, totals).visit(document, "");
   return totals;
 }
 

@@ -191,6 +191,24 @@ TEST(JUnit, MalformedXmlNamesTheFileLineAndColumn) {
   EXPECT_THAT(message, HasSubstr("line 1, column"));
 }
 
+TEST(JUnit, SuitesNestedWithoutEndAreRefusedNotRecursedInto) {
+  std::string xml;
+  for (int i = 0; i < 100000; ++i) xml += "<testsuite>";
+  for (int i = 0; i < 100000; ++i) xml += "</testsuite>";
+  std::string message;
+  EXPECT_EQ(error_code_of(xml, &message), "report_malformed");
+  EXPECT_THAT(message, HasSubstr("nests suites deeper than 64 levels"));
+}
+
+TEST(JUnit, AOneLineMessageWithAColonIsNotALocation) {
+  const std::string xml =
+      R"xml(<testsuite><testcase name="t"><failure message="GET http://localhost:8080"/></testcase></testsuite>)xml";
+  const TestTotals totals = parse_junit(xml, "c.xml", "/workspace");
+  ASSERT_EQ(totals.failures.size(), 1u);
+  EXPECT_EQ(totals.failures[0].file, "");
+  EXPECT_EQ(totals.failures[0].message, "GET http://localhost:8080");
+}
+
 TEST(JUnit, LongMessagesAreCutAndSaidSo) {
   const std::string xml = "<testsuite><testcase name=\"t\"><failure message=\"" +
                           std::string(10000, 'x') + "\"/></testcase></testsuite>";
