@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <unordered_map>
 
 #include <fmt/format.h>
 
@@ -123,6 +124,15 @@ class RunParser {
       reader_.malformed(path + ".tool.driver.name", "is required (the tool's name)");
     }
     extensions_ = reader_.member(tool, "extensions", json::value_t::array, path + ".tool");
+    driver_rules_ = reader_.member(*driver_, "rules", json::value_t::array, path + ".tool.driver");
+    // Looked up once per result: by id through a map, not a scan of every rule.
+    if (driver_rules_ != nullptr) {
+      for (const json& rule : *driver_rules_) {
+        if (rule.is_object() && rule.contains("id") && rule["id"].is_string()) {
+          rules_by_id_.try_emplace(rule["id"].get<std::string>(), &rule);
+        }
+      }
+    }
   }
 
   [[nodiscard]] const std::string& tool_name() const { return tool_name_; }
@@ -161,8 +171,7 @@ class RunParser {
   // so), by ruleIndex, else by id among the driver's rules.
   const json* rule_of(const json& result, const std::string& rule_id,
                       const std::string& path) const {
-    const json* rules =
-        reader_.member(*driver_, "rules", json::value_t::array, path_ + ".tool.driver");
+    const json* rules = driver_rules_;
     std::optional<std::int64_t> index;
     if (const json* rule = reader_.member(result, "rule", json::value_t::object, path)) {
       if (const json* i =
@@ -190,6 +199,10 @@ class RunParser {
     if (rules == nullptr) return nullptr;
     if (index && *index >= 0 && static_cast<std::size_t>(*index) < rules->size()) {
       return &(*rules)[static_cast<std::size_t>(*index)];
+    }
+    if (rules == driver_rules_) {
+      auto it = rules_by_id_.find(rule_id);
+      return it == rules_by_id_.end() ? nullptr : it->second;
     }
     for (const json& rule : *rules) {
       if (rule.is_object() && rule.contains("id") && rule["id"] == rule_id) return &rule;
@@ -323,6 +336,8 @@ class RunParser {
   const std::string& workspace_;
   const json* driver_ = nullptr;
   const json* extensions_ = nullptr;
+  const json* driver_rules_ = nullptr;
+  std::unordered_map<std::string, const json*> rules_by_id_;
   std::string tool_name_;
 };
 
