@@ -431,6 +431,37 @@ TEST_F(TaskTypes, MalformedOrMissingSarifFailsTheScan) {
               HasSubstr("SARIF file \"s.sarif\" does not exist"));
 }
 
+TEST_F(TaskTypes, FailingScannerStepStillReportsItsFindings) {
+  const json spec = {{"type", "security_scan"},
+                     {"steps",
+                      {{{"run",
+                         "printf '{\"version\":\"2.1.0\",\"runs\":[{\"tool\":{\"driver\":{\"name\":"
+                         "\"bandit\"}},\"results\":[{\"ruleId\":\"B602\",\"level\":\"error\","
+                         "\"message\":{\"text\":\"shell=True\"}}]}]}' > s.sarif; exit 3"}}}},
+                     {"sarif", "s.sarif"}};
+  const json result = run(spec, 1);
+  EXPECT_EQ(result["status"], "failed");
+  EXPECT_EQ(result["exitCode"], 3);
+  EXPECT_EQ(result["error"]["code"], "findings_over_threshold");
+  EXPECT_EQ(result["details"]["scan"]["counts"]["error"], 1);
+  EXPECT_EQ(result["details"]["scan"]["findings"][0]["ruleId"], "B602");
+}
+
+TEST_F(TaskTypes, TimedOutTestStepKeepsTheTimeoutButReportsWhatItWrote) {
+  const json spec = {{"type", "test"},
+                     {"steps",
+                      {{{"run",
+                         "mkdir -p out && printf '<testsuite name=\"s\"><testcase name=\"a\"/>"
+                         "</testsuite>' > out/junit.xml && sleep 60 # " +
+                             marker_},
+                        {"timeout", "1s"}}}},
+                     {"reports", {"out/*.xml"}}};
+  const json result = run(spec, 3, {"--grace-period", "1s"});
+  EXPECT_EQ(result["status"], "timeout");
+  EXPECT_EQ(result["error"]["code"], "timeout");
+  EXPECT_EQ(result["details"]["tests"]["total"], 1);
+}
+
 TEST_F(TaskTypes, ScanHasNoNetworkUnlessTheSpecAsksForIt) {
   const json spec = {{"type", "security_scan"},
                      {"steps",
