@@ -8,6 +8,11 @@
 
 namespace tamma {
 
+// Text from a task (output, reports) is whatever bytes it wrote, and nlohmann refuses to
+// serialize invalid UTF-8: each byte that is not part of a valid sequence becomes U+FFFD, as a
+// terminal would show it.
+std::string valid_utf8(std::string_view in);
+
 // The text as a JSON string literal: quoted, escaped, invalid UTF-8 replaced.
 std::string json_quote(std::string_view text);
 

@@ -223,26 +223,6 @@ std::optional<std::string> normalize_workdir(std::string_view text, std::string&
   return out;
 }
 
-std::optional<std::string> check_artifact(std::string_view pattern) {
-  if (pattern.empty()) return "must not be empty";
-  if (has_nul(pattern)) return "must not contain a NUL character";
-  if (pattern.front() == '/') {
-    return fmt::format("{} is absolute; give a glob relative to the workspace",
-                       json_quote(pattern));
-  }
-  std::size_t start = 0;
-  while (start <= pattern.size()) {
-    auto end = pattern.find('/', start);
-    if (end == std::string_view::npos) end = pattern.size();
-    if (pattern.substr(start, end - start) == "..") {
-      return fmt::format("{} has a \"..\" component; artifacts come from inside the workspace",
-                         json_quote(pattern));
-    }
-    start = end + 1;
-  }
-  return std::nullopt;
-}
-
 std::optional<Step> parse_step(const json& value, std::size_t index, const std::string& path,
                                Problems& problems) {
   const std::size_t before = problems.size();
@@ -404,6 +384,60 @@ std::optional<Repository> parse_repository(const json& value, const TaskSpec& sp
   return repo;
 }
 
+// `reports`, `sarif` and `failOn`: checked whenever given; `test` needs reports and
+// `security_scan` a SARIF file, since parsing them is what those types add to `command`.
+void parse_report_inputs(const json& document, TaskSpec& spec, Problems& problems) {
+  if (auto it = document.find("reports"); it != document.end()) {
+    if (!it->is_array() || it->empty()) {
+      add(problems, "$.reports",
+          fmt::format("must be a non-empty array of JUnit XML globs relative to the workspace, "
+                      "not {}",
+                      it->is_array() ? "an empty array" : describe_json(*it)));
+    } else {
+      for (std::size_t i = 0; i < it->size(); ++i) {
+        const json& item = (*it)[i];
+        if (!item.is_string()) {
+          add(problems, index_path("$.reports", i),
+              fmt::format("must be a string, not {}", describe_json(item)));
+        } else if (auto problem = workspace_glob_problem(item.get<std::string>())) {
+          add(problems, index_path("$.reports", i), *problem);
+        } else {
+          spec.reports.push_back(item.get<std::string>());
+        }
+      }
+    }
+  } else if (spec.type == "test") {
+    add(problems, "$.reports",
+        "is required for a \"test\" task: an array of globs of the JUnit XML reports the steps "
+        "write, e.g. [\"build/test-results/*.xml\"]");
+  }
+  if (auto it = document.find("sarif"); it != document.end()) {
+    if (!it->is_string()) {
+      add(problems, "$.sarif",
+          fmt::format("must be the path of a SARIF file relative to the workspace, not {}",
+                      describe_json(*it)));
+    } else if (auto problem = workspace_glob_problem(it->get<std::string>())) {
+      add(problems, "$.sarif", *problem);
+    } else {
+      spec.sarif = it->get<std::string>();
+    }
+  } else if (spec.type == "security_scan") {
+    add(problems, "$.sarif",
+        "is required for a \"security_scan\" task: the path of the SARIF 2.1.0 file the scanner "
+        "writes, relative to the workspace");
+  }
+  if (auto it = document.find("failOn"); it != document.end()) {
+    if (*it == "error" || *it == "warning" || *it == "note") {
+      spec.fail_on = it->get<std::string>();
+    } else {
+      add(problems, "$.failOn",
+          fmt::format("must be \"error\", \"warning\" or \"note\" (the lowest SARIF level that "
+                      "fails the scan), not {}",
+                      describe_json(*it)));
+    }
+  }
+}
+
 std::string joined(const auto& names) {
   std::string out;
   for (const auto& name : names) out += (out.empty() ? "" : ", ") + std::string(name);
@@ -411,6 +445,26 @@ std::string joined(const auto& names) {
 }
 
 }  // namespace
+
+std::optional<std::string> workspace_glob_problem(std::string_view pattern) {
+  if (pattern.empty()) return "must not be empty";
+  if (has_nul(pattern)) return "must not contain a NUL character";
+  if (pattern.front() == '/') {
+    return fmt::format("{} is absolute; give a glob relative to the workspace",
+                       json_quote(pattern));
+  }
+  std::size_t start = 0;
+  while (start <= pattern.size()) {
+    auto end = pattern.find('/', start);
+    if (end == std::string_view::npos) end = pattern.size();
+    if (pattern.substr(start, end - start) == "..") {
+      return fmt::format("{} has a \"..\" component, which leads out of the workspace",
+                         json_quote(pattern));
+    }
+    start = end + 1;
+  }
+  return std::nullopt;
+}
 
 ParseOutcome parse_task_spec(const nlohmann::json& document) {
   ParseOutcome outcome;
@@ -529,7 +583,7 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
         const std::string item_path = index_path("$.artifacts", i);
         if (!item.is_string()) {
           add(problems, item_path, fmt::format("must be a string, not {}", describe_json(item)));
-        } else if (auto problem = check_artifact(item.get<std::string>())) {
+        } else if (auto problem = workspace_glob_problem(item.get<std::string>())) {
           add(problems, item_path, *problem);
         } else {
           spec.artifacts.push_back(item.get<std::string>());
@@ -541,6 +595,7 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
   if (auto it = document.find("repository"); it != document.end()) {
     spec.repository = parse_repository(*it, spec, problems);
   }
+  parse_report_inputs(document, spec, problems);
 
   if (problems.empty()) outcome.spec = std::move(spec);
   return outcome;
@@ -646,6 +701,10 @@ nlohmann::json to_json(const TaskSpec& spec) {
 
   out["network"] = spec.network == NetworkMode::kHost ? "host" : "none";
   set_or_erase(out, "artifacts", !spec.artifacts.empty(), [&] { return spec.artifacts; });
+  set_or_erase(out, "reports", !spec.reports.empty(), [&] { return spec.reports; });
+  set_or_erase(out, "sarif", !spec.sarif.empty(), [&] { return spec.sarif; });
+  set_or_erase(out, "failOn", spec.fail_on != "error" || spec.type == "security_scan",
+               [&] { return spec.fail_on; });
   return out;
 }
 

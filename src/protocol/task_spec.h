@@ -51,6 +51,11 @@ struct TaskSpec {
   std::vector<std::string> artifacts;  // globs relative to the workspace
   std::optional<Repository> repository;
   nlohmann::json raw;                  // the document as given, for external handlers
+  // Report inputs (docs/task-spec.md): JUnit XML globs for `test` (required there), the SARIF
+  // file for `security_scan` (required there), and the lowest SARIF level that fails a scan.
+  std::vector<std::string> reports;
+  std::string sarif;
+  std::string fail_on = "error";  // "error", "warning" or "note"
 };
 
 struct ValidationProblem {
@@ -70,5 +75,9 @@ ParseOutcome parse_task_spec(const nlohmann::json& document);
 TaskSpec load_task_spec(const std::filesystem::path& file);
 
 nlohmann::json to_json(const TaskSpec& spec);
+
+// Why a glob or path cannot name files inside the workspace (empty, absolute, a ".."
+// component), quoting it; nullopt when it can.
+std::optional<std::string> workspace_glob_problem(std::string_view glob);
 
 }  // namespace tamma::protocol

@@ -1,102 +1,164 @@
 #include "worker/artifacts.h"
 
-#include <fnmatch.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <fstream>
 #include <memory>
 
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "common/json_text.h"
+#include "common/units.h"
+#include "protocol/task_spec.h"
 
 namespace tamma::worker {
 namespace {
 
-std::vector<std::string_view> split(std::string_view path) {
-  std::vector<std::string_view> parts;
-  while (!path.empty()) {
-    auto slash = path.find('/');
-    auto part = path.substr(0, slash);
-    if (!part.empty() && part != ".") parts.push_back(part);
-    if (slash == std::string_view::npos) break;
-    path.remove_prefix(slash + 1);
+using Digest = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
+
+Digest new_digest() {
+  Digest ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
+    throw Error(ErrorKind::kInfrastructure, "sha256_failed", "cannot start a SHA-256 digest");
   }
-  return parts;
+  return ctx;
 }
 
-bool match_parts(const std::vector<std::string_view>& pat, std::size_t pi,
-                 const std::vector<std::string_view>& path, std::size_t si) {
-  if (pi == pat.size()) return si == path.size();
-  if (pat[pi] == "**") {
-    for (std::size_t skip = si; skip <= path.size(); ++skip) {
-      if (match_parts(pat, pi + 1, path, skip)) return true;
-    }
-    return false;
-  }
-  if (si == path.size()) return false;
-  const std::string p(pat[pi]);
-  const std::string s(path[si]);
-  if (::fnmatch(p.c_str(), s.c_str(), FNM_PERIOD) != 0) return false;
-  return match_parts(pat, pi + 1, path, si + 1);
-}
-
-}  // namespace
-
-bool glob_match(std::string_view pattern, std::string_view path) {
-  return match_parts(split(pattern), 0, split(path), 0);
-}
-
-std::string sha256_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorKind::kInfrastructure, "artifact_unreadable",
-                       "cannot read artifact " + file.string());
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  char buffer[1 << 16];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    EVP_DigestUpdate(ctx.get(), buffer, static_cast<std::size_t>(in.gcount()));
-  }
+std::string hex_digest(EVP_MD_CTX* ctx) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &length);
+  EVP_DigestFinal_ex(ctx, digest, &length);
   std::string hex;
   for (unsigned int i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
   return hex;
 }
 
+void write_all(int fd, const char* data, std::size_t size, const std::filesystem::path& target) {
+  while (size > 0) {
+    const ssize_t n = ::write(fd, data, size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("writing artifact copy " + target.string());
+    data += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+// Hashes the file and copies it in one read, from the descriptor that was checked.
+protocol::Artifact hash_and_copy(const std::filesystem::path& workspace,
+                                 const std::string& relative,
+                                 const std::optional<std::filesystem::path>& copy_to) {
+  UniqueFd in = open_in_workspace(workspace, relative, "artifact");
+  UniqueFd out;
+  std::filesystem::path target;
+  if (copy_to) {
+    struct stat st {};
+    if (::fstat(in.get(), &st) != 0) throw_errno("stat of artifact " + relative);
+    target = *copy_to / relative;
+    std::filesystem::create_directories(target.parent_path());
+    out.reset(::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!out) throw_errno("creating artifact copy " + target.string());
+    // A built program stays executable; set-id bits and write access for others do not come
+    // along.
+    if (::fchmod(out.get(), st.st_mode & 0755) != 0) {
+      throw_errno("setting the mode of artifact copy " + target.string());
+    }
+  }
+  Digest ctx = new_digest();
+  protocol::Artifact artifact;
+  artifact.path = relative;
+  char buffer[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(in.get(), buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("reading artifact " + relative);
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx.get(), buffer, static_cast<std::size_t>(n));
+    if (out) write_all(out.get(), buffer, static_cast<std::size_t>(n), target);
+    artifact.size += static_cast<std::uint64_t>(n);
+  }
+  artifact.sha256 = hex_digest(ctx.get());
+  return artifact;
+}
+
+[[noreturn]] void limit_exceeded(const std::string& message) {
+  throw Error(ErrorKind::kTaskFailed, "artifact_limit_exceeded",
+              message +
+                  "; nothing was collected (raise the limit in the worker configuration, or "
+                  "narrow the artifact globs)");
+}
+
+}  // namespace
+
+std::string sha256_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in)
+    throw Error(ErrorKind::kInfrastructure, "artifact_unreadable",
+                "cannot read artifact " + file.string());
+  Digest ctx = new_digest();
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    EVP_DigestUpdate(ctx.get(), buffer, static_cast<std::size_t>(in.gcount()));
+  }
+  return hex_digest(ctx.get());
+}
+
 std::vector<protocol::Artifact> collect_artifacts(
     const std::filesystem::path& workspace, const std::vector<std::string>& globs,
-    const std::optional<std::filesystem::path>& copy_to) {
-  namespace fs = std::filesystem;
-  std::vector<protocol::Artifact> found;
-  std::error_code ec;
-  // recursive_directory_iterator does not follow directory symlinks by default.
-  for (fs::recursive_directory_iterator it(workspace, fs::directory_options::none, ec), end;
-       !ec && it != end; it.increment(ec)) {
-    const auto status = it->symlink_status();
-    if (!fs::is_regular_file(status)) continue;  // symlinks, devices, fifos: never collected
-    const std::string relative = fs::relative(it->path(), workspace).generic_string();
-    bool wanted = false;
-    for (const auto& glob : globs) wanted = wanted || glob_match(glob, relative);
-    if (!wanted) continue;
-    protocol::Artifact artifact;
-    artifact.path = relative;
-    artifact.size = fs::file_size(it->path());
-    artifact.sha256 = sha256_file(it->path());
-    if (copy_to) {
-      const fs::path target = *copy_to / relative;
-      fs::create_directories(target.parent_path());
-      fs::copy_file(it->path(), target, fs::copy_options::overwrite_existing);
+    const std::optional<std::filesystem::path>& copy_to, const ArtifactLimits& limits) {
+  // The spec parser refuses these already; a spec built in code must not get past either.
+  for (const auto& glob : globs) {
+    if (auto problem = protocol::workspace_glob_problem(glob)) {
+      throw Error(ErrorKind::kConfig, "invalid_task_spec", "artifact glob " + *problem);
     }
-    found.push_back(std::move(artifact));
   }
-  if (ec) {
-    throw Error(ErrorKind::kInfrastructure, "artifact_walk_failed",
-                "listing the workspace for artifacts: " + ec.message());
+  const WorkspaceMatches matches = find_workspace_files(workspace, globs);
+  if (!matches.unmatched.empty()) {
+    std::string list;
+    for (const auto& glob : matches.unmatched)
+      list += (list.empty() ? "" : ", ") + json_quote(glob);
+    throw Error(ErrorKind::kTaskFailed, "artifacts_missing",
+                fmt::format("artifact glob{} {} matched no file in the workspace",
+                            matches.unmatched.size() > 1 ? "s" : "", list));
   }
-  std::sort(found.begin(), found.end(),
-            [](const auto& a, const auto& b) { return a.path < b.path; });
+  // Every limit is checked before anything is hashed or copied, so that a refused set leaves
+  // no half-copied directory behind.
+  if (matches.files.size() > limits.max_files) {
+    limit_exceeded(
+        fmt::format("the artifact globs matched {} files, more than the {} allowed "
+                    "(artifactMaxFiles)",
+                    matches.files.size(), limits.max_files));
+  }
+  std::uint64_t total = 0;
+  for (const auto& relative : matches.files) {
+    struct stat st {};
+    if (::lstat((workspace / relative).c_str(), &st) != 0) {
+      throw_errno("stat of artifact " + relative);
+    }
+    const auto size = static_cast<std::uint64_t>(st.st_size);
+    if (size > limits.max_file_bytes) {
+      limit_exceeded(fmt::format(
+          "artifact {} is {} ({} bytes), more than artifactMaxFileSize "
+          "({})",
+          json_quote(relative), format_size(size), size, format_size(limits.max_file_bytes)));
+    }
+    total += size;
+  }
+  if (total > limits.max_total_bytes) {
+    limit_exceeded(fmt::format(
+        "the {} artifacts together are {} ({} bytes), more than "
+        "artifactMaxTotalSize ({})",
+        matches.files.size(), format_size(total), total, format_size(limits.max_total_bytes)));
+  }
+  std::vector<protocol::Artifact> found;
+  found.reserve(matches.files.size());
+  for (const auto& relative : matches.files) {
+    found.push_back(hash_and_copy(workspace, relative, copy_to));
+  }
   return found;
 }
 

@@ -28,6 +28,7 @@ constexpr const char* kDefaultConfigFile = "/etc/tamma-worker/config.json";
 constexpr std::uint64_t kMaxPids = 4'194'304;  // PID_MAX_LIMIT: pids.max refuses more
 constexpr double kMaxCpus = 1024;
 constexpr std::uint64_t kMaxSlots = 1024;
+constexpr std::uint64_t kMaxArtifactFiles = 1'000'000;
 // (uid_t)-1 means "unchanged" to setresuid, so it cannot name a user.
 constexpr std::uint64_t kMaxId = 4'294'967'294;
 
@@ -308,6 +309,14 @@ const Setting kSettings[] = {
     {"defaultDisk",
      [](Config& c, const json& v) {
        return read_optional<std::uint64_t>(v, c.default_disk_bytes, read_size);
+     }},
+    {"artifactMaxFileSize",
+     [](Config& c, const json& v) { return read_size(v, c.artifact_max_file_bytes); }},
+    {"artifactMaxTotalSize",
+     [](Config& c, const json& v) { return read_size(v, c.artifact_max_total_bytes); }},
+    {"artifactMaxFiles",
+     [](Config& c, const json& v) {
+       return read_count(v, 1, kMaxArtifactFiles, c.artifact_max_files);
      }},
     {"isolate", [](Config& c, const json& v) { return read_bool(v, c.isolate); }, "--no-isolate"},
     {"allowDegraded", [](Config& c, const json& v) { return read_bool(v, c.allow_degraded); }},

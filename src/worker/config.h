@@ -29,6 +29,11 @@ struct Config {
   std::optional<double> default_cpus;
   std::optional<std::uint64_t> default_pids = 4096;
   std::optional<std::uint64_t> default_disk_bytes;
+  // Artifacts a task may leave: per file, all together, how many (a worker's disk and the
+  // result document are finite).
+  std::uint64_t artifact_max_file_bytes = 1ull << 30;
+  std::uint64_t artifact_max_total_bytes = 2ull << 30;
+  std::uint64_t artifact_max_files = 1000;
 
   // Sandbox
   bool isolate = true;          // namespaces, seccomp, dropped privileges

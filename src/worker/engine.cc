@@ -145,6 +145,7 @@ class EngineContext : public TaskContext {
   const std::filesystem::path& host_workspace() const override { return workspace_.path(); }
   bool cancel_requested() const override { return cancellation_.requested(); }
   std::size_t step_count_hint() const override { return planned_steps_; }
+  std::string mask(std::string_view text) const override { return masker_.mask(text); }
 
   protocol::StepResult run(const StepCommand& command, StepOutcome* raw) override {
     const std::size_t index = result_.steps.size();
@@ -354,7 +355,10 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
     }
     result.usage.disk_bytes = workspace->usage().bytes;
     if (!spec.artifacts.empty() && result.status == TaskStatus::kSucceeded) {
-      result.artifacts = collect_artifacts(workspace->path(), spec.artifacts, options.artifacts_dir);
+      const ArtifactLimits limits{config_.artifact_max_file_bytes, config_.artifact_max_total_bytes,
+                                  config_.artifact_max_files};
+      result.artifacts =
+          collect_artifacts(workspace->path(), spec.artifacts, options.artifacts_dir, limits);
     }
     // The workspace is destroyed here, before the result is handed out.
   } catch (const Error& error) {

@@ -6,6 +6,8 @@
 
 #include "worker/config.h"
 #include "worker/external_handler.h"
+#include "worker/scan_handler.h"
+#include "worker/test_handler.h"
 
 namespace tamma::worker {
 namespace {
@@ -63,10 +65,22 @@ void StepsHandler::execute(TaskContext& ctx, protocol::TaskResult& result) {
   }
 }
 
+nlohmann::json masked_details(const TaskContext& ctx, nlohmann::json details) {
+  if (details.is_string()) return ctx.mask(details.get<std::string>());
+  if (details.is_structured()) {
+    for (auto& item : details) item = masked_details(ctx, std::move(item));
+  }
+  return details;
+}
+
 HandlerRegistry HandlerRegistry::with_builtins(const Config& config) {
   HandlerRegistry registry;
   auto steps = std::make_shared<StepsHandler>();
-  for (const char* type : {"command", "build", "test", "security_scan"}) registry.add(type, steps);
+  // A build's artifacts are collected by the engine after any type's steps (artifacts.h).
+  registry.add("command", steps);
+  registry.add("build", steps);
+  registry.add("test", std::make_shared<TestHandler>());
+  registry.add("security_scan", std::make_shared<ScanHandler>());
   // Configured external handlers may also take over a built-in type.
   for (const auto& [type, executable] : config.handlers) {
     registry.add(type, std::make_shared<ExternalHandler>(executable));

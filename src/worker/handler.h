@@ -56,6 +56,8 @@ class TaskContext {
   [[nodiscard]] virtual const std::filesystem::path& host_workspace() const = 0;
   [[nodiscard]] virtual bool cancel_requested() const = 0;
   [[nodiscard]] virtual std::size_t step_count_hint() const = 0;
+  // Masks the task's secrets in text taken from the workspace (reports) before it is reported.
+  [[nodiscard]] virtual std::string mask(std::string_view text) const = 0;
 
   // Runs one command in the sandbox, classifies how it ended, reports it to the observer
   // and appends it to the result. `raw`, when given, receives the unclassified outcome.
@@ -78,7 +80,8 @@ class HandlerRegistry {
   [[nodiscard]] TaskHandler* find(std::string_view type) const;
   [[nodiscard]] std::vector<std::string> types() const;
 
-  // command, build, test and security_scan run their steps; plus the config's external ones.
+  // command and build run their steps, test and security_scan also read their reports
+  // (test_handler.h, scan_handler.h); plus the config's external ones.
   static HandlerRegistry with_builtins(const Config& config);
 
  private:
@@ -90,5 +93,12 @@ class StepsHandler : public TaskHandler {
  public:
   void execute(TaskContext& ctx, protocol::TaskResult& result) override;
 };
+
+// Every string in a details document masked with the task's secrets.
+nlohmann::json masked_details(const TaskContext& ctx, nlohmann::json details);
+
+// The largest report (JUnit XML, SARIF) the worker reads, so that a runaway report cannot
+// exhaust the worker's memory.
+inline constexpr std::uint64_t kMaxReportBytes = 64ull << 20;
 
 }  // namespace tamma::worker

@@ -28,7 +28,11 @@ inline constexpr const char* kRegistrationToken = "registration-token-for-tests-
 
 // A minimal valid task spec of `type`.
 inline json task_spec(const std::string& type = "command", const std::string& script = "true") {
-  return {{"type", type}, {"steps", json::array({{{"name", "main"}, {"run", script}}})}};
+  json spec = {{"type", type}, {"steps", json::array({{{"name", "main"}, {"run", script}}})}};
+  // The report-reading types need to be told where their reports are.
+  if (type == "test") spec["reports"] = json::array({"reports/*.xml"});
+  if (type == "security_scan") spec["sarif"] = "scan.sarif";
+  return spec;
 }
 
 inline json submit_body(const json& spec, int priority = 0, int max_retries = 3,

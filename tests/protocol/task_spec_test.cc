@@ -135,10 +135,14 @@ TEST(TaskSpec, ExternalHandlerTypesNeedNoSteps) {
 
 TEST(TaskSpec, StepTypesNeedSteps) {
   for (const char* type : {"command", "build", "test", "security_scan"}) {
-    expect_problem({{"type", type}}, "$.steps", "is required");
-    expect_problem({{"type", type}, {"steps", json::array()}}, "$.steps", "at least one step");
+    const json base = {{"type", type}, {"reports", {"r.xml"}}, {"sarif", "s.sarif"}};
+    expect_problem(base, "$.steps", "is required");
+    json empty = base;
+    empty["steps"] = json::array();
+    expect_problem(empty, "$.steps", "at least one step");
   }
-  expect_problem({{"type", "test"}, {"steps", "make test"}}, "$.steps", "must be an array");
+  expect_problem({{"type", "test"}, {"reports", {"r.xml"}}, {"steps", "make test"}}, "$.steps",
+                 "must be an array");
 }
 
 TEST(TaskSpec, StepMustBeAnObject) {
@@ -393,7 +397,7 @@ TEST(TaskSpec, UnknownTopLevelFieldsAreKeptInRaw) {
   d["repository"] = {{"url", "https://example.com/r.git"}, {"ref", "main"}};
   d["reports"] = {"junit.xml"};
   d["sarif"] = "scan.sarif";
-  d["failOn"] = "high";
+  d["failOn"] = "warning";
   d["labels"] = {{"team", "core"}};
   d["priority"] = 5;
   d["maxRetries"] = 2;
@@ -447,6 +451,7 @@ TEST(TaskSpec, ToJsonRoundTrips) {
     "resources": {"memory": "1.5G", "cpus": 2, "pids": 64, "disk": "10G", "gpus": 1},
     "network": "host",
     "artifacts": ["out/*"],
+    "reports": ["out/*.xml"],
     "repository": {"url": "file:///srv/r.git"}
   })");
   const TaskSpec first = parse_ok(document);
@@ -618,6 +623,42 @@ TEST(TaskSpec, Repository) {
   json clear = with({{"url", "http://x/r"}, {"credentialsSecret", "T"}});
   clear["secrets"] = {{"T", "v"}};
   expect_problem(clear, "$.repository.credentialsSecret", "only over https://");
+}
+
+TEST(TaskSpec, ReportInputsAreReadAndChecked) {
+  const TaskSpec test = parse_ok({{"type", "test"},
+                                  {"steps", {{{"run", "make check"}}}},
+                                  {"reports", {"build/*.xml", "**/TEST-*.xml"}}});
+  EXPECT_THAT(test.reports, ElementsAre("build/*.xml", "**/TEST-*.xml"));
+  EXPECT_EQ(test.fail_on, "error");
+  const TaskSpec scan = parse_ok({{"type", "security_scan"},
+                                  {"steps", {{{"run", "scan"}}}},
+                                  {"sarif", "out/scan.sarif"},
+                                  {"failOn", "note"}});
+  EXPECT_EQ(scan.sarif, "out/scan.sarif");
+  EXPECT_EQ(scan.fail_on, "note");
+  EXPECT_EQ(to_json(scan)["failOn"], "note");
+  EXPECT_EQ(parse_ok(to_json(scan)).fail_on, "note");
+
+  expect_problem({{"type", "test"}, {"steps", {{{"run", "x"}}}}}, "$.reports", "is required");
+  expect_problem({{"type", "security_scan"}, {"steps", {{{"run", "x"}}}}}, "$.sarif",
+                 "is required");
+  json d = {{"type", "test"}, {"steps", {{{"run", "x"}}}}, {"reports", json::array()}};
+  expect_problem(d, "$.reports", "not an empty array");
+  d["reports"] = "out/*.xml";
+  expect_problem(d, "$.reports", "must be a non-empty array");
+  d["reports"] = {"ok/*.xml", "/abs/*.xml", "../up.xml", 3};
+  EXPECT_THAT(problems_of(d),
+              ElementsAre("$.reports[1]: \"/abs/*.xml\" is absolute; give a glob relative to "
+                          "the workspace",
+                          "$.reports[2]: \"../up.xml\" has a \"..\" component, which leads out "
+                          "of the workspace",
+                          "$.reports[3]: must be a string, not the number 3"));
+  json s = {{"type", "security_scan"}, {"steps", {{{"run", "x"}}}}, {"sarif", "/tmp/s.sarif"}};
+  expect_problem(s, "$.sarif", "is absolute");
+  s["sarif"] = "s.sarif";
+  s["failOn"] = "critical";
+  expect_problem(s, "$.failOn", "must be \"error\", \"warning\" or \"note\"");
 }
 
 }  // namespace

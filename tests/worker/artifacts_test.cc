@@ -1,8 +1,12 @@
 #include "worker/artifacts.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <functional>
+
+#include "common/error.h"
 #include "support/test_support.h"
 
 namespace tamma::worker {
@@ -50,8 +54,69 @@ TEST(CollectArtifacts, NeverFollowsSymlinksOutOfTheWorkspace) {
   write_file(outside.path() / "secret.txt", "host secret");
   std::filesystem::create_symlink(outside.path() / "secret.txt", ws.path() / "leak.txt");
   std::filesystem::create_directory_symlink(outside.path(), ws.path() / "linkdir");
+  write_file(ws.path() / "real.txt", "mine");
   auto found = collect_artifacts(ws.path(), {"**"}, std::nullopt);
-  EXPECT_TRUE(found.empty());
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].path, "real.txt");
+  // Matching only links is matching nothing.
+  EXPECT_THROW(collect_artifacts(ws.path(), {"leak.txt"}, std::nullopt), Error);
+}
+
+std::string code_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& e) {
+    return e.code() + ": " + e.what();
+  }
+  return "";
+}
+
+TEST(CollectArtifacts, GlobsMatchingNothingAreNamed) {
+  TempDir ws;
+  write_file(ws.path() / "a.txt", "a");
+  const std::string error = code_of([&] {
+    collect_artifacts(ws.path(), {"*.txt", "dist/*.tgz", "*.zip"}, std::nullopt);
+  });
+  EXPECT_EQ(error,
+            "artifacts_missing: artifact globs \"dist/*.tgz\", \"*.zip\" matched no file in the "
+            "workspace");
+}
+
+TEST(CollectArtifacts, GlobsLeavingTheWorkspaceAreRefused) {
+  TempDir ws;
+  EXPECT_EQ(code_of([&] { collect_artifacts(ws.path(), {"../x"}, std::nullopt); }),
+            "invalid_task_spec: artifact glob \"../x\" has a \"..\" component, which leads out "
+            "of the workspace");
+  EXPECT_EQ(code_of([&] { collect_artifacts(ws.path(), {"/etc/*"}, std::nullopt); }),
+            "invalid_task_spec: artifact glob \"/etc/*\" is absolute; give a glob relative to the "
+            "workspace");
+}
+
+TEST(CollectArtifacts, LimitsAreCheckedBeforeAnythingIsCopied) {
+  TempDir ws, out;
+  write_file(ws.path() / "a.bin", std::string(100, 'a'));
+  write_file(ws.path() / "b.bin", std::string(200, 'b'));
+  ArtifactLimits limits;
+  limits.max_file_bytes = 150;
+  EXPECT_THAT(code_of([&] { collect_artifacts(ws.path(), {"*.bin"}, out.path(), limits); }),
+              ::testing::StartsWith("artifact_limit_exceeded: artifact \"b.bin\" is 200B (200 "
+                                    "bytes), more than artifactMaxFileSize"));
+  limits = {};
+  limits.max_total_bytes = 250;
+  EXPECT_THAT(
+      code_of([&] { collect_artifacts(ws.path(), {"*.bin"}, out.path(), limits); }),
+      ::testing::HasSubstr("together are 300B (300 bytes), more than artifactMaxTotalSize"));
+  limits = {};
+  limits.max_files = 1;
+  EXPECT_THAT(code_of([&] { collect_artifacts(ws.path(), {"*.bin"}, out.path(), limits); }),
+              ::testing::HasSubstr("matched 2 files, more than the 1 allowed (artifactMaxFiles)"));
+  EXPECT_TRUE(std::filesystem::is_empty(out.path()));
+  // Within the limits, the copy keeps the execute bit.
+  std::filesystem::permissions(ws.path() / "a.bin", std::filesystem::perms::owner_all);
+  auto found = collect_artifacts(ws.path(), {"a.bin"}, out.path(), limits);
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].size, 100u);
+  EXPECT_EQ(::access((out.path() / "a.bin").c_str(), X_OK), 0);
 }
 
 }  // namespace

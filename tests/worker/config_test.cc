@@ -415,6 +415,12 @@ TEST_F(ConfigTest, InvalidValuesNameTheSettingAndTheSource) {
       {"taskUid", "TAMMA_TASK_UID", "--task-uid", "-1", "from 0 to 4294967294"},
       {"taskGid", "TAMMA_TASK_GID", "--task-gid", "4294967295", "from 0 to 4294967294"},
       {"tmpSize", "TAMMA_TMP_SIZE", "--tmp-size", "big", "\"big\" is not a size"},
+      {"artifactMaxFileSize", "TAMMA_ARTIFACT_MAX_FILE_SIZE", "--artifact-max-file-size", "0",
+       "must be more than 0 bytes"},
+      {"artifactMaxTotalSize", "TAMMA_ARTIFACT_MAX_TOTAL_SIZE", "--artifact-max-total-size", "much",
+       "\"much\" is not a size"},
+      {"artifactMaxFiles", "TAMMA_ARTIFACT_MAX_FILES", "--artifact-max-files", "0",
+       "from 1 to 1000000"},
       {"handlers", "TAMMA_HANDLERS", "--handler", "lint=bin/lint",
        "the handler for \"lint\": \"bin/lint\" is not an absolute path"},
       {"handlers", "TAMMA_HANDLERS", "--handler", "lint", "\"lint\" is not name=value"},
@@ -479,6 +485,19 @@ TEST_F(ConfigTest, EveryProblemIsReportedOnItsOwnLine) {
   EXPECT_THAT(message, HasSubstr("\nslots from config file"));
   EXPECT_THAT(message, HasSubstr("\nlogLevel from environment TAMMA_LOG_LEVEL"));
   EXPECT_THAT(message, HasSubstr("\ngracePeriod from flag --grace-period"));
+}
+
+TEST_F(ConfigTest, ArtifactLimitsHaveDefaultsAndCanBeSet) {
+  const Config defaults = load_config({}, {});
+  EXPECT_EQ(defaults.artifact_max_file_bytes, 1ull << 30);
+  EXPECT_EQ(defaults.artifact_max_total_bytes, 2ull << 30);
+  EXPECT_EQ(defaults.artifact_max_files, 1000u);
+  const Config file = load_with_file(
+      R"({"artifactMaxFileSize": "10M", "artifactMaxTotalSize": 1048576, "artifactMaxFiles": 5})",
+      {"TAMMA_ARTIFACT_MAX_FILES=7"});
+  EXPECT_EQ(file.artifact_max_file_bytes, 10ull << 20);
+  EXPECT_EQ(file.artifact_max_total_bytes, 1ull << 20);
+  EXPECT_EQ(file.artifact_max_files, 7u);
 }
 
 }  // namespace
