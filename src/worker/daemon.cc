@@ -141,31 +141,14 @@ std::string cut_middle(const std::string& text, std::size_t keep, std::uint64_t&
 }
 
 // Where the engine copies a task's matched artifacts before its workspace goes away; they
-// wait here until uploaded. Removed with everything in it on destruction.
-class StagingDir {
- public:
-  explicit StagingDir(const std::filesystem::path& root) {
-    std::filesystem::create_directories(root);
-    std::string pattern = (root / ".artifacts-XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      throw Error(ErrorKind::kInfrastructure, "artifact_staging",
-                  "cannot create a directory for artifacts under " + root.string() + ": " +
-                      std::strerror(errno));
-    }
-    path_ = pattern;
-  }
-  ~StagingDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-    if (ec) spdlog::warn("cannot remove {}: {}", path_.string(), ec.message());
-  }
-  StagingDir(const StagingDir&) = delete;
-  StagingDir& operator=(const StagingDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+// wait here until uploaded. A workspace of its own under the workspace root, so it holds the
+// same owner lock: removed with everything in it on destruction, and swept by the next start
+// (Workspace::remove_stale) when the worker was killed with uploads pending.
+using StagingDir = sandbox::Workspace;
 
- private:
-  std::filesystem::path path_;
-};
+std::unique_ptr<StagingDir> make_staging_dir(const std::filesystem::path& root) {
+  return sandbox::Workspace::create(root, "artifacts-" + generate_task_id(), std::nullopt);
+}
 
 std::string read_whole_file(const std::filesystem::path& file) {
   std::ifstream in(file, std::ios::binary);
@@ -1037,7 +1020,7 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
   try {
     RunOptions run_options;
     if (!spec.artifacts.empty()) {
-      staging = std::make_unique<StagingDir>(options.config.workspace_root);
+      staging = make_staging_dir(options.config.workspace_root);
       run_options.artifacts_dir = staging->path();
     }
     report.result = engine.run(std::move(spec), task.cancellation, reporter, run_options);
