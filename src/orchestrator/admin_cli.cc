@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "common/encoding.h"
 #include "common/error.h"
 #include "orchestrator/http_client.h"
 #include "protocol/wire.h"

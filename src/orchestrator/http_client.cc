@@ -3,7 +3,6 @@
 #include <curl/curl.h>
 
 #include <algorithm>
-#include <cctype>
 #include <mutex>
 
 #include "common/error.h"
@@ -119,21 +118,6 @@ HttpResult HttpClient::post_json(const std::string& path, const nlohmann::json& 
   std::vector<std::string> all = headers;
   all.emplace_back("Content-Type: application/json");
   return request("POST", path, body.dump(), all, timeout);
-}
-
-std::string url_encode(std::string_view text) {
-  static constexpr char kDigits[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kDigits[c >> 4]);
-      out.push_back(kDigits[c & 0xf]);
-    }
-  }
-  return out;
 }
 
 }  // namespace tamma::orchestrator

@@ -50,7 +50,4 @@ class HttpClient {
   CURL* curl_;
 };
 
-// Percent-encodes a query or path component.
-std::string url_encode(std::string_view text);
-
 }  // namespace tamma::orchestrator

@@ -344,13 +344,14 @@ void Session::send(std::shared_ptr<Message> message, unsigned status,
   stream_.expires_after(kWriteTimeout);
   std::string method(http::to_string(request_.method));
   // request_ itself went to the handler; the route pattern is what the metrics are keyed by.
-  std::string route = route_ != nullptr ? route_->pattern : request_.route;
+  // Counted before the write, so a client that reads /metrics right after its answer
+  // already finds its own request there.
+  shared_->metrics.http_request(route_ != nullptr ? route_->pattern : request_.route, method,
+                                status);
   http::async_write(stream_, *message,
-                    [self = shared_from_this(), message, status, method = std::move(method),
-                     route = std::move(route),
-                     written = std::move(written)](beast::error_code ec, std::size_t) mutable {
+                    [self = shared_from_this(), message, written = std::move(written)](
+                        beast::error_code ec, std::size_t) mutable {
                       auto& shared = *self->shared_;
-                      shared.metrics.http_request(route, method, status);
                       self->finish_request();
                       if (written) {
                         asio::post(shared.core,

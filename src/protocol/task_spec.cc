@@ -592,6 +592,16 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
     }
   }
 
+  if (auto it = document.find("artifactsWhen"); it != document.end()) {
+    if (*it == "on_success" || *it == "on_failure" || *it == "always") {
+      spec.artifacts_when = it->get<std::string>();
+    } else {
+      add(problems, "$.artifactsWhen",
+          fmt::format("must be \"on_success\", \"on_failure\" or \"always\", not {}",
+                      describe_json(*it)));
+    }
+  }
+
   if (auto it = document.find("repository"); it != document.end()) {
     spec.repository = parse_repository(*it, spec, problems);
   }
@@ -703,6 +713,8 @@ nlohmann::json to_json(const TaskSpec& spec) {
   set_or_erase(out, "artifacts", !spec.artifacts.empty(), [&] { return spec.artifacts; });
   set_or_erase(out, "reports", !spec.reports.empty(), [&] { return spec.reports; });
   set_or_erase(out, "sarif", !spec.sarif.empty(), [&] { return spec.sarif; });
+  set_or_erase(out, "artifactsWhen", spec.artifacts_when != "on_success",
+               [&] { return spec.artifacts_when; });
   set_or_erase(out, "failOn", spec.fail_on != "error" || spec.type == "security_scan",
                [&] { return spec.fail_on; });
   return out;

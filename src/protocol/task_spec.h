@@ -49,8 +49,10 @@ struct TaskSpec {
   Resources resources;
   NetworkMode network = NetworkMode::kNone;
   std::vector<std::string> artifacts;  // globs relative to the workspace
+  // When artifacts are collected: "on_success", "on_failure" or "always" (GitLab's names).
+  std::string artifacts_when = "on_success";
   std::optional<Repository> repository;
-  nlohmann::json raw;                  // the document as given, for external handlers
+  nlohmann::json raw;  // the document as given, for external handlers
   // Report inputs (docs/task-spec.md): JUnit XML globs for `test` (required there), the SARIF
   // file for `security_scan` (required there), and the lowest SARIF level that fails a scan.
   std::vector<std::string> reports;

@@ -79,7 +79,7 @@ int setup_stdio(const ChildPlan& plan) {
   return 0;
 }
 
-[[noreturn]] void exec_failed(const ChildPlan& plan, int err) {
+[[noreturn]] TAMMA_ON_TASK_STACK void exec_failed(const ChildPlan& plan, int err) {
   put(2, "tamma-worker: cannot execute ");
   put(2, plan.argv[0]);
   put(2, ": ");
@@ -89,7 +89,7 @@ int setup_stdio(const ChildPlan& plan) {
   ::_exit(err == ENOENT || err == ENOTDIR ? 127 : 126);
 }
 
-int task_main(void* plan) { exec_task(*static_cast<const ChildPlan*>(plan)); }
+TAMMA_ON_TASK_STACK int task_main(void* plan) { exec_task(*static_cast<const ChildPlan*>(plan)); }
 
 // A real-time worker must not hand its priority to a CI task, which could then starve the
 // machine (and v1 cpu cgroups without an RT budget refuse RT processes).
@@ -215,7 +215,7 @@ pid_t start_task(const ChildPlan& plan) {
                  const_cast<ChildPlan*>(&plan));
 }
 
-void child_fail(int error_fd, ChildStage stage, int err, const char* detail) {
+TAMMA_ON_TASK_STACK void child_fail(int error_fd, ChildStage stage, int err, const char* detail) {
   ChildError record;
   record.stage = static_cast<int>(stage);
   record.err = err;
@@ -231,7 +231,7 @@ void child_fail(int error_fd, ChildStage stage, int err, const char* detail) {
   ::_exit(125);
 }
 
-void exec_task(const ChildPlan& plan) {
+TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
   if (int err = reset_signals(plan.ignored_signals); err != 0) {
     child_fail(plan.error_fd, ChildStage::kSignals, err, "sigprocmask");
   }

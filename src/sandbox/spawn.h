@@ -116,9 +116,15 @@ void wait_for_release(int release_fd);
 // returns its pid, or -1 with errno, once it has exec'ed or failed. No atfork handlers, no
 // locks, no copy of the address space.
 pid_t start_task(const ChildPlan& plan);
+// Code that may run on plan.task_stack, a buffer AddressSanitizer takes for a huge stack: it
+// must not announce its noreturn calls to ASan, whose warning about them would otherwise land
+// in the task's output.
+#define TAMMA_ON_TASK_STACK __attribute__((no_sanitize("address")))
+
 // Child side: sends a failure record to the parent (best effort) and _exits.
-[[noreturn]] void child_fail(int error_fd, ChildStage stage, int err, const char* detail);
+[[noreturn]] TAMMA_ON_TASK_STACK void child_fail(int error_fd, ChildStage stage, int err,
+                                                 const char* detail);
 // Child side: the task process from its stdio to execve; never returns.
-[[noreturn]] void exec_task(const ChildPlan& plan);
+[[noreturn]] TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan);
 
 }  // namespace tamma::sandbox

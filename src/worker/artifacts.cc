@@ -109,7 +109,8 @@ std::string sha256_file(const std::filesystem::path& file) {
 
 std::vector<protocol::Artifact> collect_artifacts(
     const std::filesystem::path& workspace, const std::vector<std::string>& globs,
-    const std::optional<std::filesystem::path>& copy_to, const ArtifactLimits& limits) {
+    const std::optional<std::filesystem::path>& copy_to, const ArtifactLimits& limits,
+    bool missing_ok) {
   // The spec parser refuses these already; a spec built in code must not get past either.
   for (const auto& glob : globs) {
     if (auto problem = protocol::workspace_glob_problem(glob)) {
@@ -117,7 +118,7 @@ std::vector<protocol::Artifact> collect_artifacts(
     }
   }
   const WorkspaceMatches matches = find_workspace_files(workspace, globs);
-  if (!matches.unmatched.empty()) {
+  if (!matches.unmatched.empty() && !missing_ok) {
     std::string list;
     for (const auto& glob : matches.unmatched)
       list += (list.empty() ? "" : ", ") + json_quote(glob);

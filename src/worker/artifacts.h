@@ -29,8 +29,12 @@ std::string sha256_file(const std::filesystem::path& file);
 // every glob that matched no file, "artifact_limit_exceeded" naming the file and the limit
 // when one is too big, or the files are too many or too big together; Error(kConfig,
 // "invalid_task_spec") for a glob that is absolute or has a ".." component.
+//
+// With `missing_ok` a glob that matched nothing is skipped: after a failed step the files it
+// would have made are most likely absent, and that is not a second error.
 std::vector<protocol::Artifact> collect_artifacts(
     const std::filesystem::path& workspace, const std::vector<std::string>& globs,
-    const std::optional<std::filesystem::path>& copy_to, const ArtifactLimits& limits = {});
+    const std::optional<std::filesystem::path>& copy_to, const ArtifactLimits& limits = {},
+    bool missing_ok = false);
 
 }  // namespace tamma::worker

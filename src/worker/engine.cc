@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <optional>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -139,8 +141,7 @@ class EngineContext : public TaskContext {
   const protocol::TaskSpec& spec() const override { return spec_; }
   const Config& config() const override { return config_; }
   std::string task_workspace() const override {
-    return config_.isolate ? std::string(sandbox::kSandboxWorkspace)
-                           : workspace_.path().string();
+    return config_.isolate ? std::string(sandbox::kSandboxWorkspace) : workspace_.path().string();
   }
   const std::filesystem::path& host_workspace() const override { return workspace_.path(); }
   bool cancel_requested() const override { return cancellation_.requested(); }
@@ -157,7 +158,8 @@ class EngineContext : public TaskContext {
     request.env = environment(command.env);
     request.workdir = command.workdir.empty() ? spec_.workdir : command.workdir;
     request.deadline = task_deadline_;
-    if (command.timeout) request.deadline = std::min(request.deadline, Clock::now() + *command.timeout);
+    if (command.timeout)
+      request.deadline = std::min(request.deadline, Clock::now() + *command.timeout);
     request.stdin_data = command.stdin_data;
     request.forward_stdout = command.forward_stdout;
 
@@ -262,13 +264,44 @@ bool is_step_based(std::string_view type) {
 
 void fail_with(protocol::TaskResult& result, const Error& error, const std::string& message) {
   switch (error.kind()) {
-    case ErrorKind::kTimeout: result.status = TaskStatus::kTimeout; break;
-    case ErrorKind::kLimitExceeded: result.status = TaskStatus::kLimitExceeded; break;
-    case ErrorKind::kCancelled: result.status = TaskStatus::kCancelled; break;
-    case ErrorKind::kTaskFailed: result.status = TaskStatus::kFailed; break;
-    default: result.status = TaskStatus::kError; break;
+    case ErrorKind::kTimeout:
+      result.status = TaskStatus::kTimeout;
+      break;
+    case ErrorKind::kLimitExceeded:
+      result.status = TaskStatus::kLimitExceeded;
+      break;
+    case ErrorKind::kCancelled:
+      result.status = TaskStatus::kCancelled;
+      break;
+    case ErrorKind::kTaskFailed:
+      result.status = TaskStatus::kFailed;
+      break;
+    default:
+      result.status = TaskStatus::kError;
+      break;
   }
   result.error = protocol::TaskError{error.code(), message, error.retryable()};
+}
+
+// artifactsWhen "on_failure"/"always" on a task that did not succeed: what exists is
+// collected, and a problem with it must not replace the task's own outcome, so it goes to
+// details.artifacts instead of the result's error.
+void collect_after_failure(const std::filesystem::path& workspace,
+                           const std::vector<std::string>& globs,
+                           const std::optional<std::filesystem::path>& copy_to,
+                           const ArtifactLimits& limits, const SecretMasker& masker,
+                           protocol::TaskResult& result) {
+  try {
+    result.artifacts = collect_artifacts(workspace, globs, copy_to, limits, /*missing_ok=*/true);
+  } catch (const Error& error) {
+    const std::string message = masker.mask(error.what());
+    spdlog::warn("task {}: artifacts of the failed task not collected: {}", result.task_id,
+                 message);
+    if (result.details.is_null()) result.details = nlohmann::json::object();
+    if (result.details.is_object()) {
+      result.details["artifacts"] = {{"code", error.code()}, {"message", message}};
+    }
+  }
 }
 
 // Names the timeout that fired: the step's own, or the task's.
@@ -291,14 +324,16 @@ std::string timeout_message(const protocol::TaskSpec& spec, const protocol::Task
 
 std::unique_ptr<sandbox::Workspace> Engine::allocate_workspace(const protocol::TaskSpec& spec,
                                                                protocol::TaskResult& result) const {
-  const auto disk = spec.resources.disk_bytes ? spec.resources.disk_bytes : config_.default_disk_bytes;
+  const auto disk =
+      spec.resources.disk_bytes ? spec.resources.disk_bytes : config_.default_disk_bytes;
   try {
     return sandbox::Workspace::create(config_.workspace_root, spec.id, disk);
   } catch (const Error& error) {
     // Fail closed on a disk limit the host cannot enforce, unless degraded mode is allowed.
     if (!disk || error.kind() != ErrorKind::kSandboxSetup || !config_.allow_degraded) throw;
     result.degradations.push_back("disk limit not enforced: " + std::string(error.what()));
-    spdlog::warn("task {}: {}; running without a disk limit (allowDegraded)", spec.id, error.what());
+    spdlog::warn("task {}: {}; running without a disk limit (allowDegraded)", spec.id,
+                 error.what());
     return sandbox::Workspace::create(config_.workspace_root, spec.id, std::nullopt);
   }
 }
@@ -354,11 +389,16 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
       if (result.details.is_object()) result.details["checkout"] = checkout;
     }
     result.usage.disk_bytes = workspace->usage().bytes;
-    if (!spec.artifacts.empty() && result.status == TaskStatus::kSucceeded) {
-      const ArtifactLimits limits{config_.artifact_max_file_bytes, config_.artifact_max_total_bytes,
-                                  config_.artifact_max_files};
+    const ArtifactLimits limits{config_.artifact_max_file_bytes, config_.artifact_max_total_bytes,
+                                config_.artifact_max_files};
+    if (!spec.artifacts.empty() && result.status == TaskStatus::kSucceeded &&
+        spec.artifacts_when != "on_failure") {
       result.artifacts =
           collect_artifacts(workspace->path(), spec.artifacts, options.artifacts_dir, limits);
+    } else if (!spec.artifacts.empty() && result.status != TaskStatus::kSucceeded &&
+               result.status != TaskStatus::kCancelled && spec.artifacts_when != "on_success") {
+      collect_after_failure(workspace->path(), spec.artifacts, options.artifacts_dir, limits,
+                            error_masker, result);
     }
     // The workspace is destroyed here, before the result is handed out.
   } catch (const Error& error) {
@@ -390,7 +430,8 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
             fmt::format("the task exceeded its {} limit", protocol::to_string(result.limit)),
             false};
         break;
-      default: break;
+      default:
+        break;
     }
   }
   result.duration_ms =
@@ -400,12 +441,18 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
 
 int exit_code_for(const protocol::TaskResult& result) {
   switch (result.status) {
-    case TaskStatus::kSucceeded: return kExitSucceeded;
-    case TaskStatus::kFailed: return kExitTaskFailed;
-    case TaskStatus::kTimeout: return kExitTimeout;
-    case TaskStatus::kLimitExceeded: return kExitLimitExceeded;
-    case TaskStatus::kCancelled: return kExitCancelled;
-    case TaskStatus::kError: return kExitInfrastructure;
+    case TaskStatus::kSucceeded:
+      return kExitSucceeded;
+    case TaskStatus::kFailed:
+      return kExitTaskFailed;
+    case TaskStatus::kTimeout:
+      return kExitTimeout;
+    case TaskStatus::kLimitExceeded:
+      return kExitLimitExceeded;
+    case TaskStatus::kCancelled:
+      return kExitCancelled;
+    case TaskStatus::kError:
+      return kExitInfrastructure;
   }
   return kExitInfrastructure;
 }

@@ -146,6 +146,61 @@ TEST_F(TaskTypes, ArtifactOverTheSizeLimitFailsAndNothingIsCopied) {
   EXPECT_THAT(total["error"]["message"].get<std::string>(), HasSubstr("artifactMaxTotalSize"));
 }
 
+// artifactsWhen, GitLab's artifacts:when: the logs and reports of a failed build are what its
+// author needs most. What exists is collected; a glob the failed step never got to is not an
+// error of its own, and the task keeps its own outcome.
+TEST_F(TaskTypes, ArtifactsOfAFailedTaskAreCollectedWhenAskedFor) {
+  TempDir out;
+  json spec = {{"type", "build"},
+               {"steps", {{{"run", "mkdir -p logs && echo 'cc: error' > logs/build.log && exit 2"}}}},
+               {"artifacts", {"logs/*.log", "dist/*.tar.gz"}}};
+
+  // Default (on_success): nothing of a failed task is collected.
+  json result = run(spec, 1, {"--artifacts-dir", out.path().string()});
+  EXPECT_EQ(result["exitCode"], 2);
+  EXPECT_TRUE(result["artifacts"].empty());
+  EXPECT_TRUE(std::filesystem::is_empty(out.path()));
+
+  for (const char* when : {"always", "on_failure"}) {
+    spec["artifactsWhen"] = when;
+    result = run(spec, 1, {"--artifacts-dir", out.path().string()});
+    EXPECT_EQ(result["status"], "failed") << when;
+    EXPECT_EQ(result["exitCode"], 2) << when;
+    EXPECT_TRUE(result["error"].is_null()) << when << ": " << result["error"].dump();
+    ASSERT_EQ(result["artifacts"].size(), 1u) << when << ": " << result.dump(2);
+    EXPECT_EQ(result["artifacts"][0]["path"], "logs/build.log");
+    EXPECT_EQ(read_file(out.path() / "logs/build.log"), "cc: error\n");
+    std::filesystem::remove_all(out.path() / "logs");
+  }
+}
+
+TEST_F(TaskTypes, OnFailureArtifactsAreNotCollectedFromASucceededTask) {
+  const json spec = {{"type", "build"},
+                     {"steps", {{{"run", "mkdir -p logs && echo fine > logs/build.log"}}}},
+                     {"artifacts", {"logs/*.log", "never/*"}},
+                     {"artifactsWhen", "on_failure"}};
+  const json result = run(spec, 0);
+  EXPECT_EQ(result["status"], "succeeded");
+  EXPECT_TRUE(result["artifacts"].empty());
+}
+
+// A limit broken by the artifacts of a failed task is said in details.artifacts; the task's
+// own outcome (here a timeout, exit code 3) is kept.
+TEST_F(TaskTypes, ArtifactLimitOnAFailedTaskKeepsTheTasksOwnOutcome) {
+  const json spec = {{"type", "build"},
+                     {"timeout", "1s"},
+                     {"steps", {{{"run", "head -c 4096 /dev/zero > big.bin && sleep 30"}}}},
+                     {"artifacts", {"*.bin"}},
+                     {"artifactsWhen", "always"}};
+  const json result = run(spec, 3, {}, {"TAMMA_ARTIFACT_MAX_FILE_SIZE=1K"});
+  EXPECT_EQ(result["status"], "timeout");
+  EXPECT_EQ(result["error"]["code"], "timeout");
+  EXPECT_TRUE(result["artifacts"].empty());
+  EXPECT_EQ(result["details"]["artifacts"]["code"], "artifact_limit_exceeded") << result.dump(2);
+  EXPECT_THAT(result["details"]["artifacts"]["message"].get<std::string>(),
+              HasSubstr("artifactMaxFileSize"));
+}
+
 TEST_F(TaskTypes, ArtifactGlobsLeavingTheWorkspaceAreRefusedBeforeAnythingRuns) {
   const json spec = {{"type", "build"},
                      {"steps", {{{"run", "echo never # " + marker_}}}},

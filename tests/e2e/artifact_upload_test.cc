@@ -3,6 +3,7 @@
 
 #include <map>
 
+#include "common/encoding.h"
 #include "e2e/e2e_support.h"
 #include "worker/artifacts.h"
 
@@ -52,7 +53,7 @@ TEST(ArtifactUpload, MatchedArtifactsAreUploadedBeforeTheResultAndDownloadIntact
 
     // The admin downloads it by its path, '/' percent-encoded in the one path segment.
     auto download = orchestrator.admin(
-        "GET", "/api/v1/tasks/" + id + "/artifacts/" + orchestrator::url_encode(path));
+        "GET", "/api/v1/tasks/" + id + "/artifacts/" + tamma::url_encode(path));
     ASSERT_EQ(download.status, 200) << download.body;
     EXPECT_EQ(sha256_of(dir.path(), download.body), listed[i]["sha256"]) << path;
     EXPECT_EQ(sha256_of(dir.path(), content.at(path)), listed[i]["sha256"]) << path;
@@ -89,14 +90,14 @@ TEST(ArtifactUpload, TheOrchestratorRefusesNamesThatClimbOutOrAreNotPlain) {
       "../x", "a/../../x", "/abs", "a//b", "a/./b", "a/", "sp ace", "a\\b", std::string(201, 'x')};
   for (const auto& bad : bad_names) {
     auto r = worker.request(
-        "POST", "/api/v1/tasks/" + id + "/artifacts?name=" + orchestrator::url_encode(bad) + fence,
+        "POST", "/api/v1/tasks/" + id + "/artifacts?name=" + tamma::url_encode(bad) + fence,
         "data");
     EXPECT_EQ(r.status, 400) << bad << " " << r.body;
     EXPECT_EQ(r.json()["error"]["field"], "name") << r.body;
   }
   auto good = worker.request(
       "POST",
-      "/api/v1/tasks/" + id + "/artifacts?name=" + orchestrator::url_encode("a/b.c") + fence,
+      "/api/v1/tasks/" + id + "/artifacts?name=" + tamma::url_encode("a/b.c") + fence,
       "data");
   EXPECT_EQ(good.status, 201) << good.body;
   EXPECT_EQ(good.json()["name"], "a/b.c");

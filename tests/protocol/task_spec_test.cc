@@ -378,6 +378,22 @@ TEST(TaskSpec, Artifacts) {
   EXPECT_THAT(parse_ok(d).artifacts, SizeIs(2));
 }
 
+TEST(TaskSpec, ArtifactsWhen) {
+  json d = minimal();
+  EXPECT_EQ(parse_ok(d).artifacts_when, "on_success");
+  EXPECT_FALSE(to_json(parse_ok(d)).contains("artifactsWhen"));
+  for (const char* when : {"on_success", "on_failure", "always"}) {
+    d["artifactsWhen"] = when;
+    EXPECT_EQ(parse_ok(d).artifacts_when, when);
+    EXPECT_EQ(parse_ok(to_json(parse_ok(d))).artifacts_when, when);
+  }
+  d["artifactsWhen"] = "never";
+  expect_problem(d, "$.artifactsWhen",
+                 "must be \"on_success\", \"on_failure\" or \"always\", not the string \"never\"");
+  d["artifactsWhen"] = true;
+  expect_problem(d, "$.artifactsWhen", "not true");
+}
+
 TEST(TaskSpec, Id) {
   json d = minimal();
   d["id"] = std::string(128, 'a');
