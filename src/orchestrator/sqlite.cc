@@ -53,8 +53,8 @@ Statement& Statement::bind_null(int index) {
 bool Statement::step() {
   int rc = ::sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
-  if (rc == SQLITE_DONE) return false;
-  db_.fail(rc, ::sqlite3_sql(stmt_));
+  if (rc != SQLITE_DONE) db_.fail(rc, ::sqlite3_sql(stmt_));
+  return false;
 }
 
 int Statement::run() {

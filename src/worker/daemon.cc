@@ -32,7 +32,6 @@ namespace tamma::worker {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using namespace std::chrono_literals;
 using nlohmann::json;
 
 std::int64_t ms_since(Clock::time_point then) {
@@ -453,7 +452,8 @@ struct Daemon::Impl {
     Backoff backoff(options.backoff);
     for (;;) {
       auto current = current_session();
-      std::chrono::milliseconds wait = current ? current->heartbeat_interval : 1000ms;
+      std::chrono::milliseconds wait =
+          current ? current->heartbeat_interval : std::chrono::seconds(1);
       if (current) {
         wire::HeartbeatRequest request;
         for (const auto& t : tasks_of(current->generation)) {
@@ -479,7 +479,7 @@ struct Daemon::Impl {
         } catch (const OrchestratorError& e) {
           if (e.unauthorized()) {
             session_rejected(current, client);
-            wait = 0ms;
+            wait = std::chrono::milliseconds::zero();
           } else {
             // Never longer than the interval: leases must be renewed before they run out.
             wait = std::min(backoff.next(), current->heartbeat_interval);
@@ -549,7 +549,8 @@ struct Daemon::Impl {
       }
       if (!assignment) {
         // An orchestrator that is shutting down or draining us answers at once: do not spin.
-        if (Clock::now() - asked < std::min<std::chrono::milliseconds>(wait, 1000ms)) {
+        if (Clock::now() - asked <
+            std::min<std::chrono::milliseconds>(wait, std::chrono::seconds(1))) {
           if (drain_stop.wait_for(backoff.next())) break;
         } else {
           backoff.reset();
@@ -864,7 +865,7 @@ class TaskReporter : public RunObserver {
     while (!task_.stop.fired()) {
       if (ship()) break;
       const auto left = deadline - Clock::now();
-      if (left <= 0ms) break;
+      if (left <= std::chrono::milliseconds::zero()) break;
       task_.stop.wait_for(
           std::min(std::chrono::duration_cast<std::chrono::milliseconds>(left), backoff_.next()));
     }
@@ -907,7 +908,7 @@ class TaskReporter : public RunObserver {
     auto not_before = Clock::now();
     std::unique_lock lock(mutex_);
     for (;;) {
-      wakeup_.wait_for(lock, 500ms, [this] { return closing_ || wake_; });
+      wakeup_.wait_for(lock, std::chrono::milliseconds(500), [this] { return closing_ || wake_; });
       if (closing_) return;
       wake_ = false;
       if (Clock::now() < not_before) continue;
@@ -1033,7 +1034,7 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
     report.fail = true;
     report.error = {"internal_error", e.what(), true};
   }
-  reporter.finish(30s);
+  reporter.finish(std::chrono::seconds(30));
   if (report.fail) {
     report.status = "error (" + report.error.code + ")";
     return report;

@@ -6,7 +6,7 @@
 
 namespace tamma::worker {
 
-LogShipper::LogShipper(LogShipperLimits limits)
+LogShipper::LogShipper(const LogShipperLimits& limits)
     : limits_(limits), piece_(std::max<std::size_t>(limits.max_request_bytes, 1)) {}
 
 bool LogShipper::append(std::string_view data) {

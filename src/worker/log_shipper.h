@@ -31,7 +31,7 @@ struct LogShipperLimits {
 
 class LogShipper {
  public:
-  explicit LogShipper(LogShipperLimits limits = {});
+  explicit LogShipper(const LogShipperLimits& limits = {});
 
   // Called with the task's (masked) output. Returns true when enough is waiting that a flush
   // should start now rather than at the next tick.
