@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "common/json_text.h"
 #include "common/units.h"
 
 namespace tamma::worker::ci {
@@ -88,14 +89,8 @@ std::string cell(std::string_view text) {
   return out;
 }
 
-// Task output is whatever bytes the task wrote; an XML document must be valid UTF-8.
-std::string valid_utf8(std::string_view text) {
-  const std::string quoted =
-      json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
-  return json::parse(quoted).get<std::string>();
-}
-
 std::string xml_escape(std::string_view raw) {
+  // Task output is whatever bytes the task wrote; an XML document must be valid UTF-8.
   const std::string text = valid_utf8(raw);
   std::string out;
   for (std::size_t i = 0; i < text.size(); ++i) {

@@ -617,7 +617,7 @@ struct Daemon::Impl {
       } catch (const Interrupted&) {
         return;
       } catch (const OrchestratorError& e) {
-        if (e.lease_lost() || e.unauthorized() || e.status() == 404) {
+        if (e.ends_the_attempt()) {
           lose_lease(task, e.what());
           return;
         }
@@ -657,7 +657,7 @@ struct Daemon::Impl {
         } catch (const Interrupted&) {
           return;
         } catch (const OrchestratorError& e) {
-          if (e.lease_lost() || e.unauthorized() || e.status() == 404) {
+          if (e.ends_the_attempt()) {
             lose_lease(task, e.what());
             return;
           }
@@ -719,7 +719,7 @@ struct Daemon::Impl {
         }
         return;
       } catch (const OrchestratorError& e) {
-        if (e.lease_lost() || e.unauthorized() || e.status() == 404) {
+        if (e.ends_the_attempt()) {
           spdlog::warn("worker {}: task {} attempt {} {}: result dropped: {}", worker, task.task_id,
                        task.attempt, report.status, e.what());
           return;
@@ -969,7 +969,7 @@ class TaskReporter : public RunObserver {
 
   // True when retrying would not help (the failure is final); false for a retryable one.
   bool handle(const OrchestratorError& e, const char* what) {
-    if (e.lease_lost() || e.unauthorized() || e.status() == 404) {
+    if (e.ends_the_attempt()) {
       daemon_.lose_lease(task_, e.what());
       return true;
     }

@@ -32,6 +32,10 @@ class OrchestratorError : public Error {
   [[nodiscard]] bool unauthorized() const { return status_ == 401 || status_ == 403; }
   // 409 lease_lost: the attempt is no longer ours; stop working on it.
   [[nodiscard]] bool lease_lost() const { return status_ == 409 && code() == "lease_lost"; }
+  // Lease lost, token refused, or the task gone (404): retrying this attempt is pointless.
+  [[nodiscard]] bool ends_the_attempt() const {
+    return lease_lost() || unauthorized() || status_ == 404;
+  }
   // The log length the orchestrator holds, on a log append it refused.
   [[nodiscard]] std::optional<std::uint64_t> log_length() const { return log_length_; }
 
