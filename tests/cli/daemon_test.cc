@@ -37,17 +37,7 @@ const std::string kOrchestrator;
 const std::string kAdminToken = "daemon-test-admin-token-0123456789";
 const std::string kRegistrationToken = "daemon-test-registration-token-0123456789";
 
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using testing::free_port;
 
 // GET on 127.0.0.1:port; returns the status code and the body (0 when nothing answered).
 std::pair<int, std::string> http_get(int port, const std::string& path,

@@ -35,17 +35,7 @@ inline const std::string kWorkerBinary = TAMMA_WORKER_BINARY;
 inline const std::string kAdminToken = "e2e-admin-token-0123456789abcdef";
 inline const std::string kRegistrationToken = "e2e-registration-token-0123456789abcdef";
 
-inline int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using tamma::testing::free_port;
 
 // Heartbeats every 500 ms, leases lost after 2 s without one, retries after 100 ms.
 inline std::vector<std::string> fast_orchestrator_flags() {

@@ -20,18 +20,7 @@ using tamma::testing::TempDir;
 
 const std::string kBinary = TAMMA_ORCHESTRATOR_BINARY;
 
-// A port nothing listens on right now (the kernel's pick, released for the child to take).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using tamma::testing::free_port;
 
 class RunningOrchestrator {
  public:

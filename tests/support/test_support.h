@@ -67,6 +67,10 @@ ProcessResult run_process(const std::vector<std::string>& argv,
                           const std::vector<std::string>& env = {},
                           std::chrono::milliseconds limit = std::chrono::seconds(120));
 
+// A loopback port nothing listens on right now (the kernel's pick, released for a child
+// process to take).
+int free_port();
+
 // Pids of live processes whose command line contains `marker` (zombies excluded).
 std::vector<int> processes_with(const std::string& marker);
 
