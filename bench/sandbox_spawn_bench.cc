@@ -98,10 +98,13 @@ int main(int argc, char** argv) {
   policy.limits.cpus = 1.0;
   sb::Policy cgroup_only = policy;  // the same limits, no namespaces: the cgroup's share
   cgroup_only.isolate = false;
-  std::unique_ptr<sb::Sandbox> sandbox, plain;
+  sb::Policy copied = policy;  // PID 1 a copy of this process, as after fork
+  copied.share_worker_memory = false;
+  std::unique_ptr<sb::Sandbox> sandbox, plain, copy;
   try {
     sandbox = sb::Sandbox::create(policy);
     plain = sb::Sandbox::create(cgroup_only);
+    copy = sb::Sandbox::create(copied);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sandbox unavailable: %s\n", e.what());
     return 1;
@@ -127,6 +130,7 @@ int main(int argc, char** argv) {
   cases.push_back(
       {"posix_spawn /bin/true", [&] { return spawn_and_wait({"/bin/true"}, null_fd); }});
   cases.push_back({"tamma sandbox /bin/true", [&] { return run_in(*sandbox); }});
+  cases.push_back({"tamma sandbox, PID 1 a copy", [&] { return run_in(*copy); }});
   cases.push_back({"tamma cgroup only (no isolate)", [&] { return run_in(*plain); }});
   if (std::string unshare = find_program("unshare"); !unshare.empty()) {
     cases.push_back(

@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "sandbox/types.h"
 
 namespace tamma::sandbox {
@@ -24,6 +25,9 @@ class Cgroup {
   [[nodiscard]] virtual int clone_into_fd() const = 0;
   // Moves a process into the group (every hierarchy on v1). Must happen before it execs.
   virtual void add_process(pid_t pid) = 0;
+  // v1: every hierarchy's cgroup.procs, open for writing, for a process that enters the
+  // group itself by writing "0" to each. Empty on v2, where clone_into_fd() serves.
+  [[nodiscard]] virtual std::vector<UniqueFd> open_procs_files() const = 0;
   [[nodiscard]] virtual std::vector<pid_t> processes() const = 0;
   // Sends `sig` to every process in the group.
   virtual void signal_all(int sig) = 0;

@@ -1,6 +1,7 @@
 // cgroup v1: one directory per task in each controller hierarchy we use (memory, pids, cpu,
 // cpuacct, freezer; cpu and cpuacct may share one hierarchy), under a per-worker subtree.
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -154,6 +155,17 @@ class V1Cgroup final : public Cgroup {
 
   void add_process(pid_t pid) override {
     for (const auto& dir : dirs_) write_file(dir.path / "cgroup.procs", std::to_string(pid));
+  }
+
+  [[nodiscard]] std::vector<UniqueFd> open_procs_files() const override {
+    std::vector<UniqueFd> files;
+    for (const auto& dir : dirs_) {
+      const fs::path path = dir.path / "cgroup.procs";
+      UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+      if (!fd) throw_errno("open " + path.string());
+      files.push_back(std::move(fd));
+    }
+    return files;
   }
 
   [[nodiscard]] std::vector<pid_t> processes() const override { return processes_below(dirs_); }

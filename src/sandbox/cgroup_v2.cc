@@ -152,6 +152,8 @@ class V2Cgroup final : public Cgroup {
 
   void add_process(pid_t pid) override { write_file(dir_ / "cgroup.procs", std::to_string(pid)); }
 
+  [[nodiscard]] std::vector<UniqueFd> open_procs_files() const override { return {}; }
+
   [[nodiscard]] std::vector<pid_t> processes() const override { return processes_below(dir_); }
 
   void signal_all(int sig) override { kill_each(processes(), sig); }

@@ -33,7 +33,7 @@ bool is_forwarded_signal(int sig) {
   return false;
 }
 
-void run_pid_init(const ChildPlan& plan) {
+TAMMA_ON_TASK_STACK void run_pid_init(const ChildPlan& plan) {
   // The kernel drops signals to a namespace's init that has no handler for them, even when
   // they are blocked at the moment; a handler plus a blocked mask queues them for sigwaitinfo.
   sigset_t waited;
@@ -88,6 +88,8 @@ void run_pid_init(const ChildPlan& plan) {
   close_if_open(plan.stdin_fd);
   close_if_open(plan.stdout_fd);
   close_if_open(plan.stderr_fd);
+  close_if_open(plan.task_cgroup_fd);
+  for (int i = 0; i < plan.cgroup_procs_count; ++i) close_if_open(plan.cgroup_procs_fds[i]);
 
   for (;;) {
     siginfo_t info;

@@ -29,6 +29,7 @@
 #include "sandbox/seccomp.h"
 #include "sandbox/shared_cgroups.h"
 #include "sandbox/spawn.h"
+#include "sandbox/spawn_slot.h"
 #include "sandbox/user.h"
 
 namespace tamma::sandbox {
@@ -127,12 +128,13 @@ fs::path checked_workdir(const std::string& workdir) {
 class ProcessImpl final : public Process {
  public:
   ProcessImpl(Spawned spawned, bool has_init, UniqueFd status, std::unique_ptr<Cgroup> cgroup,
-              std::vector<std::string> degradations)
+              SpawnSlotLease slot, std::vector<std::string> degradations)
       : pid_(spawned.pid),
         pidfd_(spawned.pidfd),
         has_init_(has_init),
         status_(std::move(status)),
         cgroup_(std::move(cgroup)),
+        slot_(std::move(slot)),
         degradations_(std::move(degradations)) {}
 
   ~ProcessImpl() override {
@@ -141,6 +143,8 @@ class ProcessImpl final : public Process {
     } catch (const std::exception& e) {
       spdlog::error("sandbox: cleaning up task process {}: {}", pid_, e.what());
     }
+    // A PID 1 that could not be reaped may still run on the slot's stacks.
+    if (!reaped_) slot_.abandon();
     cgroup_.reset();  // kills what is left and removes the group; never throws
   }
 
@@ -215,6 +219,7 @@ class ProcessImpl final : public Process {
     if (rc < 0) throw_errno("waitid on the task's pidfd");
     if (info.si_pid == 0) return;  // still running
     reaped_ = true;
+    slot_ = SpawnSlotLease();  // PID 1 is gone: its stacks and thread block are free
     rusage_ = usage;
     exit_ = from_siginfo(info);
     if (!has_init_) return;
@@ -230,6 +235,7 @@ class ProcessImpl final : public Process {
   bool has_init_;
   UniqueFd status_;
   std::unique_ptr<Cgroup> cgroup_;
+  SpawnSlotLease slot_;  // set when PID 1 shares the worker's memory
   std::vector<std::string> degradations_;
   std::optional<ExitStatus> exit_;
   bool reaped_ = false;
@@ -242,6 +248,12 @@ struct Effective {
   Limits limits;
   bool isolate = true;
   bool new_net = false, new_ipc = false, new_uts = false, new_user = false;
+  // PID 1 shares the worker's memory (spawn_slot.h); it then stays out of the task's cgroup,
+  // lest the OOM killer, choosing among the group's processes, pick the worker's memory.
+  bool share_memory = false;
+  // The task enters its cgroup itself (v1 writes, v2 clone3 from PID 1) rather than
+  // inheriting it from a PID 1 placed there by the worker.
+  bool task_enters_cgroup = false;
   std::shared_ptr<const SeccompProgram> seccomp;
   CgroupManager* cgroups = nullptr;
   std::vector<std::string> degradations;
@@ -300,11 +312,22 @@ class SandboxImpl final : public Sandbox {
 
     Pipe error = make_pipe();
     Pipe status = make_pipe();
-    // On v1 the child must wait until it is in the cgroups; with a user namespace, until the
-    // id maps exist.
-    const bool needs_release = (cgroup && cgroup->clone_into_fd() < 0) || eff_.new_user;
+    const bool task_enters = cgroup && eff_.task_enters_cgroup;
+    std::vector<UniqueFd> procs_files;
+    if (task_enters) procs_files = cgroup->open_procs_files();
+    if (procs_files.size() > static_cast<std::size_t>(kMaxCgroupProcsFds)) {
+      throw Error(
+          ErrorKind::kSandboxSetup, "sandbox_setup_failed",
+          "too many cgroup v1 hierarchies for one task: " + std::to_string(procs_files.size()));
+    }
+    // On v1 the child must wait until the worker has moved it into the cgroups (unless the
+    // task enters them itself); with a user namespace, until the id maps exist.
+    const bool needs_release =
+        (cgroup && !task_enters && cgroup->clone_into_fd() < 0) || eff_.new_user;
     Pipe release;
     if (needs_release) release = make_pipe();
+    SpawnSlotLease slot;
+    if (eff_.share_memory) slot = lease_spawn_slot();
 
     ChildPlan plan;
     plan.isolate = eff_.isolate;
@@ -327,18 +350,32 @@ class SandboxImpl final : public Sandbox {
     plan.seccomp = eff_.isolate && eff_.seccomp ? &eff_.seccomp->program : nullptr;
     plan.release_fd = needs_release ? release.read.get() : -1;
     plan.release_before_setup = eff_.new_user;
-    std::vector<char> task_stack(kTaskStackBytes);
-    plan.task_stack = task_stack.data();
-    plan.task_stack_size = task_stack.size();
+    std::vector<char> task_stack;
+    if (slot) {
+      plan.task_stack = slot.slot().task_stack;
+      plan.task_stack_size = slot.slot().task_stack_size;
+    } else {
+      task_stack.resize(kTaskStackBytes);
+      plan.task_stack = task_stack.data();
+      plan.task_stack_size = task_stack.size();
+    }
     plan.error_fd = error.write.get();
     plan.status_fd = status.write.get();
+    if (task_enters) {
+      // v2: born in the group, cloned by PID 1 (without isolation by the clone below).
+      if (eff_.isolate) plan.task_cgroup_fd = cgroup->clone_into_fd();
+      for (const auto& file : procs_files)
+        plan.cgroup_procs_fds[plan.cgroup_procs_count++] = file.get();
+    }
 
-    CloneRequest request{.isolate = eff_.isolate,
-                         .new_net = eff_.new_net,
-                         .new_ipc = eff_.new_ipc,
-                         .new_uts = eff_.new_uts,
-                         .new_user = eff_.new_user,
-                         .cgroup_fd = cgroup ? cgroup->clone_into_fd() : -1};
+    CloneRequest request{
+        .isolate = eff_.isolate,
+        .new_net = eff_.new_net,
+        .new_ipc = eff_.new_ipc,
+        .new_uts = eff_.new_uts,
+        .new_user = eff_.new_user,
+        .cgroup_fd = cgroup && !(task_enters && eff_.isolate) ? cgroup->clone_into_fd() : -1,
+        .shared_slot = slot ? &slot.slot() : nullptr};
     Spawned spawned = clone_child(request, plan);
     UniqueFd pidfd(spawned.pidfd);
     error.write.reset();
@@ -351,14 +388,16 @@ class SandboxImpl final : public Sandbox {
       release.write.reset();
       send_signal(pidfd.get(), SIGKILL);
       siginfo_t info{};
-      while (::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED) < 0 &&
+      int rc;
+      while ((rc = ::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED)) < 0 &&
              errno == EINTR) {
       }
+      if (rc != 0) slot.abandon();  // not reaped: it may still use the slot
     };
     try {
       if (needs_release) {
         try {
-          if (cgroup && cgroup->clone_into_fd() < 0) {
+          if (cgroup && !task_enters && cgroup->clone_into_fd() < 0) {
             // The child leaves a real-time policy itself, but maybe not before this write,
             // which a v1 cpu group without an RT budget refuses for RT processes.
             const int sched = ::sched_getscheduler(0);
@@ -395,7 +434,7 @@ class SandboxImpl final : public Sandbox {
     }
     pidfd.release();
     return std::make_unique<ProcessImpl>(spawned, eff_.isolate, std::move(status.read),
-                                         std::move(cgroup), eff_.degradations);
+                                         std::move(cgroup), std::move(slot), eff_.degradations);
   }
 
  private:
@@ -522,6 +561,7 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
                             : "pid, mount and user namespaces (the worker is not root)",
                   "the task runs without isolation, as the worker's user")) {
       eff.isolate = false;
+      eff.new_user = false;
     }
   }
   if (eff.isolate) {
@@ -533,6 +573,15 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
       eff.seccomp = task_seccomp_program();
     }
   }
+  // A root worker has the task enter its cgroup itself, before exec, and keeps PID 1
+  // outside: a PID 1 sharing the worker's memory must never be the OOM killer's choice in
+  // the task's group, since the kernel kills every process sharing the victim's memory.
+  // With a user namespace (a worker that is not root) the task may lack the right to move
+  // itself: PID 1 is then a copy that the worker places in the group. Without isolation the
+  // task shares the worker's memory only until its execve, suspending the worker meanwhile,
+  // so it too must enter the group itself.
+  eff.task_enters_cgroup = !eff.new_user;
+  eff.share_memory = !eff.new_user && policy.share_worker_memory && can_share_memory();
   eff.degradations = std::move(req.degradations);
   for (const auto& d : eff.degradations) spdlog::warn("sandbox degraded: {}", d);
   return std::make_unique<SandboxImpl>(policy, std::move(eff));

@@ -26,8 +26,8 @@ struct Policy {
   uid_t uid = 65534;
   gid_t gid = 65534;
   // Host paths bound read-only at the same place inside the sandbox (missing ones skipped).
-  std::vector<std::string> readonly_binds{"/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32",
-                                          "/etc"};
+  std::vector<std::string> readonly_binds{"/usr",   "/bin",   "/sbin", "/lib",
+                                          "/lib64", "/lib32", "/etc"};
   // Host paths bound read-only at another place inside (source, target): e.g. a file://
   // repository under the host's /tmp, which the sandbox's private /tmp would hide.
   std::vector<std::pair<std::string, std::string>> readonly_binds_at;
@@ -35,14 +35,18 @@ struct Policy {
   // When the host cannot enforce something asked for: false refuses the task (fail closed),
   // true runs it without and says so in `Process::degradations()`.
   bool allow_degraded = false;
+  // PID 1 of the task's namespaces shares the worker's memory instead of being a copy of it,
+  // which saves most of the start of a sandbox (ADR 0001). It is used where the host allows
+  // it (x86-64, a root worker); false makes PID 1 a copy everywhere, for comparison.
+  bool share_worker_memory = true;
 };
 
 // Mount point of the task's workspace inside the sandbox.
 inline constexpr const char* kSandboxWorkspace = "/workspace";
 
 struct Command {
-  std::vector<std::string> argv;  // argv[0] resolved through PATH of `env` when not absolute
-  std::vector<std::string> env;   // the complete environment, "NAME=value"
+  std::vector<std::string> argv;    // argv[0] resolved through PATH of `env` when not absolute
+  std::vector<std::string> env;     // the complete environment, "NAME=value"
   std::filesystem::path workspace;  // host directory, bound read-write at kSandboxWorkspace
   std::string workdir = ".";        // relative to the workspace
   int stdout_fd = -1;               // write ends owned by the caller; dup'ed into the task

@@ -19,7 +19,44 @@
 #include "common/error.h"
 #include "sandbox/pid_init.h"
 #include "sandbox/seccomp.h"
+#include "sandbox/spawn_slot.h"
 #include "sandbox/user.h"
+
+#if defined(__x86_64__) && defined(__LP64__)
+#define TAMMA_HAS_CLONE3_CALL 1
+static_assert(SYS_clone3 == 435 && SYS_exit == 60);
+// clone3 that starts the child on a stack of ours and has it call entry(arg), then exit with
+// its result: what glibc does inside pthread_create and does not export. (A child on a new
+// stack cannot return through the syscall() wrapper.) Returns the child's pid or -errno.
+extern "C" long tamma_clone3_call(struct clone_args* args, std::size_t size, int (*entry)(void*),
+                                  void* arg);
+asm(R"(
+    .text
+    .globl tamma_clone3_call
+    .hidden tamma_clone3_call
+    .type tamma_clone3_call, @function
+tamma_clone3_call:
+    .cfi_startproc
+    mov %rdx, %r8
+    mov %rcx, %r9
+    mov $435, %eax
+    syscall
+    test %rax, %rax
+    jz 1f
+    ret
+1:
+    .cfi_undefined %rip
+    xor %ebp, %ebp
+    mov %r9, %rdi
+    call *%r8
+    mov %eax, %edi
+    mov $60, %eax
+    syscall
+    hlt
+    .cfi_endproc
+    .size tamma_clone3_call, .-tamma_clone3_call
+)");
+#endif
 
 namespace tamma::sandbox {
 
@@ -91,6 +128,11 @@ int setup_stdio(const ChildPlan& plan) {
 
 TAMMA_ON_TASK_STACK int task_main(void* plan) { exec_task(*static_cast<const ChildPlan*>(plan)); }
 
+[[noreturn]] void child_main(const ChildPlan& shared);
+TAMMA_ON_TASK_STACK int shared_memory_main(void* plan) {
+  child_main(*static_cast<const ChildPlan*>(plan));
+}
+
 // A real-time worker must not hand its priority to a CI task, which could then starve the
 // machine (and v1 cpu cgroups without an RT budget refuse RT processes).
 int leave_real_time() {
@@ -100,14 +142,17 @@ int leave_real_time() {
   return ::syscall(SYS_sched_setscheduler, 0, SCHED_OTHER, &param) == 0 ? 0 : errno;
 }
 
-[[noreturn]] void child_main(const ChildPlan& shared) {
+[[noreturn]] TAMMA_ON_TASK_STACK void child_main(const ChildPlan& shared) {
   if (int err = leave_real_time(); err != 0) {
     child_fail(shared.error_fd, ChildStage::kSignals, err, "sched_setscheduler(SCHED_OTHER)");
   }
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
-  int* keep[] = {&plan.error_fd, &plan.release_fd, &plan.status_fd,
-                 &plan.stdin_fd, &plan.stdout_fd,  &plan.stderr_fd};
-  if (int err = keep_only_fds(keep, sizeof keep / sizeof keep[0]); err != 0) {
+  int* keep[7 + kMaxCgroupProcsFds] = {&plan.error_fd,      &plan.release_fd, &plan.status_fd,
+                                       &plan.stdin_fd,      &plan.stdout_fd,  &plan.stderr_fd,
+                                       &plan.task_cgroup_fd};
+  std::size_t kept = 7;
+  for (int i = 0; i < plan.cgroup_procs_count; ++i) keep[kept++] = &plan.cgroup_procs_fds[i];
+  if (int err = keep_only_fds(keep, kept); err != 0) {
     child_fail(shared.error_fd, ChildStage::kFds, err, "renumber descriptors");
   }
   if (plan.release_fd >= 0 && (plan.release_before_setup || !plan.isolate)) {
@@ -152,6 +197,8 @@ const char* to_string(ChildStage stage) {
       return "seccomp filter";
     case ChildStage::kParentDeath:
       return "parent death signal";
+    case ChildStage::kCgroup:
+      return "enter the task's cgroup";
   }
   return "?";
 }
@@ -195,7 +242,7 @@ std::uint64_t ignored_signals() {
   return std::strtoull(line + 8, nullptr, 16);
 }
 
-void wait_for_release(int release_fd) {
+TAMMA_ON_TASK_STACK void wait_for_release(int release_fd) {
   char go = 0;
   ssize_t got;
   do {
@@ -206,7 +253,27 @@ void wait_for_release(int release_fd) {
   ::close(release_fd);
 }
 
-pid_t start_task(const ChildPlan& plan) {
+TAMMA_ON_TASK_STACK pid_t start_task(const ChildPlan& plan) {
+  if (plan.task_cgroup_fd >= 0) {
+#ifdef TAMMA_HAS_CLONE3_CALL
+    // v2, PID 1 outside the task's group: the task is born in it.
+    struct clone_args args {};
+    args.flags = CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP;
+    args.exit_signal = SIGCHLD;
+    args.stack = reinterpret_cast<std::uint64_t>(plan.task_stack);
+    args.stack_size = plan.task_stack_size & ~static_cast<std::size_t>(15);
+    args.cgroup = static_cast<std::uint64_t>(plan.task_cgroup_fd);
+    long pid = tamma_clone3_call(&args, sizeof args, task_main, const_cast<ChildPlan*>(&plan));
+    if (pid < 0) {
+      errno = static_cast<int>(-pid);
+      return -1;
+    }
+    return static_cast<pid_t>(pid);
+#else
+    errno = ENOSYS;  // the parent only asks for this where the assembly entry exists
+    return -1;
+#endif
+  }
   // glibc's clone() is a bare system call stub: unlike fork() it runs no atfork handlers and
   // takes none of the locks that some thread of the worker may have held at clone3 time.
   auto top = reinterpret_cast<std::uintptr_t>(plan.task_stack + plan.task_stack_size);
@@ -232,6 +299,13 @@ TAMMA_ON_TASK_STACK void child_fail(int error_fd, ChildStage stage, int err, con
 }
 
 TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
+  // First, so that everything the task does is counted and limited (v1; on v2 it was born
+  // in its group). Still root: only root moves a process between v1 groups.
+  for (int i = 0; i < plan.cgroup_procs_count; ++i) {
+    if (::write(plan.cgroup_procs_fds[i], "0", 1) != 1) {
+      child_fail(plan.error_fd, ChildStage::kCgroup, errno, "cgroup.procs");
+    }
+  }
   if (int err = reset_signals(plan.ignored_signals); err != 0) {
     child_fail(plan.error_fd, ChildStage::kSignals, err, "sigprocmask");
   }
@@ -280,6 +354,43 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
   exec_failed(plan, denied && (err == ENOENT || err == ENOTDIR) ? EACCES : err);
 }
 
+namespace {
+
+// The child shares the worker's memory: no page tables to copy and no copy-on-write faults on
+// either side (most of a sandbox's start on a VM). It runs on a stack of the slot with a thread
+// block nobody else uses, and never returns here. Returns the pid or -errno.
+long clone_sharing_memory(const clone_args& base, bool isolate, const SpawnSlot& slot,
+                          const ChildPlan& plan) {
+#ifdef TAMMA_HAS_CLONE3_CALL
+  struct clone_args args = base;
+  args.flags |= CLONE_VM | CLONE_SETTLS;
+  args.tls = reinterpret_cast<std::uint64_t>(slot.thread_pointer);
+  if (isolate) {
+    // PID 1, for the task's whole life.
+    args.stack = reinterpret_cast<std::uint64_t>(slot.init_stack);
+    args.stack_size = slot.init_stack_size & ~static_cast<std::size_t>(15);
+  } else {
+    // The task itself, until execve: as vfork, the caller resumes once it has exec'ed.
+    args.flags |= CLONE_VFORK;
+    args.stack = reinterpret_cast<std::uint64_t>(slot.task_stack);
+    args.stack_size = slot.task_stack_size & ~static_cast<std::size_t>(15);
+  }
+  return tamma_clone3_call(&args, sizeof args, shared_memory_main, const_cast<ChildPlan*>(&plan));
+#else
+  (void)base, (void)isolate, (void)slot, (void)plan;
+  return -ENOSYS;
+#endif
+}
+
+[[noreturn]] void throw_clone_failed(const CloneRequest& request, int err) {
+  throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
+              std::string("clone3 of the sandbox (namespaces") +
+                  (request.cgroup_fd >= 0 ? ", into the task cgroup" : "") +
+                  "): " + strerrordesc_np(err));
+}
+
+}  // namespace
+
 Spawned clone_child(const CloneRequest& request, const ChildPlan& plan) {
   std::uint64_t flags = CLONE_PIDFD;
   if (request.isolate) {
@@ -301,6 +412,13 @@ Spawned clone_child(const CloneRequest& request, const ChildPlan& plan) {
     args.cgroup = static_cast<std::uint64_t>(request.cgroup_fd);
   }
   args.flags = flags;
+  if (request.shared_slot != nullptr) {
+    long pid = clone_sharing_memory(args, request.isolate, *request.shared_slot, plan);
+    if (pid >= 0) return Spawned{.pid = static_cast<pid_t>(pid), .pidfd = pidfd};
+    // EINVAL: a kernel without CLONE_CLEAR_SIGHAND, where a worker handler could run in the
+    // child on the worker's own memory. A copy is safe there; it is made below.
+    if (pid != -EINVAL) throw_clone_failed(request, static_cast<int>(-pid));
+  }
   // No stack: like fork, the child continues on a copy of this one.
   long pid = ::syscall(SYS_clone3, &args, sizeof args);
   if (pid < 0 && errno == EINVAL) {
@@ -310,13 +428,7 @@ Spawned clone_child(const CloneRequest& request, const ChildPlan& plan) {
     pid = ::syscall(SYS_clone3, &args, sizeof args);
   }
   if (pid == 0) child_main(plan);
-  if (pid < 0) {
-    int err = errno;
-    throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
-                std::string("clone3 of the sandbox (namespaces") +
-                    (request.cgroup_fd >= 0 ? ", into the task cgroup" : "") +
-                    "): " + strerrordesc_np(err));
-  }
+  if (pid < 0) throw_clone_failed(request, errno);
   return Spawned{.pid = static_cast<pid_t>(pid), .pidfd = pidfd};
 }
 

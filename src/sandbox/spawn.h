@@ -15,6 +15,11 @@
 namespace tamma::sandbox {
 
 struct MountPlan;
+struct SpawnSlot;
+
+// v1 hierarchies a task may have to enter itself (memory, pids, cpu, cpuacct, freezer, and
+// room for one more).
+inline constexpr int kMaxCgroupProcsFds = 6;
 
 // Where a child failed before exec; sent to the parent as a fixed-size record.
 enum class ChildStage : int {
@@ -33,6 +38,7 @@ enum class ChildStage : int {
   kCapabilities,
   kSeccomp,
   kParentDeath,
+  kCgroup,
 };
 const char* to_string(ChildStage stage);
 
@@ -84,6 +90,14 @@ struct ChildPlan {
   // sharing memory until execve spares copying the page tables of a worker-sized process).
   char* task_stack = nullptr;
   std::size_t task_stack_size = 0;
+
+  // When PID 1 stays outside the task's cgroup (it shares the worker's memory, see
+  // sandbox.cc), the task enters the group itself before its first instruction of the
+  // command: on v2 PID 1 clones it into `task_cgroup_fd`; on v1 it writes its own pid to
+  // each of `cgroup_procs_fds` (cgroup.procs files opened by the parent).
+  int task_cgroup_fd = -1;
+  int cgroup_procs_fds[kMaxCgroupProcsFds] = {-1, -1, -1, -1, -1, -1};
+  int cgroup_procs_count = 0;
 };
 
 struct CloneRequest {
@@ -93,6 +107,11 @@ struct CloneRequest {
   bool new_uts = true;
   bool new_user = false;
   int cgroup_fd = -1;  // v2: clone straight into the task's group
+  // Set: the child shares the worker's memory (CLONE_VM) and runs with the slot's thread
+  // block instead of being a copy of the worker (spawn_slot.h). With isolation it is PID 1,
+  // on the slot's first stack; without, it is the task, on the second, and the caller is
+  // suspended until it execs (CLONE_VFORK).
+  const SpawnSlot* shared_slot = nullptr;
 };
 
 struct Spawned {

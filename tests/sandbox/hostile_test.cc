@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <set>
 
 #include <chrono>
@@ -103,6 +104,29 @@ TEST_F(HostileTest, MemoryHogIsOomKilled) {
   EXPECT_GE(r.usage.oom_kills, 1u);
   EXPECT_LE(r.usage.peak_memory_bytes, (64ull << 20) + (1ull << 20));
   EXPECT_GT(r.usage.peak_memory_bytes, 32ull << 20);
+}
+
+// The OOM killer picks the group's largest process and kills every process that shares its
+// memory. A PID 1 sharing the worker's memory (or a copy of a large worker) must therefore
+// never be in the task's group: here the worker is far larger than any task process, and
+// must come out alive from an OOM among many mid-sized processes, in both kinds of PID 1.
+TEST_F(HostileTest, OomAmongManyProcessesNeverPicksTheWorker) {
+  std::vector<char> worker_memory(256ull << 20);
+  std::memset(worker_memory.data(), 1, worker_memory.size());
+  for (bool shared : {true, false}) {
+    SCOPED_TRACE(shared ? "PID 1 shares the worker's memory" : "PID 1 is a copy");
+    Policy policy;
+    policy.limits.memory_bytes = 64ull << 20;
+    policy.share_worker_memory = shared;
+    auto r = sh("for i in 1 2 3 4 5 6 7 8; do /workspace/hostile hold 12 2 & done; wait; echo done",
+                policy, {.timeout = 30s});
+    ASSERT_TRUE(r.exit);
+    EXPECT_FALSE(r.killed_by_test);
+    EXPECT_FALSE(r.exit->signaled) << "PID 1 or the shell was chosen";
+    EXPECT_EQ(r.out, "done\n");
+    EXPECT_GE(r.usage.oom_kills, 1u);
+  }
+  EXPECT_EQ(worker_memory[12345], 1);
 }
 
 TEST_F(HostileTest, CpuSpinnerGetsHalfACore) {

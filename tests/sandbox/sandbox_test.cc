@@ -16,9 +16,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <string>
 
 #include "common/error.h"
+#include "sandbox/cgroup.h"
 #include "sandbox/host.h"
 #include "sandbox/run_helpers.h"
 #include "sandbox/sandbox.h"
@@ -355,6 +357,50 @@ TEST_F(SandboxTest, TasksRunInTheirOwnCgroupWithUsage) {
   EXPECT_TRUE(r.usage.exact);
   EXPECT_GT(r.usage.cpu_user_us + r.usage.cpu_system_us, 0u);
   EXPECT_GT(r.usage.peak_memory_bytes, 0u);
+}
+
+// However the sandbox's first process is made (sharing the worker's memory or a copy of it,
+// with or without isolation), the task is in its group, in every hierarchy, before the
+// command's first instruction: its limits hold and its usage is counted.
+TEST_F(SandboxTest, EveryKindOfStartPutsTheTaskInItsGroupEverywhere) {
+  CgroupManager* manager = shared_cgroup_manager();
+  ASSERT_NE(manager, nullptr);
+  const bool v2 = manager->version() == CgroupVersion::kV2;
+  for (bool isolate : {true, false}) {
+    for (bool share : {true, false}) {
+      SCOPED_TRACE(std::string(isolate ? "isolated, " : "not isolated, ") +
+                   (share ? "sharing the worker's memory" : "a copy of the worker"));
+      Policy policy;
+      policy.isolate = isolate;
+      policy.share_worker_memory = share;
+      policy.limits.memory_bytes = 256ull << 20;
+      policy.limits.pids = 64;
+      policy.limits.cpus = 1.0;
+      auto r = sh("cat /proc/self/cgroup; exit 7", policy);
+      ASSERT_TRUE(r.exit);
+      EXPECT_EQ(r.exit->code, 7) << r.err;
+      std::istringstream lines(r.out);
+      int checked = 0;
+      for (std::string line; std::getline(lines, line);) {
+        // "id:controllers:path"; on v2 the one line "0::path".
+        const auto first = line.find(':');
+        const auto second = line.find(':', first + 1);
+        ASSERT_NE(second, std::string::npos) << line;
+        const std::string controllers = line.substr(first + 1, second - first - 1);
+        const std::string path = line.substr(second + 1);
+        bool limited = v2 && line.rfind("0::", 0) == 0;
+        std::istringstream names(controllers);
+        for (std::string name; !v2 && std::getline(names, name, ',');) {
+          limited |= name == "memory" || name == "pids" || name == "cpu" || name == "freezer";
+        }
+        if (!limited) continue;
+        ++checked;
+        EXPECT_NE(path.find("/task-"), std::string::npos) << line;
+      }
+      EXPECT_GE(checked, v2 ? 1 : 4) << r.out;
+      EXPECT_GT(r.usage.peak_memory_bytes, 0u);
+    }
+  }
 }
 
 TEST_F(SandboxTest, ManySequentialTasksLeaveNothing) {

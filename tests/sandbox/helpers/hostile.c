@@ -34,6 +34,13 @@ static int hog(long mib) {
   return 0;
 }
 
+/* Keeps `mib` MiB charged for `seconds`, as one of many mid-sized processes would. */
+static int hold(long mib, int seconds) {
+  if (hog(mib) != 0) return 3;
+  sleep((unsigned)seconds);
+  return 0;
+}
+
 static int kernel_escapes(void) {
   report("mount", mount("tmpfs", "/tmp", "tmpfs", 0, NULL));
   report("umount", umount2("/workspace", MNT_DETACH));
@@ -96,6 +103,7 @@ static int connect_to(int port) {
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   if (strcmp(argv[1], "hog") == 0 && argc == 3) return hog(atol(argv[2]));
+  if (strcmp(argv[1], "hold") == 0 && argc == 4) return hold(atol(argv[2]), atoi(argv[3]));
   if (strcmp(argv[1], "escapes") == 0) return kernel_escapes();
   if (strcmp(argv[1], "abi") == 0 && argc == 3) return foreign_abi(argv[2]);
   if (strcmp(argv[1], "connect") == 0 && argc == 3) return connect_to(atoi(argv[2]));
