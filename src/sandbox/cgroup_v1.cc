@@ -143,12 +143,22 @@ class V1Cgroup final : public Cgroup {
   explicit V1Cgroup(std::vector<Dir> dirs) : dirs_(std::move(dirs)) {}
 
   ~V1Cgroup() override {
+    // Usually the task is gone and the groups are empty leaves, which rmdir alone removes;
+    // it answers EBUSY while a process (or a child group) is left. A process enters the
+    // hierarchies in the order of dirs_, so once one group is removed no process is left in
+    // the others: only what failed needs the kill and the walk.
+    std::vector<Dir> left;
+    for (const auto& dir : dirs_) {
+      if (left.empty() && (::rmdir(dir.path.c_str()) == 0 || errno == ENOENT)) continue;
+      left.push_back(dir);
+    }
+    if (left.empty()) return;
     try {
-      kill_all();
+      kill_tree(left);
     } catch (const std::exception& e) {
       spdlog::error("cgroup: killing the processes of {} failed: {}", path(), e.what());
     }
-    remove_tree(dirs_);
+    remove_tree(left);
   }
 
   [[nodiscard]] int clone_into_fd() const override { return -1; }

@@ -139,12 +139,15 @@ class V2Cgroup final : public Cgroup {
   V2Cgroup(fs::path dir, UniqueFd dir_fd) : dir_(std::move(dir)), dir_fd_(std::move(dir_fd)) {}
 
   ~V2Cgroup() override {
+    dir_fd_.reset();
+    // Usually the task is gone and the group is an empty leaf, which rmdir alone removes;
+    // it answers EBUSY while a process (or a child group) is left.
+    if (::rmdir(dir_.c_str()) == 0 || errno == ENOENT) return;
     try {
       kill_all();
     } catch (const std::exception& e) {
       spdlog::error("cgroup: killing the processes of {} failed: {}", dir_.string(), e.what());
     }
-    dir_fd_.reset();
     remove_tree(dir_);
   }
 

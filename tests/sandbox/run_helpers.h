@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "common/unique_fd.h"
+#include "sandbox/mount.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/shared_cgroups.h"
 
@@ -107,11 +108,20 @@ inline std::string slurp(const std::filesystem::path& file) {
   return s.str();
 }
 
-inline int mount_count() {
+// Mounts of this (the worker's) namespace at or below `root`. Every mount of a jail lies below
+// the host directory its root is mounted on, so a mount that escaped a sandbox's private
+// namespace shows there; counting only there keeps other tests' mounts (a workspace's disk
+// image, mounted by a test running in parallel) out of the check.
+inline int mount_count_under(const std::string& root) {
   std::ifstream in("/proc/self/mountinfo");
-  int lines = 0;
-  for (std::string line; std::getline(in, line);) ++lines;
-  return lines;
+  int count = 0;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, device, source, mount_point;
+    fields >> id >> parent >> device >> source >> mount_point;
+    if (mount_point == root || mount_point.rfind(root + "/", 0) == 0) ++count;
+  }
+  return count;
 }
 
 // Processes whose parent is this test process (the sandbox's PID 1s and tasks).
@@ -147,14 +157,16 @@ inline std::vector<std::string> leftover_groups() {
 // Asserts, at the end of a test, that the sandbox left nothing behind.
 class NoLeaks {
  public:
-  NoLeaks() : mounts_(mount_count()) {}
+  NoLeaks() : jail_root_(choose_root_mount_point({})), mounts_(mount_count_under(jail_root_)) {}
   void check() const {
-    EXPECT_EQ(mount_count(), mounts_) << "mounts leaked into the worker's namespace";
+    EXPECT_EQ(mount_count_under(jail_root_), mounts_)
+        << "mounts leaked into the worker's namespace below " << jail_root_;
     EXPECT_EQ(child_count(), 0) << "task processes left behind";
     EXPECT_TRUE(leftover_groups().empty()) << "cgroups left behind";
   }
 
  private:
+  std::string jail_root_;  // where the sandboxes of these tests mount their root
   int mounts_;
 };
 
