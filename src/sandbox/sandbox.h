@@ -35,9 +35,10 @@ struct Policy {
   // When the host cannot enforce something asked for: false refuses the task (fail closed),
   // true runs it without and says so in `Process::degradations()`.
   bool allow_degraded = false;
-  // PID 1 of the task's namespaces shares the worker's memory instead of being a copy of it,
-  // which saves most of the start of a sandbox (ADR 0001). It is used where the host allows
-  // it (x86-64, a root worker); false makes PID 1 a copy everywhere, for comparison.
+  // The sandbox's first process (PID 1 with isolation, else the task until its execve) shares
+  // the worker's memory instead of being a copy of it, which halves the start of a sandbox
+  // (ADR 0017). Used where possible (x86-64, a root worker); false makes it a copy, as after
+  // fork, everywhere: for comparison.
   bool share_worker_memory = true;
 };
 
