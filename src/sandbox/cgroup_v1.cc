@@ -170,9 +170,9 @@ class V1Cgroup final : public Cgroup {
   [[nodiscard]] std::vector<UniqueFd> open_procs_files() const override {
     std::vector<UniqueFd> files;
     for (const auto& dir : dirs_) {
-      const fs::path path = dir.path / "cgroup.procs";
-      UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-      if (!fd) throw_errno("open " + path.string());
+      const fs::path procs = dir.path / "cgroup.procs";
+      UniqueFd fd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+      if (!fd) throw_errno("open " + procs.string());
       files.push_back(std::move(fd));
     }
     return files;

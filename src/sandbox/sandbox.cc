@@ -185,7 +185,7 @@ class ProcessImpl final : public Process {
     if (has_init_) return;
     if (cgroup_) {
       cgroup_->kill_all();
-    } else if (!has_init_ && ::kill(-pid_, SIGKILL) != 0 && errno != ESRCH) {
+    } else if (::kill(-pid_, SIGKILL) != 0 && errno != ESRCH) {
       throw_errno("kill of the task's process group");
     }
   }

@@ -28,9 +28,9 @@ namespace tamma::sandbox {
 namespace {
 
 // PID 1 and the task's code before execve use a few KiB; AddressSanitizer's frames more.
-constexpr std::size_t kInitStackBytes = 128 * 1024;
-constexpr std::size_t kTaskStackBytes = 64 * 1024;
-constexpr std::size_t kDonorStackBytes = 64 * 1024;
+constexpr std::size_t kInitStackBytes = std::size_t{128} << 10;
+constexpr std::size_t kTaskStackBytes = std::size_t{64} << 10;
+constexpr std::size_t kDonorStackBytes = std::size_t{64} << 10;
 
 struct Pool {
   std::mutex mutex;
