@@ -361,21 +361,22 @@ class SandboxImpl final : public Sandbox {
     }
     plan.error_fd = error.write.get();
     plan.status_fd = status.write.get();
-    if (task_enters) {
-      // v2: born in the group, cloned by PID 1 (without isolation by the clone below).
-      if (eff_.isolate) plan.task_cgroup_fd = cgroup->clone_into_fd();
-      for (const auto& file : procs_files)
-        plan.cgroup_procs_fds[plan.cgroup_procs_count++] = file.get();
+    for (const auto& file : procs_files) {
+      plan.cgroup_procs_fds[plan.cgroup_procs_count++] = file.get();
     }
+    // v2: the clone below is born in the group, unless PID 1 stays outside and clones the
+    // task into it.
+    const int v2_group = cgroup ? cgroup->clone_into_fd() : -1;
+    const bool pid1_places_task = task_enters && eff_.isolate;
+    plan.task_cgroup_fd = pid1_places_task ? v2_group : -1;
 
-    CloneRequest request{
-        .isolate = eff_.isolate,
-        .new_net = eff_.new_net,
-        .new_ipc = eff_.new_ipc,
-        .new_uts = eff_.new_uts,
-        .new_user = eff_.new_user,
-        .cgroup_fd = cgroup && !(task_enters && eff_.isolate) ? cgroup->clone_into_fd() : -1,
-        .shared_slot = slot ? &slot.slot() : nullptr};
+    CloneRequest request{.isolate = eff_.isolate,
+                         .new_net = eff_.new_net,
+                         .new_ipc = eff_.new_ipc,
+                         .new_uts = eff_.new_uts,
+                         .new_user = eff_.new_user,
+                         .cgroup_fd = pid1_places_task ? -1 : v2_group,
+                         .shared_slot = slot ? &slot.slot() : nullptr};
     Spawned spawned = clone_child(request, plan);
     UniqueFd pidfd(spawned.pidfd);
     error.write.reset();

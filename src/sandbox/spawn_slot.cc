@@ -45,6 +45,7 @@ Pool& pool() {
 struct DonorStart {
   std::mutex mutex;
   std::condition_variable ready;
+  bool started = false;
   void* thread_pointer = nullptr;
 };
 
@@ -65,6 +66,7 @@ void* donor_main(void* arg) {
   {
     std::lock_guard lock(start->mutex);
     start->thread_pointer = current_thread_pointer();
+    start->started = true;
   }
   start->ready.notify_one();
   // From here on this thread must not touch its thread block: a bare system call that,
@@ -84,7 +86,12 @@ void* start_donor() {
   pthread_attr_destroy(&attr);
   if (err != 0) throw_errno("start of a thread for a sandbox's PID 1", err);
   std::unique_lock lock(start.mutex);
-  start.ready.wait(lock, [&] { return start.thread_pointer != nullptr; });
+  start.ready.wait(lock, [&] { return start.started; });
+  if (start.thread_pointer == nullptr) {
+    // An architecture without the thread pointer read above; can_share_memory() said so.
+    throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
+                "no thread block to lend to a sandbox's PID 1 on this architecture");
+  }
   return start.thread_pointer;
 }
 
