@@ -100,11 +100,14 @@ int main(int argc, char** argv) {
   cgroup_only.isolate = false;
   sb::Policy copied = policy;  // PID 1 a copy of this process, as after fork
   copied.share_worker_memory = false;
-  std::unique_ptr<sb::Sandbox> sandbox, plain, copy;
+  sb::Policy fresh_net = policy;  // a new network namespace for every run
+  fresh_net.reuse_network_namespaces = false;
+  std::unique_ptr<sb::Sandbox> sandbox, plain, copy, fresh;
   try {
     sandbox = sb::Sandbox::create(policy);
     plain = sb::Sandbox::create(cgroup_only);
     copy = sb::Sandbox::create(copied);
+    fresh = sb::Sandbox::create(fresh_net);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sandbox unavailable: %s\n", e.what());
     return 1;
@@ -131,6 +134,7 @@ int main(int argc, char** argv) {
       {"posix_spawn /bin/true", [&] { return spawn_and_wait({"/bin/true"}, null_fd); }});
   cases.push_back({"tamma sandbox /bin/true", [&] { return run_in(*sandbox); }});
   cases.push_back({"tamma sandbox, PID 1 a copy", [&] { return run_in(*copy); }});
+  cases.push_back({"tamma sandbox, fresh netns", [&] { return run_in(*fresh); }});
   cases.push_back({"tamma cgroup only (no isolate)", [&] { return run_in(*plain); }});
   if (std::string unshare = find_program("unshare"); !unshare.empty()) {
     cases.push_back(

@@ -1,6 +1,7 @@
 #include "sandbox/pid_init.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -56,6 +57,13 @@ TAMMA_ON_TASK_STACK void run_pid_init(const ChildPlan& plan) {
     child_fail(plan.error_fd, ChildStage::kParentDeath, errno, "PR_SET_PDEATHSIG");
   }
   ::umask(022);
+
+  if (plan.net_ns_fd >= 0) {
+    if (::setns(plan.net_ns_fd, CLONE_NEWNET) != 0) {
+      child_fail(plan.error_fd, ChildStage::kNetNamespace, errno, "setns(CLONE_NEWNET)");
+    }
+    ::close(plan.net_ns_fd);
+  }
 
   if (plan.mounts != nullptr) {
     const MountOp* failed = nullptr;

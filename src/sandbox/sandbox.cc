@@ -25,6 +25,7 @@
 #include "common/unique_fd.h"
 #include "sandbox/host.h"
 #include "sandbox/mount.h"
+#include "sandbox/net.h"
 #include "sandbox/pid_init.h"
 #include "sandbox/seccomp.h"
 #include "sandbox/shared_cgroups.h"
@@ -128,13 +129,14 @@ fs::path checked_workdir(const std::string& workdir) {
 class ProcessImpl final : public Process {
  public:
   ProcessImpl(Spawned spawned, bool has_init, UniqueFd status, std::unique_ptr<Cgroup> cgroup,
-              SpawnSlotLease slot, std::vector<std::string> degradations)
+              SpawnSlotLease slot, NetNamespaceLease net, std::vector<std::string> degradations)
       : pid_(spawned.pid),
         pidfd_(spawned.pidfd),
         has_init_(has_init),
         status_(std::move(status)),
         cgroup_(std::move(cgroup)),
         slot_(std::move(slot)),
+        net_(std::move(net)),
         degradations_(std::move(degradations)) {}
 
   ~ProcessImpl() override {
@@ -144,7 +146,10 @@ class ProcessImpl final : public Process {
       spdlog::error("sandbox: cleaning up task process {}: {}", pid_, e.what());
     }
     // A PID 1 that could not be reaped may still run on the slot's stacks.
-    if (!reaped_) slot_.abandon();
+    if (!reaped_) {
+      slot_.abandon();
+      net_.abandon();
+    }
     cgroup_.reset();  // kills what is left and removes the group; never throws
   }
 
@@ -220,6 +225,9 @@ class ProcessImpl final : public Process {
     if (info.si_pid == 0) return;  // still running
     reaped_ = true;
     slot_ = SpawnSlotLease();  // PID 1 is gone: its stacks and thread block are free
+    // ... and with it every process of its pid namespace, the only ones in the network
+    // namespace: it can serve the next task.
+    net_ = NetNamespaceLease();
     rusage_ = usage;
     exit_ = from_siginfo(info);
     if (!has_init_) return;
@@ -235,7 +243,8 @@ class ProcessImpl final : public Process {
   bool has_init_;
   UniqueFd status_;
   std::unique_ptr<Cgroup> cgroup_;
-  SpawnSlotLease slot_;  // set when PID 1 shares the worker's memory
+  SpawnSlotLease slot_;    // set when PID 1 shares the worker's memory
+  NetNamespaceLease net_;  // set when the task has a pooled network namespace
   std::vector<std::string> degradations_;
   std::optional<ExitStatus> exit_;
   bool reaped_ = false;
@@ -248,6 +257,9 @@ struct Effective {
   Limits limits;
   bool isolate = true;
   bool new_net = false, new_ipc = false, new_uts = false, new_user = false;
+  // The network namespace comes from the pool (net.h) rather than from clone3. Only a root
+  // PID 1 may enter a namespace the worker made.
+  bool pooled_net = false;
   // PID 1 shares the worker's memory (spawn_slot.h); it then stays out of the task's cgroup,
   // lest the OOM killer, choosing among the group's processes, pick the worker's memory.
   bool share_memory = false;
@@ -328,12 +340,15 @@ class SandboxImpl final : public Sandbox {
     if (needs_release) release = make_pipe();
     SpawnSlotLease slot;
     if (eff_.share_memory) slot = lease_spawn_slot();
+    NetNamespaceLease net;
+    if (eff_.isolate && eff_.new_net && eff_.pooled_net) net = lease_net_namespace();
 
     ChildPlan plan;
     plan.isolate = eff_.isolate;
     plan.mounts = eff_.isolate ? &mounts : nullptr;
     plan.hostname = eff_.isolate && eff_.new_uts ? kHostname : nullptr;
-    plan.loopback_up = eff_.isolate && eff_.new_net;
+    plan.loopback_up = eff_.isolate && eff_.new_net && !net;
+    plan.net_ns_fd = net ? net.fd() : -1;
     plan.argv = argv.data();
     plan.envp = envp.data();
     plan.exec_candidates = candidate_ptrs.data();
@@ -371,7 +386,7 @@ class SandboxImpl final : public Sandbox {
     plan.task_cgroup_fd = pid1_places_task ? v2_group : -1;
 
     CloneRequest request{.isolate = eff_.isolate,
-                         .new_net = eff_.new_net,
+                         .new_net = eff_.new_net && !net,
                          .new_ipc = eff_.new_ipc,
                          .new_uts = eff_.new_uts,
                          .new_user = eff_.new_user,
@@ -393,7 +408,10 @@ class SandboxImpl final : public Sandbox {
       while ((rc = ::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED)) < 0 &&
              errno == EINTR) {
       }
-      if (rc != 0) slot.abandon();  // not reaped: it may still use the slot
+      if (rc != 0) {  // not reaped: it may still use the slot and the namespace
+        slot.abandon();
+        net.abandon();
+      }
     };
     try {
       if (needs_release) {
@@ -435,7 +453,8 @@ class SandboxImpl final : public Sandbox {
     }
     pidfd.release();
     return std::make_unique<ProcessImpl>(spawned, eff_.isolate, std::move(status.read),
-                                         std::move(cgroup), std::move(slot), eff_.degradations);
+                                         std::move(cgroup), std::move(slot), std::move(net),
+                                         eff_.degradations);
   }
 
  private:
@@ -582,6 +601,7 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
   // task shares the worker's memory only until its execve, suspending the worker meanwhile,
   // so it too must enter the group itself.
   eff.task_enters_cgroup = !eff.new_user;
+  eff.pooled_net = eff.new_net && !eff.new_user && policy.reuse_network_namespaces;
   eff.share_memory = !eff.new_user && policy.share_worker_memory && can_share_memory();
   eff.degradations = std::move(req.degradations);
   for (const auto& d : eff.degradations) spdlog::warn("sandbox degraded: {}", d);

@@ -40,6 +40,10 @@ struct Policy {
   // (ADR 0017). Used where possible (x86-64, a root worker); false makes it a copy, as after
   // fork, everywhere: for comparison.
   bool share_worker_memory = true;
+  // With network `kNone`, a root worker reuses loopback-only network namespaces one task at
+  // a time instead of making and destroying one per task (ADR 0018). false: a fresh one for
+  // every task, for comparison.
+  bool reuse_network_namespaces = true;
 };
 
 // Mount point of the task's workspace inside the sandbox.

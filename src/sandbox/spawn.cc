@@ -147,10 +147,10 @@ int leave_real_time() {
     child_fail(shared.error_fd, ChildStage::kSignals, err, "sched_setscheduler(SCHED_OTHER)");
   }
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
-  int* keep[7 + kMaxCgroupProcsFds] = {&plan.error_fd,      &plan.release_fd, &plan.status_fd,
-                                       &plan.stdin_fd,      &plan.stdout_fd,  &plan.stderr_fd,
-                                       &plan.task_cgroup_fd};
-  std::size_t kept = 7;
+  int* keep[8 + kMaxCgroupProcsFds] = {&plan.error_fd,       &plan.release_fd, &plan.status_fd,
+                                       &plan.stdin_fd,       &plan.stdout_fd,  &plan.stderr_fd,
+                                       &plan.task_cgroup_fd, &plan.net_ns_fd};
+  std::size_t kept = 8;
   for (int i = 0; i < plan.cgroup_procs_count; ++i) keep[kept++] = &plan.cgroup_procs_fds[i];
   if (int err = keep_only_fds(keep, kept); err != 0) {
     child_fail(shared.error_fd, ChildStage::kFds, err, "renumber descriptors");
@@ -199,6 +199,8 @@ const char* to_string(ChildStage stage) {
       return "parent death signal";
     case ChildStage::kCgroup:
       return "enter the task's cgroup";
+    case ChildStage::kNetNamespace:
+      return "enter the network namespace";
   }
   return "?";
 }

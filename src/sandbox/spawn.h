@@ -39,6 +39,7 @@ enum class ChildStage : int {
   kSeccomp,
   kParentDeath,
   kCgroup,
+  kNetNamespace,
 };
 const char* to_string(ChildStage stage);
 
@@ -55,6 +56,7 @@ struct ChildPlan {
   const MountPlan* mounts = nullptr;  // set when isolating
   const char* hostname = nullptr;     // set with a new uts namespace
   bool loopback_up = false;           // with a new net namespace
+  int net_ns_fd = -1;                 // a pooled network namespace PID 1 enters (net.h)
 
   char* const* argv = nullptr;
   char* const* envp = nullptr;

@@ -310,6 +310,57 @@ TEST_F(HostileTest, NoNetworkWhenDenied) {
   ::close(server);
 }
 
+// Network namespaces are reused from task to task (ADR 0018): a later task must find
+// nothing of an earlier one, and two tasks at once never share one.
+TEST_F(HostileTest, ReusedNetworkNamespacesKeepNothingOfThePreviousTask) {
+  // What reuse must hide: a server that closed a connection first holds its port in
+  // TIME_WAIT, and binding it again without SO_REUSEADDR fails (shown in the host's network).
+  Policy host_net;
+  host_net.network = Network::kHost;
+  auto on_host = sh("/workspace/hostile timewait 0", host_net);
+  ASSERT_TRUE(on_host.exit);
+  EXPECT_NE(on_host.out.find("rebind=EADDRINUSE"), std::string::npos) << on_host.out;
+
+  auto sandbox = Sandbox::create({});
+  auto first =
+      run(*sandbox,
+          command({"/bin/sh", "-c", "readlink /proc/self/ns/net; /workspace/hostile timewait 0"}));
+  ASSERT_TRUE(first.exit);
+  EXPECT_EQ(first.exit->code, 0) << first.err;
+  std::istringstream lines(first.out);
+  std::string first_ns, port_line, rebind;
+  std::getline(lines, first_ns);
+  std::getline(lines, port_line);
+  std::getline(lines, rebind);
+  EXPECT_EQ(rebind, "rebind=ok");
+  ASSERT_EQ(port_line.rfind("port=", 0), 0u) << first.out;
+  const std::string port = port_line.substr(5);
+  char host_ns[64] = {};
+  ASSERT_GT(::readlink("/proc/self/ns/net", host_ns, sizeof host_ns - 1), 0);
+  EXPECT_NE(first_ns, host_ns);
+
+  auto second =
+      run(*sandbox, command({"/bin/sh", "-c",
+                             "readlink /proc/self/ns/net; /workspace/hostile bind " + port +
+                                 "; cat /proc/net/tcp | tail -n +2 | wc -l; "
+                                 "cat /proc/sys/net/ipv4/tcp_max_tw_buckets"}));
+  ASSERT_TRUE(second.exit);
+  // The pool's namespace again (its TIME_WAIT setting tells it from a fresh one, whose
+  // number could be the first one's, recycled), the port free, no socket of the first task.
+  EXPECT_EQ(second.out, first_ns + "\nbind=ok\n0\n0\n") << second.err;
+
+  // Two tasks at once get two namespaces.
+  std::string during;
+  auto outer = run(*sandbox, command({"/bin/sh", "-c", "readlink /proc/self/ns/net; sleep 1"}),
+                   {.started = [&](Process&) {
+                     during = run(*sandbox, command({"readlink", "/proc/self/ns/net"})).out;
+                   }});
+  ASSERT_TRUE(outer.exit);
+  EXPECT_NE(outer.out, during);
+  EXPECT_TRUE(outer.out == first_ns + "\n" || during == first_ns + "\n")
+      << "the idle namespace was not reused: " << outer.out << during;
+}
+
 TEST_F(HostileTest, KernelEscapesAreDenied) {
   auto sandbox = Sandbox::create({});
   auto r = run(*sandbox, command({"/workspace/hostile", "escapes"}));

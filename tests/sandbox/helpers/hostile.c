@@ -100,6 +100,38 @@ static int connect_to(int port) {
   return 0;
 }
 
+static int bound_socket(int port, struct sockaddr_in* addr) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  memset(addr, 0, sizeof *addr);
+  addr->sin_family = AF_INET;
+  addr->sin_port = htons((unsigned short)port);
+  addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(s, (struct sockaddr*)addr, sizeof *addr) != 0) return -1;
+  socklen_t len = sizeof *addr;
+  getsockname(s, (struct sockaddr*)addr, &len);
+  return s;
+}
+
+/* A server that closes its side of a connection first, as HTTP servers do, leaves its port
+ * in TIME_WAIT; then binds the same port again, without SO_REUSEADDR. */
+static int time_wait(int port) {
+  struct sockaddr_in addr;
+  int server = bound_socket(port, &addr);
+  if (server < 0 || listen(server, 1) != 0) return 3;
+  int client = socket(AF_INET, SOCK_STREAM, 0);
+  if (connect(client, (struct sockaddr*)&addr, sizeof addr) != 0) return 3;
+  int accepted = accept(server, NULL, NULL);
+  if (accepted < 0) return 3;
+  close(accepted);
+  close(server);
+  usleep(20 * 1000);
+  close(client);
+  usleep(50 * 1000);
+  printf("port=%d\n", ntohs(addr.sin_port));
+  report("rebind", bound_socket(ntohs(addr.sin_port), &addr));
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   if (strcmp(argv[1], "hog") == 0 && argc == 3) return hog(atol(argv[2]));
@@ -107,6 +139,12 @@ int main(int argc, char** argv) {
   if (strcmp(argv[1], "escapes") == 0) return kernel_escapes();
   if (strcmp(argv[1], "abi") == 0 && argc == 3) return foreign_abi(argv[2]);
   if (strcmp(argv[1], "connect") == 0 && argc == 3) return connect_to(atoi(argv[2]));
+  if (strcmp(argv[1], "timewait") == 0 && argc == 3) return time_wait(atoi(argv[2]));
+  if (strcmp(argv[1], "bind") == 0 && argc == 3) {
+    struct sockaddr_in addr;
+    report("bind", bound_socket(atoi(argv[2]), &addr));
+    return 0;
+  }
   if (strcmp(argv[1], "kill") == 0 && argc == 4) {
     report("kill", kill(atoi(argv[2]), atoi(argv[3])));
     return 0;
