@@ -102,12 +102,15 @@ int main(int argc, char** argv) {
   copied.share_worker_memory = false;
   sb::Policy fresh_net = policy;  // a new network namespace for every run
   fresh_net.reuse_network_namespaces = false;
-  std::unique_ptr<sb::Sandbox> sandbox, plain, copy, fresh;
+  sb::Policy built_jail = policy;  // the whole mount jail built for every run
+  built_jail.reuse_mount_templates = false;
+  std::unique_ptr<sb::Sandbox> sandbox, plain, copy, fresh, built;
   try {
     sandbox = sb::Sandbox::create(policy);
     plain = sb::Sandbox::create(cgroup_only);
     copy = sb::Sandbox::create(copied);
     fresh = sb::Sandbox::create(fresh_net);
+    built = sb::Sandbox::create(built_jail);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "sandbox unavailable: %s\n", e.what());
     return 1;
@@ -135,6 +138,7 @@ int main(int argc, char** argv) {
   cases.push_back({"tamma sandbox /bin/true", [&] { return run_in(*sandbox); }});
   cases.push_back({"tamma sandbox, PID 1 a copy", [&] { return run_in(*copy); }});
   cases.push_back({"tamma sandbox, fresh netns", [&] { return run_in(*fresh); }});
+  cases.push_back({"tamma sandbox, jail per run", [&] { return run_in(*built); }});
   cases.push_back({"tamma cgroup only (no isolate)", [&] { return run_in(*plain); }});
   if (std::string unshare = find_program("unshare"); !unshare.empty()) {
     cases.push_back(

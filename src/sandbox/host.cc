@@ -110,8 +110,8 @@ HostCapabilities probe_host() {
   // One clone with every namespace answers for all of them on a host that has them (each
   // probe is a fork of the worker, and `run` pays for them on every start); only when it
   // fails is each namespace tried alone, to name what is missing.
-  constexpr std::uint64_t kAll = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET |
-                                 CLONE_NEWIPC | CLONE_NEWUTS;
+  constexpr std::uint64_t kAll =
+      CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
   if (can_clone(kAll)) {
     caps.user_ns = caps.pid_ns = caps.mount_ns = caps.net_ns = caps.ipc_ns = caps.uts_ns = true;
   } else {

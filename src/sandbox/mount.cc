@@ -104,7 +104,7 @@ int apply_bind_attributes(const MountOp& op) {
   return ::mount(nullptr, op.target, nullptr, flags, nullptr) == 0 ? 0 : errno;
 }
 
-int apply_one(const MountOp& op) {
+int apply_one(const MountOp& op, int workspace_tree) {
   switch (op.kind) {
     case MountOpKind::kMakePrivate:
       return ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 ? 0 : errno;
@@ -138,11 +138,18 @@ int apply_one(const MountOp& op) {
       }
       return ::mount("proc", op.target, "proc", flags, nullptr) == 0 ? 0 : errno;
     }
-    case MountOpKind::kRemountRo:
-      return ::mount(nullptr, op.target, nullptr,
-                     MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) == 0
+    case MountOpKind::kRemountRo: {
+      const unsigned long flags = op.flags != 0 ? op.flags : MS_RDONLY | MS_NOSUID | MS_NODEV;
+      return ::mount(nullptr, op.target, nullptr, MS_BIND | MS_REMOUNT | flags, nullptr) == 0
                  ? 0
                  : errno;
+    }
+    case MountOpKind::kAttachWorkspace:
+      if (::syscall(SYS_move_mount, workspace_tree, "", AT_FDCWD, op.target,
+                    MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+        return errno;
+      }
+      return 0;
     case MountOpKind::kPivot:
       // pivot_root(".", ".") stacks the old root on the new one, so no put_old directory is
       // needed; detaching "." then drops the whole host tree from this namespace.
@@ -171,16 +178,10 @@ std::string choose_root_mount_point(const std::vector<std::string>& must_stay_vi
               "no host directory can hold the sandbox root without hiding a bind source");
 }
 
-MountPlan build_mount_plan(const MountRequest& request) {
-  PlanBuilder b(normalized_absolute(request.root_mount_point, "root mount point"));
-  const std::string workspace = normalized_absolute(request.workspace, "workspace");
+namespace {
 
-  b.add({.kind = MountOpKind::kMakePrivate});
-  b.add({.kind = MountOpKind::kTmpfs,
-         .target = b.keep(b.root()),
-         .data = "mode=0755,size=1m,nr_inodes=4096",
-         .flags = MS_NOSUID | MS_NODEV});
-
+// The host's directories, read-only, as the policy lists them.
+void add_readonly_binds(PlanBuilder& b, const MountRequest& request) {
   // Parents before children, so a bind below another bind lands on top of it.
   std::vector<std::string> binds;
   for (const auto& bind : request.readonly_binds)
@@ -243,23 +244,10 @@ MountPlan build_mount_plan(const MountRequest& request) {
            .flags = MS_RDONLY | MS_NOSUID | MS_NODEV,
            .recursive = true});
   }
+}
 
-  b.mkdir(kSandboxWorkspace);
-  b.add({.kind = MountOpKind::kBind,
-         .source = b.keep(workspace),
-         .target = b.inside(kSandboxWorkspace),
-         .flags = MS_NOSUID | MS_NODEV,
-         .recursive = true});
-
-  b.mkdir("/tmp", 01777);
-  b.add({.kind = MountOpKind::kTmpfs,
-         .target = b.inside("/tmp"),
-         .data = b.keep("mode=1777,size=" + std::to_string(request.tmp_bytes)),
-         .flags = MS_NOSUID | MS_NODEV});
-
-  b.mkdir("/proc", 0555);
-  b.add({.kind = MountOpKind::kProc, .target = b.inside("/proc")});
-
+// A minimal /dev: a few host devices bound onto a small tmpfs, and the usual links.
+void add_dev(PlanBuilder& b) {
   b.mkdir("/dev");
   b.add({.kind = MountOpKind::kTmpfs,
          .target = b.inside("/dev"),
@@ -283,19 +271,89 @@ MountPlan build_mount_plan(const MountRequest& request) {
            .target = b.inside(std::string("/dev/") + name)});
   }
   b.mkdir("/dev/shm", 01777);
+}
+
+// What belongs to one task alone: its workspace, writable; a private /tmp and /dev/shm;
+// a /proc of its own pid namespace. The directories exist already.
+void add_task_filesystems(PlanBuilder& b, const std::string& workspace, std::uint64_t tmp_bytes) {
+  if (workspace.empty()) {
+    b.add({.kind = MountOpKind::kAttachWorkspace, .target = b.inside(kSandboxWorkspace)});
+  } else {
+    b.add({.kind = MountOpKind::kBind,
+           .source = b.keep(workspace),
+           .target = b.inside(kSandboxWorkspace),
+           .flags = MS_NOSUID | MS_NODEV,
+           .recursive = true});
+  }
+  const char* tmp_data = b.keep("mode=1777,size=" + std::to_string(tmp_bytes));
+  b.add({.kind = MountOpKind::kTmpfs,
+         .target = b.inside("/tmp"),
+         .data = tmp_data,
+         .flags = MS_NOSUID | MS_NODEV});
+  b.add({.kind = MountOpKind::kProc, .target = b.inside("/proc")});
   b.add({.kind = MountOpKind::kTmpfs,
          .target = b.inside("/dev/shm"),
-         .data = b.keep("mode=1777,size=" + std::to_string(request.tmp_bytes)),
+         .data = tmp_data,
          .flags = MS_NOSUID | MS_NODEV});
+}
 
+void add_mount_points(PlanBuilder& b) {
+  b.mkdir(kSandboxWorkspace);
+  b.mkdir("/tmp", 01777);
+  b.mkdir("/proc", 0555);
+  add_dev(b);
+}
+
+void add_new_root(PlanBuilder& b) {
+  b.add({.kind = MountOpKind::kMakePrivate});
+  b.add({.kind = MountOpKind::kTmpfs,
+         .target = b.keep(b.root()),
+         .data = "mode=0755,size=1m,nr_inodes=4096",
+         .flags = MS_NOSUID | MS_NODEV});
+}
+
+// The root and /dev hold nothing a task writes: read-only, also for PID 1, which is root.
+void add_read_only_remounts(PlanBuilder& b) {
+  b.add({.kind = MountOpKind::kRemountRo,
+         .target = b.inside("/dev"),
+         .flags = MS_RDONLY | MS_NOSUID | MS_NOEXEC});
   b.add({.kind = MountOpKind::kRemountRo, .target = b.keep(b.root())});
+}
+
+}  // namespace
+
+MountPlan build_mount_plan(const MountRequest& request) {
+  PlanBuilder b(normalized_absolute(request.root_mount_point, "root mount point"));
+  const std::string workspace = normalized_absolute(request.workspace, "workspace");
+  add_new_root(b);
+  add_readonly_binds(b, request);
+  add_mount_points(b);
+  add_task_filesystems(b, workspace, request.tmp_bytes);
+  add_read_only_remounts(b);
   b.add({.kind = MountOpKind::kPivot, .target = b.keep(b.root())});
   return b.take();
 }
 
-int apply_mount_plan(const MountPlan& plan, const MountOp** failed) {
+MountPlan build_template_plan(const MountRequest& request) {
+  PlanBuilder b(normalized_absolute(request.root_mount_point, "root mount point"));
+  add_new_root(b);
+  add_readonly_binds(b, request);
+  add_mount_points(b);
+  // Every task's copy shares these file systems (a copied mount keeps its superblock).
+  add_read_only_remounts(b);
+  b.add({.kind = MountOpKind::kPivot, .target = b.keep(b.root())});
+  return b.take();
+}
+
+MountPlan build_task_mount_plan(std::uint64_t tmp_bytes) {
+  PlanBuilder b("");
+  add_task_filesystems(b, "", tmp_bytes);
+  return b.take();
+}
+
+int apply_mount_plan(const MountPlan& plan, int workspace_tree, const MountOp** failed) {
   for (const MountOp& op : plan.ops) {
-    int err = apply_one(op);
+    int err = apply_one(op, workspace_tree);
     if (err != 0 && !op.optional) {
       *failed = &op;
       return err;

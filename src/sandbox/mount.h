@@ -17,15 +17,16 @@
 namespace tamma::sandbox {
 
 enum class MountOpKind {
-  kMakePrivate,  // stop propagation both ways before touching anything
-  kTmpfs,        // target, data, flags
-  kMkdir,        // target, mode; an existing directory is fine
-  kTouch,        // target: an empty file to bind a file over
-  kSymlink,      // source = link text, target
-  kBind,         // source, target, recursive; then attributes per `flags`
-  kProc,         // target; tries hidepid=invisible, then hidepid=2, then none
-  kRemountRo,    // target (the new root)
-  kPivot,        // target = new root; detaches the old root
+  kMakePrivate,      // stop propagation both ways before touching anything
+  kTmpfs,            // target, data, flags
+  kMkdir,            // target, mode; an existing directory is fine
+  kTouch,            // target: an empty file to bind a file over
+  kSymlink,          // source = link text, target
+  kBind,             // source, target, recursive; then attributes per `flags`
+  kProc,             // target; tries hidepid=invisible, then hidepid=2, then none
+  kRemountRo,        // target; flags (default read-only, nosuid, nodev)
+  kPivot,            // target = new root; detaches the old root
+  kAttachWorkspace,  // target: moves the workspace tree given to apply_mount_plan there
 };
 
 struct MountOp {
@@ -56,11 +57,19 @@ struct MountRequest {
 // operations. Throws Error(kSandboxSetup) for an unusable request (relative paths...).
 MountPlan build_mount_plan(const MountRequest& request);
 
+// The same jail in two parts (mount_template.h). The template: everything but the task's own
+// file systems, read-only, pivoted into (request.workspace and tmp_bytes unused). The task's
+// part, applied inside a copy of the template: its workspace (a detached tree attached with
+// kAttachWorkspace), /tmp, /proc and /dev/shm.
+MountPlan build_template_plan(const MountRequest& request);
+MountPlan build_task_mount_plan(std::uint64_t tmp_bytes);
+
 // Picks a host directory on which the new root can be mounted: it must exist, be a real
 // directory and not contain the workspace or any bind source (they would be hidden).
 std::string choose_root_mount_point(const std::vector<std::string>& must_stay_visible);
 
 // Child side: returns 0, or an errno with *failed pointing at the op that failed.
-int apply_mount_plan(const MountPlan& plan, const MountOp** failed);
+// `workspace_tree`: a detached mount (open_tree) for kAttachWorkspace, else -1.
+int apply_mount_plan(const MountPlan& plan, int workspace_tree, const MountOp** failed);
 
 }  // namespace tamma::sandbox

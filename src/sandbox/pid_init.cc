@@ -65,14 +65,25 @@ TAMMA_ON_TASK_STACK void run_pid_init(const ChildPlan& plan) {
     ::close(plan.net_ns_fd);
   }
 
+  if (plan.mount_template_fd >= 0) {
+    // A namespace of our own, copied from the template: its mounts are shared with nobody.
+    if (::setns(plan.mount_template_fd, CLONE_NEWNS) != 0) {
+      child_fail(plan.error_fd, ChildStage::kMounts, errno, "setns into the jail template");
+    }
+    if (::unshare(CLONE_NEWNS) != 0) {
+      child_fail(plan.error_fd, ChildStage::kMounts, errno, "copy of the jail template");
+    }
+    ::close(plan.mount_template_fd);
+  }
   if (plan.mounts != nullptr) {
     const MountOp* failed = nullptr;
-    int err = apply_mount_plan(*plan.mounts, &failed);
+    int err = apply_mount_plan(*plan.mounts, plan.workspace_tree_fd, &failed);
     if (err != 0) {
       child_fail(plan.error_fd, ChildStage::kMounts, err,
                  failed != nullptr && failed->target != nullptr ? failed->target : "/");
     }
   }
+  close_if_open(plan.workspace_tree_fd);
   if (plan.hostname != nullptr) {
     std::size_t length = 0;
     while (plan.hostname[length] != '\0') ++length;

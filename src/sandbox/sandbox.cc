@@ -25,6 +25,7 @@
 #include "common/unique_fd.h"
 #include "sandbox/host.h"
 #include "sandbox/mount.h"
+#include "sandbox/mount_template.h"
 #include "sandbox/net.h"
 #include "sandbox/pid_init.h"
 #include "sandbox/seccomp.h"
@@ -260,6 +261,9 @@ struct Effective {
   // The network namespace comes from the pool (net.h) rather than from clone3. Only a root
   // PID 1 may enter a namespace the worker made.
   bool pooled_net = false;
+  // The jail's fixed part is copied from a template (mount_template.h); root only, as
+  // entering a namespace the worker made needs its privileges.
+  bool mount_template = false;
   // PID 1 shares the worker's memory (spawn_slot.h); it then stays out of the task's cgroup,
   // lest the OOM killer, choosing among the group's processes, pick the worker's memory.
   bool share_memory = false;
@@ -302,17 +306,26 @@ class SandboxImpl final : public Sandbox {
     std::vector<char*> envp = c_strings(command.env);
     std::string cwd;
     MountPlan mounts;
+    std::shared_ptr<const MountTemplate> jail_template;
+    UniqueFd workspace_tree;
     if (eff_.isolate) {
       cwd = (fs::path(kSandboxWorkspace) / workdir).lexically_normal().string();
       const std::string workspace = fs::absolute(command.workspace).lexically_normal().string();
-      std::vector<std::string> visible = policy_.readonly_binds;
-      visible.push_back(workspace);
-      for (const auto& [source, target] : policy_.readonly_binds_at) visible.push_back(source);
-      mounts = build_mount_plan({.root_mount_point = choose_root_mount_point(visible),
-                                 .readonly_binds = policy_.readonly_binds,
-                                 .readonly_binds_at = policy_.readonly_binds_at,
-                                 .workspace = workspace,
-                                 .tmp_bytes = policy_.tmp_bytes});
+      if (eff_.mount_template) {
+        jail_template = mount_template({.readonly_binds = policy_.readonly_binds,
+                                        .readonly_binds_at = policy_.readonly_binds_at});
+        workspace_tree = detached_workspace(workspace);
+        mounts = build_task_mount_plan(policy_.tmp_bytes);
+      } else {
+        std::vector<std::string> visible = policy_.readonly_binds;
+        visible.push_back(workspace);
+        for (const auto& [source, target] : policy_.readonly_binds_at) visible.push_back(source);
+        mounts = build_mount_plan({.root_mount_point = choose_root_mount_point(visible),
+                                   .readonly_binds = policy_.readonly_binds,
+                                   .readonly_binds_at = policy_.readonly_binds_at,
+                                   .workspace = workspace,
+                                   .tmp_bytes = policy_.tmp_bytes});
+      }
       // The task runs as policy.uid and must be able to write its workspace.
       if ((st.st_uid != policy_.uid || st.st_gid != policy_.gid) &&
           ::chown(command.workspace.c_str(), policy_.uid, policy_.gid) != 0 && !eff_.new_user) {
@@ -346,6 +359,8 @@ class SandboxImpl final : public Sandbox {
     ChildPlan plan;
     plan.isolate = eff_.isolate;
     plan.mounts = eff_.isolate ? &mounts : nullptr;
+    plan.mount_template_fd = jail_template ? jail_template->ns.get() : -1;
+    plan.workspace_tree_fd = workspace_tree.get();
     plan.hostname = eff_.isolate && eff_.new_uts ? kHostname : nullptr;
     plan.loopback_up = eff_.isolate && eff_.new_net && !net;
     plan.net_ns_fd = net ? net.fd() : -1;
@@ -386,6 +401,7 @@ class SandboxImpl final : public Sandbox {
     plan.task_cgroup_fd = pid1_places_task ? v2_group : -1;
 
     CloneRequest request{.isolate = eff_.isolate,
+                         .new_mount = !jail_template,
                          .new_net = eff_.new_net && !net,
                          .new_ipc = eff_.new_ipc,
                          .new_uts = eff_.new_uts,
@@ -602,6 +618,8 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
   // so it too must enter the group itself.
   eff.task_enters_cgroup = !eff.new_user;
   eff.pooled_net = eff.new_net && !eff.new_user && policy.reuse_network_namespaces;
+  eff.mount_template =
+      eff.isolate && !eff.new_user && policy.reuse_mount_templates && mount_templates_supported();
   eff.share_memory = !eff.new_user && policy.share_worker_memory && can_share_memory();
   eff.degradations = std::move(req.degradations);
   for (const auto& d : eff.degradations) spdlog::warn("sandbox degraded: {}", d);

@@ -147,10 +147,11 @@ int leave_real_time() {
     child_fail(shared.error_fd, ChildStage::kSignals, err, "sched_setscheduler(SCHED_OTHER)");
   }
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
-  int* keep[8 + kMaxCgroupProcsFds] = {&plan.error_fd,       &plan.release_fd, &plan.status_fd,
-                                       &plan.stdin_fd,       &plan.stdout_fd,  &plan.stderr_fd,
-                                       &plan.task_cgroup_fd, &plan.net_ns_fd};
-  std::size_t kept = 8;
+  int* keep[10 + kMaxCgroupProcsFds] = {
+      &plan.error_fd,          &plan.release_fd,       &plan.status_fd,      &plan.stdin_fd,
+      &plan.stdout_fd,         &plan.stderr_fd,        &plan.task_cgroup_fd, &plan.net_ns_fd,
+      &plan.mount_template_fd, &plan.workspace_tree_fd};
+  std::size_t kept = 10;
   for (int i = 0; i < plan.cgroup_procs_count; ++i) keep[kept++] = &plan.cgroup_procs_fds[i];
   if (int err = keep_only_fds(keep, kept); err != 0) {
     child_fail(shared.error_fd, ChildStage::kFds, err, "renumber descriptors");
@@ -396,7 +397,8 @@ long clone_sharing_memory(const clone_args& base, bool isolate, const SpawnSlot&
 Spawned clone_child(const CloneRequest& request, const ChildPlan& plan) {
   std::uint64_t flags = CLONE_PIDFD;
   if (request.isolate) {
-    flags |= CLONE_NEWPID | CLONE_NEWNS;
+    flags |= CLONE_NEWPID;
+    if (request.new_mount) flags |= CLONE_NEWNS;
     if (request.new_ipc) flags |= CLONE_NEWIPC;
     if (request.new_uts) flags |= CLONE_NEWUTS;
     if (request.new_net) flags |= CLONE_NEWNET;

@@ -54,9 +54,13 @@ struct ChildPlan {
   // the clone3 child is the task itself.
   bool isolate = true;
   const MountPlan* mounts = nullptr;  // set when isolating
-  const char* hostname = nullptr;     // set with a new uts namespace
-  bool loopback_up = false;           // with a new net namespace
-  int net_ns_fd = -1;                 // a pooled network namespace PID 1 enters (net.h)
+  // With a template (mount_template.h): the namespace PID 1 copies before `mounts`, which
+  // then attaches the detached `workspace_tree`.
+  int mount_template_fd = -1;
+  int workspace_tree_fd = -1;
+  const char* hostname = nullptr;  // set with a new uts namespace
+  bool loopback_up = false;        // with a new net namespace
+  int net_ns_fd = -1;              // a pooled network namespace PID 1 enters (net.h)
 
   char* const* argv = nullptr;
   char* const* envp = nullptr;
@@ -104,6 +108,7 @@ struct ChildPlan {
 
 struct CloneRequest {
   bool isolate = true;
+  bool new_mount = true;  // false: PID 1 copies a template instead
   bool new_net = false;
   bool new_ipc = true;
   bool new_uts = true;

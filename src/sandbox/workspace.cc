@@ -425,9 +425,9 @@ class OwnerLock {
     if (!fd_) throw_errno("create workspace lock " + path_.string());
     if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK) {
-        throw Error(ErrorKind::kConfig, "task_already_running",
-                    "a live worker already runs a task with this id (" + path_.string() +
-                        " is locked)");
+        throw Error(
+            ErrorKind::kConfig, "task_already_running",
+            "a live worker already runs a task with this id (" + path_.string() + " is locked)");
       }
       throw_errno("flock " + path_.string());
     }

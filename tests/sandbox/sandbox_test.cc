@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 
@@ -362,6 +363,54 @@ TEST_F(SandboxTest, TasksRunInTheirOwnCgroupWithUsage) {
 // However the sandbox's first process is made (sharing the worker's memory or a copy of it,
 // with or without isolation), the task is in its group, in every hierarchy, before the
 // command's first instruction: its limits hold and its usage is counted.
+// The jail copied from a template (ADR 0019) is the jail built in place: same mounts, same
+// file systems, same options.
+TEST_F(SandboxTest, JailCopiedFromATemplateIsTheJailBuiltInPlace) {
+  // Mount point, its options, file system type, source and super options: all of
+  // mountinfo but the ids, which differ from run to run.
+  const std::string list = "cut -d' ' -f5,6,9- /proc/self/mountinfo | sed 's/ - / /' | sort";
+  Policy copied;
+  Policy built;
+  built.reuse_mount_templates = false;
+  auto a = sh(list, copied);
+  auto b = sh(list, built);
+  ASSERT_TRUE(a.exit && b.exit);
+  EXPECT_EQ(a.exit->code, 0) << a.err;
+  EXPECT_EQ(b.exit->code, 0) << b.err;
+  EXPECT_NE(a.out.find("/workspace rw,nosuid,nodev"), std::string::npos) << a.out;
+  EXPECT_NE(a.out.find("/ ro,nosuid,nodev"), std::string::npos) << a.out;
+  EXPECT_EQ(a.out, b.out);
+}
+
+// What one task mounts stays in its copy; what the host adds to a bound directory later
+// shows up in the next task, though the template was built before.
+TEST_F(SandboxTest, TasksShareNothingThroughTheJailTemplate) {
+  tamma::testing::TempDir shared;
+  fs::permissions(shared.path(), fs::perms::owner_all | fs::perms::group_read |
+                                     fs::perms::group_exec | fs::perms::others_read |
+                                     fs::perms::others_exec);
+  Policy policy;
+  policy.readonly_binds_at = {{shared.path().string(), "/opt/shared"}};
+  auto sandbox = Sandbox::create(policy);
+  auto first = run(*sandbox, command({"/bin/sh", "-c",
+                                      "echo one > /tmp/left; echo ws > /workspace/mine; "
+                                      "ls /opt/shared"}));
+  ASSERT_TRUE(first.exit);
+  EXPECT_EQ(first.exit->code, 0) << first.err;
+  EXPECT_EQ(first.out, "");
+  std::ofstream(shared.path() / "later") << "added after the first task\n";
+
+  tamma::testing::TempDir other_workspace;
+  Command second = command({"/bin/sh", "-c",
+                            "ls -A /tmp /workspace /dev/shm; cat /opt/shared/later; "
+                            "touch /opt/shared/x 2>/dev/null || echo denied"});
+  second.workspace = other_workspace.path();
+  auto r = run(*sandbox, second);
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "/dev/shm:\n\n/tmp:\n\n/workspace:\nadded after the first task\ndenied\n")
+      << r.err;
+}
+
 TEST_F(SandboxTest, EveryKindOfStartPutsTheTaskInItsGroupEverywhere) {
   CgroupManager* manager = shared_cgroup_manager();
   ASSERT_NE(manager, nullptr);
