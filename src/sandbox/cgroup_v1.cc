@@ -296,7 +296,8 @@ class V1Manager final : public CgroupManager {
     return (memory != nullptr ? memory->path : subtrees_.front().path).string();
   }
 
-  std::unique_ptr<Cgroup> create_group(std::string_view name, const Limits& limits) override {
+  std::unique_ptr<Cgroup> create_group(std::string_view name, const Limits& limits,
+                                       TreeKill kill) override {
     validate_group_name(name);
     const Dir* memory = dir_for(subtrees_, kMemory);
     const Dir* pids = dir_for(subtrees_, kPids);
@@ -312,6 +313,10 @@ class V1Manager final : public CgroupManager {
 
     std::vector<Dir> dirs;
     for (const auto& subtree : subtrees_) {
+      if (kill == TreeKill::kByPidNamespace && subtree.controllers.size() == 1 &&
+          subtree.controllers.front() == kFreezer) {
+        continue;
+      }
       const fs::path dir = subtree.path / std::string(name);
       if (::mkdir(dir.c_str(), 0755) != 0) {
         const int err = errno;

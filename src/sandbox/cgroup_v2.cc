@@ -250,7 +250,9 @@ class V2Manager final : public CgroupManager {
   [[nodiscard]] std::vector<std::string> controllers() const override { return controllers_; }
   [[nodiscard]] std::string subtree() const override { return subtree_.string(); }
 
-  std::unique_ptr<Cgroup> create_group(std::string_view name, const Limits& limits) override {
+  // cgroup.kill ends every process of a v2 group whatever `kill` says.
+  std::unique_ptr<Cgroup> create_group(std::string_view name, const Limits& limits,
+                                       TreeKill /*kill*/) override {
     validate_group_name(name);
     if (limits.memory_bytes) require(kMemory, "resources.memory");
     if (limits.pids) require(kPids, "resources.pids");

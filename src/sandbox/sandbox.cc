@@ -294,7 +294,9 @@ class SandboxImpl final : public Sandbox {
     std::unique_ptr<Cgroup> cgroup;
     if (eff_.cgroups != nullptr) {
       static std::atomic<std::uint64_t> counter{0};
-      cgroup = eff_.cgroups->create_group("task-" + std::to_string(++counter), eff_.limits);
+      cgroup =
+          eff_.cgroups->create_group("task-" + std::to_string(++counter), eff_.limits,
+                                     eff_.isolate ? TreeKill::kByPidNamespace : TreeKill::kByGroup);
     }
 
     // Everything the child reads is built here: it may not allocate after clone3.

@@ -517,6 +517,21 @@ TEST_F(CgroupV1Test, LimitsAreWrittenToEveryHierarchy) {
   for (const auto& dir : dirs) EXPECT_FALSE(fs::exists(dir)) << dir;
 }
 
+// A task in its own pid namespace is killed by its PID 1's death, so no freezer group is made
+// for it; every other hierarchy still has its group.
+TEST_F(CgroupV1Test, NoFreezerGroupWhenAPidNamespaceKillsTheTree) {
+  {
+    auto group = manager_->create_group("in-namespace", {}, TreeKill::kByPidNamespace);
+    EXPECT_TRUE(fs::is_directory(dir_in("memory", "in-namespace")));
+    EXPECT_TRUE(fs::is_directory(dir_in("pids", "in-namespace")));
+    EXPECT_FALSE(fs::exists(dir_in("freezer", "in-namespace")));
+    auto plain = manager_->create_group("plain", {});
+    EXPECT_TRUE(fs::is_directory(dir_in("freezer", "plain")));
+  }
+  EXPECT_FALSE(fs::exists(dir_in("memory", "in-namespace")));
+  EXPECT_FALSE(fs::exists(dir_in("freezer", "plain")));
+}
+
 TEST_F(CgroupV1Test, MissingControllerIsNamed) {
   // A manager that only has the cpu hierarchy, as on a host without the memory controller.
   auto hierarchies =
