@@ -144,6 +144,10 @@ int apply_one(const MountOp& op, int workspace_tree) {
                  ? 0
                  : errno;
     }
+    case MountOpKind::kDeviceNode:
+      // The umask must not narrow a device's permissions (the host's /dev/null is 0666).
+      if (::mknod(op.target, op.mode, op.device) != 0) return errno;
+      return ::chmod(op.target, op.mode & 07777) == 0 ? 0 : errno;
     case MountOpKind::kAttachWorkspace:
       if (::syscall(SYS_move_mount, workspace_tree, "", AT_FDCWD, op.target,
                     MOVE_MOUNT_F_EMPTY_PATH) != 0) {
@@ -247,7 +251,7 @@ void add_readonly_binds(PlanBuilder& b, const MountRequest& request) {
 }
 
 // A minimal /dev: a few host devices bound onto a small tmpfs, and the usual links.
-void add_dev(PlanBuilder& b) {
+void add_dev(PlanBuilder& b, bool device_nodes) {
   b.mkdir("/dev");
   b.add({.kind = MountOpKind::kTmpfs,
          .target = b.inside("/dev"),
@@ -257,6 +261,13 @@ void add_dev(PlanBuilder& b) {
     const std::string host = std::string("/dev/") + device;
     struct stat st {};
     if (::stat(host.c_str(), &st) != 0 || !S_ISCHR(st.st_mode)) continue;
+    if (device_nodes) {
+      b.add({.kind = MountOpKind::kDeviceNode,
+             .target = b.inside(host),
+             .mode = st.st_mode & (S_IFMT | 0777),
+             .device = st.st_rdev});
+      continue;
+    }
     b.add({.kind = MountOpKind::kTouch, .target = b.inside(host)});
     // No attributes to set: a device node is neither run nor setuid, and nodev would
     // make it useless.
@@ -297,11 +308,11 @@ void add_task_filesystems(PlanBuilder& b, const std::string& workspace, std::uin
          .flags = MS_NOSUID | MS_NODEV});
 }
 
-void add_mount_points(PlanBuilder& b) {
+void add_mount_points(PlanBuilder& b, bool device_nodes) {
   b.mkdir(kSandboxWorkspace);
   b.mkdir("/tmp", 01777);
   b.mkdir("/proc", 0555);
-  add_dev(b);
+  add_dev(b, device_nodes);
 }
 
 void add_new_root(PlanBuilder& b) {
@@ -327,7 +338,7 @@ MountPlan build_mount_plan(const MountRequest& request) {
   const std::string workspace = normalized_absolute(request.workspace, "workspace");
   add_new_root(b);
   add_readonly_binds(b, request);
-  add_mount_points(b);
+  add_mount_points(b, request.device_nodes);
   add_task_filesystems(b, workspace, request.tmp_bytes);
   add_read_only_remounts(b);
   b.add({.kind = MountOpKind::kPivot, .target = b.keep(b.root())});
@@ -338,7 +349,7 @@ MountPlan build_template_plan(const MountRequest& request) {
   PlanBuilder b(normalized_absolute(request.root_mount_point, "root mount point"));
   add_new_root(b);
   add_readonly_binds(b, request);
-  add_mount_points(b);
+  add_mount_points(b, request.device_nodes);
   // Every task's copy shares these file systems (a copied mount keeps its superblock).
   add_read_only_remounts(b);
   b.add({.kind = MountOpKind::kPivot, .target = b.keep(b.root())});

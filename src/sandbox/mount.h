@@ -27,6 +27,7 @@ enum class MountOpKind {
   kRemountRo,        // target; flags (default read-only, nosuid, nodev)
   kPivot,            // target = new root; detaches the old root
   kAttachWorkspace,  // target: moves the workspace tree given to apply_mount_plan there
+  kDeviceNode,       // target, mode (type and permissions), device
 };
 
 struct MountOp {
@@ -38,6 +39,7 @@ struct MountOp {
   mode_t mode = 0755;
   bool recursive = false;
   bool optional = false;  // a failure is ignored (e.g. a device the host lacks)
+  dev_t device = 0;       // kDeviceNode
 };
 
 struct MountPlan {
@@ -51,6 +53,9 @@ struct MountRequest {
   std::vector<std::pair<std::string, std::string>> readonly_binds_at;  // host source, target
   std::string workspace;  // host path, bound read-write at kSandboxWorkspace
   std::uint64_t tmp_bytes = 0;
+  // Devices as nodes of their own (mknod: root only) rather than binds of the host's, which
+  // are mounts every copy of the jail would carry and tear down.
+  bool device_nodes = false;
 };
 
 // Parent side: inspects the host (which binds exist, which are symlinks) and lays out the

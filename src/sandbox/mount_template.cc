@@ -58,6 +58,7 @@ UniqueFd build_in_own_thread(const MountRequest& request) {
   for (const auto& [source, target] : request.readonly_binds_at) visible.push_back(source);
   MountRequest fixed = request;
   fixed.root_mount_point = choose_root_mount_point(visible);
+  fixed.device_nodes = true;  // templates are for root workers
   const MountPlan plan = build_template_plan(fixed);
 
   UniqueFd made;

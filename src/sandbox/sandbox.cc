@@ -326,7 +326,8 @@ class SandboxImpl final : public Sandbox {
                                    .readonly_binds = policy_.readonly_binds,
                                    .readonly_binds_at = policy_.readonly_binds_at,
                                    .workspace = workspace,
-                                   .tmp_bytes = policy_.tmp_bytes});
+                                   .tmp_bytes = policy_.tmp_bytes,
+                                   .device_nodes = !eff_.new_user});
       }
       // The task runs as policy.uid and must be able to write its workspace.
       if ((st.st_uid != policy_.uid || st.st_gid != policy_.gid) &&
