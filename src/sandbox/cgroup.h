@@ -64,6 +64,11 @@ class CgroupManager {
   std::unique_ptr<Cgroup> create_group(std::string_view name, const Limits& limits) {
     return create_group(name, limits, TreeKill::kByGroup);
   }
+  // Directories (fds owned by the manager) in which create_group(name, _, kill) makes the
+  // group: one per v1 hierarchy, in the order a process must enter them; one on v2. For a
+  // process that opens the group itself once it exists: the sandbox's PID 1 builds the jail
+  // while the worker makes the group.
+  [[nodiscard]] virtual std::vector<int> parent_fds(TreeKill kill) const = 0;
   // Removes groups whose owning worker process is gone; returns how many were removed.
   virtual std::size_t remove_stale() = 0;
 };

@@ -266,7 +266,11 @@ class V1Manager final : public CgroupManager {
       hierarchies_.push_back(Dir{hierarchy.controllers, hierarchy.own});
       subtrees_.push_back(Dir{std::move(hierarchy.controllers), hierarchy.own / name});
     }
-    for (const auto& subtree : subtrees_) ensure_dir(subtree.path);
+    for (const auto& subtree : subtrees_) {
+      ensure_dir(subtree.path);
+      subtree_fds_.emplace_back(::open(subtree.path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!subtree_fds_.back()) throw_errno("open " + subtree.path.string());
+    }
   }
 
   ~V1Manager() override {
@@ -296,6 +300,14 @@ class V1Manager final : public CgroupManager {
     return (memory != nullptr ? memory->path : subtrees_.front().path).string();
   }
 
+  [[nodiscard]] std::vector<int> parent_fds(TreeKill kill) const override {
+    std::vector<int> fds;
+    for (std::size_t i = 0; i < subtrees_.size(); ++i) {
+      if (!skipped(subtrees_[i], kill)) fds.push_back(subtree_fds_[i].get());
+    }
+    return fds;
+  }
+
   std::unique_ptr<Cgroup> create_group(std::string_view name, const Limits& limits,
                                        TreeKill kill) override {
     validate_group_name(name);
@@ -313,10 +325,7 @@ class V1Manager final : public CgroupManager {
 
     std::vector<Dir> dirs;
     for (const auto& subtree : subtrees_) {
-      if (kill == TreeKill::kByPidNamespace && subtree.controllers.size() == 1 &&
-          subtree.controllers.front() == kFreezer) {
-        continue;
-      }
+      if (skipped(subtree, kill)) continue;
       const fs::path dir = subtree.path / std::string(name);
       if (::mkdir(dir.c_str(), 0755) != 0) {
         const int err = errno;
@@ -391,8 +400,16 @@ class V1Manager final : public CgroupManager {
   }
 
  private:
-  std::vector<Dir> hierarchies_;  // the worker's own group in each hierarchy
-  std::vector<Dir> subtrees_;     // this worker's subtree in each hierarchy
+  // The freezer only stops a tree from forking while it is killed, which a pid namespace
+  // does itself.
+  static bool skipped(const Dir& subtree, TreeKill kill) {
+    return kill == TreeKill::kByPidNamespace && subtree.controllers.size() == 1 &&
+           subtree.controllers.front() == kFreezer;
+  }
+
+  std::vector<Dir> hierarchies_;       // the worker's own group in each hierarchy
+  std::vector<Dir> subtrees_;          // this worker's subtree in each hierarchy
+  std::vector<UniqueFd> subtree_fds_;  // open, in the order of subtrees_
 };
 
 }  // namespace

@@ -229,6 +229,8 @@ class V2Manager final : public CgroupManager {
     }
     enable_in_own(wanted);
     ensure_dir(subtree_);
+    subtree_fd_.reset(::open(subtree_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!subtree_fd_) throw_errno("open " + subtree_.string());
     const auto in_own = words(read_file(own_ / "cgroup.subtree_control"));
     for (const auto& name : wanted) {
       if (in_own.count(name) == 0) continue;
@@ -249,6 +251,9 @@ class V2Manager final : public CgroupManager {
   [[nodiscard]] CgroupVersion version() const override { return CgroupVersion::kV2; }
   [[nodiscard]] std::vector<std::string> controllers() const override { return controllers_; }
   [[nodiscard]] std::string subtree() const override { return subtree_.string(); }
+  [[nodiscard]] std::vector<int> parent_fds(TreeKill /*kill*/) const override {
+    return {subtree_fd_.get()};
+  }
 
   // cgroup.kill ends every process of a v2 group whatever `kill` says.
   std::unique_ptr<Cgroup> create_group(std::string_view name, const Limits& limits,
@@ -366,6 +371,7 @@ class V2Manager final : public CgroupManager {
 
   fs::path own_;
   fs::path subtree_;
+  UniqueFd subtree_fd_;
   std::vector<std::string> controllers_;
   std::vector<std::string> not_offered_;
 };

@@ -1,6 +1,7 @@
 #include "sandbox/pid_init.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -25,6 +26,25 @@ void close_if_open(int fd) {
   if (fd >= 0) ::close(fd);
 }
 
+// The group the worker made meanwhile: what the task needs to enter it. Returns 0 or errno.
+TAMMA_ON_TASK_STACK int open_task_cgroup(ChildPlan& plan) {
+  for (int i = 0; i < plan.cgroup_parent_count; ++i) {
+    const int fd = plan.cgroup_v2 ? ::openat(plan.cgroup_parent_fds[i], plan.cgroup_path,
+                                             O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                                  : ::openat(plan.cgroup_parent_fds[i], plan.cgroup_path,
+                                             O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    if (plan.cgroup_v2) {
+      plan.task_cgroup_fd = fd;
+    } else {
+      plan.cgroup_procs_fds[plan.cgroup_procs_count++] = fd;
+    }
+    ::close(plan.cgroup_parent_fds[i]);
+    plan.cgroup_parent_fds[i] = -1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 bool is_forwarded_signal(int sig) {
@@ -34,7 +54,7 @@ bool is_forwarded_signal(int sig) {
   return false;
 }
 
-TAMMA_ON_TASK_STACK void run_pid_init(const ChildPlan& plan) {
+TAMMA_ON_TASK_STACK void run_pid_init(ChildPlan& plan) {
   // The kernel drops signals to a namespace's init that has no handler for them, even when
   // they are blocked at the moment; a handler plus a blocked mask queues them for sigwaitinfo.
   sigset_t waited;
@@ -96,8 +116,12 @@ TAMMA_ON_TASK_STACK void run_pid_init(const ChildPlan& plan) {
     if (err != 0) child_fail(plan.error_fd, ChildStage::kLoopback, err, "lo");
   }
 
-  // Only the task has to be in the task's cgroups: the parent moved PID 1 in meanwhile.
+  // The release: the worker has made the task's group meanwhile (or, for a PID 1 that is a
+  // copy of the worker, moved it into the group).
   if (plan.release_fd >= 0) wait_for_release(plan.release_fd);
+  if (int err = open_task_cgroup(plan); err != 0) {
+    child_fail(plan.error_fd, ChildStage::kCgroup, err, plan.cgroup_path);
+  }
   const pid_t task = start_task(plan);
   if (task < 0) child_fail(plan.error_fd, ChildStage::kForkTask, errno, "clone of the task");
 

@@ -13,6 +13,7 @@ bool is_forwarded_signal(int sig);
 // Child side, runs in the clone3 child; never returns. When the task exits, its raw wait
 // status goes to plan.status_fd and PID 1 exits, which makes the kernel kill everything
 // still left in the namespace.
-[[noreturn]] void run_pid_init(const ChildPlan& plan);
+// `plan` is the child's own copy, completed here with the task's cgroup files.
+[[noreturn]] void run_pid_init(ChildPlan& plan);
 
 }  // namespace tamma::sandbox

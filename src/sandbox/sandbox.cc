@@ -291,13 +291,26 @@ class SandboxImpl final : public Sandbox {
                   "workspace is not a directory: " + command.workspace.string());
     }
 
+    // With isolation, a task that enters its group itself gets it made while PID 1 builds
+    // the jail (the two run on different CPUs): PID 1 opens it once released. Otherwise the
+    // group exists before the clone.
     std::unique_ptr<Cgroup> cgroup;
+    const TreeKill tree_kill = eff_.isolate ? TreeKill::kByPidNamespace : TreeKill::kByGroup;
+    const bool group_during_jail =
+        eff_.cgroups != nullptr && eff_.isolate && eff_.task_enters_cgroup;
+    std::string group_name;
+    std::vector<int> group_parents;
     if (eff_.cgroups != nullptr) {
       static std::atomic<std::uint64_t> counter{0};
-      cgroup =
-          eff_.cgroups->create_group("task-" + std::to_string(++counter), eff_.limits,
-                                     eff_.isolate ? TreeKill::kByPidNamespace : TreeKill::kByGroup);
+      group_name = "task-" + std::to_string(++counter);
+      if (group_during_jail) {
+        group_parents = eff_.cgroups->parent_fds(tree_kill);
+      } else {
+        cgroup = eff_.cgroups->create_group(group_name, eff_.limits, tree_kill);
+      }
     }
+    const bool group_v2 = eff_.cgroups != nullptr && eff_.cgroups->version() == CgroupVersion::kV2;
+    const std::string group_path = group_v2 ? group_name : group_name + "/cgroup.procs";
 
     // Everything the child reads is built here: it may not allocate after clone3.
     const std::vector<std::string> candidates = exec_candidates(command);
@@ -340,18 +353,20 @@ class SandboxImpl final : public Sandbox {
 
     Pipe error = make_pipe();
     Pipe status = make_pipe();
-    const bool task_enters = cgroup && eff_.task_enters_cgroup;
+    const bool task_enters = (cgroup || group_during_jail) && eff_.task_enters_cgroup;
     std::vector<UniqueFd> procs_files;
-    if (task_enters) procs_files = cgroup->open_procs_files();
-    if (procs_files.size() > static_cast<std::size_t>(kMaxCgroupProcsFds)) {
-      throw Error(
-          ErrorKind::kSandboxSetup, "sandbox_setup_failed",
-          "too many cgroup v1 hierarchies for one task: " + std::to_string(procs_files.size()));
+    if (task_enters && cgroup) procs_files = cgroup->open_procs_files();
+    if (std::max(procs_files.size(), group_parents.size()) >
+        static_cast<std::size_t>(kMaxCgroupProcsFds)) {
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
+                  "too many cgroup v1 hierarchies for one task: " +
+                      std::to_string(std::max(procs_files.size(), group_parents.size())));
     }
     // On v1 the child must wait until the worker has moved it into the cgroups (unless the
-    // task enters them itself); with a user namespace, until the id maps exist.
-    const bool needs_release =
-        (cgroup && !task_enters && cgroup->clone_into_fd() < 0) || eff_.new_user;
+    // task enters them itself); with a user namespace, until the id maps exist; when the
+    // group is made during the jail's construction, until it exists.
+    const bool needs_release = (cgroup && !task_enters && cgroup->clone_into_fd() < 0) ||
+                               eff_.new_user || group_during_jail;
     Pipe release;
     if (needs_release) release = make_pipe();
     SpawnSlotLease slot;
@@ -397,6 +412,9 @@ class SandboxImpl final : public Sandbox {
     for (const auto& file : procs_files) {
       plan.cgroup_procs_fds[plan.cgroup_procs_count++] = file.get();
     }
+    for (int parent : group_parents) plan.cgroup_parent_fds[plan.cgroup_parent_count++] = parent;
+    plan.cgroup_path = group_path.c_str();
+    plan.cgroup_v2 = group_v2;
     // v2: the clone below is born in the group, unless PID 1 stays outside and clones the
     // task into it.
     const int v2_group = cgroup ? cgroup->clone_into_fd() : -1;
@@ -435,6 +453,9 @@ class SandboxImpl final : public Sandbox {
     try {
       if (needs_release) {
         try {
+          if (group_during_jail) {
+            cgroup = eff_.cgroups->create_group(group_name, eff_.limits, tree_kill);
+          }
           if (cgroup && !task_enters && cgroup->clone_into_fd() < 0) {
             // The child leaves a real-time policy itself, but maybe not before this write,
             // which a v1 cpu group without an RT budget refuses for RT processes.

@@ -147,12 +147,13 @@ int leave_real_time() {
     child_fail(shared.error_fd, ChildStage::kSignals, err, "sched_setscheduler(SCHED_OTHER)");
   }
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
-  int* keep[10 + kMaxCgroupProcsFds] = {
+  int* keep[10 + 2 * kMaxCgroupProcsFds] = {
       &plan.error_fd,          &plan.release_fd,       &plan.status_fd,      &plan.stdin_fd,
       &plan.stdout_fd,         &plan.stderr_fd,        &plan.task_cgroup_fd, &plan.net_ns_fd,
       &plan.mount_template_fd, &plan.workspace_tree_fd};
   std::size_t kept = 10;
   for (int i = 0; i < plan.cgroup_procs_count; ++i) keep[kept++] = &plan.cgroup_procs_fds[i];
+  for (int i = 0; i < plan.cgroup_parent_count; ++i) keep[kept++] = &plan.cgroup_parent_fds[i];
   if (int err = keep_only_fds(keep, kept); err != 0) {
     child_fail(shared.error_fd, ChildStage::kFds, err, "renumber descriptors");
   }
@@ -212,8 +213,8 @@ int keep_only_fds(int* fds[], std::size_t count) {
   const int first = 3;
   // Two passes: a target number may be one of the sources, so every source is first
   // copied above the target range.
-  int copies[16];
-  if (count > 16) return EINVAL;
+  int copies[24];
+  if (count > 24) return EINVAL;
   for (std::size_t i = 0; i < count; ++i) {
     copies[i] = -1;
     if (*fds[i] < 0) continue;

@@ -104,6 +104,13 @@ struct ChildPlan {
   int task_cgroup_fd = -1;
   int cgroup_procs_fds[kMaxCgroupProcsFds] = {-1, -1, -1, -1, -1, -1};
   int cgroup_procs_count = 0;
+  // Set when the worker makes the group while PID 1 builds the jail: once released, PID 1
+  // opens `cgroup_path` below each of these directories, giving `cgroup_procs_fds` (v1, a
+  // path to cgroup.procs) or `task_cgroup_fd` (v2, the group's directory).
+  int cgroup_parent_fds[kMaxCgroupProcsFds] = {-1, -1, -1, -1, -1, -1};
+  int cgroup_parent_count = 0;
+  const char* cgroup_path = nullptr;
+  bool cgroup_v2 = false;
 };
 
 struct CloneRequest {
@@ -130,8 +137,8 @@ struct Spawned {
 // returns. Throws Error(kSandboxSetup) when the kernel refuses the clone.
 Spawned clone_child(const CloneRequest& request, const ChildPlan& plan);
 
-// Child side, used by pid_init: keeps only `fds` (renumbered 3, 4, ... in place), closes every
-// other descriptor above 2. Returns 0 or an errno.
+// Child side, used by pid_init: keeps only `fds` (at most 24, renumbered 3, 4, ... in place),
+// closes every other descriptor above 2. Returns 0 or an errno.
 int keep_only_fds(int* fds[], std::size_t count);
 // Parent side: the signals this process ignores, from /proc/self/status (three system calls
 // instead of one query per signal in the child).

@@ -475,6 +475,24 @@ TEST_F(SandboxTest, SpawnFailureOnAMissingWorkspaceIsTyped) {
   }
 }
 
+// The task's group is made while PID 1 builds the jail: a limit the kernel refuses then
+// fails the spawn with the group's own error, and PID 1, already running, is gone with it
+// (the NoLeaks check of TearDown: no process, group or mount left).
+TEST_F(SandboxTest, GroupRefusedWhileTheJailIsBuiltFailsTheSpawnCleanly) {
+  Policy policy;
+  policy.limits.cpus = -1.0;  // refused by create_group, after the clone
+  auto sandbox = Sandbox::create(policy);
+  try {
+    sandbox->spawn(command({"/bin/true"}));
+    FAIL() << "spawned with a negative CPU limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), "invalid_cpu_limit") << e.what();
+  }
+  // The next task runs normally.
+  auto r = sh("echo fine");
+  EXPECT_EQ(r.out, "fine\n");
+}
+
 // The unprivileged half of UserNamespace.UnprivilegedWorker, run as uid 65534 in a separate
 // process (the sandbox caches what it learned about the host as root).
 TEST(UserNamespace, DISABLED_UnprivilegedHalf) {
