@@ -208,13 +208,47 @@ const char* to_string(ChildStage stage) {
 }
 
 int keep_only_fds(int* fds[], std::size_t count) {
+  if (count > 24) return EINVAL;
+  // Usually every descriptor to keep is above 2 already: closing the ranges between them is
+  // two or three system calls, where renumbering takes two per descriptor.
+  int sorted[24];
+  std::size_t distinct = 0;
+  bool all_above_stdio = true;
+  for (std::size_t i = 0; i < count; ++i) {
+    const int fd = *fds[i];
+    if (fd < 0) continue;
+    all_above_stdio &= fd > 2;
+    std::size_t at = distinct;
+    while (at > 0 && sorted[at - 1] > fd) {
+      sorted[at] = sorted[at - 1];
+      --at;
+    }
+    if (at > 0 && sorted[at - 1] == fd) {  // the same fd twice (stdout and stderr)
+      for (std::size_t j = at; j < distinct; ++j) sorted[j] = sorted[j + 1];
+      continue;
+    }
+    sorted[at] = fd;
+    ++distinct;
+  }
+  if (all_above_stdio) {
+    unsigned int next = 3;
+    for (std::size_t i = 0; i < distinct; ++i) {
+      const auto fd = static_cast<unsigned int>(sorted[i]);
+      if (fd > next && ::syscall(SYS_close_range, next, fd - 1, 0) != 0) {
+        if (errno != ENOSYS) return errno;
+        for (unsigned int gap = next; gap < fd; ++gap) ::close(static_cast<int>(gap));
+      }
+      next = fd + 1;
+    }
+    return close_from(next, 0);
+  }
+
   int kept = 0;
   for (std::size_t i = 0; i < count; ++i) kept += *fds[i] >= 0 ? 1 : 0;
   const int first = 3;
   // Two passes: a target number may be one of the sources, so every source is first
   // copied above the target range.
   int copies[24];
-  if (count > 24) return EINVAL;
   for (std::size_t i = 0; i < count; ++i) {
     copies[i] = -1;
     if (*fds[i] < 0) continue;

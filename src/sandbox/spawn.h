@@ -137,8 +137,8 @@ struct Spawned {
 // returns. Throws Error(kSandboxSetup) when the kernel refuses the clone.
 Spawned clone_child(const CloneRequest& request, const ChildPlan& plan);
 
-// Child side, used by pid_init: keeps only `fds` (at most 24, renumbered 3, 4, ... in place),
-// closes every other descriptor above 2. Returns 0 or an errno.
+// Child side, used by pid_init: keeps only `fds` (at most 24; renumbered 3, 4, ... in place
+// if one of them is below 3), closes every other descriptor above 2. Returns 0 or an errno.
 int keep_only_fds(int* fds[], std::size_t count);
 // Parent side: the signals this process ignores, from /proc/self/status (three system calls
 // instead of one query per signal in the child).
