@@ -12,6 +12,7 @@
 #include "sandbox/mount.h"
 #include "sandbox/net.h"
 #include "sandbox/spawn.h"
+#include "sandbox/user.h"
 
 namespace tamma::sandbox {
 
@@ -114,6 +115,13 @@ TAMMA_ON_TASK_STACK void run_pid_init(ChildPlan& plan) {
   if (plan.loopback_up) {
     int err = bring_up_loopback();
     if (err != 0) child_fail(plan.error_fd, ChildStage::kLoopback, err, "lo");
+  }
+
+  if (plan.drop_privileges) {
+    if (int err = drop_bounding_set(plan.cap_last); err != 0) {
+      child_fail(plan.error_fd, ChildStage::kPrivileges, err, "drop capability bounding set");
+    }
+    plan.bounding_set_dropped = true;
   }
 
   // The release: the worker has made the task's group meanwhile (or, for a PID 1 that is a

@@ -361,8 +361,11 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
     // Core files of a sandboxed task could be handed to a host-side core handler.
     struct rlimit no_core {};
     ::setrlimit(RLIMIT_CORE, &no_core);
-    PrivilegeDrop drop{
-        .uid = plan.uid, .gid = plan.gid, .cap_last = plan.cap_last, .in_user_ns = plan.in_user_ns};
+    PrivilegeDrop drop{.uid = plan.uid,
+                       .gid = plan.gid,
+                       .cap_last = plan.cap_last,
+                       .in_user_ns = plan.in_user_ns,
+                       .bounding_set_dropped = plan.bounding_set_dropped};
     DropStep step = DropStep::kNone;
     if (int err = drop_privileges(drop, &step); err != 0) {
       child_fail(plan.error_fd, ChildStage::kPrivileges, err, to_string(step));

@@ -83,6 +83,7 @@ struct ChildPlan {
   uid_t uid = 0;
   gid_t gid = 0;
   int cap_last = 0;                     // highest capability number of this kernel
+  bool bounding_set_dropped = false;    // PID 1 did it (user.h)
   const sock_fprog* seccomp = nullptr;  // null: no filter
   // Control pipes, child ends. release_fd: -1 or a pipe the child reads one byte from once the
   // parent has moved it into the v1 cgroups and written its id maps: before anything else with

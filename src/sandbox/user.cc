@@ -49,11 +49,18 @@ const char* to_string(DropStep step) {
   return "?";
 }
 
+int drop_bounding_set(int cap_last) {
+  for (int cap = 0; cap <= cap_last; ++cap) {
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return errno;
+  }
+  return 0;
+}
+
 int drop_privileges(const PrivilegeDrop& drop, DropStep* step) {
   // The bounding set can only shrink while CAP_SETPCAP is still effective, so it goes first.
   *step = DropStep::kBoundingSet;
-  for (int cap = 0; cap <= drop.cap_last; ++cap) {
-    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return errno;
+  if (!drop.bounding_set_dropped) {
+    if (int err = drop_bounding_set(drop.cap_last); err != 0) return err;
   }
   *step = DropStep::kAmbient;
   if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {

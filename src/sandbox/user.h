@@ -9,8 +9,9 @@ namespace tamma::sandbox {
 struct PrivilegeDrop {
   uid_t uid = 0;
   gid_t gid = 0;
-  int cap_last = 0;         // from cap_last_cap(), read by the parent
-  bool in_user_ns = false;  // setgroups is denied in a user namespace we mapped
+  int cap_last = 0;                   // from cap_last_cap(), read by the parent
+  bool in_user_ns = false;            // setgroups is denied in a user namespace we mapped
+  bool bounding_set_dropped = false;  // by PID 1, which the task inherits it from
 };
 
 // What failed while dropping privileges, for the error record.
@@ -22,6 +23,11 @@ const char* to_string(DropStep step);
 // no_new_privs, so nothing the task execs can gain privileges. Returns 0 or an errno and
 // sets *step.
 int drop_privileges(const PrivilegeDrop& drop, DropStep* step);
+
+// Child side: empties the capability bounding set (one system call per capability).
+// PID 1 does it while the worker still makes the task's group: the task inherits the empty
+// set, and PID 1, which never execs, loses nothing by it. Returns 0 or an errno.
+int drop_bounding_set(int cap_last);
 
 // Parent side: the highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap).
 int cap_last_cap();
