@@ -155,6 +155,13 @@ TAMMA_ON_TASK_STACK void run_pid_init(ChildPlan& plan) {
     pid_t reaped;
     while ((reaped = ::waitpid(-1, &status, WNOHANG)) > 0) {
       if (reaped != task) continue;
+      // The tree dies with its main process. Killing and reaping the rest here, rather than
+      // leaving it to the kernel when PID 1 exits, means that once the worker has the status
+      // nothing of the task runs or waits to be reaped: it reads the final accounting and
+      // removes the group while this exit tears the namespaces down.
+      ::kill(-1, SIGKILL);
+      while (::waitpid(-1, nullptr, __WALL) > 0 || errno == EINTR) {
+      }
       ssize_t ignored = ::write(plan.status_fd, &status, sizeof status);
       (void)ignored;  // the parent falls back to PID 1's own status
       ::_exit(0);

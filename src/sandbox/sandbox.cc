@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -129,18 +130,26 @@ fs::path checked_workdir(const std::string& workdir) {
 
 class ProcessImpl final : public Process {
  public:
-  ProcessImpl(Spawned spawned, bool has_init, UniqueFd status, std::unique_ptr<Cgroup> cgroup,
-              SpawnSlotLease slot, NetNamespaceLease net, std::vector<std::string> degradations)
+  // With a PID 1, `exit_poll` is an epoll set holding `status`, the pipe on which PID 1
+  // reports; `init_outside_group`: PID 1 is not in the task's group.
+  ProcessImpl(Spawned spawned, bool has_init, UniqueFd status, UniqueFd exit_poll,
+              bool init_outside_group, std::unique_ptr<Cgroup> cgroup, SpawnSlotLease slot,
+              NetNamespaceLease net, std::vector<std::string> degradations)
       : pid_(spawned.pid),
         pidfd_(spawned.pidfd),
         has_init_(has_init),
         status_(std::move(status)),
+        exit_poll_(std::move(exit_poll)),
+        init_outside_group_(init_outside_group),
         cgroup_(std::move(cgroup)),
         slot_(std::move(slot)),
         net_(std::move(net)),
         degradations_(std::move(degradations)) {}
 
   ~ProcessImpl() override {
+    // PID 1 reported: every process of the task is dead and reaped. If PID 1 is not in the
+    // group either, the group goes now, while PID 1's exit tears down the namespaces.
+    if (reported_ && init_outside_group_) cgroup_.reset();
     try {
       kill_all();
     } catch (const std::exception& e) {
@@ -154,9 +163,10 @@ class ProcessImpl final : public Process {
     cgroup_.reset();  // kills what is left and removes the group; never throws
   }
 
-  int exit_fd() const override { return pidfd_.get(); }
+  int exit_fd() const override { return has_init_ ? exit_poll_.get() : pidfd_.get(); }
 
   std::optional<ExitStatus> poll_exit() override {
+    if (!exit_ && has_init_ && status_) read_report();
     if (!exit_) reap(false);
     return exit_;
   }
@@ -213,6 +223,27 @@ class ProcessImpl final : public Process {
   std::vector<std::string> degradations() const override { return degradations_; }
 
  private:
+  // PID 1 writes the task's wait status once the task's processes are all dead and reaped,
+  // before its own exit. End of file without it: PID 1 was killed (kill_all, the OOM
+  // killer), and its exit, through the pidfd, is what to wait for.
+  void read_report() {
+    int status = 0;
+    const ssize_t got = ::read(status_.get(), &status, sizeof status);
+    if (got < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (got == static_cast<ssize_t>(sizeof status)) {
+      exit_ = from_wait_status(status);
+      reported_ = true;
+    } else if (::epoll_ctl(exit_poll_.get(), EPOLL_CTL_DEL, status_.get(), nullptr) != 0) {
+      throw_errno("epoll_ctl on the task's exit");
+    } else {
+      epoll_event on_exit{.events = EPOLLIN, .data = {}};
+      if (::epoll_ctl(exit_poll_.get(), EPOLL_CTL_ADD, pidfd_.get(), &on_exit) != 0) {
+        throw_errno("epoll_ctl on PID 1's pidfd");
+      }
+    }
+    status_.reset();
+  }
+
   void reap(bool block) {
     if (reaped_) return;
     siginfo_t info{};
@@ -230,19 +261,26 @@ class ProcessImpl final : public Process {
     // namespace: it can serve the next task.
     net_ = NetNamespaceLease();
     rusage_ = usage;
+    if (exit_) return;  // PID 1's report
     exit_ = from_siginfo(info);
-    if (!has_init_) return;
+    if (!has_init_ || !status_) return;
     // PID 1 reports the task's status just before exiting; without a report PID 1 itself
     // was killed (by kill_all or the OOM killer), and its status is the answer.
     int status = 0;
     ssize_t got = ::read(status_.get(), &status, sizeof status);
-    if (got == static_cast<ssize_t>(sizeof status)) exit_ = from_wait_status(status);
+    if (got == static_cast<ssize_t>(sizeof status)) {
+      exit_ = from_wait_status(status);
+      reported_ = true;
+    }
   }
 
   pid_t pid_;
   UniqueFd pidfd_;
   bool has_init_;
-  UniqueFd status_;
+  UniqueFd status_;     // until PID 1's report is read
+  UniqueFd exit_poll_;  // with a PID 1: the status pipe, then (no report) PID 1's pidfd
+  bool init_outside_group_;
+  bool reported_ = false;
   std::unique_ptr<Cgroup> cgroup_;
   SpawnSlotLease slot_;    // set when PID 1 shares the worker's memory
   NetNamespaceLease net_;  // set when the task has a pooled network namespace
@@ -353,6 +391,17 @@ class SandboxImpl final : public Sandbox {
 
     Pipe error = make_pipe();
     Pipe status = make_pipe();
+    // With a PID 1 the caller waits on its report, in an epoll set so that the wait can move
+    // to PID 1's pidfd if it dies without one.
+    UniqueFd exit_poll;
+    if (eff_.isolate) {
+      exit_poll.reset(::epoll_create1(EPOLL_CLOEXEC));
+      epoll_event on_report{.events = EPOLLIN, .data = {}};
+      if (!exit_poll ||
+          ::epoll_ctl(exit_poll.get(), EPOLL_CTL_ADD, status.read.get(), &on_report) != 0) {
+        throw_errno("epoll for the task's exit");
+      }
+    }
     const bool task_enters = (cgroup || group_during_jail) && eff_.task_enters_cgroup;
     std::vector<UniqueFd> procs_files;
     if (task_enters && cgroup) procs_files = cgroup->open_procs_files();
@@ -493,8 +542,8 @@ class SandboxImpl final : public Sandbox {
     }
     pidfd.release();
     return std::make_unique<ProcessImpl>(spawned, eff_.isolate, std::move(status.read),
-                                         std::move(cgroup), std::move(slot), std::move(net),
-                                         eff_.degradations);
+                                         std::move(exit_poll), task_enters, std::move(cgroup),
+                                         std::move(slot), std::move(net), eff_.degradations);
   }
 
  private:

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/ipc.h>
@@ -14,11 +15,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "common/error.h"
 #include "sandbox/cgroup.h"
@@ -473,6 +476,46 @@ TEST_F(SandboxTest, SpawnFailureOnAMissingWorkspaceIsTyped) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kSandboxSetup);
   }
+}
+
+// Waits on exit_fd() as the step runner does; returns the status and how many wake-ups it
+// took (a wake-up without a status must not repeat: no busy loop).
+std::pair<std::optional<ExitStatus>, int> wait_exit(Process& process) {
+  int wakeups = 0;
+  for (int i = 0; i < 1000; ++i) {
+    pollfd pfd{process.exit_fd(), POLLIN, 0};
+    if (::poll(&pfd, 1, 10'000) <= 0) break;
+    ++wakeups;
+    if (auto status = process.poll_exit()) return {status, wakeups};
+  }
+  return {std::nullopt, wakeups};
+}
+
+// The exit is reported once the whole tree is gone, before PID 1 itself has exited: a
+// background process of the task never acts after the report, though the Process lives on.
+TEST_F(SandboxTest, ExitIsReportedOnlyOnceEveryProcessOfTheTaskIsGone) {
+  auto sandbox = Sandbox::create({});
+  auto process = sandbox->spawn(
+      command({"/bin/sh", "-c", "(sleep 0.3; echo late > /workspace/late) & exit 4"}));
+  auto [status, wakeups] = wait_exit(*process);
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->code, 4);
+  EXPECT_EQ(wakeups, 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_FALSE(fs::exists(dir_.path() / "late"));
+  EXPECT_GT(process->usage().cpu_user_us + process->usage().cpu_system_us, 0u);
+}
+
+// PID 1 killed before it could report: the wait moves to its exit, with no busy loop.
+TEST_F(SandboxTest, KilledInitIsReportedThroughItsExit) {
+  auto sandbox = Sandbox::create({});
+  auto process = sandbox->spawn(command({"/bin/sleep", "30"}));
+  process->signal_all(SIGKILL);
+  auto [status, wakeups] = wait_exit(*process);
+  ASSERT_TRUE(status);
+  EXPECT_TRUE(status->signaled);
+  EXPECT_EQ(status->signal, SIGKILL);
+  EXPECT_LE(wakeups, 3);
 }
 
 // The task's group is made while PID 1 builds the jail: a limit the kernel refuses then
