@@ -1,6 +1,8 @@
 // Start-to-exit cost of running /bin/true: plain posix_spawn, our full sandbox (namespaces,
 // mount jail, cgroup with limits, seccomp, privilege drop) and, when installed, the usual
-// command-line sandboxes. Runs are interleaved so that machine noise hits all alike.
+// command-line sandboxes. Two tables: each case alternating with a baseline of its own
+// (paired), then all cases interleaved in one loop. Interleaving makes machine noise hit the
+// cases alike; pairing also keeps one sandbox's leftovers out of another's time.
 //
 // The kernel finishes part of a namespace's teardown in its own workers after the process
 // is gone (a network namespace's cleanup above all). Back to back, that work of one case
@@ -176,32 +178,70 @@ int main(int argc, char** argv) {
     });
   }
   for (auto& c : cases) c.run();  // warm caches and the sandbox's one-time setup
-  for (int i = 0; i < runs; ++i) {
-    for (auto& c : cases) {
-      const double cpu_start = cpu_ms_now();
-      auto start = Clock::now();
-      bool ok = c.run();
-      c.ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
-      c.cpu_ms += cpu_ms_now() - cpu_start;
-      c.failed |= !ok;
-      if (settle_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
+
+  // Runs the cases of `group` in turn, `runs` times, recording into each.
+  auto measure = [&](std::vector<Case*> group) {
+    for (int i = 0; i < runs; ++i) {
+      for (Case* c : group) {
+        const double cpu_start = cpu_ms_now();
+        auto start = Clock::now();
+        bool ok = c->run();
+        c->ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+        c->cpu_ms += cpu_ms_now() - cpu_start;
+        c->failed |= !ok;
+        if (settle_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(settle_ms));
+      }
     }
+  };
+  auto print = [&](const std::vector<const Case*>& rows, const std::vector<double>& bases) {
+    std::printf("%-30s %10s %10s %10s %14s %12s\n", "command", "median ms", "p90 ms", "min ms",
+                "over spawn ms", "cpu ms/run");
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const Case& c = *rows[i];
+      const double median = percentile(c.ms, 0.5);
+      std::printf("%-30s %10.3f %10.3f %10.3f %14.3f %12.3f%s\n", c.name.c_str(), median,
+                  percentile(c.ms, 0.9), percentile(c.ms, 0.0), median - bases[i],
+                  c.cpu_ms / static_cast<double>(runs), c.failed ? "  (some runs FAILED)" : "");
+    }
+  };
+  const std::string pacing = settle_ms > 0
+                                 ? "pause of " + std::to_string(settle_ms) + " ms after each run"
+                                 : "back to back";
+  double load[3] = {};
+
+  // Paired: each case alternates with a baseline of its own, so that what one sandbox leaves
+  // the kernel to finish (a network namespace's cleanup, above all) does not land in another
+  // one's time. Each row's overhead is over the baseline runs of its own pair.
+  std::vector<Case> baselines;
+  baselines.reserve(cases.size());
+  std::vector<const Case*> paired_rows;
+  std::vector<double> paired_bases;
+  for (std::size_t i = 1; i < cases.size(); ++i) {
+    baselines.push_back(Case{cases.front().name, cases.front().run, {}, 0, false});
+    measure({&baselines.back(), &cases[i]});
+    paired_rows.push_back(&cases[i]);
+    paired_bases.push_back(percentile(baselines.back().ms, 0.5));
+  }
+  if (!paired_rows.empty()) {
+    std::printf("paired with %s: %d runs of each pair, alternating, %s\n",
+                cases.front().name.c_str(), runs, pacing.c_str());
+    if (::getloadavg(load, 3) > 0) std::printf("load average during the runs: %.2f\n", load[0]);
+    print(paired_rows, paired_bases);
+    std::printf("\n");
   }
 
-  const double base = percentile(cases.front().ms, 0.5);
-  std::printf("%d runs each, interleaved, %s\n", runs,
-              settle_ms > 0 ? ("pause of " + std::to_string(settle_ms) + " ms after each run").c_str()
-                            : "back to back");
-  double load[3] = {};
-  if (::getloadavg(load, 3) > 0) std::printf("load average during the runs: %.2f\n", load[0]);
-  std::printf("%-30s %10s %10s %10s %14s %12s\n", "command", "median ms", "p90 ms", "min ms",
-              "over spawn ms", "cpu ms/run");
-  for (const auto& c : cases) {
-    double median = percentile(c.ms, 0.5);
-    std::printf("%-30s %10.3f %10.3f %10.3f %14.3f %12.3f%s\n", c.name.c_str(), median,
-                percentile(c.ms, 0.9), percentile(c.ms, 0.0), median - base,
-                c.cpu_ms / static_cast<double>(runs), c.failed ? "  (some runs FAILED)" : "");
+  // All together: every case in turn, as a stress of the machine as a whole.
+  for (auto& c : cases) {
+    c.ms.clear();
+    c.cpu_ms = 0;
   }
+  std::vector<Case*> all;
+  for (auto& c : cases) all.push_back(&c);
+  measure(all);
+  std::printf("all cases: %d runs each, interleaved, %s\n", runs, pacing.c_str());
+  if (::getloadavg(load, 3) > 0) std::printf("load average during the runs: %.2f\n", load[0]);
+  std::vector<const Case*> rows(all.begin(), all.end());
+  print(rows, std::vector<double>(rows.size(), percentile(cases.front().ms, 0.5)));
   std::filesystem::remove_all(workspace);
   return 0;
 }
