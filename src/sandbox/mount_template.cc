@@ -9,6 +9,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <exception>
 #include <map>
 #include <mutex>
@@ -100,10 +101,9 @@ std::shared_ptr<const MountTemplate> mount_template(const MountRequest& request)
   made->built = now;
   std::lock_guard lock(c.mutex);
   if (c.by_binds.size() >= kMaxTemplates && c.by_binds.find(key) == c.by_binds.end()) {
-    auto oldest = c.by_binds.begin();
-    for (auto it = c.by_binds.begin(); it != c.by_binds.end(); ++it) {
-      if (it->second->built < oldest->second->built) oldest = it;
-    }
+    const auto oldest = std::min_element(
+        c.by_binds.begin(), c.by_binds.end(),
+        [](const auto& a, const auto& b) { return a.second->built < b.second->built; });
     c.by_binds.erase(oldest);  // spawns holding it keep it alive
   }
   c.by_binds[key] = made;
