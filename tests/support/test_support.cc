@@ -178,16 +178,35 @@ ProcessResult run_process(const std::vector<std::string>& argv, const std::vecto
   return child.wait(limit);
 }
 
+namespace {
+
+// A /proc file of a process that may exit meanwhile: its reads then fail with ESRCH, which
+// means "gone", not an error of the test.
+std::string read_proc_file(const std::filesystem::path& path) {
+  std::string text;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0)
+    text.append(buffer, static_cast<std::size_t>(n));
+  ::close(fd);
+  return text;
+}
+
+}  // namespace
+
 std::vector<int> processes_with(const std::string& marker) {
   std::vector<int> found;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename();
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream cmdline(entry.path() / "cmdline", std::ios::binary);
-    std::string text((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    const std::string text = read_proc_file(it->path() / "cmdline");
     if (text.find(marker) == std::string::npos) continue;
-    std::ifstream stat(entry.path() / "stat");
-    std::string stat_text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const std::string stat_text = read_proc_file(it->path() / "stat");
+    if (stat_text.empty()) continue;  // gone meanwhile
     auto close_paren = stat_text.rfind(')');
     if (close_paren != std::string::npos && close_paren + 2 < stat_text.size() &&
         stat_text[close_paren + 2] == 'Z') {
