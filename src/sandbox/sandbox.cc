@@ -330,8 +330,8 @@ class SandboxImpl final : public Sandbox {
     }
 
     // With isolation, a task that enters its group itself gets it made while PID 1 builds
-    // the jail (the two run on different CPUs): PID 1 opens it once released. Otherwise the
-    // group exists before the clone.
+    // the jail (at once when the scheduler puts PID 1 on another CPU, else interleaved):
+    // PID 1 opens it once released. Otherwise the group exists before the clone.
     std::unique_ptr<Cgroup> cgroup;
     const TreeKill tree_kill = eff_.isolate ? TreeKill::kByPidNamespace : TreeKill::kByGroup;
     const bool group_during_jail =
