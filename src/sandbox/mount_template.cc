@@ -10,13 +10,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <exception>
 #include <map>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "common/error.h"
+#include "sandbox/own_thread.h"
 
 namespace tamma::sandbox {
 
@@ -52,9 +51,7 @@ std::string key_of(const MountRequest& request) {
   return key;
 }
 
-// In a thread of its own, which exits afterwards: its file system context and mount
-// namespace are private to it, and no thread of the worker has to find its way back.
-UniqueFd build_in_own_thread(const MountRequest& request) {
+UniqueFd build_template(const MountRequest& request) {
   std::vector<std::string> visible = request.readonly_binds;
   for (const auto& [source, target] : request.readonly_binds_at) visible.push_back(source);
   MountRequest fixed = request;
@@ -62,27 +59,19 @@ UniqueFd build_in_own_thread(const MountRequest& request) {
   fixed.device_nodes = true;  // templates are for root workers
   const MountPlan plan = build_template_plan(fixed);
 
-  UniqueFd made;
-  std::exception_ptr failure;
-  std::thread builder([&] {
-    try {
-      if (::unshare(CLONE_FS | CLONE_NEWNS) != 0) throw_setup("unshare", errno);
-      // The namespace, not a path: still the same namespace after pivot_root hides /proc.
-      UniqueFd ns(::open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC));
-      if (!ns) throw_setup("open /proc/thread-self/ns/mnt", errno);
-      ::umask(022);  // the worker's own umask must not shape the jail's directories
-      const MountOp* failed = nullptr;
-      if (int err = apply_mount_plan(plan, -1, &failed); err != 0) {
-        throw_setup(failed != nullptr && failed->target != nullptr ? failed->target : "/", err);
-      }
-      made = std::move(ns);
-    } catch (...) {
-      failure = std::current_exception();
+  // In a thread of its own: its file system context and mount namespace stay with it.
+  return in_own_thread([&plan] {
+    if (::unshare(CLONE_FS | CLONE_NEWNS) != 0) throw_setup("unshare", errno);
+    // The namespace, not a path: still the same namespace after pivot_root hides /proc.
+    UniqueFd ns(::open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC));
+    if (!ns) throw_setup("open /proc/thread-self/ns/mnt", errno);
+    ::umask(022);  // the worker's own umask must not shape the jail's directories
+    const MountOp* failed = nullptr;
+    if (int err = apply_mount_plan(plan, -1, &failed); err != 0) {
+      throw_setup(failed != nullptr && failed->target != nullptr ? failed->target : "/", err);
     }
+    return ns;
   });
-  builder.join();
-  if (failure) std::rethrow_exception(failure);
-  return made;
 }
 
 }  // namespace
@@ -97,7 +86,7 @@ std::shared_ptr<const MountTemplate> mount_template(const MountRequest& request)
     if (found != c.by_binds.end() && now - found->second->built < kMaxAge) return found->second;
   }
   auto made = std::make_shared<MountTemplate>();
-  made->ns = build_in_own_thread(request);
+  made->ns = build_template(request);
   made->built = now;
   std::lock_guard lock(c.mutex);
   if (c.by_binds.size() >= kMaxTemplates && c.by_binds.find(key) == c.by_binds.end()) {

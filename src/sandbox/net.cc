@@ -11,10 +11,10 @@
 #include <cstring>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/error.h"
+#include "sandbox/own_thread.h"
 
 namespace tamma::sandbox {
 
@@ -38,8 +38,7 @@ Pool& pool() {
               "network namespace for the pool: " + what + ": " + strerrordesc_np(err));
 }
 
-// Runs in a thread of its own, which exits afterwards: no thread of the worker ever has to
-// find its way back to the host's network.
+// Runs in a thread of its own (own_thread.h).
 UniqueFd make_namespace() {
   if (::unshare(CLONE_NEWNET) != 0) throw_setup("unshare", errno);
   UniqueFd fd(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
@@ -53,21 +52,6 @@ UniqueFd make_namespace() {
   if (!buckets) throw_setup("open net.ipv4.tcp_max_tw_buckets", errno);
   if (::write(buckets.get(), "0", 1) != 1) throw_setup("write net.ipv4.tcp_max_tw_buckets", errno);
   return fd;
-}
-
-UniqueFd make_namespace_in_own_thread() {
-  UniqueFd made;
-  std::exception_ptr failure;
-  std::thread maker([&] {
-    try {
-      made = make_namespace();
-    } catch (...) {
-      failure = std::current_exception();
-    }
-  });
-  maker.join();
-  if (failure) std::rethrow_exception(failure);
-  return made;
 }
 
 }  // namespace
@@ -117,7 +101,7 @@ NetNamespaceLease lease_net_namespace() {
       return NetNamespaceLease(std::move(fd));
     }
   }
-  return NetNamespaceLease(make_namespace_in_own_thread());
+  return NetNamespaceLease(in_own_thread(make_namespace));
 }
 
 }  // namespace tamma::sandbox
