@@ -13,6 +13,7 @@
 #include "cli/worker_cli.h"
 #include "cli/worker_console.h"
 #include "common/error.h"
+#include "common/json_parse.h"
 #include "common/log.h"
 #include "common/units.h"
 #include "protocol/task_spec.h"
@@ -96,8 +97,9 @@ protocol::TaskSpec build_spec(const RunOptions& o, const std::vector<std::string
                   fmt::format("cannot read task file {}", o.task_file));
     }
     try {
-      document = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::parse_error& e) {
+      const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+      document = parse_json_text(text);
+    } catch (const JsonTextError& e) {
       throw Error(ErrorKind::kConfig, "invalid_task_spec",
                   fmt::format("{} is not valid JSON: {}", o.task_file, e.what()));
     }

@@ -12,6 +12,7 @@
 
 #include "common/encoding.h"
 #include "common/error.h"
+#include "common/json_parse.h"
 #include "orchestrator/http_client.h"
 #include "protocol/wire.h"
 
@@ -44,7 +45,7 @@ std::unique_ptr<HttpClient> client(const Connection& c) {
 [[noreturn]] void refused(const HttpResult& r) {
   std::string message = "HTTP " + std::to_string(r.status);
   try {
-    auto body = wire::error_body_from_json(json::parse(r.body));
+    auto body = wire::error_body_from_json(parse_json_text(r.body));
     message += " " + body.code + ": " + body.message;
     for (const auto& p : body.problems) message += "\n  " + p.path + ": " + p.message;
   } catch (const std::exception&) {
@@ -141,8 +142,8 @@ std::vector<AdminCommand> add_admin_commands(CLI::App& app) {
         {cmd, [args] {
            json spec;
            try {
-             spec = json::parse(read_input(args->file));
-           } catch (const json::parse_error& e) {
+             spec = parse_json_text(read_input(args->file));
+           } catch (const JsonTextError& e) {
              throw Error(ErrorKind::kConfig, "invalid_task_file",
                          args->file + " is not JSON: " + e.what());
            }

@@ -1,4 +1,5 @@
 #include "orchestrator/http_client.h"
+#include "common/json_parse.h"
 
 #include <curl/curl.h>
 
@@ -43,8 +44,8 @@ std::size_t on_header(char* data, std::size_t size, std::size_t count, void* use
 
 nlohmann::json HttpResult::json() const {
   try {
-    return nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
+    return parse_json_text(body);
+  } catch (const JsonTextError& e) {
     throw Error(ErrorKind::kInfrastructure, "malformed_answer",
                 "the orchestrator answered " + std::to_string(status) +
                     " with a body that is not JSON: " + e.what());

@@ -1,4 +1,5 @@
 #include "protocol/task_spec.h"
+#include "common/json_parse.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -639,15 +640,10 @@ TaskSpec load_task_spec(const std::filesystem::path& file) {
 
   json document;
   try {
-    document = json::parse(text);
-  } catch (const json::parse_error& e) {
-    // nlohmann's text carries the line and column after an "[json.exception...] " tag.
-    std::string detail = e.what();
-    if (auto tag_end = detail.find("] "); tag_end != std::string::npos) {
-      detail.erase(0, tag_end + 2);
-    }
+    document = parse_json_text(text);
+  } catch (const JsonTextError& e) {
     throw Error(ErrorKind::kConfig, "invalid_task_spec",
-                fmt::format("task file {} is not valid JSON: {}", file.string(), detail));
+                fmt::format("task file {} is not valid JSON: {}", file.string(), e.what()));
   }
 
   ParseOutcome outcome = parse_task_spec(document);

@@ -1,4 +1,5 @@
 #include "protocol/wire.h"
+#include "common/json_parse.h"
 
 #include <array>
 #include <cmath>
@@ -348,10 +349,9 @@ bool is_result_status(std::string_view status) {
 json parse_body(std::string_view body) {
   if (body.empty()) throw WireError("$", "the body is empty; a JSON object is expected");
   try {
-    return json::parse(body);
-  } catch (const json::parse_error& e) {
-    throw WireError(
-        "$", std::string("malformed JSON at byte ") + std::to_string(e.byte) + ": " + e.what());
+    return parse_json_text(body);
+  } catch (const JsonTextError& e) {
+    throw WireError(e.field(), e.reason());
   }
 }
 

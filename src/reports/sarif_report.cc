@@ -1,4 +1,5 @@
 #include "reports/sarif_report.h"
+#include "common/json_parse.h"
 
 #include <algorithm>
 #include <cctype>
@@ -58,8 +59,10 @@ class Reader {
 std::string percent_decode(std::string_view text) {
   std::string out;
   for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(text[i + 1]) &&
-        std::isxdigit(text[i + 2])) {
+    // isxdigit of a negative char (any byte of a UTF-8 sequence) is undefined.
+    if (text[i] == '%' && i + 2 < text.size() &&
+        std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
+        std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
       out += static_cast<char>(std::stoi(std::string(text.substr(i + 1, 2)), nullptr, 16));
       i += 2;
     } else {
@@ -362,14 +365,11 @@ ScanFindings parse_sarif(std::string_view text, const std::string& name,
                          const std::string& workspace) {
   json document;
   try {
-    document = json::parse(text);
-  } catch (const json::parse_error& e) {
-    // nlohmann's text carries the line and column after an "[json.exception...] " tag.
-    std::string detail = e.what();
-    if (auto tag_end = detail.find("] "); tag_end != std::string::npos)
-      detail.erase(0, tag_end + 2);
+    // A scan of a large tree writes tens of megabytes; the caller bounds what it reads.
+    document = parse_json_text(text, {.max_bytes = text.size(), .max_depth = 128});
+  } catch (const JsonTextError& e) {
     throw Error(ErrorKind::kTaskFailed, "report_malformed",
-                fmt::format("SARIF file {} is not valid JSON: {}", name, detail));
+                fmt::format("SARIF file {} is not valid JSON: {}", name, e.what()));
   }
   const Reader reader(name);
   reader.object(document, "$");

@@ -1,4 +1,5 @@
 #include "worker/external_handler.h"
+#include "common/json_parse.h"
 
 #include <fmt/format.h>
 
@@ -50,8 +51,8 @@ void ExternalHandler::execute(TaskContext& ctx, protocol::TaskResult& result) {
   }
   nlohmann::json document;
   try {
-    document = nlohmann::json::parse(answer);
-  } catch (const nlohmann::json::parse_error& e) {
+    document = parse_json_text(answer);
+  } catch (const JsonTextError& e) {
     throw Error(ErrorKind::kInfrastructure, "invalid_handler_result",
                 fmt::format("external handler {} wrote something other than a JSON result on "
                             "stdout: {}",

@@ -1,4 +1,5 @@
 #include "worker/orchestrator_client.h"
+#include "common/json_parse.h"
 
 #include <curl/curl.h>
 
@@ -51,8 +52,8 @@ bool retryable_status(long status) {
 
 json parse_answer(const std::string& body, long status, const char* what) {
   try {
-    return json::parse(body);
-  } catch (const json::parse_error& e) {
+    return parse_json_text(body);
+  } catch (const JsonTextError& e) {
     throw OrchestratorError(
         status, "malformed_answer",
         fmt::format("the orchestrator answered {} to {} with a body that is not "
@@ -97,7 +98,7 @@ OrchestratorError refusal_from(long status, const std::string& body) {
   std::string message = "HTTP " + std::to_string(status);
   std::optional<std::uint64_t> length;
   try {
-    auto error = wire::error_body_from_json(json::parse(body));
+    auto error = wire::error_body_from_json(parse_json_text(body));
     code = error.code;
     message += " " + error.code + ": " + error.message;
     length = error.length;
