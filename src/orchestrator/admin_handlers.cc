@@ -238,12 +238,13 @@ void add_admin_routes(Router& router, Core& core) {
     return [&core, fn](Request& r, const ExchangePtr& e) { fn(core, r, e); };
   };
   std::string base = kTasks;
-  router.add(V::post, base, BodyKind::kSmall, bind(submit));
-  router.add(V::get, base, BodyKind::kSmall, bind(list_tasks));
-  router.add(V::get, base + "/{id}", BodyKind::kSmall, bind(get_task));
-  router.add(V::post, base + "/{id}/cancel", BodyKind::kSmall, bind(cancel));
-  router.add(V::get, base + "/{id}/logs", BodyKind::kSmall, bind(read_logs));
-  router.add(V::get, base + "/{id}/artifacts/{name}", BodyKind::kSmall, bind(download_artifact));
+  router.add(V::post, base, BodyKind::kSmall, Access::kAdmin, bind(submit));
+  router.add(V::get, base, BodyKind::kSmall, Access::kAdmin, bind(list_tasks));
+  router.add(V::get, base + "/{id}", BodyKind::kSmall, Access::kAdmin, bind(get_task));
+  router.add(V::post, base + "/{id}/cancel", BodyKind::kSmall, Access::kAdmin, bind(cancel));
+  router.add(V::get, base + "/{id}/logs", BodyKind::kSmall, Access::kAdmin, bind(read_logs));
+  router.add(V::get, base + "/{id}/artifacts/{name}", BodyKind::kSmall, Access::kAdmin,
+             bind(download_artifact));
 }
 
 }  // namespace tamma::orchestrator

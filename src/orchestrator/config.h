@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "orchestrator/http_types.h"
 #include "orchestrator/sqlite_store.h"
 
 namespace tamma::orchestrator {
@@ -28,6 +29,9 @@ struct ServerConfig {
   std::chrono::milliseconds retry_base = 1s;  // backoff min(base * 2^n, max), n = retries so far
   std::chrono::milliseconds retry_max = 60s;
   std::chrono::milliseconds idle_timeout = 75s;  // an idle keep-alive connection is closed
+  // A connection that has not yet shown a valid token must send each request head within this.
+  std::chrono::milliseconds header_timeout = 10s;
+  std::int64_t max_connections = 0;  // 0: derived from the descriptor limit
 
   std::uint64_t max_json_body = 1ULL << 20;       // 1 MiB
   std::uint64_t max_artifact_body = 64ULL << 20;  // 64 MiB
@@ -36,6 +40,9 @@ struct ServerConfig {
 
   std::optional<std::string> admin_token;         // TAMMA_ADMIN_TOKEN
   std::optional<std::string> registration_token;  // TAMMA_REGISTRATION_TOKEN
+
+  // Sees every answer as it is sent (tests check them against docs/openapi.yaml).
+  AnswerObserver observe_answer;
 };
 
 }  // namespace tamma::orchestrator

@@ -29,6 +29,28 @@ std::string presented_token(const Request& request) {
 
 }  // namespace
 
+std::string Core::authenticate(Access access, const std::string& authorization) const {
+  Request request;
+  request.authorization = authorization;
+  switch (access) {
+    case Access::kPublic:
+      return {};
+    case Access::kAdmin:
+      require_admin(request);
+      return {};
+    case Access::kRegistration:
+      require_registration(request);
+      return {};
+    case Access::kWorker:
+      return require_worker(request);
+    case Access::kAdminOrWorker: {
+      if (constant_time_equal(sha256_hex(presented_token(request)), tokens_.admin_hash)) return {};
+      return require_worker(request);
+    }
+  }
+  return {};
+}
+
 void Core::require_admin(const Request& request) const {
   if (!constant_time_equal(sha256_hex(presented_token(request)), tokens_.admin_hash)) {
     throw HttpError(401, "invalid_token", "this endpoint needs the admin token");
@@ -42,6 +64,7 @@ void Core::require_registration(const Request& request) const {
 }
 
 std::string Core::require_worker(const Request& request) const {
+  if (!request.authenticated_worker.empty()) return request.authenticated_worker;
   // The lookup is by hash, so its timing says nothing about the token itself.
   auto worker = store.worker_by_token_hash(sha256_hex(presented_token(request)));
   if (!worker) throw HttpError(401, "invalid_token", "unknown or revoked worker token");
@@ -79,7 +102,11 @@ void Core::check_fence(const FenceOutcome& outcome, const std::string& task_id) 
                      std::to_string(outcome.attempt) + "); stop working on it";
       body.state = std::string(wire::to_string(outcome.state));
       body.attempt = outcome.attempt;
-      throw HttpError(409, std::move(body));
+      HttpError refusal(409, std::move(body));
+      // As on every fenced answer (protocol.md): the worker reads the state from the header.
+      refusal.headers.emplace_back("X-Tamma-Task-State",
+                                   std::string(wire::to_string(outcome.state)));
+      throw refusal;
     }
   }
 }

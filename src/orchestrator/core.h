@@ -33,6 +33,9 @@ class Core {
   bool shutting_down = false;
 
   // ---- auth: each throws HttpError(401/403) ----
+  // The check made from the headers alone, before the body is read: who may call a route at
+  // all. Returns the worker the token belongs to (empty for the admin or registration token).
+  [[nodiscard]] std::string authenticate(Access access, const std::string& authorization) const;
   void require_admin(const Request& request) const;
   void require_registration(const Request& request) const;
   // The worker the bearer token belongs to.

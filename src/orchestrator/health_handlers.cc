@@ -51,9 +51,9 @@ void add_health_routes(Router& router, Core& core) {
   auto bind = [&core](void (*fn)(Core&, Request&, const ExchangePtr&)) {
     return [&core, fn](Request& r, const ExchangePtr& e) { fn(core, r, e); };
   };
-  router.add(V::get, "/health", BodyKind::kSmall, bind(health));
-  router.add(V::get, "/ready", BodyKind::kSmall, bind(ready));
-  router.add(V::get, "/metrics", BodyKind::kSmall, bind(metrics));
+  router.add(V::get, "/health", BodyKind::kSmall, Access::kPublic, bind(health));
+  router.add(V::get, "/ready", BodyKind::kSmall, Access::kAdmin, bind(ready));
+  router.add(V::get, "/metrics", BodyKind::kSmall, Access::kAdmin, bind(metrics));
 }
 
 }  // namespace tamma::orchestrator

@@ -1,9 +1,14 @@
 #include "orchestrator/http_server.h"
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <array>
+#include <cctype>
 #include <cerrno>
+#include <limits>
 #include <optional>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
@@ -24,6 +29,18 @@ constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 constexpr std::chrono::seconds kWriteTimeout{30};
 constexpr std::chrono::minutes kUploadTimeout{5};
 
+constexpr std::chrono::seconds kLingerTimeout{2};
+constexpr std::size_t kLingerBytes = 1 << 20;
+
+// Lower-case, without surrounding blanks.
+std::string normalized(std::string_view text) {
+  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+  std::string out(text);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, std::shared_ptr<HttpShared> shared)
@@ -32,6 +49,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   ~Session() {
     --shared_->connections;
+    prove();
     // A request whose client left before the answer (a parked poll) is over too.
     finish_request();
     remove_upload();
@@ -40,10 +58,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void start() {
     beast::error_code ignored;
     stream_.socket().set_option(tcp::no_delay(true), ignored);
+    {
+      std::weak_ptr<Session> weak = shared_from_this();
+      std::lock_guard lock(shared_->unproven_mutex);
+      connection_id_ = ++shared_->next_connection;
+      shared_->unproven.emplace(connection_id_, [weak] {
+        if (auto self = weak.lock()) asio::post(self->executor(), [self] { self->evict(); });
+      });
+    }
     read_header();
   }
 
-  auto executor() { return stream_.get_executor(); }
+  beast::tcp_stream::executor_type executor() { return stream_.get_executor(); }
   void write(Response response, std::function<void(bool)> written);
   void watch(std::function<void()> gone);
   HttpShared& shared() { return *shared_; }
@@ -51,6 +77,10 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void read_header();
   void on_header(beast::error_code ec);
+  // Framing rules of RFC 9112 6.3 that Beast leaves to us; an error message or empty.
+  std::string framing_problem() const;
+  void authenticate(Access access);
+  void continue_request();
   void read_body();
   void on_body(beast::error_code ec);
   void dispatch();
@@ -58,8 +88,18 @@ class Session : public std::enable_shared_from_this<Session> {
   void refuse(unsigned status, std::string code, std::string message,
               std::vector<std::pair<std::string, std::string>> headers = {});
   template <typename Message>
-  void send(std::shared_ptr<Message> message, unsigned status, std::function<void(bool)> written);
+  void send(std::shared_ptr<Message> message, unsigned status, std::function<void(bool)> written,
+            std::optional<std::uint64_t> head_length = std::nullopt);
+  template <typename Message>
+  void send_head(const Message& full, std::uint64_t length, std::function<void(bool)> written);
   void close();
+  // Closes after the client had a moment to read the answer: a body left unread would otherwise
+  // make the kernel reset the connection and lose the answer on its way.
+  void linger_close();
+  void discard_until_eof();
+  void evict();
+  // The connection carried a request whose token was accepted: it is kept when room is short.
+  void prove();
   void remove_upload();
   void begin_request() {
     if (!in_request_) ++shared_->in_flight;
@@ -79,11 +119,18 @@ class Session : public std::enable_shared_from_this<Session> {
   Request request_;
   const Route* route_ = nullptr;
   bool keep_alive_ = true;
+  bool body_unread_ = false;  // the request's body (if any) was not read
+  bool proven_ = false;
+  std::uint64_t connection_id_ = 0;
+  std::size_t discarded_ = 0;
+  std::array<char, 4096> discard_{};
   bool answered_ = true;                // no request of this connection waits for an answer
   bool in_request_ = false;             // counted in shared_->in_flight
   bool watching_ = false;               // a disconnect watch is armed
   std::uint64_t watch_generation_ = 0;  // tells a cancelled watch's late handler from a live one
   std::filesystem::path upload_;
+  std::string path_;  // the request's path and method, kept after request_ went to the handler
+  http::verb method_ = http::verb::get;
 };
 
 // One request's answer slot: the core thread answers through it; it forwards to the session's
@@ -118,9 +165,17 @@ class SessionExchange : public Exchange {
 void Session::read_header() {
   header_parser_.emplace();
   header_parser_->header_limit(kHeaderLimit);
+  // The body's size is judged by the route's limit once the route is known, not by Beast's
+  // 1 MiB default while the head is read (which refused large artifacts with a 400). Not
+  // boost::none: Boost 1.74 compares the length with the optional, and every length is
+  // greater than none.
+  header_parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
   request_ = Request{};
   route_ = nullptr;
-  stream_.expires_after(shared_->options.idle_timeout);
+  path_.clear();
+  method_ = http::verb::get;
+  body_unread_ = false;
+  stream_.expires_after(proven_ ? shared_->options.idle_timeout : shared_->options.header_timeout);
   http::async_read_header(
       stream_, buffer_, *header_parser_,
       [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
@@ -141,20 +196,27 @@ void Session::on_header(beast::error_code ec) {
   if (ec) return refuse(400, "malformed_request", "malformed HTTP request: " + ec.message());
 
   auto& header = header_parser_->get();
+  method_ = header.method();
+  bool has_body = header_parser_->chunked() ||
+                  (header_parser_->content_length() && *header_parser_->content_length() > 0) ||
+                  header.count(http::field::transfer_encoding) > 0;
+  body_unread_ = has_body;
+  if (auto problem = framing_problem(); !problem.empty()) {
+    return refuse(problem.rfind("unsupported", 0) == 0 ? 501 : 400, "malformed_request", problem);
+  }
   keep_alive_ = header_parser_->keep_alive();
   request_.method = header.method();
   try {
     auto [path, query] =
         split_target(std::string_view(header.target().data(), header.target().size()));
     request_.path = std::move(path);
+    path_ = request_.path;
     request_.query = std::move(query);
   } catch (const HttpError& e) {
     keep_alive_ = false;
     return refuse(e.status(), e.body().code, e.body().message);
   }
   auto match = shared_->router.match(request_.method, request_.path);
-  bool has_body = header_parser_->chunked() ||
-                  (header_parser_->content_length() && *header_parser_->content_length() > 0);
   if (match.route == nullptr) {
     // The body is left unread, so the connection cannot carry another request.
     if (has_body) keep_alive_ = false;
@@ -187,6 +249,73 @@ void Session::on_header(beast::error_code ec) {
                   "the body has " + std::to_string(*header_parser_->content_length()) +
                       " bytes; this endpoint takes at most " + std::to_string(limit));
   }
+  if (route_->access == Access::kPublic) return continue_request();
+  if (request_.authorization.empty()) {
+    keep_alive_ = keep_alive_ && !has_body;
+    return refuse(401, "missing_token", "an Authorization: Bearer <token> header is required");
+  }
+  authenticate(route_->access);
+}
+
+std::string Session::framing_problem() const {
+  const auto& header = header_parser_->get();
+  auto encodings = header.equal_range(http::field::transfer_encoding);
+  if (encodings.first == encodings.second) return {};
+  // Two framings, or one the next hop may read differently, are how requests are smuggled.
+  if (header.count(http::field::content_length) > 0) {
+    return "a request may not have both Transfer-Encoding and Content-Length";
+  }
+  if (header.version() < 11) return "Transfer-Encoding needs HTTP/1.1";
+  std::string all;
+  for (auto it = encodings.first; it != encodings.second; ++it) {
+    if (!all.empty()) all += ",";
+    all += std::string(it->value());
+  }
+  std::vector<std::string> codings;
+  std::size_t start = 0;
+  for (;;) {
+    auto comma = all.find(',', start);
+    codings.push_back(normalized(std::string_view(all).substr(
+        start, comma == std::string::npos ? std::string::npos : comma - start)));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (codings.back() != "chunked") {
+    return "Transfer-Encoding must end with chunked (got '" + all + "')";
+  }
+  if (codings.size() > 1) return "unsupported Transfer-Encoding '" + all + "': only chunked";
+  return {};
+}
+
+void Session::authenticate(Access access) {
+  auto shared = shared_;
+  asio::post(shared->core, [self = shared_from_this(), shared, access,
+                            authorization = request_.authorization]() mutable {
+    std::string worker;
+    std::optional<Response> refusal;
+    try {
+      if (shared->options.authenticate)
+        worker = shared->options.authenticate(access, authorization);
+    } catch (const std::exception& e) {
+      refusal = error_response(e);
+    }
+    asio::post(self->executor(),
+               [self, worker = std::move(worker), refusal = std::move(refusal)]() mutable {
+                 if (refusal) {
+                   // The body was never read: this connection cannot carry another request.
+                   if (self->body_unread_) self->keep_alive_ = false;
+                   self->write(std::move(*refusal), {});
+                   return;
+                 }
+                 self->prove();
+                 self->request_.authenticated_worker = std::move(worker);
+                 self->continue_request();
+               });
+  });
+}
+
+void Session::continue_request() {
+  auto& header = header_parser_->get();
   if (beast::iequals(header[http::field::expect], "100-continue")) {
     // curl waits up to a second for this before sending a large body.
     auto go_on = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
@@ -204,6 +333,7 @@ void Session::on_header(beast::error_code ec) {
 }
 
 void Session::read_body() {
+  body_unread_ = false;
   std::uint64_t limit = route_->body == BodyKind::kUpload ? shared_->options.max_upload_body
                                                           : shared_->options.max_small_body;
   auto done = [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_body(ec); };
@@ -302,6 +432,13 @@ void Session::watch(std::function<void()> gone) {
 }
 
 void Session::write(Response response, std::function<void(bool)> written) {
+  if (!stream_.socket().is_open()) {
+    // Evicted or reset while the handler ran: nothing can be written.
+    answered_ = true;
+    finish_request();
+    if (written) asio::post(shared_->core, [written = std::move(written)] { written(false); });
+    return;
+  }
   answered_ = true;
   if (watching_) {
     beast::error_code ignored;
@@ -318,10 +455,13 @@ void Session::write(Response response, std::function<void(bool)> written) {
       message->result(response.status);
       message->set(http::field::content_type, response.content_type);
       for (const auto& [name, value] : response.headers) message->set(name, value);
+      if (method_ == http::verb::head) {
+        return send_head(*message, message->body().size(), std::move(written));
+      }
       return send(std::move(message), response.status, std::move(written));
     }
     spdlog::error("cannot open {} to send it: {}", response.file->string(), ec.message());
-    wire::ErrorBody body{"artifact_unreadable", "the stored file cannot be read: " + ec.message()};
+    wire::ErrorBody body{"artifact_unreadable", "the stored file cannot be read"};
     response = Response::error(500, body);
   }
   auto message = std::make_shared<http::response<http::string_body>>();
@@ -331,23 +471,54 @@ void Session::write(Response response, std::function<void(bool)> written) {
   }
   for (const auto& [name, value] : response.headers) message->set(name, value);
   message->body() = std::move(response.body);
+  // A HEAD answer has GET's headers and no body: a body here would be read as the start of
+  // the next answer on this connection.
+  if (method_ == http::verb::head) {
+    return send_head(*message, message->body().size(), std::move(written));
+  }
   send(std::move(message), response.status, std::move(written));
 }
 
 template <typename Message>
+void Session::send_head(const Message& full, std::uint64_t length,
+                        std::function<void(bool)> written) {
+  auto message = std::make_shared<http::response<http::empty_body>>();
+  message->result(full.result());
+  for (const auto& field : full) message->set(field.name_string(), field.value());
+  send(std::move(message), full.result_int(), std::move(written), length);
+}
+
+template <typename Message>
 void Session::send(std::shared_ptr<Message> message, unsigned status,
-                   std::function<void(bool)> written) {
+                   std::function<void(bool)> written, std::optional<std::uint64_t> head_length) {
   message->version(11);
   message->set(http::field::server, "tamma-orchestrator");
   message->keep_alive(keep_alive_);
   message->prepare_payload();
+  if (head_length && status != 204 && status != 304) message->content_length(*head_length);
   stream_.expires_after(kWriteTimeout);
-  std::string method(http::to_string(request_.method));
+  std::string method(http::to_string(method_));
   // request_ itself went to the handler; the route pattern is what the metrics are keyed by.
   // Counted before the write, so a client that reads /metrics right after its answer
   // already finds its own request there.
   shared_->metrics.http_request(route_ != nullptr ? route_->pattern : request_.route, method,
                                 status);
+  if (shared_->options.observe_answer) {
+    AnsweredRequest answer;
+    answer.method = method;
+    answer.route = route_ != nullptr ? route_->pattern : request_.route;
+    answer.path = path_;
+    answer.status = status;
+    for (const auto& field : *message) {
+      answer.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    if constexpr (std::is_same_v<Message, http::response<http::string_body>>) {
+      answer.body = message->body();
+    } else if constexpr (std::is_same_v<Message, http::response<http::file_body>>) {
+      answer.file_body = true;
+    }
+    shared_->options.observe_answer(answer);
+  }
   http::async_write(stream_, *message,
                     [self = shared_from_this(), message, written = std::move(written)](
                         beast::error_code ec, std::size_t) mutable {
@@ -357,7 +528,8 @@ void Session::send(std::shared_ptr<Message> message, unsigned status,
                         asio::post(shared.core,
                                    [written = std::move(written), ok = !ec] { written(ok); });
                       }
-                      if (ec || !self->keep_alive_) return self->close();
+                      if (ec) return self->close();
+                      if (!self->keep_alive_) return self->linger_close();
                       self->read_header();
                     });
 }
@@ -366,6 +538,38 @@ void Session::close() {
   beast::error_code ignored;
   stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
   stream_.socket().close(ignored);
+}
+
+void Session::linger_close() {
+  if (!body_unread_ && buffer_.size() == 0) return close();
+  beast::error_code ignored;
+  stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  buffer_.consume(buffer_.size());
+  discarded_ = 0;
+  stream_.expires_after(kLingerTimeout);
+  discard_until_eof();
+}
+
+void Session::discard_until_eof() {
+  stream_.async_read_some(asio::buffer(discard_),
+                          [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                            self->discarded_ += n;
+                            if (ec || self->discarded_ > kLingerBytes) return self->close();
+                            self->discard_until_eof();
+                          });
+}
+
+void Session::evict() {
+  ++shared_->evicted;
+  beast::error_code ignored;
+  stream_.socket().close(ignored);
+}
+
+void Session::prove() {
+  if (proven_) return;
+  proven_ = true;
+  std::lock_guard lock(shared_->unproven_mutex);
+  shared_->unproven.erase(connection_id_);
 }
 
 void Session::remove_upload() {
@@ -405,6 +609,15 @@ void HttpServer::start() {
   acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) fail("cannot listen on");
   port_ = acceptor_.local_endpoint().port();
+  max_connections_ = shared_->options.max_connections;
+  if (max_connections_ <= 0) {
+    // Room for the database, artifacts being written and uploads staged, whatever the clients do.
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    auto fds = limit.rlim_cur == RLIM_INFINITY ? std::int64_t{1} << 20
+                                               : static_cast<std::int64_t>(limit.rlim_cur);
+    max_connections_ = std::max<std::int64_t>(16, fds - std::max<std::int64_t>(64, fds / 8));
+  }
   accept();
 }
 
@@ -429,8 +642,24 @@ void HttpServer::accept() {
       return;
     }
     std::make_shared<Session>(std::move(socket), shared_)->start();
+    if (shared_->connections.load() > max_connections_ && !evict_oldest_unproven()) {
+      spdlog::warn("{} connections, every one with a valid token: over the cap of {}",
+                   shared_->connections.load(), max_connections_);
+    }
     accept();
   });
+}
+
+bool HttpServer::evict_oldest_unproven() {
+  std::function<void()> evict;
+  {
+    std::lock_guard lock(shared_->unproven_mutex);
+    if (shared_->unproven.empty()) return false;
+    evict = std::move(shared_->unproven.begin()->second);
+    shared_->unproven.erase(shared_->unproven.begin());
+  }
+  evict();
+  return true;
 }
 
 }  // namespace tamma::orchestrator

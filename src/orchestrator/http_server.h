@@ -1,15 +1,24 @@
 #pragma once
 // The HTTP/1.1 front: Boost.Beast, asynchronous on a few I/O threads, so an idle long-poll costs
-// a socket and a small session object, not a thread. It reads a request's header first, picks
-// the route and its body limit (413 before reading a byte of an oversized body), reads the body
-// (uploads straight to a file), then hands the request to the core thread and writes whatever
-// answer comes back.
+// a socket and a small session object, not a thread. It reads a request's header first and
+// decides from it alone: the framing (no smuggling), the route, the body limit (413) and the
+// token (401) are settled before a byte of the body is read or staged. Then it reads the body
+// (uploads straight to a file), hands the request to the core thread and writes whatever answer
+// comes back.
+//
+// Connections are capped below the descriptor limit. A connection is "unproven" until one of
+// its requests passed a token check; when the cap is reached, the oldest unproven connection is
+// closed to make room, so idle or slow clients without a token cannot lock workers out, and an
+// unproven connection gets a short deadline for each request head.
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -29,7 +38,13 @@ struct HttpServerOptions {
   std::uint64_t max_small_body = 1ULL << 20;
   std::uint64_t max_upload_body = 64ULL << 20;
   std::filesystem::path upload_dir;  // uploads are staged here before the handler moves them
-  std::chrono::milliseconds idle_timeout{75000};
+  std::chrono::milliseconds idle_timeout{75000};    // between requests of a proven connection
+  std::chrono::milliseconds header_timeout{10000};  // a whole request head of an unproven one
+  std::int64_t max_connections = 0;  // 0: the descriptor limit less a reserve (see start())
+  AnswerObserver observe_answer;     // optional; runs on an I/O thread for every answer
+  // Runs on the core thread: throws HttpError(401/403) unless the Authorization header may call
+  // a route of this access; returns the worker the token belongs to, if it is a worker's.
+  std::function<std::string(Access, const std::string& authorization)> authenticate;
 };
 
 // What every session shares with the server.
@@ -42,6 +57,12 @@ struct HttpShared {
   HttpServerOptions options;
   std::atomic<std::int64_t> in_flight{0};  // requests read and not yet answered
   std::atomic<std::int64_t> connections{0};
+  std::atomic<std::int64_t> evicted{0};  // unproven connections closed to make room
+
+  // Unproven connections, oldest first: each entry closes its connection.
+  std::mutex unproven_mutex;
+  std::uint64_t next_connection = 0;
+  std::map<std::uint64_t, std::function<void()>> unproven;
 };
 
 class HttpServer {
@@ -54,15 +75,19 @@ class HttpServer {
   void stop_accepting();
   [[nodiscard]] std::int64_t in_flight() const { return shared_->in_flight.load(); }
   [[nodiscard]] std::int64_t connections() const { return shared_->connections.load(); }
+  [[nodiscard]] std::int64_t evicted() const { return shared_->evicted.load(); }
 
  private:
   void accept();
+  // Closes the oldest unproven connection; false when every connection is proven.
+  bool evict_oldest_unproven();
 
   asio::io_context& io_;
   std::shared_ptr<HttpShared> shared_;
   asio::ip::tcp::acceptor acceptor_;
   asio::steady_timer backoff_;  // after EMFILE: wait instead of spinning on accept
   std::uint16_t port_ = 0;
+  std::int64_t max_connections_ = 0;
 };
 
 }  // namespace tamma::orchestrator

@@ -29,6 +29,9 @@ struct Request {
   std::vector<std::string> params;           // the path's {placeholders}, in order
   std::string route;                         // the matched pattern, for metrics
   std::string authorization;
+  // Set by the HTTP layer once the token was found to be this worker's (before the body was
+  // read), so the handler need not look it up again.
+  std::string authenticated_worker;
   std::string idempotency_key;
   std::string content_type;
   std::string content_range;
@@ -75,6 +78,19 @@ class Exchange {
 using ExchangePtr = std::shared_ptr<Exchange>;
 
 using Handler = std::function<void(Request& request, const ExchangePtr& exchange)>;
+
+// One answer as it leaves for the socket: what a contract test checks against docs/openapi.yaml.
+// `body` is empty for a file answer (an artifact download) and for HEAD.
+struct AnsweredRequest {
+  std::string method;
+  std::string route;  // the matched pattern, or "unmatched"
+  std::string path;
+  unsigned status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // as sent, Content-Type included
+  std::string body;
+  bool file_body = false;
+};
+using AnswerObserver = std::function<void(const AnsweredRequest&)>;
 
 // Percent-decodes a query component ('+' is a space); nullopt on a malformed escape.
 std::optional<std::string> url_decode(std::string_view text);

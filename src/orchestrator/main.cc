@@ -39,6 +39,9 @@ struct ServeArgs {
   std::string max_log_bytes = "64M";
   std::string synchronous = "full";
   int threads = 2;
+  std::string idle_timeout = "75s";
+  std::string header_timeout = "10s";
+  std::int64_t max_connections = 0;
   std::string log_level = "info";
   std::string log_format = "text";
 };
@@ -121,6 +124,12 @@ orch::ServerConfig server_config(const ServeArgs& a) {
     throw Error(ErrorKind::kConfig, "invalid_flag", "--threads must be between 1 and 64");
   }
   c.io_threads = a.threads;
+  c.idle_timeout = duration_flag("--idle-timeout", a.idle_timeout);
+  c.header_timeout = duration_flag("--header-timeout", a.header_timeout);
+  if (a.max_connections < 0) {
+    throw Error(ErrorKind::kConfig, "invalid_flag", "--max-connections must not be negative");
+  }
+  c.max_connections = a.max_connections;
   c.admin_token = secret_env("TAMMA_ADMIN_TOKEN");
   c.registration_token = secret_env("TAMMA_REGISTRATION_TOKEN");
   return c;
@@ -188,6 +197,20 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--sqlite-synchronous", serve_args.synchronous, "full or normal (ADR 0012)")
       ->capture_default_str();
   serve_cmd->add_option("--threads", serve_args.threads, "HTTP I/O threads")->capture_default_str();
+  serve_cmd
+      ->add_option("--idle-timeout", serve_args.idle_timeout,
+                   "an idle connection of a client with a valid token is closed after this")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--header-timeout", serve_args.header_timeout,
+                   "a connection without a valid token yet must send each request head "
+                   "within this")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--max-connections", serve_args.max_connections,
+                   "connections held at once; the oldest without a valid token is closed "
+                   "to make room (0: the descriptor limit less a reserve)")
+      ->capture_default_str();
   serve_cmd->add_option("--log-level", serve_args.log_level, "trace, debug, info, warn, error")
       ->envname("TAMMA_LOG_LEVEL")
       ->capture_default_str();

@@ -18,9 +18,10 @@ std::vector<T> split_path(std::string_view path) {
 
 }  // namespace
 
-void Router::add(http::verb method, std::string pattern, BodyKind body, Handler handler) {
+void Router::add(http::verb method, std::string pattern, BodyKind body, Access access,
+                 Handler handler) {
   split_.push_back(split_path<std::string>(pattern));
-  routes_.push_back({method, std::move(pattern), body, std::move(handler)});
+  routes_.push_back({method, std::move(pattern), body, access, std::move(handler)});
 }
 
 bool Router::match_pattern(const std::vector<std::string>& pattern,
@@ -45,16 +46,18 @@ RouteMatch Router::match(http::verb method, std::string_view path) const {
   RouteMatch m;
   if (path.empty() || path.front() != '/') return m;
   auto segments = split_path<std::string_view>(path);
+  const http::verb wanted = method == http::verb::head ? http::verb::get : method;
   for (std::size_t i = 0; i < routes_.size(); ++i) {
     std::vector<std::string> params;
     if (!match_pattern(split_[i], segments, &params)) continue;
-    if (routes_[i].method == method) {
+    if (routes_[i].method == wanted) {
       m.route = &routes_[i];
       m.params = std::move(params);
       m.allowed.clear();
       return m;
     }
     m.allowed.push_back(routes_[i].method);
+    if (routes_[i].method == http::verb::get) m.allowed.push_back(http::verb::head);
   }
   return m;
 }

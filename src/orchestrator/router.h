@@ -15,10 +15,22 @@ enum class BodyKind {
   kUpload,  // streamed to a file, up to the artifact limit
 };
 
+// Who may call a route, checked from the headers before a byte of the body is read: an
+// unauthenticated client can make the server hold neither memory nor disk. Handlers still make
+// their own, finer checks (a worker reaches only its own worker's endpoints).
+enum class Access {
+  kPublic,         // no token (/health)
+  kAdmin,          // the admin token
+  kRegistration,   // the shared registration token
+  kWorker,         // any registered worker's own token
+  kAdminOrWorker,  // either
+};
+
 struct Route {
   http::verb method;
   std::string pattern;
   BodyKind body = BodyKind::kSmall;
+  Access access = Access::kAdmin;
   Handler handler;
 };
 
@@ -30,7 +42,8 @@ struct RouteMatch {
 
 class Router {
  public:
-  void add(http::verb method, std::string pattern, BodyKind body, Handler handler);
+  void add(http::verb method, std::string pattern, BodyKind body, Access access, Handler handler);
+  // HEAD is matched as GET: the answer is GET's without its body.
   [[nodiscard]] RouteMatch match(http::verb method, std::string_view path) const;
 
  private:

@@ -77,6 +77,12 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
   options.max_upload_body = config_.max_artifact_body;
   options.upload_dir = config_.data_dir / "uploads";
   options.idle_timeout = config_.idle_timeout;
+  options.observe_answer = config_.observe_answer;
+  options.header_timeout = config_.header_timeout;
+  options.max_connections = config_.max_connections;
+  options.authenticate = [core = core_.get()](Access access, const std::string& authorization) {
+    return core->authenticate(access, authorization);
+  };
   http_ = std::make_unique<HttpServer>(io_, core_io_, router_, metrics_, options);
   reaper_ = std::make_unique<LeaseReaper>(*core_);
 }

@@ -217,23 +217,50 @@ std::string checked_artifact_name(const Request& request) {
   return name;
 }
 
-// One flat file per artifact: '/' becomes "%2F" ('%' never appears in a name, so no two names
-// share a file), and no directory of one name can collide with the file of another.
+// One flat file per upload, named by a hash of the artifact's name and a random suffix: fixed
+// length whatever the name (a 1024-character name fits no file system's 255-byte limit), and a
+// re-upload never overwrites the bytes an earlier row still points to.
 std::string artifact_file_name(const std::string& name) {
-  std::string out;
-  for (char c : name) {
-    if (c == '/') {
-      out += "%2F";
-    } else {
-      out.push_back(c);
-    }
+  return sha256_hex(name).substr(0, 32) + "-" + random_hex(8);
+}
+
+// Flushes a file, or a directory's entries, to stable storage.
+void sync_path(const std::filesystem::path& path, bool directory, std::error_code& ec) {
+  int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    ec = std::error_code(errno, std::generic_category());
+    return;
   }
-  return out;
+  if (::fsync(fd) != 0) ec = std::error_code(errno, std::generic_category());
+  ::close(fd);
+}
+
+// Puts the staged bytes at `target`, durably: the row that points to them is committed only
+// after this, so a crash can leave bytes without a row (swept with the task) but never a row
+// without its bytes.
+void store_bytes(const std::filesystem::path& staged, const std::filesystem::path& target,
+                 const std::string& name) {
+  std::error_code ec;
+  sync_path(staged, false, ec);
+  if (!ec) std::filesystem::create_directories(target.parent_path(), ec);
+  if (!ec) std::filesystem::rename(staged, target, ec);
+  if (!ec) sync_path(target.parent_path(), true, ec);
+  if (ec) {
+    spdlog::error("cannot store artifact {} at {}: {}", name, target.string(), ec.message());
+    std::error_code ignored;
+    std::filesystem::remove(target, ignored);
+    // Retryable: the worker uploads again, and a full disk may have room by then. The answer
+    // names the artifact and the reason, never the server's paths.
+    throw Error(ErrorKind::kInfrastructure, "storage_unavailable",
+                "cannot store artifact " + name + ": " + ec.message(), true);
+  }
 }
 
 std::string file_sha256(const std::filesystem::path& file, std::uint64_t* size) {
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorKind::kInfrastructure, "artifact_io", "cannot read " + file.string());
+  if (!in)
+    throw Error(ErrorKind::kInfrastructure, "storage_unavailable", "cannot read the staged upload",
+                true);
   std::unique_ptr<EVP_MD_CTX, decltype(&::EVP_MD_CTX_free)> ctx(::EVP_MD_CTX_new(),
                                                                 ::EVP_MD_CTX_free);
   ::EVP_DigestInit_ex(ctx.get(), ::EVP_sha256(), nullptr);
@@ -269,15 +296,25 @@ void upload_artifact(Core& core, Request& request, const ExchangePtr& exchange) 
   info.sha256 = file_sha256(request.body_file, &info.size);
   auto dir = core.config.data_dir / "artifacts" / id / std::to_string(fence.attempt);
   auto target = dir / artifact_file_name(info.name);
-  auto outcome = core.store.add_artifact(id, worker, fence, info, target.string());
-  Core::check_fence(outcome, id);
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (!ec) std::filesystem::rename(request.body_file, target, ec);
-  if (ec) {
-    throw Error(ErrorKind::kInfrastructure, "artifact_io",
-                "cannot store artifact " + target.string() + ": " + ec.message());
+  store_bytes(request.body_file, target, info.name);
+  auto previous = core.store.artifact_path(id, fence.attempt, info.name);
+  FenceOutcome outcome;
+  try {
+    outcome = core.store.add_artifact(id, worker, fence, info, target.string());
+  } catch (...) {
+    std::error_code ignored;
+    std::filesystem::remove(target, ignored);
+    throw;
   }
+  if (outcome.status != FenceStatus::kOk) {
+    std::error_code ignored;
+    std::filesystem::remove(target, ignored);
+  } else if (previous && *previous != target.string()) {
+    // The same artifact uploaded again (a retried request): its row now points to the new copy.
+    std::error_code ignored;
+    std::filesystem::remove(*previous, ignored);
+  }
+  Core::check_fence(outcome, id);
   spdlog::info("task {} attempt {}: artifact {} ({} bytes) from worker {}", id, fence.attempt,
                info.name, info.size, worker);
   exchange->reply(fenced_ok(201, wire::to_json(info), outcome));
@@ -291,12 +328,13 @@ void add_task_routes(Router& router, Core& core) {
     return [&core, fn](Request& r, const ExchangePtr& e) { fn(core, r, e); };
   };
   std::string base = std::string(kTasks) + "/{id}";
-  router.add(V::post, base + "/started", BodyKind::kSmall, bind(started));
-  router.add(V::post, base + "/progress", BodyKind::kSmall, bind(progress));
-  router.add(V::post, base + "/logs", BodyKind::kSmall, bind(append_log));
-  router.add(V::post, base + "/complete", BodyKind::kSmall, bind(complete));
-  router.add(V::post, base + "/fail", BodyKind::kSmall, bind(fail));
-  router.add(V::post, base + "/artifacts", BodyKind::kUpload, bind(upload_artifact));
+  router.add(V::post, base + "/started", BodyKind::kSmall, Access::kWorker, bind(started));
+  router.add(V::post, base + "/progress", BodyKind::kSmall, Access::kWorker, bind(progress));
+  router.add(V::post, base + "/logs", BodyKind::kSmall, Access::kWorker, bind(append_log));
+  router.add(V::post, base + "/complete", BodyKind::kSmall, Access::kWorker, bind(complete));
+  router.add(V::post, base + "/fail", BodyKind::kSmall, Access::kWorker, bind(fail));
+  router.add(V::post, base + "/artifacts", BodyKind::kUpload, Access::kWorker,
+             bind(upload_artifact));
 }
 
 }  // namespace tamma::orchestrator

@@ -127,12 +127,14 @@ void add_worker_routes(Router& router, Core& core) {
     return [&core, fn](Request& r, const ExchangePtr& e) { fn(core, r, e); };
   };
   std::string base = kWorkers;
-  router.add(V::post, base + "/register", BodyKind::kSmall, bind(register_worker));
-  router.add(V::get, base, BodyKind::kSmall, bind(list_workers));
-  router.add(V::delete_, base + "/{id}", BodyKind::kSmall, bind(unregister_worker));
-  router.add(V::post, base + "/{id}/heartbeat", BodyKind::kSmall, bind(heartbeat));
-  router.add(V::post, base + "/{id}/poll", BodyKind::kSmall, bind(poll));
-  router.add(V::post, base + "/{id}/drain", BodyKind::kSmall, bind(drain));
+  router.add(V::post, base + "/register", BodyKind::kSmall, Access::kRegistration,
+             bind(register_worker));
+  router.add(V::get, base, BodyKind::kSmall, Access::kAdmin, bind(list_workers));
+  router.add(V::delete_, base + "/{id}", BodyKind::kSmall, Access::kAdminOrWorker,
+             bind(unregister_worker));
+  router.add(V::post, base + "/{id}/heartbeat", BodyKind::kSmall, Access::kWorker, bind(heartbeat));
+  router.add(V::post, base + "/{id}/poll", BodyKind::kSmall, Access::kWorker, bind(poll));
+  router.add(V::post, base + "/{id}/drain", BodyKind::kSmall, Access::kAdmin, bind(drain));
 }
 
 }  // namespace tamma::orchestrator
