@@ -23,6 +23,10 @@ struct ServerConfig {
   SyncMode sync = SyncMode::kFull;
 
   std::chrono::milliseconds lease_ttl = 30s;
+  // A claim the worker has not acknowledged (its `started`, any fenced write, or a heartbeat
+  // naming the lease) within this is re-queued under the same attempt. At or above lease_ttl
+  // it never fires first: the lease expires instead.
+  std::chrono::milliseconds ack_timeout = 10s;
   std::chrono::milliseconds poll_timeout = 25s;  // below common 60 s proxy idle timeouts
   std::chrono::milliseconds heartbeat_interval = 10s;
   int offline_after_heartbeats = 3;           // a worker is shown offline after this many

@@ -47,11 +47,20 @@ void LeaseReaper::tick() {
                      wire::to_string(e.state));
       }
     }
+    auto unacknowledged = core_.store.requeue_unacknowledged(core_.config.ack_timeout);
+    for (const auto& u : unacknowledged) {
+      spdlog::warn(
+          "task {} attempt {}: its worker never acknowledged the assignment; queued again "
+          "under the same attempt",
+          u.task_id, u.attempt);
+    }
+    core_.metrics.assignment_unacknowledged(unacknowledged.size());
+    for (const auto& u : unacknowledged) core_.offer(u.task_id);
     auto promoted = core_.store.promote_retries();
     for (const auto& r : expired) core_.log_followers.notify(r.task_id);
     for (const auto& p : promoted) core_.offer(p.task_id);
     core_.update_gauges();
-    if (auto deadline = core_.store.next_deadline_ms()) {
+    if (auto deadline = core_.store.next_deadline_ms(core_.config.ack_timeout)) {
       next = std::clamp(std::chrono::milliseconds(*deadline), kMinDelay, kMaxDelay);
     }
   } catch (const Error& e) {

@@ -30,6 +30,7 @@ struct ServeArgs {
   std::string db;
   std::string data_dir;
   std::string lease_ttl = "30s";
+  std::string ack_timeout = "10s";
   std::string poll_timeout = "25s";
   std::string heartbeat_interval = "10s";
   std::string retry_base = "1s";
@@ -107,6 +108,7 @@ orch::ServerConfig server_config(const ServeArgs& a) {
   c.db_path = std::filesystem::absolute(db);
   if (!a.data_dir.empty()) c.data_dir = std::filesystem::absolute(a.data_dir);
   c.lease_ttl = duration_flag("--lease-ttl", a.lease_ttl);
+  c.ack_timeout = duration_flag("--ack-timeout", a.ack_timeout);
   c.poll_timeout = duration_flag("--poll-timeout", a.poll_timeout);
   c.heartbeat_interval = duration_flag("--heartbeat-interval", a.heartbeat_interval);
   c.retry_base = duration_flag("--retry-base", a.retry_base);
@@ -177,6 +179,11 @@ int main(int argc, char** argv) {
                         "artifacts and staged uploads (default: tamma-data next to the database)");
   serve_cmd
       ->add_option("--lease-ttl", serve_args.lease_ttl, "a lease not renewed for this long is lost")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--ack-timeout", serve_args.ack_timeout,
+                   "an assignment the worker has not acknowledged within this is queued again "
+                   "under the same attempt")
       ->capture_default_str();
   serve_cmd->add_option("--poll-timeout", serve_args.poll_timeout, "longest a poll is held")
       ->capture_default_str();

@@ -69,6 +69,9 @@ std::string Metrics::render(const TaskCounts& tasks,
   out += fmt::format("tamma_log_followers {}\n", log_followers_.load());
   header(out, "tamma_lease_expiries_total", "counter", "Leases lost because heartbeats stopped.");
   out += fmt::format("tamma_lease_expiries_total {}\n", lease_expiries_.load());
+  header(out, "tamma_assignments_unacknowledged_total", "counter",
+         "Assignments re-queued because the worker never acknowledged them.");
+  out += fmt::format("tamma_assignments_unacknowledged_total {}\n", unacknowledged_.load());
   header(out, "tamma_tasks_submitted_total", "counter", "Tasks accepted by submit.");
   out += fmt::format("tamma_tasks_submitted_total {}\n", submitted_.load());
   header(out, "tamma_task_assignments_total", "counter", "Tasks handed to a worker.");

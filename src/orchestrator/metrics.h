@@ -19,6 +19,7 @@ class Metrics {
   void http_request(const std::string& route, const std::string& method, unsigned status);
   void pickup_latency(double seconds);
   void lease_expired(std::uint64_t count) { lease_expiries_ += count; }
+  void assignment_unacknowledged(std::uint64_t count) { unacknowledged_ += count; }
   void task_submitted() { ++submitted_; }
   void task_assigned() { ++assigned_; }
   void waiting_polls(std::int64_t count) { waiting_polls_ = count; }
@@ -40,6 +41,7 @@ class Metrics {
   std::uint64_t latency_count_ = 0;
   double latency_sum_ = 0;
   std::atomic<std::uint64_t> lease_expiries_{0};
+  std::atomic<std::uint64_t> unacknowledged_{0};
   std::atomic<std::uint64_t> submitted_{0};
   std::atomic<std::uint64_t> assigned_{0};
   std::atomic<std::int64_t> waiting_polls_{0};

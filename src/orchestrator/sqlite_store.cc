@@ -23,10 +23,32 @@ using wire::TaskState;
 #define TAMMA_LEASED "state IN ('running','cancel_requested')"
 
 // Every fenced write carries this: ?1 task, ?2 attempt, ?3 lease id, ?4 worker.
+// A fenced write or a heartbeat naming the lease: the worker has its assignment.
+#define TAMMA_ACK "acked_at = COALESCE(acked_at, " TAMMA_NOW ")"
+
 #define TAMMA_FENCE \
   "id = ?1 AND attempt = ?2 AND lease_id = ?3 AND worker_id = ?4 AND " TAMMA_LEASED
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
+
+// Each step takes the schema from version N-1 to N, in order, in the same transaction that
+// writes the new user_version. Version 1 is kSchema below.
+struct Migration {
+  int version;
+  const char* sql;
+};
+const Migration kMigrations[] = {
+    // A claim is acknowledged by the worker's first fenced write or heartbeat of the lease;
+    // one not acknowledged within the ack timeout never reached its worker (a poll whose
+    // client hung up as the answer went out) and is re-queued under the same attempt.
+    // Leases already held when this runs were handed out before acknowledgements existed.
+    {2,
+     "ALTER TABLE tasks ADD COLUMN claimed_at INTEGER;"
+     "ALTER TABLE tasks ADD COLUMN acked_at INTEGER;"
+     "UPDATE tasks SET acked_at = updated_at WHERE state IN ('running','cancel_requested');"
+     "CREATE INDEX tasks_unacked ON tasks (claimed_at) WHERE state = 'running' AND "
+     "acked_at IS NULL;"},
+};
 
 // Logs are stored in pieces no larger than this, so reading from an offset needs to look back
 // at most one piece.
@@ -224,8 +246,14 @@ void SqliteStore::migrate() {
   }
   if (version == 0) {
     db_.exec(kSchema);
-    db_.exec(fmt::format("PRAGMA user_version = {}", kSchemaVersion));
+    version = 1;
   }
+  for (const auto& m : kMigrations) {
+    if (m.version <= version) continue;
+    db_.exec(m.sql);
+    version = m.version;
+  }
+  db_.exec(fmt::format("PRAGMA user_version = {}", kSchemaVersion));
   tx.commit();
 }
 
@@ -339,8 +367,8 @@ HeartbeatOutcome SqliteStore::heartbeat(const std::string& worker_id,
   if (seen == 0) return out;
   out.known = true;
   for (const auto& lease : request.leases) {
-    auto s = db_.prepare("UPDATE tasks SET lease_expires_at = " TAMMA_NOW " + ?5 WHERE " TAMMA_FENCE
-                         " RETURNING state");
+    auto s = db_.prepare("UPDATE tasks SET lease_expires_at = " TAMMA_NOW " + ?5, " TAMMA_ACK
+                         " WHERE " TAMMA_FENCE " RETURNING state");
     s.bind(1, lease.task_id)
         .bind(2, lease.attempt)
         .bind(3, lease.lease_id)
@@ -469,7 +497,7 @@ std::optional<Claim> SqliteStore::claim_in_transaction(const WorkerInfo& worker,
       "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker_id = ?1, lease_id = ?2, "
       "  lease_expires_at = " TAMMA_NOW
       " + ?3, log_length = 0, progress = NULL, "
-      "  started_at = NULL, updated_at = " TAMMA_NOW
+      "  started_at = NULL, claimed_at = " TAMMA_NOW ", acked_at = NULL, updated_at = " TAMMA_NOW
       " "
       "WHERE seq = (SELECT t.seq FROM tasks t WHERE t.state = 'queued' "
       "  AND t.type IN (SELECT value FROM json_each(?4)) "
@@ -526,6 +554,26 @@ bool SqliteStore::release(const std::string& task_id, int attempt, const std::st
   return n > 0;
 }
 
+std::vector<Requeued> SqliteStore::requeue_unacknowledged(std::chrono::milliseconds ack_timeout) {
+  Transaction tx(db_);
+  // As release(): the worker never showed it had the task, so the attempt does not count.
+  auto s = db_.prepare(
+      "UPDATE tasks SET state = 'queued', attempt = attempt - 1, lease_id = NULL, "
+      "worker_id = NULL, lease_expires_at = NULL, claimed_at = NULL, updated_at = " TAMMA_NOW
+      " WHERE state = 'running' AND acked_at IS NULL AND claimed_at <= " TAMMA_NOW
+      " - ?1 RETURNING id, attempt + 1, state");
+  s.bind(1, static_cast<std::int64_t>(ack_timeout.count()));
+  auto requeued = requeued_rows(s);
+  for (const auto& r : requeued) {
+    db_.prepare("DELETE FROM attempts WHERE task_id = ?1 AND attempt = ?2")
+        .bind(1, r.task_id)
+        .bind(2, r.attempt)
+        .run();
+  }
+  tx.commit();
+  return requeued;
+}
+
 std::vector<Requeued> SqliteStore::expire_leases(const RetryPolicy& policy) {
   Transaction tx(db_);
   // One conditional UPDATE decides every expired lease: a heartbeat that renews a lease in the
@@ -559,6 +607,10 @@ int SqliteStore::extend_leases(std::chrono::milliseconds lease_ttl) {
                       " + ?1) WHERE " TAMMA_LEASED)
               .bind(1, static_cast<std::int64_t>(lease_ttl.count()))
               .run();
+  // Nor does it count against an acknowledgement that could not reach this process.
+  db_.prepare("UPDATE tasks SET claimed_at = MAX(claimed_at, " TAMMA_NOW
+              ") WHERE state = 'running' AND acked_at IS NULL")
+      .run();
   tx.commit();
   return n;
 }
@@ -573,12 +625,15 @@ std::vector<Requeued> SqliteStore::promote_retries() {
   return promoted;
 }
 
-std::optional<std::int64_t> SqliteStore::next_deadline_ms() {
+std::optional<std::int64_t> SqliteStore::next_deadline_ms(std::chrono::milliseconds ack_timeout) {
   auto s =
       db_.prepare("SELECT MIN(t) - " TAMMA_NOW
                   " FROM ("
                   "  SELECT MIN(lease_expires_at) AS t FROM tasks WHERE " TAMMA_LEASED
-                  "  UNION ALL SELECT MIN(available_at) FROM tasks WHERE state = 'retry_wait')");
+                  "  UNION ALL SELECT MIN(available_at) FROM tasks WHERE state = 'retry_wait'"
+                  "  UNION ALL SELECT MIN(claimed_at) + ?1 FROM tasks WHERE state = 'running' AND "
+                  "    acked_at IS NULL)");
+  s.bind(1, static_cast<std::int64_t>(ack_timeout.count()));
   if (!s.step() || s.is_null(0)) return std::nullopt;
   return s.int64(0);
 }
@@ -616,8 +671,8 @@ FenceOutcome SqliteStore::started(const std::string& task_id, const std::string&
                                   const wire::Fence& fence) {
   Transaction tx(db_);
   auto s =
-      db_.prepare("UPDATE tasks SET started_at = COALESCE(started_at, " TAMMA_NOW
-                  "), updated_at = " TAMMA_NOW " WHERE " TAMMA_FENCE " RETURNING state, attempt");
+      db_.prepare("UPDATE tasks SET started_at = COALESCE(started_at, " TAMMA_NOW "), " TAMMA_ACK
+                  ", updated_at = " TAMMA_NOW " WHERE " TAMMA_FENCE " RETURNING state, attempt");
   s.bind(1, task_id).bind(2, fence.attempt).bind(3, fence.lease_id).bind(4, worker_id);
   if (!s.step()) return diagnose(task_id, worker_id, fence.attempt);
   FenceOutcome out{FenceStatus::kOk, state_of(s.text(0)), s.integer(1)};
@@ -630,7 +685,7 @@ FenceOutcome SqliteStore::started(const std::string& task_id, const std::string&
 FenceOutcome SqliteStore::progress(const std::string& task_id, const std::string& worker_id,
                                    const wire::ProgressRequest& request) {
   Transaction tx(db_);
-  auto s = db_.prepare("UPDATE tasks SET progress = ?5, updated_at = " TAMMA_NOW
+  auto s = db_.prepare("UPDATE tasks SET progress = ?5, " TAMMA_ACK ", updated_at = " TAMMA_NOW
                        " WHERE " TAMMA_FENCE " RETURNING state, attempt");
   s.bind(1, task_id)
       .bind(2, request.fence.attempt)
@@ -720,7 +775,7 @@ LogAppendOutcome SqliteStore::append_log(const std::string& task_id, const std::
     return out;
   }
   // Conditional on the length read above, as every fenced write is on its fence.
-  int n = db_.prepare("UPDATE tasks SET log_length = ?5, updated_at = " TAMMA_NOW
+  int n = db_.prepare("UPDATE tasks SET log_length = ?5, " TAMMA_ACK ", updated_at = " TAMMA_NOW
                       " WHERE " TAMMA_FENCE " AND log_length = ?6")
               .bind(1, task_id)
               .bind(2, fence.attempt)
@@ -818,8 +873,8 @@ FenceOutcome SqliteStore::add_artifact(const std::string& task_id, const std::st
                                        const wire::Fence& fence, const wire::ArtifactInfo& info,
                                        const std::string& stored_path) {
   Transaction tx(db_);
-  auto s = db_.prepare("UPDATE tasks SET updated_at = " TAMMA_NOW " WHERE " TAMMA_FENCE
-                       " RETURNING state, attempt");
+  auto s = db_.prepare("UPDATE tasks SET " TAMMA_ACK ", updated_at = " TAMMA_NOW
+                       " WHERE " TAMMA_FENCE " RETURNING state, attempt");
   s.bind(1, task_id).bind(2, fence.attempt).bind(3, fence.lease_id).bind(4, worker_id);
   if (!s.step()) return diagnose(task_id, worker_id, fence.attempt);
   FenceOutcome out{FenceStatus::kOk, state_of(s.text(0)), s.integer(1)};

@@ -44,7 +44,8 @@ class SqliteStore : public Store {
   std::vector<Requeued> expire_leases(const RetryPolicy& policy) override;
   int extend_leases(std::chrono::milliseconds lease_ttl) override;
   std::vector<Requeued> promote_retries() override;
-  std::optional<std::int64_t> next_deadline_ms() override;
+  std::vector<Requeued> requeue_unacknowledged(std::chrono::milliseconds ack_timeout) override;
+  std::optional<std::int64_t> next_deadline_ms(std::chrono::milliseconds ack_timeout) override;
 
   FenceOutcome started(const std::string& task_id, const std::string& worker_id,
                        const wire::Fence& fence) override;

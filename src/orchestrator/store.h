@@ -148,8 +148,12 @@ class Store {
   virtual int extend_leases(std::chrono::milliseconds lease_ttl) = 0;
   // retry_wait tasks whose backoff is over become queued.
   virtual std::vector<Requeued> promote_retries() = 0;
-  // Milliseconds until the next lease expiry or retry promotion, if any.
-  virtual std::optional<std::int64_t> next_deadline_ms() = 0;
+  // Running tasks whose worker has not acknowledged the claim (no fenced write, no heartbeat
+  // naming the lease) within `ack_timeout`: the answer never reached it. Re-queued at once
+  // under the same attempt number (a new lease id fences out a late copy of the old one).
+  virtual std::vector<Requeued> requeue_unacknowledged(std::chrono::milliseconds ack_timeout) = 0;
+  // Milliseconds until the next lease expiry, retry promotion or acknowledgement deadline.
+  virtual std::optional<std::int64_t> next_deadline_ms(std::chrono::milliseconds ack_timeout) = 0;
 
   virtual FenceOutcome started(const std::string& task_id, const std::string& worker_id,
                                const wire::Fence& fence) = 0;

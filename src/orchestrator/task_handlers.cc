@@ -130,6 +130,9 @@ void append_log(Core& core, Request& request, const ExchangePtr& exchange) {
     body.length = outcome.length;
     HttpError error(status, std::move(body));
     error.headers.emplace_back("X-Tamma-Log-Length", length);
+    // The write passed the fence: like every fenced answer, it says the task's state.
+    error.headers.emplace_back("X-Tamma-Task-State",
+                               std::string(wire::to_string(outcome.fence.state)));
     // As GitLab answers a trace PATCH that does not continue the trace: what is held.
     error.headers.emplace_back("Range", "0-" + length);
     return error;

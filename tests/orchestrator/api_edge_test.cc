@@ -3,8 +3,10 @@
 // Content-Length and chunked, smuggling through two framings, bodies sent without a token, HEAD,
 // and artifact names longer than a file name. Each test sends the bytes a real client would.
 
+#include <signal.h>
 #include <sys/resource.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "orchestrator_fixture.h"
@@ -380,6 +382,137 @@ TEST(OrchestratorEdge, LeaseLostAnswersCarryTheTaskState) {
   EXPECT_EQ(late.status, 409);
   EXPECT_EQ(error_code(late), "lease_lost");
   EXPECT_EQ(late.header("x-tamma-task-state"), "cancelled");
+}
+
+}  // namespace
+}  // namespace tamma::orchestrator::testing
+
+namespace tamma::orchestrator::testing {
+namespace {
+
+// --- defect 9: an assignment whose poller hung up as it was sent --------------------------------
+
+TEST(OrchestratorEdge, AnAssignmentNeverAcknowledgedComesBackWithoutSpendingAnAttempt) {
+  TestServer server([](ServerConfig& c) {
+    c.ack_timeout = 300ms;
+    c.lease_ttl = 30s;  // far away: only the missing acknowledgement can bring it back
+  });
+  auto gone = server.register_worker();
+  auto other = server.register_worker();
+  // No retries at all: before, a lost answer cost the only attempt and the task went dead.
+  std::string id = server.submit(submit_body(task_spec(), 0, 0));
+  RawConnection raw(port_of(server));
+  raw.send("POST /api/v1/workers/" + gone->id +
+           "/poll?waitMs=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + gone->token +
+           "\r\nContent-Length: 0\r\n\r\n");
+  // The answer reaches the socket, and the client goes away without a word: the write
+  // succeeded, so only the missing acknowledgement can tell.
+  auto answer = raw.read_answer();
+  ASSERT_EQ(status_of(answer), 200) << answer;
+  auto assignment = json::parse(body_of(answer));
+  EXPECT_EQ(assignment["attempt"], 1);
+  ::shutdown(raw.fd(), SHUT_RDWR);
+
+  auto back = server.wait_task(
+      id, [](const json& t) { return t["state"] == "queued"; }, 10s);
+  ASSERT_EQ(back["state"], "queued") << back.dump();
+  auto lease = other->poll(2000);
+  ASSERT_EQ(lease.status, 200) << lease.body;
+  EXPECT_EQ(lease.json()["taskId"], id);
+  EXPECT_EQ(lease.json()["attempt"], 1) << "the attempt nobody saw does not count";
+  // The first worker's copy, if it ever arrives, is fenced out.
+  auto late = gone->task_post(id, "started", {{"attempt", 1}, {"leaseId", assignment["leaseId"]}});
+  EXPECT_TRUE(late.status == 409 || late.status == 403) << late.body;
+  auto l = lease.json();
+  EXPECT_EQ(other->task_post(id, "started", {{"attempt", 1}, {"leaseId", l["leaseId"]}}).status,
+            200);
+  std::this_thread::sleep_for(600ms);  // two acknowledgement timeouts: a started task stays
+  EXPECT_EQ(server.task(id)["state"], "running");
+  EXPECT_EQ(other->complete(id, 1, l["leaseId"]).status, 200);
+  EXPECT_EQ(server.task(id)["state"], "succeeded");
+  auto metrics = server.admin()->get("/metrics").body;
+  EXPECT_NE(metrics.find("tamma_assignments_unacknowledged_total 1"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tamma::orchestrator::testing
+
+namespace tamma::orchestrator::testing {
+namespace {
+
+// --- defect 5 as users meet it: the real binary under a 1024 descriptor limit -------------------
+
+std::uint64_t rss_kib(int pid) {
+  std::string status = tamma::testing::read_file("/proc/" + std::to_string(pid) + "/status");
+  auto at = status.find("VmRSS:");
+  return at == std::string::npos ? 0 : std::stoull(status.substr(at + 6));
+}
+
+TEST(OrchestratorEdge, TwoThousandIdleOrSlowConnectionsDoNotLockOutAWorker) {
+  // The test holds 2,000 connections itself.
+  rlimit own{};
+  ::getrlimit(RLIMIT_NOFILE, &own);
+  if (own.rlim_cur < 4096 && own.rlim_max >= 4096) {
+    own.rlim_cur = std::min<rlim_t>(own.rlim_max, 8192);
+    ::setrlimit(RLIMIT_NOFILE, &own);
+  }
+  ASSERT_GE(own.rlim_cur, 2100u) << "this test needs 2,100 descriptors for its own clients";
+
+  tamma::testing::TempDir dir;
+  int port = tamma::testing::free_port();
+  tamma::testing::ChildProcess orchestrator(
+      {"/usr/bin/prlimit", "--nofile=1024:1024", "--", TAMMA_ORCHESTRATOR_BINARY, "serve",
+       "--listen", "127.0.0.1:" + std::to_string(port), "--db",
+       "sqlite:" + (dir.path() / "db").string()},
+      {std::string("TAMMA_ADMIN_TOKEN=") + kAdminToken,
+       std::string("TAMMA_REGISTRATION_TOKEN=") + kRegistrationToken});
+  ASSERT_TRUE(orchestrator.wait_for_output("listening on", 20s)) << orchestrator.err_so_far();
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  HttpClient registration(url, kRegistrationToken);
+  auto reg = registration.post_json("/api/v1/workers/register", {{"capabilities", capabilities()}});
+  ASSERT_EQ(reg.status, 201) << reg.body;
+  const std::string worker_id = reg.json()["workerId"];
+  const std::string token = reg.json()["token"];
+  HttpClient kept(url, token);  // a worker connection open before the flood
+  const std::string heartbeat_path = "/api/v1/workers/" + worker_id + "/heartbeat";
+  const json heartbeat = {{"leases", json::array()}, {"draining", false}};
+  ASSERT_EQ(kept.post_json(heartbeat_path, heartbeat).status, 200);
+  const auto rss_before = rss_kib(orchestrator.pid());
+
+  std::vector<std::unique_ptr<RawConnection>> flood;
+  for (int i = 0; i < 2000; ++i) {
+    try {
+      flood.push_back(std::make_unique<RawConnection>(port));
+    } catch (const std::exception& e) {
+      FAIL() << "connection " << i << ": " << e.what();
+    }
+    // Half idle, half slow: a request head that never ends.
+    if (i % 2 == 1) flood.back()->send("POST /api/v1/workers/register HTTP/1.1\r\nHost: x\r\n");
+  }
+  orchestrator.drain_output();
+
+  // The worker gets answers within a second, on its kept connection and on a new one (as
+  // after a reconnect), and so does a liveness probe.
+  EXPECT_EQ(kept.post_json(heartbeat_path, heartbeat, {}, 1s).status, 200);
+  HttpClient fresh(url, token);
+  EXPECT_EQ(fresh.post_json(heartbeat_path, heartbeat, {}, 1s).status, 200);
+  HttpClient admin(url, kAdminToken);
+  auto submitted = admin.post_json("/api/v1/tasks", submit_body(task_spec()), {}, 1s);
+  EXPECT_EQ(submitted.status, 201) << submitted.body;
+  auto poll = fresh.request("POST", "/api/v1/workers/" + worker_id + "/poll?waitMs=0", {}, {}, 1s);
+  EXPECT_EQ(poll.status, 200) << poll.body;
+  HttpClient probe(url, "");
+  EXPECT_EQ(probe.get("/health", 1s).status, 200);
+
+  const auto rss_after = rss_kib(orchestrator.pid());
+  std::printf(
+      "[ figures  ] orchestrator RSS %llu KiB before, %llu KiB with 2000 idle or slow "
+      "connections open\n",
+      static_cast<unsigned long long>(rss_before), static_cast<unsigned long long>(rss_after));
+  EXPECT_LT(rss_after, rss_before + 64 * 1024) << "memory grows with connections nobody proved";
+  flood.clear();
+  orchestrator.send_signal(SIGTERM);
+  EXPECT_EQ(orchestrator.wait(20s).exit_code, 0);
 }
 
 }  // namespace

@@ -85,7 +85,7 @@ TEST(SqliteStore, ExpiryIsOneConditionalUpdateAndARenewalWinsTheRace) {
   EXPECT_EQ(states["cancelled"], wire::TaskState::kCancelled);
   EXPECT_EQ(store.task("renewed")->state, wire::TaskState::kRunning);
   EXPECT_TRUE(store.expire_leases({}).empty()) << "a second pass finds nothing";
-  auto next = store.next_deadline_ms();
+  auto next = store.next_deadline_ms(std::chrono::milliseconds(10000));
   ASSERT_TRUE(next.has_value());
   EXPECT_LE(*next, 1000);
 }
@@ -107,6 +107,74 @@ TEST(SqliteStore, ReleaseGivesAnUndeliveredClaimBackWithoutSpendingAnAttempt) {
   wire::StartedRequest started{{1, "lost-answer"}};
   EXPECT_EQ(store.started("t1", "w1", started.fence).status, FenceStatus::kLeaseLost);
   EXPECT_EQ(store.started("t1", "w1", {1, "delivered"}).status, FenceStatus::kOk);
+}
+
+TEST(SqliteStore, AnUnacknowledgedClaimComesBackUnderTheSameAttempt) {
+  tamma::testing::TempDir dir;
+  SqliteStore store(dir.path() / "db.sqlite", SyncMode::kNormal);
+  auto w = worker_info(store, "w1");
+  for (const char* id : {"silent", "started", "heartbeat", "logged"}) {
+    store.submit(new_task(id), nullptr, {}, {});
+  }
+  ASSERT_EQ(store.claim(w, "l-silent", std::chrono::seconds(30))->assignment.task_id, "silent");
+  ASSERT_TRUE(store.claim(w, "l-started", std::chrono::seconds(30)));
+  ASSERT_TRUE(store.claim(w, "l-heartbeat", std::chrono::seconds(30)));
+  ASSERT_TRUE(store.claim(w, "l-logged", std::chrono::seconds(30)));
+  // Each way a worker shows it has the task acknowledges it.
+  EXPECT_EQ(store.started("started", "w1", {1, "l-started"}).status, FenceStatus::kOk);
+  wire::HeartbeatRequest hb;
+  hb.leases.push_back({"heartbeat", 1, "l-heartbeat"});
+  ASSERT_TRUE(store.heartbeat("w1", hb, std::chrono::seconds(30)).known);
+  EXPECT_EQ(store.append_log("logged", "w1", {1, "l-logged"}, 0, "x", 1 << 20).fence.status,
+            FenceStatus::kOk);
+
+  EXPECT_TRUE(store.requeue_unacknowledged(std::chrono::seconds(10)).empty()) << "not yet due";
+  auto next = store.next_deadline_ms(std::chrono::milliseconds(200));
+  ASSERT_TRUE(next.has_value());
+  EXPECT_LE(*next, 200) << "the reaper wakes for the acknowledgement deadline";
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  auto requeued = store.requeue_unacknowledged(std::chrono::milliseconds(10));
+  ASSERT_EQ(requeued.size(), 1u);
+  EXPECT_EQ(requeued[0].task_id, "silent");
+  EXPECT_EQ(requeued[0].attempt, 1);
+  EXPECT_EQ(requeued[0].state, wire::TaskState::kQueued);
+  for (const char* id : {"started", "heartbeat", "logged"}) {
+    EXPECT_EQ(store.task(id)->state, wire::TaskState::kRunning) << id;
+  }
+  // The attempt did not count, and the old lease id stays fenced out.
+  auto again = store.claim(worker_info(store, "w2"), "l-again", std::chrono::seconds(30));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->assignment.task_id, "silent");
+  EXPECT_EQ(again->assignment.attempt, 1);
+  EXPECT_NE(store.started("silent", "w1", {1, "l-silent"}).status, FenceStatus::kOk);
+  EXPECT_EQ(store.started("silent", "w2", {1, "l-again"}).status, FenceStatus::kOk);
+}
+
+TEST(SqliteStore, MigratesAVersionOneDatabaseKeepingRunningLeasesAcknowledged) {
+  tamma::testing::TempDir dir;
+  const auto file = dir.path() / "db.sqlite";
+  {
+    // A version 1 database as the previous release left it, with a task running.
+    SqliteDb db(file);
+    db.exec(R"sql(
+      CREATE TABLE tasks (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL, priority INTEGER NOT NULL,
+        max_retries INTEGER NOT NULL, labels TEXT NOT NULL, idempotency_key TEXT UNIQUE,
+        request_hash TEXT, attempt INTEGER NOT NULL DEFAULT 0, worker_id TEXT, lease_id TEXT,
+        lease_expires_at INTEGER, available_at INTEGER NOT NULL, progress TEXT, result TEXT,
+        error TEXT, log_length INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER);
+      INSERT INTO tasks (id, type, spec, state, priority, max_retries, labels, attempt,
+        worker_id, lease_id, lease_expires_at, available_at, created_at, updated_at)
+        VALUES ('old', 'command', '{}', 'running', 0, 3, '{}', 1, 'w1', 'l1', 1, 1, 1, 1);
+      PRAGMA user_version = 1;
+    )sql");
+  }
+  SqliteStore store(file, SyncMode::kNormal);
+  SqliteDb check(file);
+  EXPECT_EQ(check.pragma("user_version"), "2");
+  EXPECT_TRUE(store.requeue_unacknowledged(std::chrono::milliseconds(0)).empty())
+      << "a lease held before the upgrade is not taken for an unacknowledged one";
 }
 
 TEST(SqliteStore, SubmitHandsTheTaskToAParkedWorkerInTheSameTransaction) {
@@ -144,7 +212,7 @@ TEST(SqliteStore, UsesWalAndTheChosenSynchronousModeAndSurvivesReopen) {
   }
   SqliteDb raw(file);
   EXPECT_EQ(raw.pragma("journal_mode"), "wal");
-  EXPECT_EQ(raw.pragma("user_version"), "1");
+  EXPECT_EQ(raw.pragma("user_version"), "2");
   SqliteStore again(file, SyncMode::kNormal);
   EXPECT_EQ(again.setting("k"), "v");
   ASSERT_TRUE(again.task("t1").has_value());
