@@ -5,6 +5,10 @@
 //
 // Durations are milliseconds from the moment the message was produced (never absolute times);
 // the *At strings are RFC 3339 UTC times, shown to admins only.
+//
+// Unknown members are ignored, by the orchestrator and by clients (forward compatibility): a
+// reader must skip members it does not know, and the server sends only the ones declared here.
+// A member name twice in one object is refused with 400 invalid_field.
 
 export interface Platform {
   os?: string;
@@ -143,6 +147,7 @@ export interface FencedWriteResponse {
 }
 
 export interface ArtifactInfo {
+  /** the workspace-relative path ("dist/app.tgz"): segments of [A-Za-z0-9._-], not . or .., each at most 200 characters, 1024 in all */
   name: string;
   attempt: number;
   size: number;
@@ -232,7 +237,7 @@ export interface ValidationProblem {
 }
 
 export interface ErrorDetail {
-  /** stable and machine-readable */
+  /** stable and machine-readable; docs/protocol.md lists every code with its status and whether to retry */
   code: string;
   message: string;
   /** the JSON path (or query parameter) at fault */
@@ -250,6 +255,6 @@ export interface ErrorBody {
 }
 
 export interface HealthStatus {
-  status: string;
+  status: "ok" | "ready" | "shutting_down" | "database_unreachable";
   message?: string;
 }

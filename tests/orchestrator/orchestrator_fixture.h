@@ -1,6 +1,8 @@
 #pragma once
 // A real orchestrator on 127.0.0.1:<ephemeral> with its own SQLite file in a temporary
-// directory, and real HTTP clients (libcurl) for the admin and for workers.
+// directory, and real HTTP clients (libcurl) for the admin and for workers. Every answer the
+// server sends is recorded and, when the TestServer goes, checked against docs/openapi.yaml
+// (contract.h): each API test is a contract test too.
 
 #include <spdlog/spdlog.h>
 
@@ -14,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "contract.h"
 #include "orchestrator/http_client.h"
 #include "orchestrator/server.h"
 #include "support/test_support.h"
@@ -113,9 +116,20 @@ class TestServer {
     config_.retry_max = 1s;
     config_.io_threads = 2;
     if (tweak) tweak(config_);
+    // After the tweak, so a test's own observer still sees every answer too.
+    config_.observe_answer = [recorder = recorder_, own = config_.observe_answer](
+                                 const AnsweredRequest& answer) {
+      recorder->record(answer);
+      if (own) own(answer);
+    };
     start();
   }
-  ~TestServer() { stop(); }
+  ~TestServer() {
+    stop();
+    // Every answer of this server, checked against docs/openapi.yaml: one ADD_FAILURE each
+    // that does not conform.
+    recorder_->report_nonconforming();
+  }
 
   void start() {
     std::ostringstream announce;
@@ -136,6 +150,8 @@ class TestServer {
   [[nodiscard]] const std::string& url() const { return url_; }
   [[nodiscard]] const ServerConfig& config() const { return config_; }
   [[nodiscard]] const std::filesystem::path& dir() const { return dir_.path(); }
+  // The answers sent so far (checked against the documentation at destruction).
+  [[nodiscard]] contract::AnswerRecorder& answers() { return *recorder_; }
   std::unique_ptr<HttpClient> admin() { return std::make_unique<HttpClient>(url_, kAdminToken); }
   std::unique_ptr<HttpClient> anonymous() { return std::make_unique<HttpClient>(url_, ""); }
 
@@ -175,6 +191,8 @@ class TestServer {
 
  private:
   tamma::testing::TempDir dir_;
+  std::shared_ptr<contract::AnswerRecorder> recorder_ =
+      std::make_shared<contract::AnswerRecorder>();
   ServerConfig config_;
   std::unique_ptr<Server> server_;
   std::string url_;
