@@ -595,6 +595,10 @@ struct Daemon::Impl {
     task->running = false;
     if (!task->lease_lost.load() && staging && report.result) {
       upload_artifacts(client, *task, *report.result, staging->path());
+      if (report.status == "succeeded" &&
+          report.result->status != protocol::TaskStatus::kSucceeded) {
+        report.status = std::string(protocol::to_string(report.result->status));
+      }
     }
     staging.reset();
     if (task->lease_lost.load()) {
@@ -635,10 +639,12 @@ struct Daemon::Impl {
 
   // Each matched artifact goes up before the result, fenced and retried like the result, so
   // an admin who sees the task succeeded can download them. One the orchestrator refuses for
-  // good (too large, bad name) is logged and skipped: the result still lists it.
-  void upload_artifacts(OrchestratorClient& client, ActiveTask& task,
-                        const protocol::TaskResult& result, const std::filesystem::path& dir) {
+  // good (too large, bad name) is logged, and the task is not reported succeeded: its result
+  // is an error naming the artifact, so nobody takes a missing artifact for an empty list.
+  void upload_artifacts(OrchestratorClient& client, ActiveTask& task, protocol::TaskResult& result,
+                        const std::filesystem::path& dir) {
     const std::string& worker = task.session->credentials.worker_id;
+    std::string refused;
     for (const auto& artifact : result.artifacts) {
       Backoff backoff(options.backoff);
       for (;;) {
@@ -664,6 +670,8 @@ struct Daemon::Impl {
           if (!e.retryable()) {
             spdlog::error("worker {}: task {} attempt {}: artifact {} refused, not uploaded: {}",
                           worker, task.task_id, task.attempt, artifact.path, e.what());
+            if (!refused.empty()) refused += "; ";
+            refused += artifact.path + " (" + e.what() + ")";
             break;
           }
           if (!wait_before_upload_retry(task, backoff, artifact.path, e.what())) return;
@@ -671,6 +679,11 @@ struct Daemon::Impl {
           if (!wait_before_upload_retry(task, backoff, artifact.path, e.what())) return;
         }
       }
+    }
+    if (!refused.empty() && result.status == protocol::TaskStatus::kSucceeded) {
+      result.status = protocol::TaskStatus::kError;
+      result.error = protocol::TaskError{"artifact_not_delivered",
+                                         "the orchestrator refused artifact(s): " + refused, false};
     }
   }
 

@@ -52,8 +52,8 @@ TEST(ArtifactUpload, MatchedArtifactsAreUploadedBeforeTheResultAndDownloadIntact
     EXPECT_EQ(t["artifacts"][i]["size"], listed[i]["size"]);
 
     // The admin downloads it by its path, '/' percent-encoded in the one path segment.
-    auto download = orchestrator.admin(
-        "GET", "/api/v1/tasks/" + id + "/artifacts/" + tamma::url_encode(path));
+    auto download =
+        orchestrator.admin("GET", "/api/v1/tasks/" + id + "/artifacts/" + tamma::url_encode(path));
     ASSERT_EQ(download.status, 200) << download.body;
     EXPECT_EQ(sha256_of(dir.path(), download.body), listed[i]["sha256"]) << path;
     EXPECT_EQ(sha256_of(dir.path(), content.at(path)), listed[i]["sha256"]) << path;
@@ -68,6 +68,48 @@ TEST(ArtifactUpload, MatchedArtifactsAreUploadedBeforeTheResultAndDownloadIntact
     EXPECT_EQ(entry.path().filename().string().rfind(".artifacts-", 0), std::string::npos)
         << entry.path();
   }
+}
+
+// Over 1 MiB: Beast's default body limit refused these with 400, and the task was reported
+// succeeded with no artifacts.
+TEST(ArtifactUpload, ArtifactsOverOneMebibyteArriveAndARefusedOneIsNotReportedAsNone) {
+  testing::TempDir dir;
+  auto flags = fast_orchestrator_flags();
+  flags.insert(flags.end(), {"--max-artifact-body", "3M"});
+  OrchestratorProcess orchestrator(dir.path(), flags);
+  auto worker = start_worker(orchestrator.url(), dir.path() / "ws");
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+
+  json spec = {{"type", "command"},
+               {"steps",
+                {{{"name", "make"},
+                  {"run", "mkdir -p dist && head -c 2097152 /dev/urandom > dist/big.bin"}}}},
+               {"artifacts", {"dist/*.bin"}}};
+  const std::string id = orchestrator.submit(spec, "big");
+  auto t = orchestrator.wait_task(
+      id, [](const json& t) { return t["state"] != "queued" && t["state"] != "running"; });
+  ASSERT_EQ(t["state"], "succeeded") << t.dump(2);
+  ASSERT_EQ(t["artifacts"].size(), 1u) << t.dump(2);
+  EXPECT_EQ(t["artifacts"][0]["size"], 2097152);
+  auto download = orchestrator.admin("GET", "/api/v1/tasks/" + id + "/artifacts/dist%2Fbig.bin");
+  ASSERT_EQ(download.status, 200);
+  EXPECT_EQ(sha256_of(dir.path(), download.body), t["artifacts"][0]["sha256"]);
+
+  // Over the orchestrator's limit: refused for good (413), so the task cannot have succeeded.
+  spec["steps"][0]["run"] = "mkdir -p dist && head -c 4194304 /dev/urandom > dist/huge.bin";
+  const std::string refused = orchestrator.submit(spec, "huge");
+  auto r = orchestrator.wait_task(
+      refused, [](const json& t) { return t["state"] != "queued" && t["state"] != "running"; });
+  EXPECT_NE(r["state"], "succeeded") << r.dump(2);
+  EXPECT_EQ(r["result"]["status"], "error") << r.dump(2);
+  EXPECT_EQ(r["result"]["error"]["code"], "artifact_not_delivered") << r.dump(2);
+  EXPECT_NE(r["result"]["error"]["message"].get<std::string>().find("dist/huge.bin"),
+            std::string::npos);
+  // The result still says which artifact the task made.
+  EXPECT_EQ(r["result"]["artifacts"].size(), 1u);
+  EXPECT_TRUE(r["artifacts"].empty());
+  worker->send_signal(SIGTERM);
+  EXPECT_EQ(worker->wait(30s).exit_code, 0);
 }
 
 TEST(ArtifactUpload, TheOrchestratorRefusesNamesThatClimbOutOrAreNotPlain) {
@@ -96,8 +138,7 @@ TEST(ArtifactUpload, TheOrchestratorRefusesNamesThatClimbOutOrAreNotPlain) {
     EXPECT_EQ(r.json()["error"]["field"], "name") << r.body;
   }
   auto good = worker.request(
-      "POST",
-      "/api/v1/tasks/" + id + "/artifacts?name=" + tamma::url_encode("a/b.c") + fence,
+      "POST", "/api/v1/tasks/" + id + "/artifacts?name=" + tamma::url_encode("a/b.c") + fence,
       "data");
   EXPECT_EQ(good.status, 201) << good.body;
   EXPECT_EQ(good.json()["name"], "a/b.c");
