@@ -24,7 +24,7 @@ namespace tamma::cli {
 namespace {
 
 struct StartOptions {
-  std::string orchestrator, token, token_file, slots, config_file;
+  std::string orchestrator, ca_file, token, token_file, slots, config_file;
   std::vector<std::string> labels;  // k=v
   std::string drain_timeout = "10m";
   std::string health_listen;
@@ -48,6 +48,7 @@ worker::Config load_daemon_config(const StartOptions& o) {
     if (!value.empty()) overrides.values[key] = value;
   };
   set("orchestratorUrl", o.orchestrator);
+  set("caFile", o.ca_file);
   set("token", o.token);
   set("tokenFile", o.token_file);
   set("slots", o.slots);
@@ -155,6 +156,9 @@ Subcommand add_start_command(CLI::App& app) {
       "start", "Run as a daemon: register with an orchestrator and run the tasks it assigns");
   cmd->add_option("--orchestrator", o->orchestrator,
                   "Orchestrator base URL (or TAMMA_ORCHESTRATOR_URL, orchestratorUrl)");
+  cmd->add_option("--ca-file", o->ca_file,
+                  "PEM CA certificates that verify an https:// orchestrator (default: the "
+                  "system's store; or TAMMA_CA_FILE, caFile)");
   cmd->add_option("--token", o->token,
                   "Registration token (prefer TAMMA_TOKEN or --token-file: flags show in ps)");
   cmd->add_option("--token-file", o->token_file, "File holding the registration token");

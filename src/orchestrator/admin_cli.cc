@@ -25,6 +25,7 @@ using nlohmann::json;
 struct Connection {
   std::string url = "http://127.0.0.1:8080";
   std::string token;
+  std::string ca_file;
 };
 
 void add_connection_options(CLI::App* cmd, Connection& c) {
@@ -32,13 +33,17 @@ void add_connection_options(CLI::App* cmd, Connection& c) {
       ->envname("TAMMA_ORCHESTRATOR_URL")
       ->capture_default_str();
   cmd->add_option("--token", c.token, "admin token")->envname("TAMMA_TOKEN");
+  cmd->add_option("--ca-file", c.ca_file, "PEM CA certificates for an https:// URL")
+      ->envname("TAMMA_CA_FILE");
 }
 
 std::unique_ptr<HttpClient> client(const Connection& c) {
   if (c.token.empty()) {
     throw Error(ErrorKind::kConfig, "missing_token", "--token or TAMMA_TOKEN is required");
   }
-  return std::make_unique<HttpClient>(c.url, c.token);
+  auto http = std::make_unique<HttpClient>(c.url, c.token);
+  http->set_ca_file(c.ca_file);
+  return http;
 }
 
 // A refused request as an Error carrying the orchestrator's own words.

@@ -20,6 +20,9 @@ struct ServerConfig {
   std::uint16_t listen_port = 8080;  // 0: any free port (tests)
   std::filesystem::path db_path;
   std::filesystem::path data_dir;  // artifacts and upload staging; next to the DB by default
+  // Both set: HTTPS only (TLS 1.2 or later). PEM files; the certificate file may hold a chain.
+  std::filesystem::path tls_cert;
+  std::filesystem::path tls_key;
   SyncMode sync = SyncMode::kFull;
 
   std::chrono::milliseconds lease_ttl = 30s;

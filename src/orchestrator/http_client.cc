@@ -81,6 +81,7 @@ HttpResult HttpClient::request(std::string_view method, const std::string& path,
   ::curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
   ::curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
   ::curl_easy_setopt(curl_, CURLOPT_TCP_NODELAY, 1L);
+  if (!ca_file_.empty()) ::curl_easy_setopt(curl_, CURLOPT_CAINFO, ca_file_.c_str());
   ::curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, on_body);
   ::curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &result.body);
   ::curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, on_header);

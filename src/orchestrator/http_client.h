@@ -42,11 +42,14 @@ class HttpClient {
                        std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
   void set_token(std::string token) { token_ = std::move(token); }
+  // PEM CA certificates that verify an https:// orchestrator; empty: the system's store.
+  void set_ca_file(std::string file) { ca_file_ = std::move(file); }
   [[nodiscard]] const std::string& base_url() const { return base_url_; }
 
  private:
   std::string base_url_;
   std::string token_;
+  std::string ca_file_;
   CURL* curl_;
 };
 

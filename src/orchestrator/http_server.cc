@@ -12,9 +12,11 @@
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "orchestrator/auth.h"
 #include "orchestrator/core.h"
@@ -46,6 +48,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(tcp::socket socket, std::shared_ptr<HttpShared> shared)
       : stream_(std::move(socket)), shared_(std::move(shared)) {
     ++shared_->connections;
+    if (shared_->options.tls) {
+      tls_ =
+          std::make_unique<beast::ssl_stream<beast::tcp_stream&>>(stream_, *shared_->options.tls);
+    }
   }
   ~Session() {
     --shared_->connections;
@@ -66,7 +72,14 @@ class Session : public std::enable_shared_from_this<Session> {
         if (auto self = weak.lock()) asio::post(self->executor(), [self] { self->evict(); });
       });
     }
-    read_header();
+    if (!tls_) return read_header();
+    // The handshake is part of the first request head's deadline.
+    stream_.expires_after(shared_->options.header_timeout);
+    tls_->async_handshake(asio::ssl::stream_base::server,
+                          [self = shared_from_this()](beast::error_code ec) {
+                            if (ec) return self->close();
+                            self->read_header();
+                          });
   }
 
   beast::tcp_stream::executor_type executor() { return stream_.get_executor(); }
@@ -110,7 +123,19 @@ class Session : public std::enable_shared_from_this<Session> {
     in_request_ = false;
   }
 
-  beast::tcp_stream stream_;
+  // Runs `f` with the stream requests are read from and answers written to: TLS over the
+  // connection when the server has a certificate, the connection itself otherwise.
+  template <typename F>
+  void on_stream(F&& f) {
+    if (tls_) {
+      f(*tls_);
+    } else {
+      f(stream_);
+    }
+  }
+
+  beast::tcp_stream stream_;  // the connection: its socket and its deadlines, for both kinds
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream&>> tls_;
   std::shared_ptr<HttpShared> shared_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::empty_body>> header_parser_;
@@ -176,9 +201,11 @@ void Session::read_header() {
   method_ = http::verb::get;
   body_unread_ = false;
   stream_.expires_after(proven_ ? shared_->options.idle_timeout : shared_->options.header_timeout);
-  http::async_read_header(
-      stream_, buffer_, *header_parser_,
-      [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+  on_stream([this](auto& stream) {
+    http::async_read_header(
+        stream, buffer_, *header_parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+  });
 }
 
 void Session::on_header(beast::error_code ec) {
@@ -319,14 +346,16 @@ void Session::continue_request() {
   if (beast::iequals(header[http::field::expect], "100-continue")) {
     // curl waits up to a second for this before sending a large body.
     auto go_on = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
-    http::async_write(stream_, *go_on,
-                      [self = shared_from_this(), go_on](beast::error_code ec, std::size_t) {
-                        if (ec) {
-                          self->finish_request();
-                          return self->close();
-                        }
-                        self->read_body();
-                      });
+    on_stream([this, go_on](auto& stream) {
+      http::async_write(stream, *go_on,
+                        [self = shared_from_this(), go_on](beast::error_code ec, std::size_t) {
+                          if (ec) {
+                            self->finish_request();
+                            return self->close();
+                          }
+                          self->read_body();
+                        });
+    });
     return;
   }
   read_body();
@@ -350,12 +379,14 @@ void Session::read_body() {
       return refuse(507, "storage_unavailable", "cannot stage the upload: " + ec.message());
     }
     stream_.expires_after(kUploadTimeout);
-    http::async_read(stream_, buffer_, *file_parser_, std::move(done));
+    on_stream(
+        [&](auto& stream) { http::async_read(stream, buffer_, *file_parser_, std::move(done)); });
   } else {
     string_parser_.emplace(std::move(*header_parser_));
     string_parser_->body_limit(limit);
     stream_.expires_after(shared_->options.idle_timeout);
-    http::async_read(stream_, buffer_, *string_parser_, std::move(done));
+    on_stream(
+        [&](auto& stream) { http::async_read(stream, buffer_, *string_parser_, std::move(done)); });
   }
 }
 
@@ -519,19 +550,21 @@ void Session::send(std::shared_ptr<Message> message, unsigned status,
     }
     shared_->options.observe_answer(answer);
   }
-  http::async_write(stream_, *message,
-                    [self = shared_from_this(), message, written = std::move(written)](
-                        beast::error_code ec, std::size_t) mutable {
-                      auto& shared = *self->shared_;
-                      self->finish_request();
-                      if (written) {
-                        asio::post(shared.core,
-                                   [written = std::move(written), ok = !ec] { written(ok); });
-                      }
-                      if (ec) return self->close();
-                      if (!self->keep_alive_) return self->linger_close();
-                      self->read_header();
-                    });
+  on_stream([&](auto& stream) {
+    http::async_write(stream, *message,
+                      [self = shared_from_this(), message, written = std::move(written)](
+                          beast::error_code ec, std::size_t) mutable {
+                        auto& shared = *self->shared_;
+                        self->finish_request();
+                        if (written) {
+                          asio::post(shared.core,
+                                     [written = std::move(written), ok = !ec] { written(ok); });
+                        }
+                        if (ec) return self->close();
+                        if (!self->keep_alive_) return self->linger_close();
+                        self->read_header();
+                      });
+  });
 }
 
 void Session::close() {

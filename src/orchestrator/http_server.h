@@ -23,6 +23,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "orchestrator/metrics.h"
@@ -40,8 +41,9 @@ struct HttpServerOptions {
   std::filesystem::path upload_dir;  // uploads are staged here before the handler moves them
   std::chrono::milliseconds idle_timeout{75000};    // between requests of a proven connection
   std::chrono::milliseconds header_timeout{10000};  // a whole request head of an unproven one
-  std::int64_t max_connections = 0;  // 0: the descriptor limit less a reserve (see start())
-  AnswerObserver observe_answer;     // optional; runs on an I/O thread for every answer
+  std::int64_t max_connections = 0;         // 0: the descriptor limit less a reserve (see start())
+  AnswerObserver observe_answer;            // optional; runs on an I/O thread for every answer
+  std::shared_ptr<asio::ssl::context> tls;  // set: every connection speaks TLS
   // Runs on the core thread: throws HttpError(401/403) unless the Authorization header may call
   // a route of this access; returns the worker the token belongs to, if it is a worker's.
   std::function<std::string(Access, const std::string& authorization)> authenticate;

@@ -29,6 +29,8 @@ struct ServeArgs {
   std::string listen = "127.0.0.1:8080";
   std::string db;
   std::string data_dir;
+  std::string tls_cert;
+  std::string tls_key;
   std::string lease_ttl = "30s";
   std::string ack_timeout = "10s";
   std::string poll_timeout = "25s";
@@ -107,6 +109,8 @@ orch::ServerConfig server_config(const ServeArgs& a) {
   if (db.empty()) throw Error(ErrorKind::kConfig, "invalid_flag", "--db: a path is required");
   c.db_path = std::filesystem::absolute(db);
   if (!a.data_dir.empty()) c.data_dir = std::filesystem::absolute(a.data_dir);
+  if (!a.tls_cert.empty()) c.tls_cert = std::filesystem::absolute(a.tls_cert);
+  if (!a.tls_key.empty()) c.tls_key = std::filesystem::absolute(a.tls_key);
   c.lease_ttl = duration_flag("--lease-ttl", a.lease_ttl);
   c.ack_timeout = duration_flag("--ack-timeout", a.ack_timeout);
   c.poll_timeout = duration_flag("--poll-timeout", a.poll_timeout);
@@ -152,8 +156,8 @@ int serve(const ServeArgs& args) {
   spdlog::info("open file limit: {}", files);
   orch::Server server(config, std::cout);
   server.start();
-  std::cout << "tamma-orchestrator listening on http://" << config.listen_host << ":"
-            << server.port() << std::endl;
+  std::cout << "tamma-orchestrator listening on " << (config.tls_cert.empty() ? "http" : "https")
+            << "://" << config.listen_host << ":" << server.port() << std::endl;
   int sig = 0;
   sigwait(&signals, &sig);
   spdlog::info("signal {}: shutting down", sig);
@@ -175,6 +179,9 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--listen", serve_args.listen, "HOST:PORT (port 0: any free port)")
       ->capture_default_str();
   serve_cmd->add_option("--db", serve_args.db, "sqlite:/path/to/db.sqlite")->required();
+  serve_cmd->add_option("--tls-cert", serve_args.tls_cert,
+                        "PEM certificate (chain) to serve HTTPS with; needs --tls-key");
+  serve_cmd->add_option("--tls-key", serve_args.tls_key, "PEM private key of --tls-cert");
   serve_cmd->add_option("--data-dir", serve_args.data_dir,
                         "artifacts and staged uploads (default: tamma-data next to the database)");
   serve_cmd

@@ -5,12 +5,17 @@
 #include <future>
 
 #include <spdlog/spdlog.h>
+#include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/error.hpp>
 
 #include "common/error.h"
 
 namespace tamma::orchestrator {
 namespace {
+
+namespace beast = boost::beast;
 
 // Runs `fn` on the core thread and waits for it: setup and teardown touch core-only state.
 template <typename Fn>
@@ -25,6 +30,42 @@ void on_core(asio::io_context& core, Fn fn) {
     }
   });
   done.get_future().get();
+}
+
+// The server's TLS context, or null for plain HTTP (warned about off loopback: tokens would
+// cross the network in the clear).
+std::shared_ptr<asio::ssl::context> tls_context(const ServerConfig& config) {
+  if (config.tls_cert.empty() != config.tls_key.empty()) {
+    throw Error(ErrorKind::kConfig, "invalid_tls",
+                "--tls-cert and --tls-key go together: give both or neither");
+  }
+  if (config.tls_cert.empty()) {
+    beast::error_code ec;
+    auto address = asio::ip::make_address(config.listen_host, ec);
+    if (ec || !address.is_loopback()) {
+      spdlog::warn(
+          "serving plain HTTP on {}: bearer tokens and task data cross the network unencrypted; "
+          "give --tls-cert and --tls-key, or put a TLS proxy in front",
+          config.listen_host);
+    }
+    return nullptr;
+  }
+  auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                       asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                       asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  beast::error_code ec;
+  context->use_certificate_chain_file(config.tls_cert.string(), ec);
+  if (ec) {
+    throw Error(ErrorKind::kConfig, "invalid_tls",
+                "--tls-cert " + config.tls_cert.string() + ": " + ec.message());
+  }
+  context->use_private_key_file(config.tls_key.string(), asio::ssl::context::pem, ec);
+  if (ec) {
+    throw Error(ErrorKind::kConfig, "invalid_tls",
+                "--tls-key " + config.tls_key.string() + ": " + ec.message());
+  }
+  return context;
 }
 
 }  // namespace
@@ -80,6 +121,7 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
   options.observe_answer = config_.observe_answer;
   options.header_timeout = config_.header_timeout;
   options.max_connections = config_.max_connections;
+  options.tls = tls_context(config_);
   options.authenticate = [core = core_.get()](Access access, const std::string& authorization) {
     return core->authenticate(access, authorization);
   };

@@ -1,4 +1,5 @@
 #include "worker/config.h"
+#include "common/json_parse.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -363,6 +364,15 @@ const Setting kSettings[] = {
        c.orchestrator_url = url;
        return Problem();
      }},
+    {"caFile",
+     [](Config& c, const json& v) {
+       if (!v.is_string()) return Problem("must be a path, not " + describe_json(v));
+       const std::string path(trim(v.get<std::string>()));
+       if (auto problem = check_absolute(path)) return Problem(*problem);
+       c.ca_file = path;
+       return Problem();
+     },
+     "--ca-file"},
     {"token",
      [](Config& c, const json& v) {
        if (!v.is_string()) return Problem("must be a string, not " + describe_json(v));
@@ -535,6 +545,20 @@ std::filesystem::path default_workspace_root(const Environment& env) {
   throw Error(ErrorKind::kConfig, "invalid_config", message);
 }
 
+json parse_config_text(std::string_view text, const std::string& file) {
+  json document;
+  try {
+    document = parse_json_text(text);
+  } catch (const JsonTextError& e) {
+    config_file_error(fmt::format("config file {} is not valid JSON: {}", file, e.what()));
+  }
+  if (!document.is_object()) {
+    config_file_error(fmt::format("config file {} must hold a JSON object of settings, not {}",
+                                  file, describe_json(document)));
+  }
+  return document;
+}
+
 json read_config_file(const std::filesystem::path& file, const std::string& named_by) {
   std::error_code ec;
   const auto status = std::filesystem::status(file, ec);
@@ -554,22 +578,7 @@ json read_config_file(const std::filesystem::path& file, const std::string& name
         fmt::format("cannot read config file {}: {}", file.string(), std::strerror(errno)));
   }
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  json document;
-  try {
-    document = json::parse(text);
-  } catch (const json::parse_error& e) {
-    // nlohmann's text carries the line and column after an "[json.exception...] " tag.
-    std::string detail = e.what();
-    if (auto tag_end = detail.find("] "); tag_end != std::string::npos) {
-      detail.erase(0, tag_end + 2);
-    }
-    config_file_error(fmt::format("config file {} is not valid JSON: {}", file.string(), detail));
-  }
-  if (!document.is_object()) {
-    config_file_error(fmt::format("config file {} must hold a JSON object of settings, not {}",
-                                  file.string(), describe_json(document)));
-  }
-  return document;
+  return parse_config_text(text, file.string());
 }
 
 std::optional<std::pair<std::filesystem::path, std::string>> locate_config_file(
@@ -596,7 +605,30 @@ void check_one_token(Loader& loader, Contains contains, std::string_view token_n
   }
 }
 
+void apply_config_file(Loader& loader, const json& document, const std::string& file) {
+  const std::string source = "config file " + file;
+  check_one_token(
+      loader, [&](std::string_view key) { return document.contains(key); }, "token", "tokenFile",
+      source);
+  for (const auto& [key, value] : document.items()) {
+    if (const Setting* setting = find_setting(key)) {
+      loader.apply(key, setting->apply, value, source);
+    } else {
+      loader.note(fmt::format("{} from {}: {}", key, source, unknown_setting(key)));
+    }
+  }
+}
+
 }  // namespace
+
+Config config_from_file_text(std::string_view text, const std::string& file) {
+  Config config;
+  config.workspace_root = default_workspace_root({});
+  Loader loader(config);
+  apply_config_file(loader, parse_config_text(text, file), file);
+  loader.throw_if_any();
+  return config;
+}
 
 Config load_config(const ConfigOverrides& overrides, const std::vector<std::string>& environ) {
   const Environment env = parse_environment(environ);
@@ -606,18 +638,7 @@ Config load_config(const ConfigOverrides& overrides, const std::vector<std::stri
 
   if (auto located = locate_config_file(overrides, env)) {
     const auto& [file, named_by] = *located;
-    const json document = read_config_file(file, named_by);
-    const std::string source = "config file " + file.string();
-    check_one_token(
-        loader, [&](std::string_view key) { return document.contains(key); }, "token", "tokenFile",
-        source);
-    for (const auto& [key, value] : document.items()) {
-      if (const Setting* setting = find_setting(key)) {
-        loader.apply(key, setting->apply, value, source);
-      } else {
-        loader.note(fmt::format("{} from {}: {}", key, source, unknown_setting(key)));
-      }
-    }
+    apply_config_file(loader, read_config_file(file, named_by), file.string());
   }
 
   for (const auto& seed : kSeedVariables) {

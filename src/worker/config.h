@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tamma::worker {
@@ -47,7 +48,8 @@ struct Config {
 
   // Daemon mode
   std::string orchestrator_url;
-  std::string token;  // never logged
+  std::filesystem::path ca_file;  // verifies an https:// orchestrator; empty: the system store
+  std::string token;              // never logged
   unsigned slots = 1;
   std::map<std::string, std::string> labels;
 
@@ -65,5 +67,10 @@ struct ConfigOverrides {
 // Builds the effective configuration. `environ` is the process environment as NAME=value.
 // Throws Error(kConfig) naming the setting and its source when a value is invalid.
 Config load_config(const ConfigOverrides& overrides, const std::vector<std::string>& environ);
+
+// The configuration a config file holding `text` gives over the defaults: load_config's file
+// layer alone, without the environment, for callers that hold the text (fuzz/). `file` names
+// the file in messages. Throws Error(kConfig) as load_config does.
+Config config_from_file_text(std::string_view text, const std::string& file);
 
 }  // namespace tamma::worker

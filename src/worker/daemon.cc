@@ -448,7 +448,7 @@ struct Daemon::Impl {
   // ---- heartbeat ----
 
   void heartbeat_loop() {
-    OrchestratorClient client(options.config.orchestrator_url);
+    OrchestratorClient client(options.config.orchestrator_url, {}, options.config.ca_file);
     Backoff backoff(options.backoff);
     for (;;) {
       auto current = current_session();
@@ -516,7 +516,7 @@ struct Daemon::Impl {
   // ---- slots ----
 
   void slot_loop(int slot) {
-    OrchestratorClient client(options.config.orchestrator_url);
+    OrchestratorClient client(options.config.orchestrator_url, {}, options.config.ca_file);
     Backoff backoff(options.backoff);
     while (!drain_stop.fired()) {
       auto current = current_session();
@@ -802,7 +802,7 @@ struct Daemon::Impl {
       current = session;
     }
     if (!current) return true;
-    OrchestratorClient client(options.config.orchestrator_url);
+    OrchestratorClient client(options.config.orchestrator_url, {}, options.config.ca_file);
     Backoff backoff(options.backoff);
     const auto deadline = Clock::now() + options.unregister_timeout;
     StopSignal never;
@@ -838,7 +838,7 @@ class TaskReporter : public RunObserver {
   TaskReporter(Daemon::Impl& daemon, ActiveTask& task)
       : daemon_(daemon),
         task_(task),
-        client_(daemon.options.config.orchestrator_url),
+        client_(daemon.options.config.orchestrator_url, {}, daemon.options.config.ca_file),
         sink_(*this),
         backoff_(daemon.options.backoff),
         thread_([this] { loop(); }) {}
@@ -1091,7 +1091,7 @@ int Daemon::Impl::run() {
   }
 
   {
-    OrchestratorClient client(options.config.orchestrator_url);
+    OrchestratorClient client(options.config.orchestrator_url, {}, options.config.ca_file);
     if (!register_worker(client)) {
       spdlog::info("stopped before registering; nothing to drain");
       return 0;

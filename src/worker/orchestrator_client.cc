@@ -109,8 +109,9 @@ OrchestratorError refusal_from(long status, const std::string& body) {
   return OrchestratorError(status, std::move(code), message, retryable_status(status), length);
 }
 
-OrchestratorClient::OrchestratorClient(std::string base_url, ClientTimeouts timeouts)
-    : base_url_(std::move(base_url)), timeouts_(timeouts) {
+OrchestratorClient::OrchestratorClient(std::string base_url, ClientTimeouts timeouts,
+                                       std::string ca_file)
+    : base_url_(std::move(base_url)), timeouts_(timeouts), ca_file_(std::move(ca_file)) {
   global_init();
   while (!base_url_.empty() && base_url_.back() == '/') base_url_.pop_back();
   easy_ = ::curl_easy_init();
@@ -148,6 +149,9 @@ OrchestratorClient::Answer OrchestratorClient::send(const Call& call, const Stop
   auto timeout = call.timeout.count() > 0 ? call.timeout : timeouts_.request;
   ::curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
   ::curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  ::curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+  ::curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!ca_file_.empty()) ::curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file_.c_str());
   ::curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
   ::curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer.body);
   ::curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);

@@ -80,7 +80,10 @@ struct ClientTimeouts {
 
 class OrchestratorClient {
  public:
-  explicit OrchestratorClient(std::string base_url, ClientTimeouts timeouts = {});
+  // `ca_file`: PEM certificates an https:// orchestrator's chain must lead to; empty: the
+  // system's store. The orchestrator's certificate and name are always verified.
+  explicit OrchestratorClient(std::string base_url, ClientTimeouts timeouts = {},
+                              std::string ca_file = {});
   ~OrchestratorClient();
   OrchestratorClient(const OrchestratorClient&) = delete;
   OrchestratorClient& operator=(const OrchestratorClient&) = delete;
@@ -141,6 +144,7 @@ class OrchestratorClient {
 
   std::string base_url_;
   ClientTimeouts timeouts_;
+  std::string ca_file_;
   void* easy_ = nullptr;   // CURL*
   void* multi_ = nullptr;  // CURLM*
 };

@@ -117,8 +117,8 @@ class TestServer {
     config_.io_threads = 2;
     if (tweak) tweak(config_);
     // After the tweak, so a test's own observer still sees every answer too.
-    config_.observe_answer = [recorder = recorder_, own = config_.observe_answer](
-                                 const AnsweredRequest& answer) {
+    config_.observe_answer = [recorder = recorder_,
+                              own = config_.observe_answer](const AnsweredRequest& answer) {
       recorder->record(answer);
       if (own) own(answer);
     };
@@ -135,7 +135,8 @@ class TestServer {
     std::ostringstream announce;
     server_ = std::make_unique<Server>(config_, announce);
     server_->start();
-    url_ = "http://127.0.0.1:" + std::to_string(server_->port());
+    url_ = std::string(config_.tls_cert.empty() ? "http" : "https") +
+           "://127.0.0.1:" + std::to_string(server_->port());
   }
   void stop() {
     if (server_) server_->shutdown();

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 namespace tamma::testing {
 
@@ -227,6 +228,40 @@ int free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   ::close(fd);
   return ntohs(addr.sin_port);
+}
+
+}  // namespace tamma::testing
+
+namespace tamma::testing {
+
+TestPki make_test_pki(const std::filesystem::path& dir) {
+  TestPki pki{dir / "ca.pem", dir / "server.pem", dir / "server.key", dir / "other-ca.pem"};
+  write_file(dir / "server.ext",
+             "basicConstraints=CA:FALSE\n"
+             "keyUsage=digitalSignature,keyEncipherment\n"
+             "extendedKeyUsage=serverAuth\n"
+             "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  auto run = [](const std::vector<std::string>& argv) {
+    auto r = run_process(argv, {}, std::chrono::seconds(60));
+    if (r.exit_code != 0) {
+      throw std::runtime_error("openssl failed (" + argv[1] + "): " + r.err);
+    }
+  };
+  // P-256 keys: quick to make, and what a modern deployment would use.
+  for (const auto& [key, cert, name] :
+       {std::tuple{dir / "ca.key", pki.ca, std::string("tamma test CA")},
+        std::tuple{dir / "other-ca.key", pki.other_ca, std::string("unrelated CA")}}) {
+    run({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key.string(), "-out", cert.string(),
+         "-days", "2", "-subj", "/CN=" + name});
+  }
+  run({"/usr/bin/openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+       "-nodes", "-keyout", pki.server_key.string(), "-out", (dir / "server.csr").string(), "-subj",
+       "/CN=127.0.0.1"});
+  run({"/usr/bin/openssl", "x509", "-req", "-in", (dir / "server.csr").string(), "-CA",
+       pki.ca.string(), "-CAkey", (dir / "ca.key").string(), "-CAcreateserial", "-out",
+       pki.server_cert.string(), "-days", "2", "-extfile", (dir / "server.ext").string()});
+  return pki;
 }
 
 }  // namespace tamma::testing

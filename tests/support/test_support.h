@@ -75,3 +75,18 @@ int free_port();
 std::vector<int> processes_with(const std::string& marker);
 
 }  // namespace tamma::testing
+
+namespace tamma::testing {
+
+// A CA and a server certificate it signed, for 127.0.0.1 and localhost, made by the openssl
+// command in `dir`; and a second CA that signed nothing here (a client trusting only it must
+// refuse the server).
+struct TestPki {
+  std::filesystem::path ca;           // PEM certificate of the CA
+  std::filesystem::path server_cert;  // PEM certificate chain of the server
+  std::filesystem::path server_key;   // PEM private key of the server
+  std::filesystem::path other_ca;
+};
+TestPki make_test_pki(const std::filesystem::path& dir);
+
+}  // namespace tamma::testing
