@@ -5,11 +5,15 @@ set -euo pipefail
 
 packages=(
   build-essential g++ clang cmake ninja-build pkg-config git make
+  # libFuzzer and the sanitizers' runtime for clang (fuzz/, scripts/fuzz.sh).
+  libclang-rt-14-dev
   libcurl4-openssl-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcli11-dev
   libsqlite3-dev libpq-dev libboost-dev libseccomp-dev libcap-dev libssl-dev e2fsprogs
   libgtest-dev libgmock-dev libbenchmark-dev libpugixml-dev
   flawfinder python3-pytest
   iproute2 util-linux procps psmisc
+  # Certificates for the TLS tests.
+  openssl
   # The examples and the CI tests: a C project, its scan, and python3's XML parser.
   gcc flawfinder python3
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: a normal build, then the same tests under AddressSanitizer and
-# UndefinedBehaviorSanitizer. Needs root (cgroups, namespaces, loop devices).
+# UndefinedBehaviorSanitizer, then the fuzz targets briefly. Needs root (cgroups, namespaces,
+# loop devices).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +18,10 @@ run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ "${TAMMA_SKIP_SANITIZERS:-0}" != 1 ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_suite build-sanitize -DCMAKE_BUILD_TYPE=Debug -DTAMMA_SANITIZE=ON
+fi
+
+# Every libFuzzer target (fuzz/, ADR 0020) briefly, two at a time, in its own clang build
+# (build-fuzz): a crash, leak, sanitizer report or timeout fails the suite.
+if [ "${TAMMA_SKIP_FUZZ:-0}" != 1 ]; then
+  scripts/fuzz.sh --time "${TAMMA_FUZZ_SECONDS:-20}" -j 2
 fi

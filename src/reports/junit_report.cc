@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include <fmt/format.h>
 #include <pugixml.hpp>
@@ -169,6 +170,18 @@ double parse_seconds(const char* text) {
   return value;
 }
 
+// A report may claim any time (time="9e15"): durations stop at the largest int64 rather than
+// overflowing, which would be undefined behaviour, not a duration.
+std::int64_t milliseconds_of(double seconds) {
+  const double ms = std::round(seconds * 1000.0);
+  return ms >= 9.2e18 ? std::numeric_limits<std::int64_t>::max() : static_cast<std::int64_t>(ms);
+}
+
+std::int64_t add_durations(std::int64_t a, std::int64_t b) {
+  return b > std::numeric_limits<std::int64_t>::max() - a ? std::numeric_limits<std::int64_t>::max()
+                                                          : a + b;
+}
+
 struct FailureElement {
   pugi::xml_node node;
   std::string message;  // the message attribute, else the element's text
@@ -220,8 +233,8 @@ class Parser {
  private:
   void testcase(pugi::xml_node node, const std::string& suite) {
     ++totals_.total;
-    totals_.duration_ms +=
-        std::llround(parse_seconds(node.attribute("time").as_string("0")) * 1000.0);
+    totals_.duration_ms = add_durations(
+        totals_.duration_ms, milliseconds_of(parse_seconds(node.attribute("time").as_string("0"))));
     std::vector<FailureElement> failures;
     std::vector<FailureElement> errors;
     bool skipped = false;
@@ -303,7 +316,7 @@ void TestTotals::add(TestTotals other) {
   failed += other.failed;
   errors += other.errors;
   skipped += other.skipped;
-  duration_ms += other.duration_ms;
+  duration_ms = add_durations(duration_ms, other.duration_ms);
   for (auto& failure : other.failures) failures.push_back(std::move(failure));
 }
 

@@ -4,6 +4,8 @@
 
 #include "reports/junit_report.h"
 
+#include <limits>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -171,6 +173,18 @@ TEST(JUnit, NestedSuitesAreCountedOnce) {
   EXPECT_EQ(totals.duration_ms, 1500);
   ASSERT_EQ(totals.failures.size(), 1u);
   EXPECT_EQ(totals.failures[0].suite, "inner");
+}
+
+// Found by fuzz/junit_fuzz: two tests of 9e15 s each overflowed the int64 sum (undefined).
+TEST(JUnit, HugeTimesStopAtTheLargestDurationInsteadOfOverflowing) {
+  constexpr auto kMax = std::numeric_limits<std::int64_t>::max();
+  const std::string xml =
+      R"xml(<testsuite><testcase name="a" time="9e15"/><testcase name="b" time="9e15"/><testcase name="c" time="1e308"/></testsuite>)xml";
+  TestTotals totals = parse_junit(xml, "t.xml", "/workspace");
+  EXPECT_EQ(totals.total, 3u);
+  EXPECT_EQ(totals.duration_ms, kMax);
+  totals.add(parse_junit(xml, "u.xml", "/workspace"));
+  EXPECT_EQ(totals.duration_ms, kMax);
 }
 
 TEST(JUnit, MalformedXmlNamesTheFileLineAndColumn) {

@@ -357,6 +357,25 @@ TEST_F(ConfigTest, ExplicitConfigFileMustExist) {
   EXPECT_THAT(load_error(overrides, {}), HasSubstr("is a directory"));
 }
 
+// The fuzz target's entry point (fuzz/worker_config_fuzz.cc) is the file layer of load_config.
+TEST_F(ConfigTest, TextOfAConfigFileGivesWhatTheFileGives) {
+  const std::string text = R"({"slots": 3, "labels": {"a": "b"}, "gracePeriod": "5s"})";
+  const Config from_text = config_from_file_text(text, "inline.json");
+  const Config from_file = load_with_file(text);
+  EXPECT_EQ(from_text.slots, 3u);
+  EXPECT_EQ(from_text.slots, from_file.slots);
+  EXPECT_EQ(from_text.labels, from_file.labels);
+  EXPECT_EQ(from_text.grace_period, from_file.grace_period);
+  EXPECT_EQ(from_text.workspace_root, from_file.workspace_root);
+  try {
+    config_from_file_text(R"({"slots": 0, "frobnicate": 1})", "inline.json");
+    ADD_FAILURE() << "config_from_file_text accepted slots 0";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("slots from config file inline.json"));
+    EXPECT_THAT(e.what(), HasSubstr("frobnicate from config file inline.json"));
+  }
+}
+
 TEST_F(ConfigTest, ConfigFileMustBeAJsonObject) {
   ConfigOverrides overrides;
   overrides.config_file = write_config("{\n  \"slots\": 2,\n  oops\n}");
