@@ -22,11 +22,12 @@ struct JsonLimits {
 
 // Why a text was refused. `field` is the JSON path where it happened ("$", "$.result.deep[0]"),
 // `offset` the byte where the parser stopped when it knows (0 otherwise); what() is
-// "<field>: <reason>".
+// "<field>: <reason>", or the reason alone for a syntax error, which names its line and column.
 class JsonTextError : public Error {
  public:
   JsonTextError(std::string field, std::size_t offset, std::string reason)
-      : Error(ErrorKind::kConfig, "invalid_json", field + ": " + reason),
+      : Error(ErrorKind::kConfig, "invalid_json",
+              offset > 0 ? reason : field + ": " + reason),
         field_(std::move(field)),
         reason_(std::move(reason)),
         offset_(offset) {}
