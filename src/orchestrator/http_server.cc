@@ -299,13 +299,13 @@ std::string Session::framing_problem() const {
     all += std::string(it->value());
   }
   std::vector<std::string> codings;
-  std::size_t start = 0;
+  std::size_t from = 0;
   for (;;) {
-    auto comma = all.find(',', start);
+    auto comma = all.find(',', from);
     codings.push_back(normalized(std::string_view(all).substr(
-        start, comma == std::string::npos ? std::string::npos : comma - start)));
+        from, comma == std::string::npos ? std::string::npos : comma - from)));
     if (comma == std::string::npos) break;
-    start = comma + 1;
+    from = comma + 1;
   }
   if (codings.back() != "chunked") {
     return "Transfer-Encoding must end with chunked (got '" + all + "')";
@@ -315,19 +315,18 @@ std::string Session::framing_problem() const {
 }
 
 void Session::authenticate(Access access) {
-  auto shared = shared_;
-  asio::post(shared->core, [self = shared_from_this(), shared, access,
-                            authorization = request_.authorization]() mutable {
-    std::string worker;
-    std::optional<Response> refusal;
-    try {
-      if (shared->options.authenticate)
-        worker = shared->options.authenticate(access, authorization);
-    } catch (const std::exception& e) {
-      refusal = error_response(e);
-    }
-    asio::post(self->executor(),
-               [self, worker = std::move(worker), refusal = std::move(refusal)]() mutable {
+  asio::post(shared_->core,
+             [self = shared_from_this(), access, authorization = request_.authorization]() mutable {
+               std::string worker;
+               std::optional<Response> refusal;
+               const auto& check = self->shared_->options.authenticate;
+               try {
+                 if (check) worker = check(access, authorization);
+               } catch (const std::exception& e) {
+                 refusal = error_response(e);
+               }
+               asio::post(self->executor(), [self, worker = std::move(worker),
+                                             refusal = std::move(refusal)]() mutable {
                  if (refusal) {
                    // The body was never read: this connection cannot carry another request.
                    if (self->body_unread_) self->keep_alive_ = false;
@@ -338,7 +337,7 @@ void Session::authenticate(Access access) {
                  self->request_.authenticated_worker = std::move(worker);
                  self->continue_request();
                });
-  });
+             });
 }
 
 void Session::continue_request() {
@@ -554,10 +553,9 @@ void Session::send(std::shared_ptr<Message> message, unsigned status,
     http::async_write(stream, *message,
                       [self = shared_from_this(), message, written = std::move(written)](
                           beast::error_code ec, std::size_t) mutable {
-                        auto& shared = *self->shared_;
                         self->finish_request();
                         if (written) {
-                          asio::post(shared.core,
+                          asio::post(self->shared_->core,
                                      [written = std::move(written), ok = !ec] { written(ok); });
                         }
                         if (ec) return self->close();
