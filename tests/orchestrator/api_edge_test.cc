@@ -19,21 +19,6 @@ int port_of(const TestServer& server) {
   return std::stoi(server.url().substr(server.url().rfind(':') + 1));
 }
 
-struct Held {
-  std::string task_id;
-  int attempt = 0;
-  std::string lease_id;
-};
-
-Held take(TestServer& server, TestWorker& worker) {
-  server.submit(submit_body(task_spec()));
-  auto r = worker.poll(2000);
-  EXPECT_EQ(r.status, 200) << r.body;
-  if (r.status != 200) return {};
-  auto j = r.json();
-  return {j["taskId"], j["attempt"], j["leaseId"]};
-}
-
 std::string nested_arrays(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
 
 std::string nested_objects(int depth) {

@@ -8,18 +8,6 @@
 namespace tamma::orchestrator::testing {
 namespace {
 
-struct Held {
-  std::string task_id;
-  int attempt = 0;
-  std::string lease_id;
-};
-
-Held take(TestServer& server, TestWorker& worker) {
-  server.submit(submit_body(task_spec()));
-  auto j = worker.poll(2000).json();
-  return {j["taskId"], j["attempt"], j["leaseId"]};
-}
-
 TEST(OrchestratorLogs, AppendByOffsetIsIdempotentAndGapsAskForARewind) {
   TestServer server;
   auto worker = server.register_worker();

@@ -199,6 +199,23 @@ class TestServer {
   std::string url_;
 };
 
+// A task a worker holds: what every fenced write names.
+struct Held {
+  std::string task_id;
+  int attempt = 0;
+  std::string lease_id;
+};
+
+// Submits a plain task and has `worker` take it.
+inline Held take(TestServer& server, TestWorker& worker) {
+  server.submit(submit_body(task_spec()));
+  auto r = worker.poll(2000);
+  EXPECT_EQ(r.status, 200) << r.body;
+  if (r.status != 200) return {};
+  auto j = r.json();
+  return {j["taskId"], j["attempt"], j["leaseId"]};
+}
+
 inline std::string error_code(const HttpResult& r) {
   try {
     return r.json().at("error").at("code").get<std::string>();
