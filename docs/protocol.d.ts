@@ -63,6 +63,8 @@ export interface HeartbeatRequest {
   leases?: LeaseRef[];
   /** the worker takes no new task */
   draining?: boolean;
+  /** set while the worker stands down after host failures: why (at most 1024 bytes) */
+  unhealthy?: string;
 }
 
 export interface HeartbeatResponse {
@@ -133,6 +135,10 @@ export interface CompleteRequest {
   attempt: number;
   leaseId: string;
   result: TaskResult;
+  /** the attempt's log as the worker sent it; while the orchestrator holds less: 409 log_incomplete */
+  logBytes?: number;
+  /** output the worker could not deliver at all; kept on the task */
+  logMissingBytes?: number;
 }
 
 export interface FailRequest {
@@ -140,6 +146,10 @@ export interface FailRequest {
   leaseId: string;
   error: TaskFailure;
   result?: TaskResult;
+  /** the attempt's log as the worker sent it; while the orchestrator holds less: 409 log_incomplete */
+  logBytes?: number;
+  /** output the worker could not deliver at all; kept on the task */
+  logMissingBytes?: number;
 }
 
 export interface FencedWriteResponse {
@@ -198,6 +208,8 @@ export interface TaskView {
   /** while retry_wait: how long until queued again */
   retryInMs?: number;
   logLength: number;
+  /** output of the last reported attempt its worker could not deliver (absent when none) */
+  logMissingBytes?: number;
   artifacts: ArtifactInfo[];
   createdAt: string;
   updatedAt: string;
@@ -220,6 +232,8 @@ export interface WorkerView {
   registeredAt: string;
   lastSeenAt: string;
   lastSeenAgoMs: number;
+  /** what the worker last said is wrong with its host (absent when nothing) */
+  unhealthy?: string;
 }
 
 export interface WorkerList {
@@ -255,6 +269,6 @@ export interface ErrorBody {
 }
 
 export interface HealthStatus {
-  status: "ok" | "ready" | "shutting_down" | "database_unreachable";
+  status: "ok" | "ready" | "shutting_down" | "storage_failing" | "storage_stalled" | "core_stalled";
   message?: string;
 }

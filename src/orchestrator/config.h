@@ -35,6 +35,8 @@ struct ServerConfig {
   int offline_after_heartbeats = 3;           // a worker is shown offline after this many
   std::chrono::milliseconds retry_base = 1s;  // backoff min(base * 2^n, max), n = retries so far
   std::chrono::milliseconds retry_max = 60s;
+  // After a host_failure, the task is kept from that worker this long (RetryPolicy).
+  std::chrono::milliseconds avoid_failed_host = 30s;
   std::chrono::milliseconds idle_timeout = 75s;  // an idle keep-alive connection is closed
   // A connection that has not yet shown a valid token must send each request head within this.
   std::chrono::milliseconds header_timeout = 10s;

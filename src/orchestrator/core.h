@@ -2,6 +2,7 @@
 // The state the handlers share, all of it confined to the core thread: the store (the one
 // writer connection), the parked polls and log followers, and the token hashes.
 
+#include <atomic>
 #include <functional>
 #include <string>
 
@@ -30,7 +31,8 @@ class Core {
   LogFollowers log_followers;
   // Set by the lease reaper: reschedules it after a write that created a retry deadline.
   std::function<void()> poke_reaper;
-  bool shutting_down = false;
+  // Read by /ready from an I/O thread.
+  std::atomic<bool> shutting_down{false};
 
   // ---- auth: each throws HttpError(401/403) ----
   // The check made from the headers alone, before the body is read: who may call a route at
@@ -45,7 +47,9 @@ class Core {
   // Admin, or the worker itself.
   void require_admin_or_worker_self(const Request& request, const std::string& worker_id) const;
 
-  [[nodiscard]] RetryPolicy retry_policy() const { return {config.retry_base, config.retry_max}; }
+  [[nodiscard]] RetryPolicy retry_policy() const {
+    return {config.retry_base, config.retry_max, config.avoid_failed_host};
+  }
 
   // Offers a task that just became available to ONE waiting poll that can run it (then to the
   // next, only if that one turned out unable to take it).

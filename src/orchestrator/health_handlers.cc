@@ -13,18 +13,20 @@ void health(Core&, Request&, const ExchangePtr& exchange) {
   exchange->reply(Response::json(200, {{"status", "ok"}}));
 }
 
-void ready(Core& core, Request& request, const ExchangePtr& exchange) {
-  core.require_admin(request);
+// Readiness from what the core thread and the database writes last said (StorageWatch), read
+// on the I/O thread: it answers at once while a write waits on a frozen disk, and says 503 when
+// writes fail, stall, or the core thread stops turning.
+constexpr std::chrono::milliseconds kStallAfter{3000};
+
+void ready(Core& core, Request&, const ExchangePtr& exchange) {
   if (core.shutting_down) {
     exchange->reply(Response::json(503, {{"status", "shutting_down"}}));
     return;
   }
-  try {
-    core.store.ping();
-  } catch (const Error& e) {
-    spdlog::warn("readiness: database unreachable: {}", e.what());
+  const auto verdict = core.store.watch().verdict(kStallAfter);
+  if (!verdict.ready) {
     exchange->reply(
-        Response::json(503, {{"status", "database_unreachable"}, {"message", e.what()}}));
+        Response::json(503, {{"status", verdict.status}, {"message", verdict.message}}));
     return;
   }
   exchange->reply(Response::json(200, {{"status", "ready"}}));
@@ -51,8 +53,8 @@ void add_health_routes(Router& router, Core& core) {
   auto bind = [&core](void (*fn)(Core&, Request&, const ExchangePtr&)) {
     return [&core, fn](Request& r, const ExchangePtr& e) { fn(core, r, e); };
   };
-  router.add(V::get, "/health", BodyKind::kSmall, Access::kPublic, bind(health));
-  router.add(V::get, "/ready", BodyKind::kSmall, Access::kAdmin, bind(ready));
+  router.add(V::get, "/health", BodyKind::kSmall, Access::kPublic, bind(health), Runs::kEdge);
+  router.add(V::get, "/ready", BodyKind::kSmall, Access::kAdmin, bind(ready), Runs::kEdge);
   router.add(V::get, "/metrics", BodyKind::kSmall, Access::kAdmin, bind(metrics));
 }
 

@@ -232,6 +232,7 @@ void Session::on_header(beast::error_code ec) {
     return refuse(problem.rfind("unsupported", 0) == 0 ? 501 : 400, "malformed_request", problem);
   }
   keep_alive_ = header_parser_->keep_alive();
+  request_.received_at = std::chrono::steady_clock::now();
   request_.method = header.method();
   try {
     auto [path, query] =
@@ -315,6 +316,20 @@ std::string Session::framing_problem() const {
 }
 
 void Session::authenticate(Access access) {
+  if (route_->runs == Runs::kEdge) {
+    // Fixed token hashes only (Router::add allows nothing else here): no trip to the core.
+    try {
+      if (shared_->options.authenticate)
+        shared_->options.authenticate(access, request_.authorization);
+    } catch (const std::exception& e) {
+      if (body_unread_) keep_alive_ = false;
+      write(error_response(e), {});
+      return;
+    }
+    prove();
+    continue_request();
+    return;
+  }
   asio::post(shared_->core,
              [self = shared_from_this(), access, authorization = request_.authorization]() mutable {
                std::string worker;
@@ -415,13 +430,18 @@ void Session::dispatch() {
   // A parked long-poll has no deadline of its own on the socket; its handler decides.
   stream_.expires_never();
   auto exchange = std::make_shared<SessionExchange>(shared_from_this());
-  asio::post(shared_->core, [route = route_, request = std::move(request_), exchange]() mutable {
+  auto run = [route = route_, request = std::move(request_), exchange]() mutable {
     try {
       route->handler(request, exchange);
     } catch (const std::exception& e) {
       exchange->reply(error_response(e), {});
     }
-  });
+  };
+  if (route_->runs == Runs::kEdge) {
+    asio::post(executor(), std::move(run));
+  } else {
+    asio::post(shared_->core, std::move(run));
+  }
 }
 
 void Session::refuse(unsigned status, std::string code, std::string message,

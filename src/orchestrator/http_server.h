@@ -44,8 +44,9 @@ struct HttpServerOptions {
   std::int64_t max_connections = 0;         // 0: the descriptor limit less a reserve (see start())
   AnswerObserver observe_answer;            // optional; runs on an I/O thread for every answer
   std::shared_ptr<asio::ssl::context> tls;  // set: every connection speaks TLS
-  // Runs on the core thread: throws HttpError(401/403) unless the Authorization header may call
-  // a route of this access; returns the worker the token belongs to, if it is a worker's.
+  // Throws HttpError(401/403) unless the Authorization header may call a route of this access;
+  // returns the worker the token belongs to, if it is a worker's. Runs on the core thread, or
+  // on an I/O thread for an edge route (kPublic/kAdmin only, which must need no core state).
   std::function<std::string(Access, const std::string& authorization)> authenticate;
 };
 

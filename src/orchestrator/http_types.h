@@ -2,6 +2,7 @@
 // What the HTTP layer hands a handler and what a handler answers with. Handlers run on the core
 // thread; the HTTP layer runs on the I/O threads; an Exchange carries the answer across.
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -37,6 +38,9 @@ struct Request {
   std::string content_range;
   std::string body;
   std::filesystem::path body_file;  // set instead of `body` for streamed uploads
+  // When its head was read: a long-poll's wait counts from here, not from when the core thread
+  // got to it (after a stall the client may have given up long ago).
+  std::chrono::steady_clock::time_point received_at = std::chrono::steady_clock::now();
 };
 
 struct Response {

@@ -9,6 +9,10 @@ namespace {
 // written behind the reaper's back (another process, a clock step) is still seen soon.
 constexpr std::chrono::milliseconds kMinDelay{5};
 constexpr std::chrono::milliseconds kMaxDelay{1000};
+// A tick this late means the process or its core thread did not run: a stall, not load.
+constexpr std::chrono::milliseconds kStallTolerance{2000};
+// How often a probe write checks the disk still takes writes (and the file is in place).
+constexpr std::chrono::milliseconds kProbeAfter{2000};
 
 }  // namespace
 
@@ -30,15 +34,52 @@ void LeaseReaper::poke() {
 }
 
 void LeaseReaper::schedule(std::chrono::milliseconds delay) {
+  expected_at_ = std::chrono::steady_clock::now() + delay;
   timer_.expires_after(delay);
   timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec && !stopped_) tick();
   });
 }
 
+void LeaseReaper::grant_grace(std::chrono::milliseconds late, bool storage_failed) {
+  const int held = core_.store.extend_leases(core_.config.lease_ttl);
+  if (storage_failed) {
+    spdlog::warn(
+        "database writes failed since the last check: {} lease(s) run at least one lease TTL "
+        "({} ms) from now, so workers that could not renew meanwhile keep their tasks",
+        held, core_.config.lease_ttl.count());
+  } else {
+    spdlog::warn(
+        "the orchestrator did not run for {} ms (stopped, or waiting on its disk): {} lease(s) "
+        "run at least one lease TTL ({} ms) from now",
+        late.count(), held, core_.config.lease_ttl.count());
+  }
+  core_.metrics.stall_grace();
+}
+
 void LeaseReaper::tick() {
   std::chrono::milliseconds next = kMaxDelay;
+  auto& watch = core_.store.watch();
+  watch.core_alive();
+  const auto late = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - expected_at_);
+  const std::uint64_t failures = watch.failures();
+  const bool storage_failed = failures != failures_seen_;
+  if (late > kStallTolerance || storage_failed) grace_pending_ = true;
   try {
+    if (grace_pending_) {
+      // Until this write works nothing below runs: no lease is judged while the database
+      // cannot record the workers' heartbeats.
+      grant_grace(late, storage_failed);
+      grace_pending_ = false;
+      failures_seen_ = failures;
+    }
+    // The reaper's own transactions commit without writing when nothing changed, so they
+    // say little about the disk: a small real write every kProbeAfter does.
+    if (std::chrono::steady_clock::now() - last_probe_ >= kProbeAfter) {
+      last_probe_ = std::chrono::steady_clock::now();
+      core_.store.probe();
+    }
     auto expired = core_.store.expire_leases(core_.retry_policy());
     if (!expired.empty()) {
       core_.metrics.lease_expired(expired.size());

@@ -1,6 +1,12 @@
 #pragma once
 // Ends leases whose worker stopped heartbeating and brings retry_wait tasks back to the queue,
 // on the core thread, woken at the next deadline the database knows of.
+//
+// Time the orchestrator itself could not serve is not held against workers: when a tick comes
+// late (the process was stopped, or the core thread waited on a frozen disk) or database writes
+// failed since the last tick (a full or read-only disk), every lease first gets one lease TTL
+// from now, as after a restart, and only then are expiries judged. Between ticks it also keeps
+// /ready honest: a small write goes to the database when none has committed for a while.
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -20,9 +26,16 @@ class LeaseReaper {
   void tick();
   void schedule(std::chrono::milliseconds delay);
 
+  // Gives every lease a TTL from now; throws when the database refuses (then nothing expires).
+  void grant_grace(std::chrono::milliseconds late, bool storage_failed);
+
   Core& core_;
   asio::steady_timer timer_;
   bool stopped_ = false;
+  std::chrono::steady_clock::time_point expected_at_;  // when the timer should fire
+  std::uint64_t failures_seen_ = 0;  // storage failures already answered with a grace
+  std::chrono::steady_clock::time_point last_probe_{};
+  bool grace_pending_ = false;
 };
 
 }  // namespace tamma::orchestrator

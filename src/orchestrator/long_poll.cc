@@ -18,14 +18,15 @@ bool worker_matches(const wire::Capabilities& capabilities, const std::string& t
 }
 
 std::uint64_t PollWaiters::add(WorkerInfo worker, ExchangePtr exchange,
-                               std::chrono::milliseconds wait,
+                               std::chrono::steady_clock::time_point deadline,
                                std::function<void(std::uint64_t)> on_timeout) {
   std::uint64_t id = next_id_++;
   Waiter w;
   w.id = id;
   w.worker = std::move(worker);
   w.exchange = std::move(exchange);
-  w.timer = std::make_unique<asio::steady_timer>(core_, wait);
+  w.deadline = deadline;
+  w.timer = std::make_unique<asio::steady_timer>(core_, deadline);
   w.timer->async_wait(
       [id, on_timeout = std::move(on_timeout)](const boost::system::error_code& ec) {
         if (!ec) on_timeout(id);
@@ -48,8 +49,12 @@ std::optional<PollWaiters::Waiter> PollWaiters::take(std::uint64_t id) {
 const PollWaiters::Waiter* PollWaiters::find_match(const std::string& type,
                                                    const std::map<std::string, std::string>& labels,
                                                    const std::set<std::uint64_t>& tried) const {
+  const auto now = std::chrono::steady_clock::now();
   for (const auto& w : fifo_) {
-    if (tried.count(w.id) == 0 && worker_matches(w.worker.capabilities, type, labels)) return &w;
+    if (tried.count(w.id) == 0 && w.deadline > now &&
+        worker_matches(w.worker.capabilities, type, labels)) {
+      return &w;
+    }
   }
   return nullptr;
 }

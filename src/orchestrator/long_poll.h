@@ -32,17 +32,22 @@ class PollWaiters {
     WorkerInfo worker;
     ExchangePtr exchange;
     std::unique_ptr<asio::steady_timer> timer;
+    // Past this its client has given up: it is never handed a task (answered 204 instead).
+    std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   };
 
   explicit PollWaiters(asio::io_context& core) : core_(core) {}
 
-  // Parks a poll; `on_timeout(id)` runs on the core thread after `wait` unless taken first.
-  std::uint64_t add(WorkerInfo worker, ExchangePtr exchange, std::chrono::milliseconds wait,
+  // Parks a poll until `deadline`; `on_timeout(id)` runs on the core thread then unless taken
+  // first.
+  std::uint64_t add(WorkerInfo worker, ExchangePtr exchange,
+                    std::chrono::steady_clock::time_point deadline,
                     std::function<void(std::uint64_t)> on_timeout);
   // Removes and returns a waiter (its timer cancelled); nullopt when already taken.
   std::optional<Waiter> take(std::uint64_t id);
   // The longest-waiting waiter whose worker can run a task of this type and labels, skipping
-  // ids in `tried`; nullptr when none.
+  // ids in `tried` and waiters past their deadline (their timer, late after a stall, has not run
+  // yet); nullptr when none.
   const Waiter* find_match(const std::string& type,
                            const std::map<std::string, std::string>& labels,
                            const std::set<std::uint64_t>& tried) const;

@@ -37,6 +37,7 @@ struct ServeArgs {
   std::string heartbeat_interval = "10s";
   std::string retry_base = "1s";
   std::string retry_max = "60s";
+  std::string avoid_failed_host = "30s";
   std::string max_json_body = "1M";
   std::string max_artifact_body = "64M";
   std::string max_log_bytes = "64M";
@@ -117,6 +118,7 @@ orch::ServerConfig server_config(const ServeArgs& a) {
   c.heartbeat_interval = duration_flag("--heartbeat-interval", a.heartbeat_interval);
   c.retry_base = duration_flag("--retry-base", a.retry_base);
   c.retry_max = duration_flag("--retry-max", a.retry_max);
+  c.avoid_failed_host = duration_flag("--avoid-failed-host", a.avoid_failed_host);
   if (c.heartbeat_interval >= c.lease_ttl) {
     throw Error(ErrorKind::kConfig, "invalid_flag",
                 "--heartbeat-interval must be shorter than --lease-ttl, or every lease expires "
@@ -201,6 +203,11 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--retry-base", serve_args.retry_base, "backoff min(base*2^n, max)")
       ->capture_default_str();
   serve_cmd->add_option("--retry-max", serve_args.retry_max, "longest backoff")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--avoid-failed-host", serve_args.avoid_failed_host,
+                   "a task that failed because of a worker's host is kept from that worker this "
+                   "long")
       ->capture_default_str();
   serve_cmd->add_option("--max-json-body", serve_args.max_json_body, "413 above this")
       ->capture_default_str();

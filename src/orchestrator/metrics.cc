@@ -72,6 +72,10 @@ std::string Metrics::render(const TaskCounts& tasks,
   header(out, "tamma_assignments_unacknowledged_total", "counter",
          "Assignments re-queued because the worker never acknowledged them.");
   out += fmt::format("tamma_assignments_unacknowledged_total {}\n", unacknowledged_.load());
+  header(out, "tamma_lease_stall_graces_total", "counter",
+         "Times every lease was given one lease TTL because the orchestrator could not serve "
+         "(stopped, disk stalled or failing)");
+  out += fmt::format("tamma_lease_stall_graces_total {}\n", stall_graces_.load());
   header(out, "tamma_tasks_submitted_total", "counter", "Tasks accepted by submit.");
   out += fmt::format("tamma_tasks_submitted_total {}\n", submitted_.load());
   header(out, "tamma_task_assignments_total", "counter", "Tasks handed to a worker.");

@@ -20,6 +20,7 @@ class Metrics {
   void pickup_latency(double seconds);
   void lease_expired(std::uint64_t count) { lease_expiries_ += count; }
   void assignment_unacknowledged(std::uint64_t count) { unacknowledged_ += count; }
+  void stall_grace() { ++stall_graces_; }
   void task_submitted() { ++submitted_; }
   void task_assigned() { ++assigned_; }
   void waiting_polls(std::int64_t count) { waiting_polls_ = count; }
@@ -42,6 +43,7 @@ class Metrics {
   double latency_sum_ = 0;
   std::atomic<std::uint64_t> lease_expiries_{0};
   std::atomic<std::uint64_t> unacknowledged_{0};
+  std::atomic<std::uint64_t> stall_graces_{0};
   std::atomic<std::uint64_t> submitted_{0};
   std::atomic<std::uint64_t> assigned_{0};
   std::atomic<std::int64_t> waiting_polls_{0};

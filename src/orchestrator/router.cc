@@ -1,5 +1,7 @@
 #include "orchestrator/router.h"
 
+#include <stdexcept>
+
 namespace tamma::orchestrator {
 namespace {
 
@@ -19,9 +21,12 @@ std::vector<T> split_path(std::string_view path) {
 }  // namespace
 
 void Router::add(http::verb method, std::string pattern, BodyKind body, Access access,
-                 Handler handler) {
+                 Handler handler, Runs runs) {
+  if (runs == Runs::kEdge && access != Access::kPublic && access != Access::kAdmin) {
+    throw std::logic_error("edge route " + pattern + ": a worker token needs the core to check");
+  }
   split_.push_back(split_path<std::string>(pattern));
-  routes_.push_back({method, std::move(pattern), body, access, std::move(handler)});
+  routes_.push_back({method, std::move(pattern), body, access, std::move(handler), runs});
 }
 
 bool Router::match_pattern(const std::vector<std::string>& pattern,

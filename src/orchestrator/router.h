@@ -26,12 +26,19 @@ enum class Access {
   kAdminOrWorker,  // either
 };
 
+// Where the handler runs. Nearly everything runs on the core thread, which owns the store. An
+// edge route runs on the I/O thread that read it and touches nothing of the core's: /health and
+// /ready must answer while the core thread waits on a stalled disk. Its access can only be
+// kPublic or kAdmin, which are checked against fixed token hashes without the core.
+enum class Runs { kCore, kEdge };
+
 struct Route {
   http::verb method;
   std::string pattern;
   BodyKind body = BodyKind::kSmall;
   Access access = Access::kAdmin;
   Handler handler;
+  Runs runs = Runs::kCore;
 };
 
 struct RouteMatch {
@@ -42,7 +49,8 @@ struct RouteMatch {
 
 class Router {
  public:
-  void add(http::verb method, std::string pattern, BodyKind body, Access access, Handler handler);
+  void add(http::verb method, std::string pattern, BodyKind body, Access access, Handler handler,
+           Runs runs = Runs::kCore);
   // HEAD is matched as GET: the answer is GET's without its body.
   [[nodiscard]] RouteMatch match(http::verb method, std::string_view path) const;
 

@@ -118,24 +118,46 @@ SqliteDb::~SqliteDb() {
     spdlog::error("closing database {}: {}", file_.string(), ::sqlite3_errstr(rc));
 }
 
-void SqliteDb::fail(int rc, std::string_view what) const {
-  std::string message = ::sqlite3_errmsg(db_);
-  // A locked database is the one failure a caller can usefully retry.
-  bool busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+namespace {
+
+// The disk or the lock, not the request: the same write may well work later.
+bool storage_fault(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+    case SQLITE_NOMEM:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+void SqliteDb::fail(int rc, std::string_view what) {
+  const std::string message = ::sqlite3_errmsg(db_);
+  const std::string where = std::string(what.substr(0, 200));
+  if (storage_fault(rc)) {
+    watch_.write_failed(message);
+    throw Error(ErrorKind::kInfrastructure, "storage_unavailable",
+                "the database cannot be written now: " + message + " (in " + where + ")",
+                /*retryable=*/true);
+  }
   throw Error(ErrorKind::kInfrastructure, "database_error",
-              "database " + file_.string() + ": " + message + " (in " + std::string(what) + ")",
-              busy);
+              "database: " + message + " (in " + where + ")", /*retryable=*/false);
 }
 
 void SqliteDb::exec(const std::string& sql) {
   char* error = nullptr;
   int rc = ::sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &error);
   if (rc != SQLITE_OK) {
-    std::string message = error ? error : ::sqlite3_errstr(rc);
-    ::sqlite3_free(error);
-    throw Error(ErrorKind::kInfrastructure, "database_error",
-                "database " + file_.string() + ": " + message + " (in " + sql.substr(0, 200) + ")",
-                (rc & 0xff) == SQLITE_BUSY);
+    ::sqlite3_free(error);  // sqlite3_errmsg() still holds the same message
+    fail(rc, sql);
   }
 }
 
@@ -159,10 +181,22 @@ std::string SqliteDb::pragma(const std::string& name) {
 
 int SqliteDb::changes() const { return ::sqlite3_changes(db_); }
 
-Transaction::Transaction(SqliteDb& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+Transaction::Transaction(SqliteDb& db) : db_(db) {
+  db_.watch().write_began();
+  try {
+    db_.exec("BEGIN IMMEDIATE");
+  } catch (...) {
+    db_.watch().write_abandoned();
+    throw;
+  }
+}
 
 Transaction::~Transaction() {
   if (done_) return;
+  db_.watch().write_abandoned();
+  // A failed COMMIT (disk full, I/O error) may have rolled back already; a second ROLLBACK
+  // would only add a misleading error to the log.
+  if (::sqlite3_get_autocommit(db_.handle()) != 0) return;
   char* error = nullptr;
   if (::sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, &error) != SQLITE_OK) {
     // Reached while unwinding from another error, which is the one worth reporting; a failed
@@ -175,6 +209,7 @@ Transaction::~Transaction() {
 void Transaction::commit() {
   db_.exec("COMMIT");
   done_ = true;
+  db_.watch().write_succeeded();
 }
 
 }  // namespace tamma::orchestrator

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "orchestrator/storage_watch.h"
+
 struct sqlite3;
 struct sqlite3_stmt;
 
@@ -76,14 +78,19 @@ class SqliteDb {
   [[nodiscard]] int changes() const;
   [[nodiscard]] const std::filesystem::path& file() const { return file_; }
   sqlite3* handle() { return db_; }
+  StorageWatch& watch() { return watch_; }
 
-  // Throws Error(kInfrastructure, "database_error") with the message SQLite gives for `rc`.
-  [[noreturn]] void fail(int rc, std::string_view what) const;
+  // Throws Error(kInfrastructure) with the message SQLite gives for `rc`, never the file's
+  // path (answers quote it). A fault of the storage itself (full, I/O error, read-only, locked)
+  // is "storage_unavailable" and retryable (503) and is recorded in watch(); anything else is
+  // "database_error" (500).
+  [[noreturn]] void fail(int rc, std::string_view what);
 
  private:
   std::filesystem::path file_;
   sqlite3* db_ = nullptr;
   std::unordered_map<std::string, sqlite3_stmt*> cache_;
+  StorageWatch watch_;
 };
 
 // BEGIN IMMEDIATE takes the write lock up front: a claim never discovers half-way that another

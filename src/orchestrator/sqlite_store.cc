@@ -29,7 +29,7 @@ using wire::TaskState;
 #define TAMMA_FENCE \
   "id = ?1 AND attempt = ?2 AND lease_id = ?3 AND worker_id = ?4 AND " TAMMA_LEASED
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 // Each step takes the schema from version N-1 to N, in order, in the same transaction that
 // writes the new user_version. Version 1 is kSchema below.
@@ -48,7 +48,22 @@ const Migration kMigrations[] = {
      "UPDATE tasks SET acked_at = updated_at WHERE state IN ('running','cancel_requested');"
      "CREATE INDEX tasks_unacked ON tasks (claimed_at) WHERE state = 'running' AND "
      "acked_at IS NULL;"},
+    // Faults (docs/protocol.md): a failure of the worker's host is retried on another worker
+    // without using up the task's retries (host_failures of them are excused, up to a cap),
+    // and the worker it failed on is passed over for a while (avoid_worker). A worker says
+    // when its host is unfit (workers.unhealthy). Output a worker could not deliver is counted
+    // on the task (log_missing_bytes).
+    {3,
+     "ALTER TABLE tasks ADD COLUMN host_failures INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE tasks ADD COLUMN avoid_worker TEXT;"
+     "ALTER TABLE tasks ADD COLUMN avoid_until INTEGER;"
+     "ALTER TABLE tasks ADD COLUMN log_missing_bytes INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE workers ADD COLUMN unhealthy TEXT;"},
 };
+
+// Host failures of one task that do not count against its maxRetries; later ones do, so a task
+// that breaks every host it lands on still ends.
+constexpr int kExcusedHostFailures = 5;
 
 // Logs are stored in pieces no larger than this, so reading from an offset needs to look back
 // at most one piece.
@@ -136,7 +151,8 @@ CREATE TABLE artifacts (
 #define TAMMA_TASK_COLUMNS                                                                     \
   "id, type, state, attempt, max_retries, priority, labels, worker_id, idempotency_key, "      \
   "progress, result, error, CASE WHEN state = 'retry_wait' THEN MAX(available_at - " TAMMA_NOW \
-  ", 0) END, log_length, created_at, updated_at, started_at, finished_at, spec"
+  ", 0) END, log_length, created_at, updated_at, started_at, finished_at, spec, "              \
+  "log_missing_bytes"
 
 std::string rfc3339(std::int64_t ms) {
   std::time_t seconds = static_cast<std::time_t>(ms / 1000);
@@ -199,6 +215,7 @@ wire::TaskView task_view(const Statement& s) {
   if (auto t = s.opt_int64(16)) v.started_at = rfc3339(*t);
   if (auto t = s.opt_int64(17)) v.finished_at = rfc3339(*t);
   v.task = json::parse(s.text(18));
+  v.log_missing_bytes = static_cast<std::uint64_t>(s.int64(19));
   return v;
 }
 
@@ -275,17 +292,22 @@ void SqliteStore::put_setting(const std::string& key, const std::string& value) 
   tx.commit();
 }
 
-void SqliteStore::ping() {
-  auto s = db_.prepare("SELECT COUNT(*) FROM settings");
-  s.step();
-  // A file moved or deleted under the open connection still answers queries, but everything
+void SqliteStore::probe() {
+  // A file moved or deleted under the open connection still takes writes, but everything
   // written from then on is lost at the next restart.
   struct stat now {};
   if (::stat(db_.file().c_str(), &now) != 0 || now.st_ino != inode_.first ||
       now.st_dev != inode_.second) {
-    throw Error(ErrorKind::kInfrastructure, "database_moved",
-                "database file " + db_.file().string() + " was moved or deleted while open");
+    const std::string message = "the database file was moved or deleted while open";
+    db_.watch().set_misplaced(message);
+    throw Error(ErrorKind::kInfrastructure, "database_moved", message, /*retryable=*/false);
   }
+  db_.watch().set_misplaced(std::nullopt);
+  Transaction tx(db_);
+  db_.prepare("INSERT INTO settings (key, value) VALUES ('probe', " TAMMA_NOW
+              ") ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+      .run();
+  tx.commit();
 }
 
 // ---- workers ----------------------------------------------------------------------------------
@@ -333,8 +355,9 @@ std::vector<Requeued> SqliteStore::unregister_worker(const std::string& id) {
   auto s = db_.prepare(
       "UPDATE tasks SET "
       "  state = CASE WHEN state = 'cancel_requested' THEN 'cancelled' "
-      "               WHEN attempt > max_retries THEN 'dead' ELSE 'queued' END, "
-      "  finished_at = CASE WHEN state = 'cancel_requested' OR attempt > max_retries "
+      "               WHEN attempt - host_failures > max_retries THEN 'dead' ELSE 'queued' END, "
+      "  finished_at = CASE WHEN state = 'cancel_requested' OR attempt - host_failures > "
+      "max_retries "
       "                     THEN " TAMMA_NOW
       " END, "
       "  available_at = " TAMMA_NOW ", lease_expires_at = NULL, updated_at = " TAMMA_NOW
@@ -359,10 +382,11 @@ HeartbeatOutcome SqliteStore::heartbeat(const std::string& worker_id,
   HeartbeatOutcome out;
   Transaction tx(db_);
   int seen = db_.prepare("UPDATE workers SET last_seen_at = " TAMMA_NOW
-                         ", draining = ?2 "
+                         ", draining = ?2, unhealthy = ?3 "
                          "WHERE id = ?1 AND gone_at IS NULL")
                  .bind(1, worker_id)
                  .bind(2, request.draining ? 1 : 0)
+                 .bind(3, request.unhealthy)
                  .run();
   if (seen == 0) return out;
   out.known = true;
@@ -404,7 +428,7 @@ std::vector<wire::WorkerView> SqliteStore::list_workers(std::chrono::millisecond
     auto s = db_.prepare(
         "SELECT id, capabilities, draining OR drain_requested, gone_at IS NOT NULL, "
         "registered_at, last_seen_at, MAX(" TAMMA_NOW
-        " - last_seen_at, 0) FROM workers "
+        " - last_seen_at, 0), unhealthy FROM workers "
         "WHERE ?1 OR gone_at IS NULL ORDER BY registered_at, id");
     s.bind(1, include_gone ? 1 : 0);
     while (s.step()) {
@@ -414,6 +438,7 @@ std::vector<wire::WorkerView> SqliteStore::list_workers(std::chrono::millisecond
       w.registered_at = rfc3339(s.int64(4));
       w.last_seen_at = rfc3339(s.int64(5));
       w.last_seen_ago_ms = s.int64(6);
+      if (s.int64(3) == 0) w.unhealthy = s.opt_text(7);
       if (s.int64(3) != 0) {
         w.state = wire::WorkerState::kGone;
       } else if (w.last_seen_ago_ms > offline_after.count()) {
@@ -500,6 +525,8 @@ std::optional<Claim> SqliteStore::claim_in_transaction(const WorkerInfo& worker,
       "  started_at = NULL, claimed_at = " TAMMA_NOW ", acked_at = NULL, updated_at = " TAMMA_NOW
       " "
       "WHERE seq = (SELECT t.seq FROM tasks t WHERE t.state = 'queued' "
+      "  AND (t.avoid_worker IS NULL OR t.avoid_worker <> ?1 OR t.avoid_until <= " TAMMA_NOW
+      ") "
       "  AND t.type IN (SELECT value FROM json_each(?4)) "
       "  AND NOT EXISTS (SELECT 1 FROM json_each(t.labels) r WHERE NOT EXISTS ("
       "    SELECT 1 FROM json_each(?5) w WHERE w.key = r.key AND w.value = r.value)) "
@@ -581,11 +608,14 @@ std::vector<Requeued> SqliteStore::expire_leases(const RetryPolicy& policy) {
   auto s = db_.prepare(
       "UPDATE tasks SET "
       "  state = CASE WHEN state = 'cancel_requested' THEN 'cancelled' "
-      "               WHEN attempt > max_retries THEN 'dead' ELSE 'retry_wait' END, "
-      "  available_at = CASE WHEN state <> 'cancel_requested' AND attempt <= max_retries "
+      "               WHEN attempt - host_failures > max_retries THEN 'dead' "
+      "               ELSE 'retry_wait' END, "
+      "  available_at = CASE WHEN state <> 'cancel_requested' AND "
+      "    attempt - host_failures <= max_retries "
       "    THEN " TAMMA_NOW
       " + MIN(?1 * (1 << MIN(attempt - 1, 30)), ?2) ELSE available_at END, "
-      "  finished_at = CASE WHEN state = 'cancel_requested' OR attempt > max_retries "
+      "  finished_at = CASE WHEN state = 'cancel_requested' OR attempt - host_failures > "
+      "max_retries "
       "                     THEN " TAMMA_NOW
       " END, "
       "  error = json_object('code', 'lease_expired', 'message', "
@@ -808,14 +838,15 @@ FenceOutcome SqliteStore::complete(const std::string& task_id, const std::string
   }
   auto s = db_.prepare(
       "UPDATE tasks SET state = ?5, result = ?6, error = ?7, lease_expires_at = NULL, "
-      "finished_at = " TAMMA_NOW ", updated_at = " TAMMA_NOW " WHERE " TAMMA_FENCE
-      " RETURNING state, attempt");
+      "log_missing_bytes = ?8, finished_at = " TAMMA_NOW ", updated_at = " TAMMA_NOW
+      " WHERE " TAMMA_FENCE " RETURNING state, attempt");
   s.bind(1, task_id)
       .bind(2, request.fence.attempt)
       .bind(3, request.fence.lease_id)
       .bind(4, worker_id)
       .bind(5, state)
-      .bind(6, request.result.dump());
+      .bind(6, request.result.dump())
+      .bind(8, static_cast<std::int64_t>(request.log.missing_bytes));
   if (error.is_object()) {
     s.bind(7, error.dump());
   } else {
@@ -833,20 +864,34 @@ FenceOutcome SqliteStore::complete(const std::string& task_id, const std::string
 FenceOutcome SqliteStore::fail(const std::string& task_id, const std::string& worker_id,
                                const wire::FailRequest& request, const RetryPolicy& policy) {
   Transaction tx(db_);
+  // A host failure (?10) is excused from maxRetries up to kExcusedHostFailures (?11): EXCUSED
+  // below is the count after this one. Every expression reads the row as it was.
+#define EXCUSED "(host_failures + CASE WHEN ?10 AND host_failures < ?11 THEN 1 ELSE 0 END)"
   auto s = db_.prepare(
       "UPDATE tasks SET "
       "  state = CASE WHEN state = 'cancel_requested' THEN 'cancelled' "
       "               WHEN NOT ?5 THEN 'failed' "
-      "               WHEN attempt > max_retries THEN 'dead' ELSE 'retry_wait' END, "
-      "  available_at = CASE WHEN state <> 'cancel_requested' AND ?5 AND attempt <= max_retries "
+      "               WHEN attempt - " EXCUSED
+      " > max_retries THEN 'dead' ELSE 'retry_wait' END, "
+      "  available_at = CASE WHEN state <> 'cancel_requested' AND ?5 AND "
+      "    attempt - " EXCUSED
+      " <= max_retries "
       "    THEN " TAMMA_NOW
       " + MIN(?8 * (1 << MIN(attempt - 1, 30)), ?9) ELSE available_at END, "
-      "  finished_at = CASE WHEN state = 'cancel_requested' OR NOT ?5 OR attempt > max_retries "
-      "                     THEN " TAMMA_NOW
+      "  finished_at = CASE WHEN state = 'cancel_requested' OR NOT ?5 OR "
+      "    attempt - " EXCUSED " > max_retries THEN " TAMMA_NOW
       " END, "
+      "  host_failures = " EXCUSED
+      ", "
+      "  avoid_worker = CASE WHEN ?10 THEN worker_id ELSE avoid_worker END, "
+      "  avoid_until = CASE WHEN ?10 THEN " TAMMA_NOW
+      " + ?13 ELSE avoid_until END, "
+      "  log_missing_bytes = ?12, "
       "  error = ?6, result = ?7, lease_expires_at = NULL, updated_at = " TAMMA_NOW
       " "
       "WHERE " TAMMA_FENCE " RETURNING state, attempt");
+#undef EXCUSED
+  const bool host_failure = request.error.retryable && request.error.code == "host_failure";
   s.bind(1, task_id)
       .bind(2, request.fence.attempt)
       .bind(3, request.fence.lease_id)
@@ -854,7 +899,11 @@ FenceOutcome SqliteStore::fail(const std::string& task_id, const std::string& wo
       .bind(5, request.error.retryable ? 1 : 0)
       .bind(6, error_json(request.error))
       .bind(8, static_cast<std::int64_t>(policy.base.count()))
-      .bind(9, static_cast<std::int64_t>(policy.max.count()));
+      .bind(9, static_cast<std::int64_t>(policy.max.count()))
+      .bind(10, host_failure ? 1 : 0)
+      .bind(11, kExcusedHostFailures)
+      .bind(12, static_cast<std::int64_t>(request.log.missing_bytes))
+      .bind(13, static_cast<std::int64_t>(policy.avoid_failed_host.count()));
   if (request.result) {
     s.bind(7, request.result->dump());
   } else {

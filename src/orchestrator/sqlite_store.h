@@ -23,7 +23,8 @@ class SqliteStore : public Store {
 
   std::optional<std::string> setting(const std::string& key) override;
   void put_setting(const std::string& key, const std::string& value) override;
-  void ping() override;
+  void probe() override;
+  StorageWatch& watch() override { return db_.watch(); }
 
   void register_worker(const std::string& id, const std::string& token_hash,
                        const wire::Capabilities& capabilities) override;

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "orchestrator/storage_watch.h"
 #include "protocol/wire.h"
 
 namespace tamma::orchestrator {
@@ -58,6 +59,9 @@ struct WorkerInfo {
 struct RetryPolicy {
   std::chrono::milliseconds base{1000};
   std::chrono::milliseconds max{60000};
+  // A task that failed because of a worker's host is not handed back to that worker for this
+  // long (other workers take it meanwhile; after it, the worker may have recovered).
+  std::chrono::milliseconds avoid_failed_host{30000};
 };
 
 // Why a fenced write was refused.
@@ -110,8 +114,11 @@ class Store {
   // ---- settings: persisted token hashes and similar ----
   virtual std::optional<std::string> setting(const std::string& key) = 0;
   virtual void put_setting(const std::string& key, const std::string& value) = 0;
-  // Readiness: the database answers a query.
-  virtual void ping() = 0;
+  // Readiness: one small write commits and the file is still the one opened. Throws when not;
+  // either way watch() has the outcome.
+  virtual void probe() = 0;
+  // How the writes went, for /ready and the lease reaper; safe to read from any thread.
+  virtual StorageWatch& watch() = 0;
 
   // ---- workers ----
   virtual void register_worker(const std::string& id, const std::string& token_hash,

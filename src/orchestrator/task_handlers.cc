@@ -163,10 +163,38 @@ void append_log(Core& core, Request& request, const ExchangePtr& exchange) {
   exchange->reply(std::move(r));
 }
 
+// A result closes its attempt's log for good: while the log is shorter than the worker says
+// it sent (an append lost on the way, an orchestrator restored from an older state), the
+// result waits, 409 log_incomplete with the length held, and the worker sends the rest first.
+// Only the running attempt is judged; a stale fence gets its own answer from the store.
+void require_whole_log(Core& core, const std::string& id, const wire::Fence& fence,
+                       const wire::LogSummary& log) {
+  if (!log.bytes) return;
+  auto held = core.store.read_log(id, fence.attempt, 0, 0);
+  if (!held || !held->open || held->attempt != fence.attempt || held->length >= *log.bytes) {
+    return;
+  }
+  const std::string length = std::to_string(held->length);
+  wire::ErrorBody body;
+  body.code = "log_incomplete";
+  body.message = "the log of attempt " + std::to_string(fence.attempt) + " holds " + length +
+                 " of the " + std::to_string(*log.bytes) +
+                 " bytes sent; append the rest from there, then report again";
+  body.length = held->length;
+  HttpError error(409, std::move(body));
+  error.headers.emplace_back("X-Tamma-Log-Length", length);
+  // Like every answer to a fenced write: what the task does now (a cancel may be pending).
+  if (auto task = core.store.task(id)) {
+    error.headers.emplace_back("X-Tamma-Task-State", std::string(wire::to_string(task->state)));
+  }
+  throw error;
+}
+
 void complete(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
   const std::string& id = request.params.at(0);
   auto body = wire::complete_request_from_json(json_body(request));
+  require_whole_log(core, id, body.fence, body.log);
   auto outcome = core.store.complete(id, worker, body);
   Core::check_fence(outcome, id);
   spdlog::info("task {} attempt {} {} on worker {}", id, outcome.attempt,
@@ -180,6 +208,7 @@ void fail(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
   const std::string& id = request.params.at(0);
   auto body = wire::fail_request_from_json(json_body(request));
+  require_whole_log(core, id, body.fence, body.log);
   auto outcome = core.store.fail(id, worker, body, core.retry_policy());
   Core::check_fence(outcome, id);
   spdlog::info("task {} attempt {} failed on worker {} ({}): now {}", id, outcome.attempt, worker,

@@ -81,6 +81,14 @@ void poll(Core& core, Request& request, const ExchangePtr& exchange) {
                         " lease(s) for its " + std::to_string(worker->capabilities.slots) +
                         " slot(s); finish or heartbeat them first");
   }
+  // The wait counts from when the request arrived: after a stall of this process its client
+  // may have given up already, and a task handed to it would sit unacknowledged.
+  const auto deadline = request.received_at + wait;
+  const bool expired = wait.count() > 0 && std::chrono::steady_clock::now() >= deadline;
+  if (expired) {
+    exchange->reply(Response::no_content());
+    return;
+  }
   if (auto claim = core.store.claim(*worker, random_hex(16), core.config.lease_ttl)) {
     core.deliver(PollWaiters::Waiter{0, *worker, exchange, nullptr}, *claim);
     return;
@@ -89,7 +97,7 @@ void poll(Core& core, Request& request, const ExchangePtr& exchange) {
     exchange->reply(Response::no_content());
     return;
   }
-  auto waiter = core.polls.add(*worker, exchange, wait, [&core](std::uint64_t waiter_id) {
+  auto waiter = core.polls.add(*worker, exchange, deadline, [&core](std::uint64_t waiter_id) {
     if (auto w = core.polls.take(waiter_id)) {
       w->exchange->reply(Response::no_content());
       core.update_gauges();

@@ -388,7 +388,9 @@ json to_json(const TaskAttemptRef& v) { return {{"taskId", v.task_id}, {"attempt
 json to_json(const HeartbeatRequest& v) {
   json leases = json::array();
   for (const auto& l : v.leases) leases.push_back(to_json(l));
-  return {{"leases", leases}, {"draining", v.draining}};
+  json j = {{"leases", leases}, {"draining", v.draining}};
+  if (v.unhealthy) j["unhealthy"] = *v.unhealthy;
+  return j;
 }
 
 json to_json(const HeartbeatResponse& v) {
@@ -441,10 +443,27 @@ json to_json(const TaskFailure& v) {
   return {{"code", v.code}, {"message", v.message}, {"retryable", v.retryable}};
 }
 
+namespace {
+
+void put_log_summary(json& j, const LogSummary& log) {
+  if (log.bytes) j["logBytes"] = *log.bytes;
+  if (log.missing_bytes > 0) j["logMissingBytes"] = log.missing_bytes;
+}
+
+LogSummary log_summary_from(const ObjectReader& r) {
+  LogSummary log;
+  log.bytes = r.opt_uint("logBytes");
+  log.missing_bytes = r.opt_uint("logMissingBytes").value_or(0);
+  return log;
+}
+
+}  // namespace
+
 json to_json(const CompleteRequest& v) {
   json j = json::object();
   put_fence(j, v.fence);
   j["result"] = v.result;
+  put_log_summary(j, v.log);
   return j;
 }
 
@@ -453,6 +472,7 @@ json to_json(const FailRequest& v) {
   put_fence(j, v.fence);
   j["error"] = to_json(v.error);
   if (v.result) j["result"] = *v.result;
+  put_log_summary(j, v.log);
   return j;
 }
 
@@ -495,6 +515,7 @@ json to_json(const TaskView& v) {
   if (v.retry_in_ms) j["retryInMs"] = *v.retry_in_ms;
   if (v.started_at) j["startedAt"] = *v.started_at;
   if (v.finished_at) j["finishedAt"] = *v.finished_at;
+  if (v.log_missing_bytes > 0) j["logMissingBytes"] = v.log_missing_bytes;
   json artifacts = json::array();
   for (const auto& a : v.artifacts) artifacts.push_back(to_json(a));
   j["artifacts"] = artifacts;
@@ -510,13 +531,15 @@ json to_json(const TaskList& v) {
 json to_json(const WorkerView& v) {
   json leases = json::array();
   for (const auto& l : v.leases) leases.push_back(to_json(l));
-  return {{"id", v.id},
-          {"state", to_string(v.state)},
-          {"capabilities", to_json(v.capabilities)},
-          {"leases", leases},
-          {"registeredAt", v.registered_at},
-          {"lastSeenAt", v.last_seen_at},
-          {"lastSeenAgoMs", v.last_seen_ago_ms}};
+  json j = {{"id", v.id},
+            {"state", to_string(v.state)},
+            {"capabilities", to_json(v.capabilities)},
+            {"leases", leases},
+            {"registeredAt", v.registered_at},
+            {"lastSeenAt", v.last_seen_at},
+            {"lastSeenAgoMs", v.last_seen_ago_ms}};
+  if (v.unhealthy) j["unhealthy"] = *v.unhealthy;
+  return j;
 }
 
 json to_json(const WorkerList& v) {
@@ -588,6 +611,11 @@ HeartbeatRequest heartbeat_request_from_json(const json& j) {
     }
   }
   v.draining = r.opt_bool("draining").value_or(false);
+  v.unhealthy = r.opt_string("unhealthy");
+  if (v.unhealthy && v.unhealthy->size() > kMaxUnhealthyReason) {
+    throw WireError(r.at("unhealthy"),
+                    "must be at most " + std::to_string(kMaxUnhealthyReason) + " bytes");
+  }
   return v;
 }
 
@@ -670,6 +698,7 @@ CompleteRequest complete_request_from_json(const json& j) {
                         "' is not one of succeeded, failed, timeout, limit_exceeded, cancelled, "
                         "error");
   }
+  v.log = log_summary_from(r);
   return v;
 }
 
@@ -682,6 +711,7 @@ FailRequest fail_request_from_json(const json& j) {
     if (!result->is_object()) throw WireError(r.at("result"), "expected an object");
     v.result = *result;
   }
+  v.log = log_summary_from(r);
   return v;
 }
 
@@ -720,6 +750,7 @@ TaskView task_view_from_json(const json& j, const std::string& path) {
   if (const json* e = r.find("error")) v.error = failure_from_json(*e, r.at("error"));
   v.retry_in_ms = r.opt_int("retryInMs", 0, INT64_MAX);
   v.log_length = r.opt_uint("logLength").value_or(0);
+  v.log_missing_bytes = r.opt_uint("logMissingBytes").value_or(0);
   if (const json* a = r.opt_array("artifacts")) {
     for (std::size_t i = 0; i < a->size(); ++i) {
       v.artifacts.push_back(artifact_from_json((*a)[i], index_path(r.at("artifacts"), i)));
@@ -760,6 +791,7 @@ WorkerView worker_view_from_json(const json& j, const std::string& path) {
   v.registered_at = r.string("registeredAt");
   v.last_seen_at = r.string("lastSeenAt");
   v.last_seen_ago_ms = r.int_value("lastSeenAgoMs", 0, INT64_MAX);
+  v.unhealthy = r.opt_string("unhealthy");
   return v;
 }
 

@@ -83,9 +83,13 @@ struct TaskAttemptRef {
   int attempt = 0;
 };
 
+inline constexpr std::size_t kMaxUnhealthyReason = 1024;
+
 struct HeartbeatRequest {
   std::vector<LeaseRef> leases;  // every lease the worker holds; the rest are not renewed
   bool draining = false;         // the worker takes no new task
+  // Set while the worker stands down because its host failed several tasks in a row: why.
+  std::optional<std::string> unhealthy;
 };
 
 struct HeartbeatResponse {
@@ -147,15 +151,26 @@ struct TaskFailure {
   bool retryable = false;
 };
 
+// What the worker says about the attempt's log as it reports the result. With `bytes` the
+// orchestrator refuses the result (409 log_incomplete) while it holds less than that, so the
+// worker sends the rest first; `missing_bytes` is output the worker could not deliver at all
+// (recorded on the task, so nobody takes a cut log for the whole of it).
+struct LogSummary {
+  std::optional<std::uint64_t> bytes;  // "logBytes"
+  std::uint64_t missing_bytes = 0;     // "logMissingBytes"
+};
+
 struct CompleteRequest {
   Fence fence;
   nlohmann::json result;  // the result document (protocol/task_result.h); "status" is required
+  LogSummary log;
 };
 
 struct FailRequest {
   Fence fence;
   TaskFailure error;
   std::optional<nlohmann::json> result;
+  LogSummary log;
 };
 
 struct ArtifactInfo {
@@ -213,6 +228,8 @@ struct TaskView {
   std::optional<TaskFailure> error;
   std::optional<std::int64_t> retry_in_ms;  // while retry_wait: how long until queued again
   std::uint64_t log_length = 0;             // of the current attempt
+  // Output of the last reported attempt its worker could not deliver ("logMissingBytes").
+  std::uint64_t log_missing_bytes = 0;
   std::vector<ArtifactInfo> artifacts;
   // RFC 3339 UTC times for people reading the admin API; workers never receive these.
   std::string created_at;
@@ -238,6 +255,7 @@ struct WorkerView {
   std::string registered_at;
   std::string last_seen_at;
   std::int64_t last_seen_ago_ms = 0;
+  std::optional<std::string> unhealthy;  // what the worker last said is wrong with its host
 };
 
 struct WorkerList {

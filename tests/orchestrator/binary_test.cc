@@ -10,6 +10,7 @@
 #include <regex>
 
 #include "orchestrator_fixture.h"
+#include "running_orchestrator.h"
 
 namespace tamma::orchestrator::testing {
 namespace {
@@ -17,41 +18,6 @@ namespace {
 using tamma::testing::ChildProcess;
 using tamma::testing::run_process;
 using tamma::testing::TempDir;
-
-const std::string kBinary = TAMMA_ORCHESTRATOR_BINARY;
-
-using tamma::testing::free_port;
-
-class RunningOrchestrator {
- public:
-  RunningOrchestrator(const std::filesystem::path& dir, std::vector<std::string> env,
-                      std::vector<std::string> extra = {})
-      : port_(free_port()) {
-    std::vector<std::string> argv = {kBinary,          "serve",
-                                     "--listen",       "127.0.0.1:" + std::to_string(port_),
-                                     "--db",           "sqlite:" + (dir / "db.sqlite").string(),
-                                     "--poll-timeout", "20s"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    child_ = std::make_unique<ChildProcess>(argv, env);
-    ready_ = child_->wait_for_output("listening on", std::chrono::seconds(20));
-  }
-  ~RunningOrchestrator() {
-    if (child_) stop();
-  }
-  tamma::testing::ProcessResult stop() {
-    child_->send_signal(SIGTERM);
-    auto r = child_->wait(std::chrono::seconds(20));
-    child_.reset();
-    return r;
-  }
-  [[nodiscard]] bool ready() const { return ready_; }
-  [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-
- private:
-  int port_;
-  bool ready_ = false;
-  std::unique_ptr<ChildProcess> child_;
-};
 
 TEST(OrchestratorBinary, GeneratesTokensOncePersistsThemAndStopsCleanlyOnSigterm) {
   TempDir dir;

@@ -164,6 +164,10 @@ TEST(SqliteStore, MigratesAVersionOneDatabaseKeepingRunningLeasesAcknowledged) {
         lease_expires_at INTEGER, available_at INTEGER NOT NULL, progress TEXT, result TEXT,
         error TEXT, log_length INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER);
+      CREATE TABLE workers (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
+        capabilities TEXT NOT NULL, draining INTEGER NOT NULL DEFAULT 0,
+        drain_requested INTEGER NOT NULL DEFAULT 0, registered_at INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL, gone_at INTEGER);
       INSERT INTO tasks (id, type, spec, state, priority, max_retries, labels, attempt,
         worker_id, lease_id, lease_expires_at, available_at, created_at, updated_at)
         VALUES ('old', 'command', '{}', 'running', 0, 3, '{}', 1, 'w1', 'l1', 1, 1, 1, 1);
@@ -172,7 +176,12 @@ TEST(SqliteStore, MigratesAVersionOneDatabaseKeepingRunningLeasesAcknowledged) {
   }
   SqliteStore store(file, SyncMode::kNormal);
   SqliteDb check(file);
-  EXPECT_EQ(check.pragma("user_version"), "2");
+  EXPECT_EQ(check.pragma("user_version"), "3");
+  // Version 3: the running task has used none of its excused host failures.
+  auto row = check.prepare("SELECT host_failures, log_missing_bytes FROM tasks WHERE id = 'old'");
+  ASSERT_TRUE(row.step());
+  EXPECT_EQ(row.int64(0), 0);
+  EXPECT_EQ(row.int64(1), 0);
   EXPECT_TRUE(store.requeue_unacknowledged(std::chrono::milliseconds(0)).empty())
       << "a lease held before the upgrade is not taken for an unacknowledged one";
 }
@@ -212,7 +221,7 @@ TEST(SqliteStore, UsesWalAndTheChosenSynchronousModeAndSurvivesReopen) {
   }
   SqliteDb raw(file);
   EXPECT_EQ(raw.pragma("journal_mode"), "wal");
-  EXPECT_EQ(raw.pragma("user_version"), "2");
+  EXPECT_EQ(raw.pragma("user_version"), "3");
   SqliteStore again(file, SyncMode::kNormal);
   EXPECT_EQ(again.setting("k"), "v");
   ASSERT_TRUE(again.task("t1").has_value());
