@@ -4,16 +4,35 @@
 
 #include "cli/worker_cli.h"
 #include "sandbox/host.h"
+#include "worker/config.h"
 #include "worker/engine.h"
+#include "worker/host_check.h"
+
+extern char** environ;
 
 namespace tamma::cli {
 
 Subcommand add_doctor_command(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
+  auto workspace_root = std::make_shared<std::string>();
   auto* doctor = app.add_subcommand("doctor", "Report what this host offers for sandboxing");
   doctor->add_flag("--json", *json, "Print the report as JSON");
-  return {doctor, [json]() {
-            const sandbox::HostCapabilities caps = sandbox::probe_host();
+  doctor->add_option("--workspace-root", *workspace_root,
+                     "Where task workspaces are made (its disk is checked)");
+  return {doctor, [json, workspace_root]() {
+            sandbox::HostCapabilities caps = sandbox::probe_host();
+            // What a task needs from the host right now: the same check a daemon makes before
+            // it takes tasks again after standing down.
+            worker::ConfigOverrides overrides;
+            if (!workspace_root->empty()) overrides.values["workspaceRoot"] = *workspace_root;
+            std::vector<std::string> env;
+            for (char** e = environ; e && *e; ++e) env.emplace_back(*e);
+            const auto root = worker::load_config(overrides, env).workspace_root;
+            const auto problem = worker::host_problem(root);
+            if (problem) {
+              caps.missing.push_back({"host resources (" + root.string() + ")",
+                                      *problem + ": tasks would fail here; a daemon stands down"});
+            }
             if (*json) {
               std::printf("%s\n", sandbox::to_json(caps).dump(2).c_str());
             } else {
@@ -26,11 +45,12 @@ Subcommand add_doctor_command(CLI::App& app) {
               for (const auto& c : caps.controllers) controllers += c + " ";
               std::printf("controllers      %s\n", controllers.c_str());
               std::printf("namespaces       user %s, pid %s, mount %s, net %s, ipc %s, uts %s\n",
-                          yes(caps.user_ns), yes(caps.pid_ns), yes(caps.mount_ns),
-                          yes(caps.net_ns), yes(caps.ipc_ns), yes(caps.uts_ns));
+                          yes(caps.user_ns), yes(caps.pid_ns), yes(caps.mount_ns), yes(caps.net_ns),
+                          yes(caps.ipc_ns), yes(caps.uts_ns));
               std::printf("seccomp          %s\n", yes(caps.seccomp));
               std::printf("clone into cgroup %s\n", yes(caps.clone_into_cgroup));
               std::printf("disk limits      %s\n", caps.disk_limit_method.c_str());
+              std::printf("host resources   %s\n", problem ? problem->c_str() : "ok");
               if (caps.missing.empty()) {
                 std::printf("\nEverything tamma-worker uses is available.\n");
               } else {

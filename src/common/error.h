@@ -35,7 +35,16 @@ class Error : public std::runtime_error {
   bool retryable_;
 };
 
-// Throws Error(kInfrastructure) naming the failed call and errno's text.
+// The code of a failure of the host rather than of the task: a full or broken disk, no
+// descriptors or memory left. Retryable: the same task may well pass on a healthy worker, and
+// a worker that sees several in a row stops taking tasks (docs/daemon.md, "Faults").
+inline constexpr std::string_view kHostFailure = "host_failure";
+
+// errno values that say the host ran out of something or its disk failed.
+bool is_host_errno(int err);
+
+// Throws Error(kInfrastructure) naming the failed call and errno's text: code "host_failure"
+// and retryable for is_host_errno(), "system_call_failed" otherwise.
 [[noreturn]] void throw_errno(const std::string& what);
 [[noreturn]] void throw_errno(const std::string& what, int err);
 

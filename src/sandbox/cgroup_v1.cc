@@ -189,6 +189,18 @@ class V1Cgroup final : public Cgroup {
     if (const Dir* memory = dir_for(dirs_, kMemory)) {
       usage.peak_memory_bytes = read_u64(memory->path / "memory.max_usage_in_bytes").value_or(0);
       usage.oom_kills = read_keyed(memory->path / "memory.oom_control", "oom_kill").value_or(0);
+      // Whether the group's own limit was reached. failcnt counts on the group whose limit
+      // refused a charge, but recent kernels keep it for some counters only (memsw, checked
+      // first when memory+swap is limited, may count nothing), so a peak at the limit counts
+      // too. A parent's limit or the machine running out shows in neither.
+      usage.memory_limit_hits = read_u64(memory->path / "memory.failcnt").value_or(0) +
+                                read_u64(memory->path / "memory.memsw.failcnt").value_or(0);
+      const auto limit = read_u64(memory->path / "memory.limit_in_bytes");
+      const auto peak =
+          std::max(usage.peak_memory_bytes,
+                   read_u64(memory->path / "memory.memsw.max_usage_in_bytes").value_or(0));
+      constexpr std::uint64_t kSlack = 256 << 10;  // charges are batched in pages
+      if (limit && *limit > kSlack && peak + kSlack >= *limit) ++usage.memory_limit_hits;
     } else {
       usage.exact = false;
     }

@@ -197,6 +197,10 @@ class V2Cgroup final : public Cgroup {
     // own, so they agree, but under memory_localevents only .local would: take the larger.
     usage.oom_kills = std::max(read_keyed(dir_ / "memory.events", "oom_kill").value_or(0),
                                read_keyed(dir_ / "memory.events.local", "oom_kill").value_or(0));
+    // "oom" is counted on the group whose own memory.max was reached (and on its ancestors), so
+    // a parent's limit or the machine running out never shows here.
+    usage.memory_limit_hits = std::max(read_keyed(dir_ / "memory.events", "oom").value_or(0),
+                                       read_keyed(dir_ / "memory.events.local", "oom").value_or(0));
     usage.pids_limit_hits = std::max(read_keyed(dir_ / "pids.events", "max").value_or(0),
                                      read_keyed(dir_ / "pids.events.local", "max").value_or(0));
     return usage;

@@ -17,7 +17,11 @@ struct Usage {
   std::uint64_t peak_memory_bytes = 0;  // over all processes together
   std::uint64_t cpu_user_us = 0;        // includes orphaned grandchildren
   std::uint64_t cpu_system_us = 0;
-  std::uint64_t oom_kills = 0;              // processes killed by the memory limit
+  std::uint64_t oom_kills = 0;  // processes of the task killed by an out-of-memory kill
+  // Times the task's OWN memory limit was reached (v1 memory[.memsw].failcnt or a peak at the
+  // limit, v2 memory.events "oom"). An OOM kill without one was chosen by a limit above the task's
+  // or by the machine running out: the host's failure, not the task's.
+  std::uint64_t memory_limit_hits = 0;
   std::uint64_t pids_limit_hits = 0;        // forks refused by the pids limit
   std::uint64_t cpu_throttled_periods = 0;  // periods in which the quota ran out
   std::uint64_t cpu_throttled_us = 0;

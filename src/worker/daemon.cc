@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <mutex>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "worker/engine.h"
 #include "worker/handler.h"
 #include "worker/health_server.h"
+#include "worker/host_check.h"
 #include "worker/log_shipper.h"
 #include "worker/orchestrator_client.h"
 
@@ -78,7 +80,41 @@ struct Report {
   wire::TaskFailure error;
   std::optional<protocol::TaskResult> result;
   std::string status;  // for the log line
+  wire::LogSummary log;
+  // The orchestrator holds less of the log than `log` says (409 log_incomplete): sends the
+  // rest from `held` and returns the new summary. Keeps the task's output alive until then.
+  std::function<wire::LogSummary(std::uint64_t held)> resend_log;
 };
+
+// Host failures in a row after which a worker stands down: it stops taking tasks until its
+// host passes a check again (worker/host_check.h), first after kFirstFitnessCheck, then at
+// doubling intervals up to kMaxFitnessCheck.
+constexpr int kHostFailuresToStandDown = 3;
+constexpr std::chrono::milliseconds kFirstFitnessCheck{5000};
+constexpr std::chrono::milliseconds kMaxFitnessCheck{300000};
+
+// Heartbeats never wait longer than one interval for an answer (nor 10 s to connect), so
+// after a silent partition they resume within about one interval.
+ClientTimeouts heartbeat_timeouts(std::chrono::milliseconds interval) {
+  ClientTimeouts t;
+  t.connect =
+      std::clamp(interval, std::chrono::milliseconds(1000), std::chrono::milliseconds(10000));
+  t.request =
+      std::clamp(interval, std::chrono::milliseconds(2000), std::chrono::milliseconds(30000));
+  return t;
+}
+
+// A reason fits the heartbeat's limit on it (wire::kMaxUnhealthyReason), or every heartbeat
+// would be refused.
+std::string bounded_reason(std::string reason) {
+  constexpr std::size_t kKeep = wire::kMaxUnhealthyReason - 16;
+  if (reason.size() <= kKeep) return reason;
+  std::size_t cut = kKeep;
+  while (cut > 0 && (static_cast<unsigned char>(reason[cut]) & 0xC0) == 0x80) --cut;  // UTF-8
+  reason.resize(cut);
+  reason += " [...]";
+  return reason;
+}
 
 enum class Phase { kStarting, kRunning, kDraining, kCancelling, kAborting };
 
@@ -223,6 +259,12 @@ struct Daemon::Impl {
   int fatal_exit = 0;  // set when the orchestrator refused the registration token
   std::string fatal_message;
   std::atomic<int> undelivered{0};
+  // Standing down after host failures (under `mutex`).
+  int host_failures_in_a_row = 0;
+  std::optional<std::string> unfit;  // why, while standing down
+  std::chrono::milliseconds fitness_wait = kFirstFitnessCheck;
+  Clock::time_point next_fitness_check{};
+  bool checking_fitness = false;
 
   std::mutex registration_mutex;  // one (re-)registration at a time
   StopSignal drain_stop;          // polls and registration
@@ -448,19 +490,31 @@ struct Daemon::Impl {
   // ---- heartbeat ----
 
   void heartbeat_loop() {
-    OrchestratorClient client(options.config.orchestrator_url, {}, options.config.ca_file);
+    std::unique_ptr<OrchestratorClient> heartbeats;
+    std::chrono::milliseconds heartbeats_interval{0};
     Backoff backoff(options.backoff);
     for (;;) {
       auto current = current_session();
       std::chrono::milliseconds wait =
           current ? current->heartbeat_interval : std::chrono::seconds(1);
       if (current) {
+        if (!heartbeats || heartbeats_interval != current->heartbeat_interval) {
+          heartbeats_interval = current->heartbeat_interval;
+          heartbeats = std::make_unique<OrchestratorClient>(options.config.orchestrator_url,
+                                                            heartbeat_timeouts(heartbeats_interval),
+                                                            options.config.ca_file);
+        }
+        OrchestratorClient& client = *heartbeats;
         wire::HeartbeatRequest request;
         for (const auto& t : tasks_of(current->generation)) {
           if (!t->lease_lost.load())
             request.leases.push_back({t->task_id, t->attempt, t->lease_id});
         }
         request.draining = draining();
+        {
+          std::lock_guard lock(mutex);
+          request.unhealthy = unfit;
+        }
         try {
           auto answer = client.heartbeat(current->credentials, request, &heartbeat_stop_signal);
           {
@@ -519,6 +573,7 @@ struct Daemon::Impl {
     OrchestratorClient client(options.config.orchestrator_url, {}, options.config.ca_file);
     Backoff backoff(options.backoff);
     while (!drain_stop.fired()) {
+      if (!wait_until_fit()) break;
       auto current = current_session();
       if (!current) break;
       auto wait = current->poll_timeout;
@@ -593,6 +648,7 @@ struct Daemon::Impl {
     std::unique_ptr<StagingDir> staging;
     Report report = execute(*task, assignment.task, staging);
     task->running = false;
+    note_host_outcome(report);
     if (!task->lease_lost.load() && staging && report.result) {
       upload_artifacts(client, *task, *report.result, staging->path());
       if (report.status == "succeeded" &&
@@ -606,6 +662,65 @@ struct Daemon::Impl {
                    task->task_id, task->attempt, report.status);
     } else {
       deliver(client, *task, report);
+    }
+  }
+
+  // ---- standing down on a broken host ----
+
+  // A host failure counts towards standing down; any other outcome shows the host can run
+  // tasks and starts the count again.
+  void note_host_outcome(const Report& report) {
+    const bool host = report.fail && report.error.code == kHostFailure;
+    std::lock_guard lock(mutex);
+    if (!host) {
+      host_failures_in_a_row = 0;
+      return;
+    }
+    if (++host_failures_in_a_row < kHostFailuresToStandDown || unfit) return;
+    unfit =
+        bounded_reason(fmt::format("{} tasks in a row failed because of this host; the last: {}",
+                                   host_failures_in_a_row, report.error.message));
+    next_fitness_check = Clock::now() + fitness_wait;
+    heartbeat_wake = true;  // the orchestrator hears of it now, not an interval later
+    changed.notify_all();
+    spdlog::error("worker {}: standing down, no new tasks: {}; checking the host again in {} ms",
+                  session ? session->credentials.worker_id : "(unregistered)", *unfit,
+                  fitness_wait.count());
+  }
+
+  // Returns once this host may take tasks (at once, unless standing down); false when a drain
+  // came first. While standing down, one slot re-checks the host when the wait is over.
+  bool wait_until_fit() {
+    for (;;) {
+      {
+        std::unique_lock lock(mutex);
+        if (!unfit) return true;
+        if (!checking_fitness && Clock::now() >= next_fitness_check) {
+          checking_fitness = true;
+          lock.unlock();
+          const auto problem = host_problem(options.config.workspace_root);
+          lock.lock();
+          checking_fitness = false;
+          const std::string id = session ? session->credentials.worker_id : "(unregistered)";
+          if (!problem) {
+            spdlog::info("worker {}: the host passes its check again; taking tasks", id);
+            unfit.reset();
+            host_failures_in_a_row = 0;
+            fitness_wait = kFirstFitnessCheck;
+            heartbeat_wake = true;
+            changed.notify_all();
+            return true;
+          }
+          fitness_wait = std::min(fitness_wait * 2, kMaxFitnessCheck);
+          next_fitness_check = Clock::now() + fitness_wait;
+          unfit = bounded_reason("the host check fails: " + *problem);
+          heartbeat_wake = true;
+          changed.notify_all();
+          spdlog::warn("worker {}: still standing down: {}; next check in {} ms", id, *unfit,
+                       fitness_wait.count());
+        }
+      }
+      if (drain_stop.wait_for(std::chrono::milliseconds(500))) return false;
     }
   }
 
@@ -705,6 +820,8 @@ struct Daemon::Impl {
     const std::string& worker = task.session->credentials.worker_id;
     Backoff backoff(options.backoff);
     std::size_t budget = 768 << 10;  // below the orchestrator's default 1 MiB JSON body limit
+    wire::LogSummary log = report.log;
+    int log_resends = 0;
     for (;;) {
       try {
         FencedAnswer answer;
@@ -712,12 +829,14 @@ struct Daemon::Impl {
           wire::FailRequest request;
           request.fence = task.fence();
           request.error = report.error;
+          request.log = log;
           if (report.result) request.result = fit_result(*report.result, budget);
           answer = client.fail(task.session->credentials, task.task_id, request, &task.stop);
         } else {
           wire::CompleteRequest request;
           request.fence = task.fence();
           request.result = fit_result(*report.result, budget);
+          request.log = log;
           answer = client.complete(task.session->credentials, task.task_id, request, &task.stop);
         }
         spdlog::info("worker {}: task {} attempt {} {}, reported (now {})", worker, task.task_id,
@@ -736,6 +855,23 @@ struct Daemon::Impl {
           spdlog::warn("worker {}: task {} attempt {} {}: result dropped: {}", worker, task.task_id,
                        task.attempt, report.status, e.what());
           return;
+        }
+        if (e.status() == 409 && e.code() == "log_incomplete" && e.log_length() &&
+            report.resend_log) {
+          // The orchestrator lost part of the log (restored from an older state): send it
+          // again; after a few rounds, report what it holds and count the rest as missing.
+          if (++log_resends <= 3) {
+            spdlog::warn(
+                "worker {}: task {}: the orchestrator holds {} bytes of the log; "
+                "sending the rest before the result",
+                worker, task.task_id, *e.log_length());
+            log = report.resend_log(*e.log_length());
+          } else {
+            log.missing_bytes +=
+                log.bytes.value_or(0) - std::min(log.bytes.value_or(0), *e.log_length());
+            log.bytes = *e.log_length();
+          }
+          continue;
         }
         if (e.status() == 413 && budget > (16 << 10)) {
           budget /= 4;
@@ -785,9 +921,18 @@ struct Daemon::Impl {
     h.worker_id = session ? session->credentials.worker_id : "";
     h.running_tasks = active.size();
     if (last_heartbeat) h.last_heartbeat_ago_ms = ms_since(*last_heartbeat);
-    if (session && phase != Phase::kStarting && Clock::now() - last_contact > session->lease_ttl) {
+    // Out of touch longer than a lease: the orchestrator counts this worker lost. Not while
+    // draining or stopping: the worker still holds results to deliver, and restarting it
+    // would lose them.
+    if (session && phase == Phase::kRunning && Clock::now() - last_contact > session->lease_ttl) {
       h.healthy = false;
       h.status = "unhealthy";
+      h.reason = "no heartbeat has reached the orchestrator for longer than the lease TTL";
+    }
+    if (unfit) {
+      h.healthy = false;
+      h.status = "unhealthy";
+      h.reason = *unfit;
     }
     return h;
   }
@@ -831,6 +976,13 @@ struct Daemon::Impl {
 
 namespace {
 
+// Unsent output beyond 4 MiB waits on disk, in an unlinked file under the workspace root.
+LogShipperLimits spooled_limits(const Config& config) {
+  LogShipperLimits limits;
+  limits.spill_dir = config.workspace_root;
+  return limits;
+}
+
 // Output and progress of one running task, on their way to the orchestrator from a thread of
 // their own: the task's output pipe is never held up by the network.
 class TaskReporter : public RunObserver {
@@ -839,6 +991,7 @@ class TaskReporter : public RunObserver {
       : daemon_(daemon),
         task_(task),
         client_(daemon.options.config.orchestrator_url, {}, daemon.options.config.ca_file),
+        shipper_(spooled_limits(daemon.options.config)),
         sink_(*this),
         backoff_(daemon.options.backoff),
         thread_([this] { loop(); }) {}
@@ -871,25 +1024,57 @@ class TaskReporter : public RunObserver {
   }
 
   // After the task ended: everything left goes out before the result (which closes the
-  // attempt's log), retried until `limit` passes or the task's stop signal fires.
-  void finish(std::chrono::milliseconds limit) {
+  // attempt's log), retried however long the orchestrator stays out of reach, until it is
+  // delivered or the task's stop signal fires (lease lost, the daemon giving up at shutdown).
+  // Returns what the result says about the log.
+  wire::LogSummary finish() {
     stop_thread();
-    const auto deadline = Clock::now() + limit;
+    ship_until_done();
+    return summary();
+  }
+
+  // The orchestrator holds only `held` bytes: sends from there again.
+  wire::LogSummary resend_from(std::uint64_t held) {
+    shipper_.rewind(held);
+    ship_until_done();
+    return summary();
+  }
+
+ private:
+  void ship_until_done() {
+    bool said = false;
     while (!task_.stop.fired()) {
-      if (ship()) break;
-      const auto left = deadline - Clock::now();
-      if (left <= std::chrono::milliseconds::zero()) break;
-      task_.stop.wait_for(
-          std::min(std::chrono::duration_cast<std::chrono::milliseconds>(left), backoff_.next()));
+      if (ship() && shipper_.acknowledged() >= shipper_.produced()) break;
+      if (!shipper_.stopped_reason().empty()) break;
+      if (!said) {
+        said = true;
+        spdlog::warn(
+            "worker {}: task {}: keeping {} bytes of output until the orchestrator "
+            "takes them; the result waits for them",
+            worker(), task_.task_id, shipper_.produced() - shipper_.acknowledged());
+      }
+      reconnected_or(backoff_.next());
     }
+  }
+
+  void reconnected_or(std::chrono::milliseconds wait) {
+    daemon_.reconnected.wait_for(wait, task_.stop);
+  }
+
+  wire::LogSummary summary() const {
+    wire::LogSummary log;
     const auto produced = shipper_.produced();
     const auto acked = shipper_.acknowledged();
+    log.bytes = acked;
+    log.missing_bytes = shipper_.dropped_bytes();
     if (acked < produced && !task_.lease_lost.load()) {
       spdlog::warn("worker {}: task {}: {} of {} bytes of output did not reach the orchestrator",
                    worker(), task_.task_id, produced - acked, produced);
     }
+    return log;
   }
 
+ public:
  private:
   class Sink : public LogSink {
    public:
@@ -1030,7 +1215,8 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
   }
   protocol::TaskSpec spec = std::move(*parsed.spec);
   spec.id = task.task_id;
-  TaskReporter reporter(*this, task);
+  auto shared_reporter = std::make_shared<TaskReporter>(*this, task);
+  TaskReporter& reporter = *shared_reporter;
   try {
     RunOptions run_options;
     if (!spec.artifacts.empty()) {
@@ -1047,7 +1233,10 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
     report.fail = true;
     report.error = {"internal_error", e.what(), true};
   }
-  reporter.finish(std::chrono::seconds(30));
+  report.log = reporter.finish();
+  report.resend_log = [shared_reporter](std::uint64_t held) {
+    return shared_reporter->resend_from(held);
+  };
   if (report.fail) {
     report.status = "error (" + report.error.code + ")";
     return report;
@@ -1085,6 +1274,7 @@ int Daemon::Impl::run() {
                    {"runningTasks", h.running_tasks},
                    {"lastHeartbeatAgoMs",
                     h.last_heartbeat_ago_ms ? json(*h.last_heartbeat_ago_ms) : json(nullptr)}};
+      if (!h.reason.empty()) body["reason"] = h.reason;
       return HealthAnswer{h.healthy ? 200u : 503u, body.dump()};
     });
     spdlog::info("health endpoint on port {}", health_server->port());

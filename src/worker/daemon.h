@@ -55,7 +55,10 @@ struct HealthSnapshot {
   std::string worker_id;
   std::size_t running_tasks = 0;
   std::optional<std::int64_t> last_heartbeat_ago_ms;
-  bool healthy = true;  // false: heartbeats have failed for longer than the lease TTL
+  // false: heartbeats have failed for longer than the lease TTL while running, or the worker
+  // stands down because its host failed several tasks in a row (`reason` says which).
+  bool healthy = true;
+  std::string reason;
 };
 
 class Daemon {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <system_error>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -18,6 +19,7 @@
 #include "sandbox/workspace.h"
 #include "worker/artifacts.h"
 #include "worker/checkout.h"
+#include "worker/host_check.h"
 #include "worker/secret_masker.h"
 
 namespace tamma::worker {
@@ -196,6 +198,17 @@ class EngineContext : public TaskContext {
     accumulate(result_.usage, step.usage);
     result_.steps.push_back(step);
     observer_.on_step_end(index, step);
+    if (step.status == TaskStatus::kLimitExceeded && step.limit == LimitKind::kMemory &&
+        outcome.usage.memory_limit_hits == 0) {
+      // Killed for memory although the task's own limit was never reached: a parent cgroup's
+      // limit or the machine ran out. The task is not to blame and may pass elsewhere.
+      throw Error(ErrorKind::kInfrastructure, std::string(kHostFailure),
+                  fmt::format("step '{}': {} process(es) were killed by an out-of-memory kill "
+                              "that the task's own memory limit did not cause (this host or a "
+                              "cgroup above the worker ran out of memory)",
+                              command.name, outcome.usage.oom_kills),
+                  /*retryable=*/true);
+    }
     if (raw) *raw = std::move(outcome);
     return step;
   }
@@ -322,6 +335,26 @@ std::string timeout_message(const protocol::TaskSpec& spec, const protocol::Task
 
 }  // namespace
 
+// A task that did not succeed on a host that is out of disk, descriptors or memory may well
+// succeed on another worker: its result becomes a retryable host_failure, which the daemon
+// also counts towards standing down (docs/daemon.md, "Faults"). Checked after the workspace
+// is gone, so space the task itself filled does not count against the host.
+void Engine::blame_host_if_broken(protocol::TaskResult& result) const {
+  if (result.status == TaskStatus::kSucceeded || result.status == TaskStatus::kCancelled) return;
+  if (result.error && result.error->code == kHostFailure) return;
+  const auto problem = host_problem(config_.workspace_root);
+  if (!problem) return;
+  const std::string outcome =
+      result.error ? result.error->message : std::string(protocol::to_string(result.status));
+  spdlog::warn("task {}: blamed on this host, not the task: {} (the task's outcome: {})",
+               result.task_id, *problem, outcome);
+  result.status = TaskStatus::kError;
+  result.error = protocol::TaskError{
+      std::string(kHostFailure),
+      fmt::format("this host cannot run tasks now: {} (the task ended: {})", *problem, outcome),
+      true};
+}
+
 std::unique_ptr<sandbox::Workspace> Engine::allocate_workspace(const protocol::TaskSpec& spec,
                                                                protocol::TaskResult& result) const {
   const auto disk =
@@ -410,12 +443,29 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
     }
     spdlog::error("task {}: {}", spec.id, message);
     fail_with(result, error, message);
+    // The worker's own calls (not the task's answer) failing for want of disk, descriptors or
+    // memory: the sandbox quotes errno's text in its errors.
+    if ((error.kind() == ErrorKind::kInfrastructure || error.kind() == ErrorKind::kSandboxSetup) &&
+        error.code() != kHostFailure && mentions_host_errno(message)) {
+      result.error = protocol::TaskError{std::string(kHostFailure), message, true};
+    }
+  } catch (const std::system_error& error) {
+    // std::filesystem and friends: a full or failing disk is the host's failure.
+    const std::string message = error_masker.mask(error.what());
+    spdlog::error("task {}: {}", spec.id, message);
+    result.status = TaskStatus::kError;
+    const bool host = error.code().category() == std::generic_category() ||
+                      error.code().category() == std::system_category();
+    result.error = host && is_host_errno(error.code().value())
+                       ? protocol::TaskError{std::string(kHostFailure), message, true}
+                       : protocol::TaskError{"internal_error", message, false};
   } catch (const std::exception& error) {
     const std::string message = error_masker.mask(error.what());
     spdlog::error("task {}: {}", spec.id, message);
     result.status = TaskStatus::kError;
     result.error = protocol::TaskError{"internal_error", message, false};
   }
+  blame_host_if_broken(result);
   if (!result.error) {
     switch (result.status) {
       case TaskStatus::kTimeout:

@@ -34,6 +34,7 @@ class Engine {
  private:
   std::unique_ptr<sandbox::Workspace> allocate_workspace(const protocol::TaskSpec& spec,
                                                          protocol::TaskResult& result) const;
+  void blame_host_if_broken(protocol::TaskResult& result) const;
 
   Config config_;
   HandlerRegistry registry_;

@@ -1,13 +1,17 @@
 #include "worker/log_shipper.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include <fmt/format.h>
 
 namespace tamma::worker {
 
 LogShipper::LogShipper(const LogShipperLimits& limits)
-    : limits_(limits), piece_(std::max<std::size_t>(limits.max_request_bytes, 1)) {}
+    : limits_(limits),
+      // Memory only: append() bounds what is unsent (max_buffered_bytes) by itself.
+      buffer_(limits.spill_dir.empty() ? SIZE_MAX : limits.memory_bytes, limits.spill_dir),
+      piece_(std::max<std::size_t>(limits.max_request_bytes, 1)) {}
 
 bool LogShipper::append(std::string_view data) {
   std::lock_guard lock(mutex_);
@@ -25,17 +29,21 @@ bool LogShipper::append(std::string_view data) {
     return true;
   }
   note_drops();
-  buffer_.append(data);
+  if (!buffer_.append(data)) {
+    dropped_ += data.size();
+    dropped_unnoted_ += data.size();
+    return true;
+  }
   return unsent + data.size() >= limits_.flush_bytes;
 }
 
 void LogShipper::note_drops() {
   if (dropped_unnoted_ == 0) return;
-  buffer_ += fmt::format(
+  const bool kept = buffer_.append(fmt::format(
       "\n[tamma-worker: {} bytes of output were dropped here: the orchestrator did not take them "
-      "fast enough]\n",
-      dropped_unnoted_);
-  dropped_unnoted_ = 0;
+      "fast enough, or they could not be kept]\n",
+      dropped_unnoted_));
+  if (kept) dropped_unnoted_ = 0;
 }
 
 void LogShipper::stop(std::string reason) {
@@ -66,7 +74,7 @@ bool LogShipper::move_to(std::uint64_t length) {
   const std::uint64_t keep_from =
       length > limits_.retained_bytes ? length - limits_.retained_bytes : 0;
   if (keep_from > base_) {
-    buffer_.erase(0, keep_from - base_);
+    buffer_.drop_front(keep_from - base_);
     base_ = keep_from;
   }
   return true;
@@ -79,7 +87,11 @@ void LogShipper::flush(LogSink& sink) {
   while (stopped_.empty() && next_ < base_ + buffer_.size()) {
     const std::uint64_t offset = next_;
     const std::size_t size = std::min<std::uint64_t>(piece_, base_ + buffer_.size() - offset);
-    std::string piece = buffer_.substr(offset - base_, size);
+    std::string piece = buffer_.read(offset - base_, size);
+    if (piece.empty()) {
+      stop(fmt::format("the output kept at offset {} cannot be read back", offset));
+      break;
+    }
     lock.unlock();
     LogAppendAnswer answer = sink.append(offset, piece);
     lock.lock();
@@ -111,6 +123,23 @@ void LogShipper::flush(LogSink& sink) {
 void LogShipper::abandon(const std::string& reason) {
   std::lock_guard lock(mutex_);
   if (stopped_.empty()) stop(reason);
+}
+
+bool LogShipper::rewind(std::uint64_t length) {
+  std::lock_guard lock(mutex_);
+  if (!stopped_.empty()) return false;
+  if (length < base_) {
+    // What the orchestrator lacks is gone from here too: count it, keep going from its end.
+    const std::uint64_t end = base_ + buffer_.size();
+    stop(
+        fmt::format("the orchestrator holds only {} bytes of this attempt's log and the bytes "
+                    "from there are no longer kept (from {})",
+                    length, base_));
+    dropped_ += std::min(end, next_) - length;
+    acked_ = length;
+    return false;
+  }
+  return move_to(length);
 }
 
 std::uint64_t LogShipper::acknowledged() const {

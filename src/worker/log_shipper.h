@@ -5,11 +5,13 @@
 // so a lost answer or a retried request never duplicates or loses output.
 
 #include <cstdint>
+#include <filesystem>
 #include <mutex>
 #include <string>
 #include <string_view>
 
 #include "worker/orchestrator_client.h"
+#include "worker/output_spool.h"
 
 namespace tamma::worker {
 
@@ -27,6 +29,10 @@ struct LogShipperLimits {
   std::size_t min_request_bytes = 4 << 10;    // 413 halves the piece size down to this
   std::size_t max_buffered_bytes = 64 << 20;  // unsent output beyond this is dropped, and said
   std::size_t retained_bytes = 1 << 20;       // acknowledged output kept to rewind into
+  // Output waiting beyond this much memory goes to an unlinked file under spill_dir (none:
+  // everything stays in memory, up to max_buffered_bytes).
+  std::size_t memory_bytes = 4 << 20;
+  std::filesystem::path spill_dir;
 };
 
 class LogShipper {
@@ -45,6 +51,11 @@ class LogShipper {
   // Stops shipping for good (the sink refused for a reason retrying cannot fix).
   void abandon(const std::string& reason);
 
+  // The orchestrator says it holds only `length` bytes (it refused a result as early): the
+  // next flush sends from there. False when those bytes are no longer kept (then shipping
+  // stops, and what cannot be sent counts as dropped).
+  bool rewind(std::uint64_t length);
+
   // Output the orchestrator acknowledged (its log length as last reported).
   [[nodiscard]] std::uint64_t acknowledged() const;
   // Output the task produced, including any dropped bytes' notice.
@@ -62,7 +73,7 @@ class LogShipper {
 
   LogShipperLimits limits_;
   mutable std::mutex mutex_;
-  std::string buffer_;                 // bytes [base_, base_ + buffer_.size()) of the log
+  OutputSpool buffer_;                 // bytes [base_, base_ + buffer_.size()) of the log
   std::uint64_t base_ = 0;             // log offset of buffer_[0]
   std::uint64_t next_ = 0;             // where the next append starts
   std::uint64_t acked_ = 0;            // the orchestrator's length, as last answered

@@ -3,14 +3,18 @@
 
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <regex>
@@ -448,6 +452,100 @@ TEST_F(DaemonTest, ARefusedRegistrationTokenExits2AtOnceWithoutShowingIt) {
       {TAMMA_WORKER_BINARY, "start", "--orchestrator", orchestrator.url()}, {"A=b"});
   EXPECT_EQ(missing.exit_code, 2);
   EXPECT_NE(missing.err.find("no registration token"), std::string::npos) << missing.err;
+}
+
+// A tmpfs of `size` mounted over `dir` for one test, unmounted on every path.
+class SmallFilesystem {
+ public:
+  SmallFilesystem(std::filesystem::path dir, const std::string& size) : dir_(std::move(dir)) {
+    std::filesystem::create_directories(dir_);
+    mounted_ = ::mount("tmpfs", dir_.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;
+  }
+  ~SmallFilesystem() {
+    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+  }
+  SmallFilesystem(const SmallFilesystem&) = delete;
+  SmallFilesystem& operator=(const SmallFilesystem&) = delete;
+  [[nodiscard]] bool mounted() const { return mounted_; }
+  // Writes a file until the filesystem refuses more.
+  void fill() {
+    std::ofstream out(dir_ / "filler", std::ios::binary);
+    const std::string block(1 << 20, 'x');
+    while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
+    }
+  }
+  void empty() { std::filesystem::remove(dir_ / "filler"); }
+
+ private:
+  std::filesystem::path dir_;
+  bool mounted_ = false;
+};
+
+TEST_F(DaemonTest, AWorkerWhoseHostFailsTasksStandsDownSaysWhyAndRecovers) {
+  auto flags = fast_orchestrator();
+  flags.insert(flags.end(), {"--avoid-failed-host", "1s"});
+  Orchestrator orchestrator(dir_.path(), flags);
+  // The workspace root on a full filesystem: every task fails there, through no fault of its
+  // own (a full disk on a real host, or /tmp filled by something else).
+  SmallFilesystem disk(dir_.path() / "small-disk", "64m");
+  ASSERT_TRUE(disk.mounted()) << "mounting a tmpfs needs root: " << std::strerror(errno);
+  disk.fill();
+  const int health = free_port();
+  std::vector<std::string> argv = {
+      TAMMA_WORKER_BINARY, "start",
+      "--orchestrator",    orchestrator.url(),
+      "--workspace-root",  (dir_.path() / "small-disk" / "ws").string(),
+      "--health-listen",   "127.0.0.1:" + std::to_string(health)};
+  ChildProcess worker(argv, {"TAMMA_TOKEN=" + kRegistrationToken});
+  ASSERT_TRUE(worker.wait_for_output("registered with", 20s));
+
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    json spec = {{"type", "command"},
+                 {"steps", {{{"name", "write"}, {"run", "echo built > out.txt && cat out.txt"}}}}};
+    ids.push_back(orchestrator.submit(spec, {"--max-retries", "0"}));
+  }
+  // Three host failures in a row: it stands down, and says why wherever anyone looks.
+  const auto deadline = Clock::now() + 30s;
+  std::pair<int, std::string> h;
+  while (Clock::now() < deadline && (h = http_get(health, "/health")).first != 503) {
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(h.first, 503) << h.second;
+  const json body = json::parse(h.second);
+  EXPECT_EQ(body["status"], "unhealthy");
+  EXPECT_NE(body["reason"].get<std::string>().find("failed because of this host"),
+            std::string::npos)
+      << h.second;
+  EXPECT_NE(body["reason"].get<std::string>().find("free"), std::string::npos)
+      << "names the resource: " << h.second;
+  const auto unhealthy_deadline = Clock::now() + 10s;
+  json view = orchestrator.worker_view(body["workerId"]);
+  while (!view.contains("unhealthy") && Clock::now() < unhealthy_deadline) {
+    std::this_thread::sleep_for(100ms);
+    view = orchestrator.worker_view(body["workerId"]);
+  }
+  EXPECT_TRUE(view.contains("unhealthy")) << view.dump();
+  // None of the tasks failed for good, although none may be retried (maxRetries 0).
+  for (const auto& id : ids) {
+    auto t = orchestrator.task(id);
+    EXPECT_TRUE(t["state"] == "queued" || t["state"] == "retry_wait") << t.dump(2);
+    if (t.contains("error")) {
+      EXPECT_EQ(t["error"]["code"], "host_failure") << t.dump(2);
+    }
+  }
+
+  // The disk has room again: the worker's next check passes, it takes the tasks, they pass.
+  disk.empty();
+  for (const auto& id : ids) {
+    auto t = orchestrator.wait_task(id, in_state({"succeeded", "failed", "dead"}), 60s);
+    EXPECT_EQ(t["state"], "succeeded") << t.dump(2);
+    EXPECT_EQ(t["result"]["steps"][0]["stdout"], "built\n") << t.dump(2);
+  }
+  auto [after, after_body] = http_get(health, "/health");
+  EXPECT_EQ(after, 200) << after_body;
+  worker.send_signal(SIGTERM);
+  EXPECT_EQ(worker.wait(30s).exit_code, 0);
 }
 
 }  // namespace

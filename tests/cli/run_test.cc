@@ -1,12 +1,17 @@
 // End-to-end tests of `tamma-worker run`: the real binary, real sandboxed processes.
 
 #include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -377,6 +382,92 @@ TEST_F(RunCommand, ArtifactsAreCollectedWithChecksumsAndCopied) {
   EXPECT_EQ(result["artifacts"][0]["sha256"],
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(read_file(out.path() / "dist/app.bin"), "abc");
+}
+
+// A failure of the host is not the task's: it is retryable, so an orchestrator runs the task
+// again on another worker (docs/daemon.md, "Faults").
+TEST_F(RunCommand, ATaskFailingOnAFullHostDiskIsAHostFailureNotTheTasksOwn) {
+  TempDir mount_point;
+  ASSERT_EQ(::mount("tmpfs", mount_point.path().c_str(), "tmpfs", 0, "size=8m"), 0)
+      << "mounting a tmpfs needs root: " << std::strerror(errno);
+  struct Unmount {
+    std::filesystem::path dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{mount_point.path()};
+  {
+    std::ofstream filler(mount_point.path() / "filler", std::ios::binary);
+    const std::string block(1 << 20, 'x');
+    while (filler.write(block.data(), static_cast<std::streamsize>(block.size()))) {
+    }
+  }
+  ProcessResult r = testing::run_process({TAMMA_WORKER_BINARY, "run", "--json", "--workspace-root",
+                                          (mount_point.path() / "ws").string(), "--", "/bin/sh",
+                                          "-c", "echo built > out.txt # " + marker_});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  const auto result = nlohmann::json::parse(r.out);
+  EXPECT_EQ(result["status"], "error") << r.out;
+  EXPECT_EQ(result["error"]["code"], "host_failure") << r.out;
+  EXPECT_EQ(result["error"]["retryable"], true) << r.out;
+  const std::string message = result["error"]["message"];
+  EXPECT_NE(message.find("free"), std::string::npos) << "names what ran out: " << message;
+  EXPECT_NE(message.find("failed"), std::string::npos) << "and what the task did: " << message;
+}
+
+// A memory cgroup around the worker, as a container or a systemd slice puts one: v1 or v2.
+class MemoryCage {
+ public:
+  explicit MemoryCage(std::uint64_t limit) {
+    const std::string name = "tamma-test-cage-" + std::to_string(::getpid());
+    if (std::filesystem::exists("/sys/fs/cgroup/memory/cgroup.procs")) {
+      dir_ = "/sys/fs/cgroup/memory/" + name;
+      limit_file_ = "memory.limit_in_bytes";
+    } else {
+      dir_ = "/sys/fs/cgroup/" + name;
+      limit_file_ = "memory.max";
+    }
+    std::error_code ec;
+    if (!std::filesystem::create_directory(dir_, ec)) return;
+    std::ofstream(dir_ / limit_file_) << limit;
+    std::ofstream(dir_ / "memory.swappiness") << 0;  // v1 only; without swap the limit bites
+    ok_ = std::filesystem::exists(dir_ / limit_file_);
+  }
+  ~MemoryCage() {
+    // The worker removed its task groups; give the kernel a moment to let go of the last one.
+    for (int i = 0; i < 100 && ::rmdir(dir_.c_str()) != 0 && errno == EBUSY; ++i) {
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  MemoryCage(const MemoryCage&) = delete;
+  MemoryCage& operator=(const MemoryCage&) = delete;
+  [[nodiscard]] bool ok() const { return ok_; }
+  // argv run with its first process moved into the cage.
+  [[nodiscard]] std::vector<std::string> wrap(const std::vector<std::string>& argv) const {
+    std::vector<std::string> out = {
+        "/bin/sh", "-c", "echo $$ > " + (dir_ / "cgroup.procs").string() + " && exec \"$@\"", "sh"};
+    out.insert(out.end(), argv.begin(), argv.end());
+    return out;
+  }
+
+ private:
+  std::filesystem::path dir_;
+  std::string limit_file_;
+  bool ok_ = false;
+};
+
+TEST_F(RunCommand, AnOomKillTheTasksOwnLimitDidNotCauseIsTheHostsFailure) {
+  // The worker's cgroup allows 96 MiB; the task's own limit is 1 GiB. The task's growth is
+  // stopped by the limit above it: the kill is the host's doing, not the task's.
+  MemoryCage cage(96ULL << 20);
+  ASSERT_TRUE(cage.ok()) << "a writable memory cgroup is needed";
+  ProcessResult r =
+      testing::run_process(cage.wrap(worker({"--json", "--memory", "1G", "--timeout", "60s", "--",
+                                             "/bin/sh", "-c", "tail /dev/zero # " + marker_})));
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  const auto result = nlohmann::json::parse(r.out);
+  EXPECT_EQ(result["status"], "error") << r.out;
+  EXPECT_EQ(result["error"]["code"], "host_failure") << r.out;
+  EXPECT_EQ(result["error"]["retryable"], true) << r.out;
+  EXPECT_GE(result["usage"]["oomKills"].get<int>(), 1) << r.out;
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <future>
 #include <thread>
 
+#include "support/test_support.h"
 #include "worker/daemon.h"
 #include "worker/daemon_http_responder.h"
 #include "worker/log_shipper.h"
@@ -76,6 +78,7 @@ class FakeSink : public LogSink {
  public:
   explicit FakeSink(FakeLog& log) : log_(log) {}
   LogAppendAnswer append(std::uint64_t offset, std::string_view data) override {
+    if (unreachable) throw OrchestratorError(0, "orchestrator_unreachable", "no route", true);
     offsets.push_back(offset);
     sizes.push_back(data.size());
     if (max_piece && data.size() > max_piece) {
@@ -93,6 +96,7 @@ class FakeSink : public LogSink {
   std::vector<std::uint64_t> offsets;
   std::vector<std::size_t> sizes;
   bool lose_next_answer = false;
+  bool unreachable = false;
   std::size_t max_piece = 0;
 
  private:
@@ -116,6 +120,38 @@ TEST(DaemonLogShipper, ShipsInOrderAndALostAnswerNeverDuplicatesOutput) {
   EXPECT_EQ(shipper.acknowledged(), log.stored.size());
   EXPECT_EQ(sink.offsets, (std::vector<std::uint64_t>{0, 11, 11}))
       << "the retry starts where the acknowledged log ends";
+}
+
+TEST(DaemonLogShipper, AnOutageKeepsEveryByteOnDiskBeyondTheMemoryCap) {
+  FakeLog log;
+  FakeSink sink(log);
+  tamma::testing::TempDir spill;
+  LogShipperLimits limits;
+  limits.memory_bytes = 4096;
+  limits.spill_dir = spill.path();
+  LogShipper shipper(limits);
+  // The orchestrator is out of reach while the task writes 3 MiB, far beyond the memory cap.
+  sink.unreachable = true;
+  std::string expected;
+  for (int i = 0; i < 3 * 1024; ++i) {
+    std::string line = "line " + std::to_string(i) + " " + std::string(1000, 'a' + i % 26) + "\n";
+    expected += line;
+    if (shipper.append(line)) {
+      EXPECT_THROW(shipper.flush(sink), OrchestratorError);
+    }
+  }
+  EXPECT_EQ(shipper.dropped_bytes(), 0u) << "kept on disk, not dropped";
+  std::vector<std::string> visible;
+  for (const auto& e : std::filesystem::directory_iterator(spill.path())) {
+    visible.push_back(e.path().filename());
+  }
+  EXPECT_TRUE(visible.empty()) << "the spill file is never linked: " << visible[0];
+  // Back: everything arrives, once, in order.
+  sink.unreachable = false;
+  shipper.flush(sink);
+  EXPECT_EQ(log.stored.size(), expected.size());
+  EXPECT_TRUE(log.stored == expected) << "the log differs from what the task wrote";
+  EXPECT_EQ(shipper.acknowledged(), expected.size());
 }
 
 TEST(DaemonLogShipper, RewindsToTheOrchestratorsLengthOnAGap) {
