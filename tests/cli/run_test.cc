@@ -455,12 +455,14 @@ class MemoryCage {
 };
 
 TEST_F(RunCommand, AnOomKillTheTasksOwnLimitDidNotCauseIsTheHostsFailure) {
-  // The worker's cgroup allows 96 MiB; the task's own limit is 1 GiB. The task's growth is
-  // stopped by the limit above it: the kill is the host's doing, not the task's.
-  MemoryCage cage(96ULL << 20);
+  // The worker's cgroup allows 384 MiB; the task's own limit is 2 GiB. The task's growth is
+  // stopped by the limit above it: the kill is the host's doing, not the task's. (Large enough
+  // that the task, not a sanitizer build's worker, is the biggest process in the cgroup and so
+  // the one the kernel picks.)
+  MemoryCage cage(384ULL << 20);
   ASSERT_TRUE(cage.ok()) << "a writable memory cgroup is needed";
   ProcessResult r =
-      testing::run_process(cage.wrap(worker({"--json", "--memory", "1G", "--timeout", "60s", "--",
+      testing::run_process(cage.wrap(worker({"--json", "--memory", "2G", "--timeout", "60s", "--",
                                              "/bin/sh", "-c", "tail /dev/zero # " + marker_})));
   EXPECT_EQ(r.exit_code, 6) << r.err;
   const auto result = nlohmann::json::parse(r.out);
