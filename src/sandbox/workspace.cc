@@ -455,9 +455,16 @@ class PlainWorkspace final : public Workspace {
   PlainWorkspace(fs::path path, std::unique_ptr<OwnerLock> lock)
       : path_(std::move(path)), lock_(std::move(lock)) {}
 
+  // Never throws: an exception leaving a destructor ends the process, and a host short of
+  // descriptors makes reading /proc/self/mountinfo fail. What is left is swept by the next
+  // remove_stale().
   ~PlainWorkspace() override {
-    unmount_all_under(path_);
-    remove_tree(path_);
+    try {
+      unmount_all_under(path_);
+      remove_tree(path_);
+    } catch (const std::exception& e) {
+      spdlog::error("workspace: tearing down {} failed: {}", path_.string(), e.what());
+    }
   }
 
   [[nodiscard]] const fs::path& path() const override { return path_; }
