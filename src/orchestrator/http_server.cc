@@ -83,6 +83,13 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   beast::tcp_stream::executor_type executor() { return stream_.get_executor(); }
+  // The peer closed or reset the connection (a peek, from any thread: nothing is consumed,
+  // and the end of a stream stays readable). Data waiting, or nothing yet: false.
+  [[nodiscard]] bool peer_closed() {
+    char byte = 0;
+    const ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE));
+  }
   void write(Response response, std::function<void(bool)> written);
   void watch(std::function<void()> gone);
   HttpShared& shared() { return *shared_; }
@@ -181,6 +188,8 @@ class SessionExchange : public Exchange {
     asio::post(session->executor(),
                [session, gone = std::move(gone)]() mutable { session->watch(std::move(gone)); });
   }
+
+  [[nodiscard]] bool client_gone() const override { return session_->peer_closed(); }
 
  private:
   std::shared_ptr<Session> session_;

@@ -78,6 +78,11 @@ class Exchange {
   virtual void reply(Response response, std::function<void(bool written)> written = {}) = 0;
   // Runs `gone` on the core thread if the client hangs up before the answer (long-polls).
   virtual void watch_disconnect(std::function<void()> gone) = 0;
+  // True when the client has certainly hung up already (its end of the connection is closed
+  // or reset), from any thread. A request read long after it was sent (the process stood
+  // still) may come from a client that gave up: it must not be handed a task. False when not
+  // known (a TLS client's close_notify waiting unread looks like data).
+  [[nodiscard]] virtual bool client_gone() const { return false; }
 };
 using ExchangePtr = std::shared_ptr<Exchange>;
 

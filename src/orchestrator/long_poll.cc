@@ -52,7 +52,7 @@ const PollWaiters::Waiter* PollWaiters::find_match(const std::string& type,
   const auto now = std::chrono::steady_clock::now();
   for (const auto& w : fifo_) {
     if (tried.count(w.id) == 0 && w.deadline > now &&
-        worker_matches(w.worker.capabilities, type, labels)) {
+        worker_matches(w.worker.capabilities, type, labels) && !w.exchange->client_gone()) {
       return &w;
     }
   }

@@ -46,8 +46,9 @@ class PollWaiters {
   // Removes and returns a waiter (its timer cancelled); nullopt when already taken.
   std::optional<Waiter> take(std::uint64_t id);
   // The longest-waiting waiter whose worker can run a task of this type and labels, skipping
-  // ids in `tried` and waiters past their deadline (their timer, late after a stall, has not run
-  // yet); nullptr when none.
+  // ids in `tried`, waiters past their deadline (their timer, late after a stall, has not run
+  // yet) and waiters whose client is already gone (its disconnect not yet handled); nullptr
+  // when none.
   const Waiter* find_match(const std::string& type,
                            const std::map<std::string, std::string>& labels,
                            const std::set<std::uint64_t>& tried) const;

@@ -84,7 +84,10 @@ void poll(Core& core, Request& request, const ExchangePtr& exchange) {
   // The wait counts from when the request arrived: after a stall of this process its client
   // may have given up already, and a task handed to it would sit unacknowledged.
   const auto deadline = request.received_at + wait;
-  const bool expired = wait.count() > 0 && std::chrono::steady_clock::now() >= deadline;
+  // A request read only now may have waited unread in the listen queue while this process
+  // stood still: if its client has hung up meanwhile, no task goes to it.
+  const bool expired =
+      (wait.count() > 0 && std::chrono::steady_clock::now() >= deadline) || exchange->client_gone();
   if (expired) {
     exchange->reply(Response::no_content());
     return;

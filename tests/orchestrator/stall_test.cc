@@ -85,5 +85,41 @@ TEST(OrchestratorStall, APollPastItsClientsDeadlineIsNeverHandedATask) {
   EXPECT_EQ(next.json()["attempt"], 1);
 }
 
+TEST(OrchestratorStall, APollThatWaitedUnreadWhileStoppedIsNotHandedATaskIfItsClientLeft) {
+  tamma::testing::TempDir dir;
+  RunningOrchestrator server(dir.path(), kTokens, {"--ack-timeout", "30s"});
+  ASSERT_TRUE(server.ready());
+  auto worker = register_at(server.url());
+  // The process stands still before the poll is even read: the poll waits in the socket, and
+  // its client gives up after a second and hangs up.
+  server.pause();
+  auto gave_up = std::async(std::launch::async, [&] {
+    try {
+      return worker->http
+          .request("POST", "/api/v1/workers/" + worker->id + "/poll?waitMs=1000", {}, {},
+                   std::chrono::milliseconds(1000))
+          .status;
+    } catch (const std::exception&) {
+      return 0L;  // timed out: the client hangs up
+    }
+  });
+  auto submitted = std::async(std::launch::async, [&] {
+    HttpClient admin(server.url(), kAdminToken);
+    return admin.post_json("/api/v1/tasks", submit_body(task_spec(), 0, /*max_retries=*/0));
+  });
+  EXPECT_EQ(gave_up.get(), 0) << "the client timed out";
+  std::this_thread::sleep_for(1s);
+  server.resume();
+  auto submit = submitted.get();
+  ASSERT_EQ(submit.status, 201) << submit.body;
+  // Read only now, from a client that left: it must not take the task, which would then wait
+  // for the 30 s acknowledgement timeout. The next poll gets it at once, as attempt 1.
+  auto next = worker->poll(2000);
+  ASSERT_EQ(next.status, 200) << next.body;
+  EXPECT_EQ(next.json()["taskId"], submit.json()["id"]);
+  EXPECT_EQ(next.json()["attempt"], 1);
+  EXPECT_EQ(server.log().find("never acknowledged"), std::string::npos) << server.log();
+}
+
 }  // namespace
 }  // namespace tamma::orchestrator::testing
