@@ -87,9 +87,12 @@ struct Report {
 };
 
 // Host failures in a row after which a worker stands down: it stops taking tasks until its
-// host passes a check again (worker/host_check.h), first after kFirstFitnessCheck, then at
-// doubling intervals up to kMaxFitnessCheck.
+// host passes a check again (worker/host_check.h), checked every kFitnessCheckEvery. It stands
+// down for at least kFirstFitnessCheck, doubled (up to kMaxFitnessCheck) each time it has to
+// stand down again without a task going well in between: a fault the check cannot see (memory
+// pressure from above) then costs fewer and fewer tasks.
 constexpr int kHostFailuresToStandDown = 3;
+constexpr std::chrono::milliseconds kFitnessCheckEvery{5000};
 constexpr std::chrono::milliseconds kFirstFitnessCheck{5000};
 constexpr std::chrono::milliseconds kMaxFitnessCheck{300000};
 
@@ -262,6 +265,7 @@ struct Daemon::Impl {
   // Standing down after host failures (under `mutex`).
   int host_failures_in_a_row = 0;
   std::optional<std::string> unfit;  // why, while standing down
+  std::string stand_down_cause;      // the failures that started it
   std::chrono::milliseconds fitness_wait = kFirstFitnessCheck;
   Clock::time_point next_fitness_check{};
   bool checking_fitness = false;
@@ -674,12 +678,14 @@ struct Daemon::Impl {
     std::lock_guard lock(mutex);
     if (!host) {
       host_failures_in_a_row = 0;
+      fitness_wait = kFirstFitnessCheck;
       return;
     }
     if (++host_failures_in_a_row < kHostFailuresToStandDown || unfit) return;
-    unfit =
+    stand_down_cause =
         bounded_reason(fmt::format("{} tasks in a row failed because of this host; the last: {}",
                                    host_failures_in_a_row, report.error.message));
+    unfit = stand_down_cause;
     next_fitness_check = Clock::now() + fitness_wait;
     heartbeat_wake = true;  // the orchestrator hears of it now, not an interval later
     changed.notify_all();
@@ -706,18 +712,23 @@ struct Daemon::Impl {
             spdlog::info("worker {}: the host passes its check again; taking tasks", id);
             unfit.reset();
             host_failures_in_a_row = 0;
-            fitness_wait = kFirstFitnessCheck;
+            // Kept doubled until a task goes well: standing down again soon means the check
+            // misses what is wrong.
+            fitness_wait = std::min(fitness_wait * 2, kMaxFitnessCheck);
             heartbeat_wake = true;
             changed.notify_all();
             return true;
           }
-          fitness_wait = std::min(fitness_wait * 2, kMaxFitnessCheck);
-          next_fitness_check = Clock::now() + fitness_wait;
-          unfit = bounded_reason("the host check fails: " + *problem);
+          next_fitness_check = Clock::now() + kFitnessCheckEvery;
+          const bool first = unfit->rfind("the host check fails: ", 0) != 0;
+          unfit = bounded_reason("the host check fails: " + *problem + " (standing down since " +
+                                 stand_down_cause + ")");
           heartbeat_wake = true;
           changed.notify_all();
-          spdlog::warn("worker {}: still standing down: {}; next check in {} ms", id, *unfit,
-                       fitness_wait.count());
+          if (first) {
+            spdlog::warn("worker {}: still standing down: {}; checking every {} ms", id, *unfit,
+                         kFitnessCheckEvery.count());
+          }
         }
       }
       if (drain_stop.wait_for(std::chrono::milliseconds(500))) return false;
