@@ -7,17 +7,21 @@ cd "$(dirname "$0")/.."
 
 jobs=$(nproc)
 run_suite() {
-  local dir=$1; shift
+  local dir=$1 exclude=$2; shift 2
   cmake -G Ninja -S . -B "$dir" -DTAMMA_BUILD_BENCH=ON "$@" >/dev/null
   cmake --build "$dir" -j "$jobs"
   # Sandbox tests measure and limit real processes: two at a time is what the machine takes.
-  ctest --test-dir "$dir" --output-on-failure -j 2
+  ctest --test-dir "$dir" --output-on-failure -j 2 ${exclude:+-E "$exclude"}
 }
 
-run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_suite build "" -DCMAKE_BUILD_TYPE=RelWithDebInfo
 if [ "${TAMMA_SKIP_SANITIZERS:-0}" != 1 ]; then
+  # Faults.WorkerFdLimit starves a daemon of file descriptors on purpose; under the sanitizers
+  # their own runtime then fails (it opens files to report), not the product: it runs in the
+  # normal build only, said here rather than skipped quietly.
+  echo "test.sh: sanitizer run leaves out Faults.WorkerFdLimit (descriptor starvation)" >&2
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run_suite build-sanitize -DCMAKE_BUILD_TYPE=Debug -DTAMMA_SANITIZE=ON
+    run_suite build-sanitize "^Faults\.WorkerFdLimit$" -DCMAKE_BUILD_TYPE=Debug -DTAMMA_SANITIZE=ON
 fi
 
 # Every libFuzzer target (fuzz/, ADR 0020) briefly, two at a time, in its own clang build

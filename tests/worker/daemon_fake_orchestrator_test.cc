@@ -197,8 +197,15 @@ TEST(DaemonWithScriptedOrchestrator, KeepsTheResultAndItsLeaseWhileTheOrchestrat
   ASSERT_TRUE(delivered());
   EXPECT_GE(results.size(), 3u) << "retried with backoff (20 ms base, 200 ms cap) for a second";
   EXPECT_EQ(orchestrator.log(), "out\n") << "the log went before the result";
-  // Give the delivery window a few heartbeats' length to look at.
-  std::this_thread::sleep_for(300ms);
+  // Once delivered, the lease is let go: wait for a heartbeat that says so (under a loaded
+  // sanitizer build the next one may take a while), so the window below is complete.
+  const auto let_go_deadline = Clock::now() + 10s;
+  auto let_go = [&] {
+    auto beats = orchestrator.heartbeats();
+    return !beats.empty() && beats.back().at > results.back().first &&
+           !holds_lease(beats.back().body);
+  };
+  while (!let_go() && Clock::now() < let_go_deadline) std::this_thread::sleep_for(20ms);
   daemon.drain("test");
   EXPECT_EQ(exit_code.get(), 0);
   EXPECT_TRUE(orchestrator.unregistered());
