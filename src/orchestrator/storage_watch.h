@@ -47,7 +47,6 @@ class StorageWatch {
 
   // Storage failures so far (monotonic): the reaper compares it across ticks.
   [[nodiscard]] std::uint64_t failures() const { return failures_.load(); }
-  [[nodiscard]] bool failing() const { return failing_since_.load() != 0; }
 
   struct Verdict {
     bool ready = true;

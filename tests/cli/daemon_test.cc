@@ -3,7 +3,6 @@
 
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,7 +13,6 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <random>
 #include <regex>
@@ -454,40 +452,13 @@ TEST_F(DaemonTest, ARefusedRegistrationTokenExits2AtOnceWithoutShowingIt) {
   EXPECT_NE(missing.err.find("no registration token"), std::string::npos) << missing.err;
 }
 
-// A tmpfs of `size` mounted over `dir` for one test, unmounted on every path.
-class SmallFilesystem {
- public:
-  SmallFilesystem(std::filesystem::path dir, const std::string& size) : dir_(std::move(dir)) {
-    std::filesystem::create_directories(dir_);
-    mounted_ = ::mount("tmpfs", dir_.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;
-  }
-  ~SmallFilesystem() {
-    if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
-  }
-  SmallFilesystem(const SmallFilesystem&) = delete;
-  SmallFilesystem& operator=(const SmallFilesystem&) = delete;
-  [[nodiscard]] bool mounted() const { return mounted_; }
-  // Writes a file until the filesystem refuses more.
-  void fill() {
-    std::ofstream out(dir_ / "filler", std::ios::binary);
-    const std::string block(1 << 20, 'x');
-    while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
-    }
-  }
-  void empty() { std::filesystem::remove(dir_ / "filler"); }
-
- private:
-  std::filesystem::path dir_;
-  bool mounted_ = false;
-};
-
 TEST_F(DaemonTest, AWorkerWhoseHostFailsTasksStandsDownSaysWhyAndRecovers) {
   auto flags = fast_orchestrator();
   flags.insert(flags.end(), {"--avoid-failed-host", "1s"});
   Orchestrator orchestrator(dir_.path(), flags);
   // The workspace root on a full filesystem: every task fails there, through no fault of its
   // own (a full disk on a real host, or /tmp filled by something else).
-  SmallFilesystem disk(dir_.path() / "small-disk", "64m");
+  testing::SmallTmpfs disk(dir_.path() / "small-disk", "64m");
   ASSERT_TRUE(disk.mounted()) << "mounting a tmpfs needs root: " << std::strerror(errno);
   disk.fill();
   const int health = free_port();

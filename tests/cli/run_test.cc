@@ -1,7 +1,6 @@
 // End-to-end tests of `tamma-worker run`: the real binary, real sandboxed processes.
 
 #include <signal.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -388,18 +387,9 @@ TEST_F(RunCommand, ArtifactsAreCollectedWithChecksumsAndCopied) {
 // again on another worker (docs/daemon.md, "Faults").
 TEST_F(RunCommand, ATaskFailingOnAFullHostDiskIsAHostFailureNotTheTasksOwn) {
   TempDir mount_point;
-  ASSERT_EQ(::mount("tmpfs", mount_point.path().c_str(), "tmpfs", 0, "size=8m"), 0)
-      << "mounting a tmpfs needs root: " << std::strerror(errno);
-  struct Unmount {
-    std::filesystem::path dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{mount_point.path()};
-  {
-    std::ofstream filler(mount_point.path() / "filler", std::ios::binary);
-    const std::string block(1 << 20, 'x');
-    while (filler.write(block.data(), static_cast<std::streamsize>(block.size()))) {
-    }
-  }
+  testing::SmallTmpfs disk(mount_point.path(), "8m");
+  ASSERT_TRUE(disk.mounted()) << "mounting a tmpfs needs root: " << std::strerror(errno);
+  disk.fill();
   ProcessResult r = testing::run_process({TAMMA_WORKER_BINARY, "run", "--json", "--workspace-root",
                                           (mount_point.path() / "ws").string(), "--", "/bin/sh",
                                           "-c", "echo built > out.txt # " + marker_});

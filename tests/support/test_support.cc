@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -263,5 +264,23 @@ TestPki make_test_pki(const std::filesystem::path& dir) {
        pki.server_cert.string(), "-days", "2", "-extfile", (dir / "server.ext").string()});
   return pki;
 }
+
+SmallTmpfs::SmallTmpfs(std::filesystem::path dir, const std::string& size) : dir_(std::move(dir)) {
+  std::filesystem::create_directories(dir_);
+  mounted_ = ::mount("tmpfs", dir_.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;
+}
+
+SmallTmpfs::~SmallTmpfs() {
+  if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+}
+
+void SmallTmpfs::fill() const {
+  std::ofstream out(dir_ / "filler", std::ios::binary);
+  const std::string block(1 << 16, 'x');
+  while (out.write(block.data(), static_cast<std::streamsize>(block.size()))) {
+  }
+}
+
+void SmallTmpfs::empty() const { std::filesystem::remove(dir_ / "filler"); }
 
 }  // namespace tamma::testing

@@ -22,6 +22,24 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// A tmpfs of `size` ("8m") mounted over `dir` for one test and unmounted (detached) on every
+// path: a small filesystem to fill. Needs root; mounted() says whether it worked.
+class SmallTmpfs {
+ public:
+  SmallTmpfs(std::filesystem::path dir, const std::string& size);
+  ~SmallTmpfs();
+  SmallTmpfs(const SmallTmpfs&) = delete;
+  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
+  [[nodiscard]] bool mounted() const { return mounted_; }
+  // Writes a file ("filler") until the filesystem refuses more; empty() removes it.
+  void fill() const;
+  void empty() const;
+
+ private:
+  std::filesystem::path dir_;
+  bool mounted_ = false;
+};
+
 void write_file(const std::filesystem::path& file, const std::string& content);
 std::string read_file(const std::filesystem::path& file);
 

@@ -1,7 +1,6 @@
 // The host check a worker makes before it blames a failure on its host, and before it takes
 // tasks again after standing down.
 
-#include <sys/mount.h>
 
 #include <gtest/gtest.h>
 
@@ -25,12 +24,8 @@ TEST(HostCheck, AHealthyWorkspaceRootPasses) {
 
 TEST(HostCheck, AFullWorkspaceFilesystemIsAProblemNamingWhatIsLeft) {
   TempDir dir;
-  ASSERT_EQ(::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=4m"), 0)
-      << "mounting a tmpfs needs root: " << std::strerror(errno);
-  struct Unmount {
-    std::filesystem::path dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{dir.path()};
+  tamma::testing::SmallTmpfs disk(dir.path(), "4m");
+  ASSERT_TRUE(disk.mounted()) << "mounting a tmpfs needs root: " << std::strerror(errno);
   // 4 MiB is below the 32 MiB a task is owed, even empty.
   auto problem = host_problem(dir.path());
   ASSERT_TRUE(problem.has_value());
@@ -39,14 +34,9 @@ TEST(HostCheck, AFullWorkspaceFilesystemIsAProblemNamingWhatIsLeft) {
   HostCheckLimits small;
   small.min_free_disk_bytes = 1 << 20;
   EXPECT_EQ(host_problem(dir.path(), small), std::nullopt);
-  {
-    std::ofstream filler(dir.path() / "filler", std::ios::binary);
-    const std::string block(1 << 16, 'x');
-    while (filler.write(block.data(), static_cast<std::streamsize>(block.size()))) {
-    }
-  }
+  disk.fill();
   EXPECT_TRUE(host_problem(dir.path(), small).has_value());
-  std::filesystem::remove(dir.path() / "filler");
+  disk.empty();
   std::vector<std::string> left;
   for (const auto& e : std::filesystem::directory_iterator(dir.path())) left.push_back(e.path());
   EXPECT_TRUE(left.empty()) << "the write probe is removed: " << left[0];
