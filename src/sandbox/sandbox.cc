@@ -17,8 +17,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <mutex>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -616,17 +618,24 @@ bool has(const std::vector<std::string>& list, const char* item) {
 }  // namespace
 
 CgroupManager* shared_cgroup_manager(std::string* why) {
+  // A failure is not kept for good: it may come from the host's state at that moment (out of
+  // descriptors or memory) rather than its make-up, and a worker that stood down for it must
+  // find cgroups again once the host recovers. Once a second is enough: a host without
+  // cgroups then pays one detection per second, not one per task.
+  constexpr auto kRetryAfter = std::chrono::seconds(1);
   static std::mutex mutex;
-  static bool tried = false;
   static std::unique_ptr<CgroupManager> manager;
+  static std::optional<std::chrono::steady_clock::time_point> failed_at;
   static std::string failure;
   std::lock_guard lock(mutex);
-  if (!tried) {
-    tried = true;
+  const auto now = std::chrono::steady_clock::now();
+  if (!manager && (!failed_at || now - *failed_at >= kRetryAfter)) {
     try {
       manager = CgroupManager::create();
+      failed_at.reset();
     } catch (const std::exception& e) {
       failure = e.what();
+      failed_at = now;
     }
   }
   if (!manager && why != nullptr) *why = failure;

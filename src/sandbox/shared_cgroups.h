@@ -8,7 +8,8 @@
 namespace tamma::sandbox {
 
 // Created on first use, thread-safe. nullptr, with the reason in *why, when this host has no
-// usable cgroups; the answer is remembered for the life of the process.
+// usable cgroups. A manager, once made, lives as long as the process; a failure is tried
+// again after a second (it may have come from a passing shortage of descriptors or memory).
 CgroupManager* shared_cgroup_manager(std::string* why = nullptr);
 
 }  // namespace tamma::sandbox
