@@ -221,12 +221,29 @@ void download_artifact(Core& core, Request& request, const ExchangePtr& exchange
     }
   }
   auto path = core.store.artifact_path(id, attempt, name);
-  if (!path || !std::filesystem::exists(*path)) {
+  const wire::ArtifactInfo* info = nullptr;
+  for (const auto& a : task.artifacts) {
+    if (a.name == name && a.attempt == attempt) info = &a;
+  }
+  if (!path || info == nullptr) {
     throw HttpError(404, "artifact_not_found", "task " + id + " has no artifact " + name);
+  }
+  // Bytes are made durable before their row (task_handlers.cc), so a row without its bytes
+  // means the disk lost them afterwards: say so rather than serve a 404 or short bytes as if
+  // they were the artifact. The digest header lets a client check every byte.
+  std::error_code ec;
+  const auto on_disk = std::filesystem::file_size(*path, ec);
+  if (ec || on_disk != info->size) {
+    spdlog::error("task {} attempt {}: artifact {} is damaged on disk ({} of {} bytes)", id,
+                  attempt, name, ec ? 0 : on_disk, info->size);
+    throw HttpError(
+        500, "artifact_damaged",
+        "task " + id + " artifact " + name + ": the stored bytes do not match its record");
   }
   Response r;
   r.content_type = "application/octet-stream";
   r.file = *path;
+  r.headers.emplace_back("X-Checksum-Sha256", info->sha256);
   exchange->reply(std::move(r));
 }
 

@@ -442,6 +442,37 @@ void LoopFs::thaw() {
   if (mounted_) thaw_at(mount_point_);
 }
 
+// Not in every libc's headers: linux/fs/ext4/ext4.h.
+constexpr unsigned long kExt4IocShutdown = _IOR('X', 125, std::uint32_t);
+constexpr std::uint32_t kExt4GoingFlagsNoLogFlush = 0x2;
+
+void LoopFs::crash() {
+  const int dir = ::open(mount_point_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) throw std::runtime_error(errno_text("open " + mount_point_.string()));
+  std::uint32_t flags = kExt4GoingFlagsNoLogFlush;
+  const int rc = ::ioctl(dir, kExt4IocShutdown, &flags);
+  const int err = errno;
+  ::close(dir);
+  if (rc != 0) {
+    errno = err;
+    throw std::runtime_error(errno_text("EXT4_IOC_SHUTDOWN " + mount_point_.string()));
+  }
+}
+
+void LoopFs::remount() {
+  thaw();
+  if (mounted_) {
+    if (::umount2(mount_point_.c_str(), 0) != 0) {
+      throw std::runtime_error(errno_text("umount " + mount_point_.string()));
+    }
+    mounted_ = false;
+  }
+  if (::mount(device_.c_str(), mount_point_.c_str(), "ext4", 0, nullptr) != 0) {
+    throw std::runtime_error(errno_text("mount " + device_ + " on " + mount_point_.string()));
+  }
+  mounted_ = true;
+}
+
 // ---- MemoryCgroup ----
 
 MemoryCgroup::MemoryCgroup(std::uint64_t limit_bytes) {
@@ -859,6 +890,53 @@ void verify_tasks(Api& api, const std::vector<TaskPlan>& plans, const std::vecto
                                ", download " + std::to_string(download.status) + " " + got_sha);
     }
   }
+}
+
+std::vector<std::string> stored_artifact_problems(const fs::path& db_file, int& rows) {
+  std::vector<std::string> problems;
+  rows = 0;
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(db_file.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    problems.push_back("open " + db_file.string() + ": " +
+                       (db ? sqlite3_errmsg(db) : "out of memory"));
+    sqlite3_close(db);
+    return problems;
+  }
+  sqlite3_busy_timeout(db, 10000);
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db, "SELECT task_id, attempt, name, size, sha256, path FROM artifacts", -1,
+                         &s, nullptr) != SQLITE_OK) {
+    problems.push_back(std::string("artifacts: ") + sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return problems;
+  }
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    ++rows;
+    auto text = [&](int column) {
+      const unsigned char* v = sqlite3_column_text(s, column);
+      return v != nullptr ? std::string(reinterpret_cast<const char*>(v)) : std::string();
+    };
+    const std::string who =
+        text(0) + " attempt " + std::to_string(sqlite3_column_int(s, 1)) + " artifact " + text(2);
+    const auto size = static_cast<std::uintmax_t>(sqlite3_column_int64(s, 3));
+    const fs::path path = text(5);
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+      problems.push_back(who + ": its row points to a file that is not there");
+      continue;
+    }
+    const std::string bytes = read_text(path);
+    if (bytes.size() != size || sha256_hex(bytes) != text(4)) {
+      problems.push_back(who + ": " + std::to_string(bytes.size()) + " bytes on disk (row says " +
+                         std::to_string(size) + "), SHA-256 " + sha256_hex(bytes) + " (row says " +
+                         text(4) + ")");
+    }
+  }
+  if (rc != SQLITE_DONE) problems.push_back(std::string("artifacts: ") + sqlite3_errmsg(db));
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return problems;
 }
 
 }  // namespace tamma::faults

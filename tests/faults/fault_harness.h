@@ -123,6 +123,15 @@ class LoopFs {
   void freeze(std::chrono::milliseconds longest);
   void thaw();
 
+  // A power cut, as far as this filesystem knows: shut down at once without writing the
+  // journal (EXT4_IOC_SHUTDOWN, NOLOGFLUSH, as xfstests' "godown" does), so every later call
+  // fails with EIO and whatever was not made durable is gone. Call remount() afterwards, once
+  // the processes that had files open on it are gone.
+  void crash();
+  // Unmounts and mounts again: the journal is replayed and the page cache forgotten, so what
+  // is read afterwards is what reached the disk.
+  void remount();
+
  private:
   void cleanup() noexcept;
   fs::path image_;
@@ -243,5 +252,10 @@ std::string read_log(Api& api, const std::string& task_id, int attempt);
 // WAL lets a reader open while the orchestrator runs) for a second accepted completion.
 void verify_tasks(Api& api, const std::vector<TaskPlan>& plans, const std::vector<std::string>& ids,
                   const fs::path& db_file, Tally& tally);
+
+// Every artifact row in the orchestrator's database whose file is missing, or whose bytes
+// (read from the disk, not from the API) do not hash to the recorded SHA-256: one line each.
+// `rows` is set to how many rows there are.
+std::vector<std::string> stored_artifact_problems(const fs::path& db_file, int& rows);
 
 }  // namespace tamma::faults

@@ -597,6 +597,52 @@ TEST_F(Faults, OrchestratorFsFrozen) {
   EXPECT_EQ(t.retried, 0) << "tasks re-run because the orchestrator's disk stalled";
 }
 
+// ---- e2. the orchestrator's filesystem cut off as by a power failure, then restarted ----
+
+// Until `n` tasks have succeeded; false after `limit`.
+bool wait_succeeded(Api& api, int n, std::chrono::milliseconds limit) {
+  const auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    if (task_states(api)["succeeded"] >= n) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+TEST_F(Faults, OrchestratorFsCrash) {
+  LoopFs disk(dir(), 256);
+  Cluster cluster(dir(), {nullptr, disk.path() / "orchestrator"});
+  const auto plans = make_plans(task_count(), 3);
+  const auto ids = submit(cluster.api(), plans, "fscrash", 3);
+  // Cut right after results (and their artifacts) were accepted: what the orchestrator wrote
+  // in the last seconds is still in the page cache unless it made it durable, and the kernel
+  // writes dirty pages back only after about 30 s.
+  ASSERT_TRUE(wait_succeeded(cluster.api(), 2, settle_limit())) << "no task succeeded";
+  disk.crash();
+  const auto cut = Clock::now();
+  // Writes fail with EIO meanwhile; workers keep their results and retry.
+  std::this_thread::sleep_for(pick<std::chrono::milliseconds>(3s, 20s));
+  cluster.orchestrator->kill();
+  disk.remount();
+  cluster.orchestrator->start();
+  std::printf(
+      "[faults] orchestrator_fs_crash: filesystem cut, remounted and the orchestrator "
+      "restarted after %lld ms\n",
+      static_cast<long long>(ms_since(cut)));
+  const auto healed = Clock::now();
+  Tally t;
+  t.recovery_ms = wait_finished(cluster.api(), plans.size(), healed, settle_limit());
+  verify_tasks(cluster.api(), plans, ids, cluster.orchestrator->db(), t);
+  int rows = 0;
+  const auto stored = stored_artifact_problems(cluster.orchestrator->db(), rows);
+  std::printf("[faults] orchestrator_fs_crash: %d artifact rows, %zu without their bytes\n", rows,
+              stored.size());
+  for (const auto& p : stored) t.problems.push_back(p);
+  report("orchestrator_fs_crash", t);
+  EXPECT_TRUE(stored.empty()) << "artifact rows whose bytes did not survive the crash";
+  EXPECT_GE(rows, static_cast<int>(plans.size())) << "fewer artifact rows than tasks";
+}
+
 // ---- f. the orchestrator down (SIGKILL, restarted on the same database) ----
 
 TEST_F(Faults, OrchestratorDown) {

@@ -156,6 +156,20 @@ TEST(OrchestratorLogs, ArtifactsAreStoredUnderTheDataDirAndDownloadable) {
   auto down = server.admin()->get("/api/v1/tasks/" + h.task_id + "/artifacts/report.tar.gz");
   ASSERT_EQ(down.status, 200);
   EXPECT_EQ(down.body, content);
+  // The recorded digest travels with the bytes, so a client can check them.
+  EXPECT_EQ(down.header("x-checksum-sha256"), up.json()["sha256"].get<std::string>());
+
+  // Bytes the disk lost after their row was written are never served as the artifact.
+  std::filesystem::resize_file(stored[0], 1000);
+  auto damaged = server.admin()->get("/api/v1/tasks/" + h.task_id + "/artifacts/report.tar.gz");
+  EXPECT_EQ(damaged.status, 500);
+  EXPECT_EQ(damaged.json()["error"]["code"], "artifact_damaged") << damaged.body;
+  EXPECT_EQ(damaged.body.find(server.config().data_dir.string()), std::string::npos)
+      << "the answer names a server path: " << damaged.body;
+  std::filesystem::remove(stored[0]);
+  auto gone = server.admin()->get("/api/v1/tasks/" + h.task_id + "/artifacts/report.tar.gz");
+  EXPECT_EQ(gone.status, 500);
+  EXPECT_EQ(gone.json()["error"]["code"], "artifact_damaged") << gone.body;
 }
 
 }  // namespace
