@@ -437,6 +437,36 @@ TEST_F(DaemonTest, WaitsForAnOrchestratorThatIsNotUpYetAndHealthFollowsHeartbeat
   EXPECT_EQ(worker->wait(30s).exit_code, 0);
 }
 
+TEST_F(DaemonTest, ADrainingWorkerCutOffFromTheOrchestratorStaysHealthyAndDeliversLater) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  const int health = free_port();
+  auto worker =
+      start_worker(orchestrator.url(), {"--health-listen", "127.0.0.1:" + std::to_string(health)});
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+  const std::string id = orchestrator.submit(sleeper("begun", "1", "finished"));
+  auto running = orchestrator.wait_task(id, [&](const json& t) {
+    return t["state"] == "running" && orchestrator.logs(id) == "begun\n";
+  });
+  ASSERT_EQ(running["state"], "running");
+
+  // The orchestrator goes away; the worker drains, its task ends, and the result waits.
+  orchestrator.stop();
+  worker->send_signal(SIGTERM);
+  ASSERT_TRUE(worker->wait_for_output("draining", 5s));
+  // Three lease TTLs without contact: a running worker would be unhealthy by now, but a
+  // liveness probe that restarted this one would lose the result it holds.
+  std::this_thread::sleep_for(6s);
+  auto [status, body] = http_get(health, "/health");
+  EXPECT_EQ(status, 200) << body;
+  EXPECT_EQ(json::parse(body).value("status", ""), "draining") << body;
+
+  orchestrator.start();
+  auto r = worker->wait(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(orchestrator.task(id)["state"], "succeeded") << orchestrator.task(id).dump(2);
+  EXPECT_EQ(orchestrator.logs(id), "begun\nfinished\n");
+}
+
 TEST_F(DaemonTest, ARefusedRegistrationTokenExits2AtOnceWithoutShowingIt) {
   Orchestrator orchestrator(dir_.path(), fast_orchestrator());
   auto worker =

@@ -470,10 +470,38 @@ TEST_F(Faults, Partition) {
   std::this_thread::sleep_for(pick<std::chrono::milliseconds>(kLeaseTtl + 3s, 3 * kLeaseTtl));
   relay.set_partition(false);
   const auto healed = Clock::now();
+  // Each daemon's first heartbeat after the heal, from its /health (lastHeartbeatAgoMs): a
+  // heartbeat stuck on the silent link gives up within one interval, so the next goes out soon.
+  std::vector<std::int64_t> resumed(cluster.workers.size(), -1);
+  const auto resume_deadline = Clock::now() + 30s;
+  for (bool all = false; !all && Clock::now() < resume_deadline;) {
+    all = true;
+    for (std::size_t i = 0; i < cluster.workers.size(); ++i) {
+      if (resumed[i] >= 0) continue;
+      all = false;
+      const auto h = cluster.workers[i]->health(1s);
+      if (!h) continue;
+      const auto since_heal = ms_since(healed);
+      const json body = json::parse(h->second, nullptr, false);
+      if (body.is_object() && body.contains("lastHeartbeatAgoMs") &&
+          body["lastHeartbeatAgoMs"].get<std::int64_t>() < since_heal) {
+        resumed[i] = since_heal - body["lastHeartbeatAgoMs"].get<std::int64_t>();
+      }
+    }
+    if (!all) std::this_thread::sleep_for(100ms);
+  }
+  std::string resumed_text;
+  for (auto ms : resumed) resumed_text += " " + std::to_string(ms);
+  std::printf(
+      "[faults] partition: heartbeats resumed after (ms, per daemon):%s; interval %lld ms\n",
+      resumed_text.c_str(), static_cast<long long>(std::chrono::milliseconds(kHeartbeat).count()));
   Tally t;
   t.recovery_ms = wait_finished(cluster.api(), plans.size(), healed, settle_limit());
   verify_tasks(cluster.api(), plans, ids, cluster.orchestrator->db(), t);
   report("partition", t);
+  for (std::size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_GE(resumed[i], 0) << "daemon " << i << ": no heartbeat within 30 s of the heal";
+  }
   EXPECT_GT(relay.stats().dropped_partition, 0u) << "the partition dropped nothing";
 }
 
