@@ -7,7 +7,7 @@
 #include <ostream>
 
 #include "common/error.h"
-#include "orchestrator/store.h"
+#include "orchestrator/store/store.h"
 
 namespace tamma::orchestrator {
 namespace {

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "orchestrator/http_types.h"
-#include "orchestrator/sqlite_store.h"
+#include "orchestrator/store/sqlite_store.h"
 
 namespace tamma::orchestrator {
 

@@ -14,7 +14,7 @@
 #include "orchestrator/long_poll.h"
 #include "orchestrator/metrics.h"
 #include "orchestrator/router.h"
-#include "orchestrator/store.h"
+#include "orchestrator/store/store.h"
 
 namespace tamma::orchestrator {
 

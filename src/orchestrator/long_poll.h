@@ -19,7 +19,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "orchestrator/http_types.h"
-#include "orchestrator/store.h"
+#include "orchestrator/store/store.h"
 
 namespace tamma::orchestrator {
 

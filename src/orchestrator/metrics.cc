@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "orchestrator/store.h"
+#include "orchestrator/store/store.h"
 
 namespace tamma::orchestrator {
 namespace {

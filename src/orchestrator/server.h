@@ -17,7 +17,7 @@
 #include "orchestrator/lease_reaper.h"
 #include "orchestrator/metrics.h"
 #include "orchestrator/router.h"
-#include "orchestrator/sqlite_store.h"
+#include "orchestrator/store/sqlite_store.h"
 
 namespace tamma::orchestrator {
 

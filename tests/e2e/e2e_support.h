@@ -21,7 +21,7 @@
 
 #include "common/error.h"
 #include "orchestrator/http_client.h"
-#include "orchestrator/sqlite.h"
+#include "orchestrator/store/sqlite.h"
 #include "support/test_support.h"
 
 namespace tamma::e2e {

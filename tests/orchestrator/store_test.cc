@@ -4,7 +4,7 @@
 #include <sqlite3.h>
 
 #include "orchestrator/auth.h"
-#include "orchestrator/sqlite_store.h"
+#include "orchestrator/store/sqlite_store.h"
 #include "orchestrator_fixture.h"
 
 namespace tamma::orchestrator::testing {

@@ -1,4 +1,4 @@
-#include "orchestrator/sqlite_store.h"
+#include "orchestrator/store/sqlite_store.h"
 
 #include <sys/stat.h>
 

@@ -1,4 +1,4 @@
-#include "orchestrator/sqlite.h"
+#include "orchestrator/store/sqlite.h"
 
 #include <sqlite3.h>
 

@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <string>
 
-#include "orchestrator/sqlite.h"
-#include "orchestrator/store.h"
+#include "orchestrator/store/sqlite.h"
+#include "orchestrator/store/store.h"
 
 namespace tamma::orchestrator {
 

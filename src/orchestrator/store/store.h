@@ -14,7 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "orchestrator/storage_watch.h"
+#include "orchestrator/store/storage_watch.h"
 #include "protocol/wire.h"
 
 namespace tamma::orchestrator {

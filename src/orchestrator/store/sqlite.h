@@ -10,7 +10,7 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "orchestrator/storage_watch.h"
+#include "orchestrator/store/storage_watch.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
