@@ -18,8 +18,12 @@ using namespace std::chrono_literals;
 struct ServerConfig {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;  // 0: any free port (tests)
-  std::filesystem::path db_path;
-  std::filesystem::path data_dir;  // artifacts and upload staging; next to the DB by default
+  std::filesystem::path db_path;     // SQLite; empty when postgres_conninfo is set
+  // A libpq connection string (postgres://... or key=value): the PostgreSQL store, on which
+  // several orchestrators may run at once (docs/scale-out.md).
+  std::string postgres_conninfo;
+  // Artifacts and upload staging; next to the SQLite file by default, required with PostgreSQL.
+  std::filesystem::path data_dir;
   // Both set: HTTPS only (TLS 1.2 or later). PEM files; the certificate file may hold a chain.
   std::filesystem::path tls_cert;
   std::filesystem::path tls_key;

@@ -18,6 +18,7 @@
 #include "common/units.h"
 #include "orchestrator/admin_cli.h"
 #include "orchestrator/server.h"
+#include "orchestrator/store/postgres.h"
 
 namespace {
 
@@ -99,16 +100,26 @@ orch::ServerConfig server_config(const ServeArgs& a) {
     throw Error(ErrorKind::kConfig, "invalid_flag", "--listen: bad port in " + a.listen);
   }
   std::string db = a.db;
-  if (db.rfind("sqlite://", 0) == 0) {
-    db = db.substr(9);
-  } else if (db.rfind("sqlite:", 0) == 0) {
-    db = db.substr(7);
-  } else if (db.find("://") != std::string::npos) {
-    throw Error(ErrorKind::kConfig, "unsupported_database",
-                "--db: only sqlite:PATH is supported (the Store interface leaves room for more)");
+  if (db.rfind("postgres://", 0) == 0 || db.rfind("postgresql://", 0) == 0 ||
+      db.find('=') != std::string::npos) {
+    orch::conninfo_display(db);  // refuses a string libpq cannot parse, before anything starts
+    c.postgres_conninfo = db;
+    if (a.data_dir.empty()) {
+      throw Error(ErrorKind::kConfig, "invalid_flag",
+                  "--data-dir is required with a PostgreSQL --db (artifacts are kept there)");
+    }
+  } else {
+    if (db.rfind("sqlite://", 0) == 0) {
+      db = db.substr(9);
+    } else if (db.rfind("sqlite:", 0) == 0) {
+      db = db.substr(7);
+    } else if (db.find("://") != std::string::npos) {
+      throw Error(ErrorKind::kConfig, "unsupported_database",
+                  "--db: sqlite:PATH or a PostgreSQL connection string (postgres://...)");
+    }
+    if (db.empty()) throw Error(ErrorKind::kConfig, "invalid_flag", "--db: a path is required");
+    c.db_path = std::filesystem::absolute(db);
   }
-  if (db.empty()) throw Error(ErrorKind::kConfig, "invalid_flag", "--db: a path is required");
-  c.db_path = std::filesystem::absolute(db);
   if (!a.data_dir.empty()) c.data_dir = std::filesystem::absolute(a.data_dir);
   if (!a.tls_cert.empty()) c.tls_cert = std::filesystem::absolute(a.tls_cert);
   if (!a.tls_key.empty()) c.tls_key = std::filesystem::absolute(a.tls_key);
@@ -180,7 +191,12 @@ int main(int argc, char** argv) {
   auto* serve_cmd = app.add_subcommand("serve", "run the orchestrator");
   serve_cmd->add_option("--listen", serve_args.listen, "HOST:PORT (port 0: any free port)")
       ->capture_default_str();
-  serve_cmd->add_option("--db", serve_args.db, "sqlite:/path/to/db.sqlite")->required();
+  serve_cmd
+      ->add_option("--db", serve_args.db,
+                   "sqlite:/path/to/db.sqlite, or postgres://USER@HOST:PORT/DB (any libpq "
+                   "connection string; several orchestrators may share one PostgreSQL)")
+      ->envname("TAMMA_DB_URL")
+      ->required();
   serve_cmd->add_option("--tls-cert", serve_args.tls_cert,
                         "PEM certificate (chain) to serve HTTPS with; needs --tls-key");
   serve_cmd->add_option("--tls-key", serve_args.tls_key, "PEM private key of --tls-cert");

@@ -11,6 +11,8 @@
 #include <boost/beast/core/error.hpp>
 
 #include "common/error.h"
+#include "orchestrator/store/postgres.h"
+#include "orchestrator/store/postgres_store.h"
 
 namespace tamma::orchestrator {
 namespace {
@@ -82,6 +84,10 @@ std::uint64_t raise_open_file_limit() {
 
 Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(config)) {
   if (config_.data_dir.empty()) {
+    if (!config_.postgres_conninfo.empty()) {
+      throw Error(ErrorKind::kConfig, "invalid_flag",
+                  "a data directory is required with PostgreSQL");
+    }
     config_.data_dir = config_.db_path.parent_path() / "tamma-data";
   }
   std::error_code ec;
@@ -94,7 +100,11 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
   for (const auto& entry : std::filesystem::directory_iterator(config_.data_dir / "uploads")) {
     std::filesystem::remove(entry.path(), ec);
   }
-  store_ = std::make_unique<SqliteStore>(config_.db_path, config_.sync);
+  if (config_.postgres_conninfo.empty()) {
+    store_ = std::make_unique<SqliteStore>(config_.db_path, config_.sync);
+  } else {
+    store_ = std::make_unique<PostgresStore>(config_.postgres_conninfo);
+  }
   SharedTokens tokens =
       bootstrap_tokens(*store_, config_.admin_token, config_.registration_token, announce);
   // The workers holding these leases could not renew them while this process was down; they
@@ -148,7 +158,9 @@ void Server::start() {
   }
   running_ = true;
   spdlog::info("orchestrator listening on {}:{} (database {}, lease TTL {} ms, poll timeout {} ms)",
-               config_.listen_host, http_->port(), config_.db_path.string(),
+               config_.listen_host, http_->port(),
+               config_.postgres_conninfo.empty() ? config_.db_path.string()
+                                                 : conninfo_display(config_.postgres_conninfo),
                config_.lease_ttl.count(), config_.poll_timeout.count());
 }
 

@@ -41,7 +41,7 @@ class Server {
   using WorkGuard = asio::executor_work_guard<asio::io_context::executor_type>;
 
   ServerConfig config_;
-  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<Store> store_;
   Metrics metrics_;
   asio::io_context core_io_{1};
   asio::io_context io_;

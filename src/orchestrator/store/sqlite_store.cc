@@ -2,11 +2,10 @@
 
 #include <sys/stat.h>
 
-#include <ctime>
-
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "orchestrator/store/task_row.h"
 
 namespace tamma::orchestrator {
 namespace {
@@ -153,71 +152,6 @@ CREATE TABLE artifacts (
   "progress, result, error, CASE WHEN state = 'retry_wait' THEN MAX(available_at - " TAMMA_NOW \
   ", 0) END, log_length, created_at, updated_at, started_at, finished_at, spec, "              \
   "log_missing_bytes"
-
-std::string rfc3339(std::int64_t ms) {
-  std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  ::gmtime_r(&seconds, &tm);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-}
-
-TaskState state_of(const std::string& text) {
-  auto state = wire::task_state_from_string(text);
-  if (!state) {
-    throw Error(ErrorKind::kInfrastructure, "database_corrupt",
-                "the database holds an unknown task state '" + text + "'");
-  }
-  return *state;
-}
-
-std::map<std::string, std::string> labels_of(const std::string& text) {
-  std::map<std::string, std::string> labels;
-  // Named, not iterated as a temporary: items() would outlive the document it walks.
-  const json document = json::parse(text);
-  for (const auto& [k, v] : document.items()) labels[k] = v.get<std::string>();
-  return labels;
-}
-
-json labels_json(const std::map<std::string, std::string>& labels) {
-  json j = json::object();
-  for (const auto& [k, v] : labels) j[k] = v;
-  return j;
-}
-
-wire::TaskView task_view(const Statement& s) {
-  wire::TaskView v;
-  v.id = s.text(0);
-  v.type = s.text(1);
-  v.state = state_of(s.text(2));
-  v.attempt = s.integer(3);
-  v.max_retries = s.integer(4);
-  v.priority = s.integer(5);
-  v.labels = labels_of(s.text(6));
-  v.worker_id = s.opt_text(7);
-  v.idempotency_key = s.opt_text(8);
-  if (auto p = s.opt_text(9)) {
-    json progress = json::parse(*p);
-    if (progress.contains("percent")) v.progress.percent = progress["percent"].get<double>();
-    if (progress.contains("step")) v.progress.step = progress["step"].get<std::string>();
-    if (progress.contains("message")) v.progress.message = progress["message"].get<std::string>();
-  }
-  if (auto r = s.opt_text(10)) v.result = json::parse(*r);
-  if (auto e = s.opt_text(11)) {
-    json error = json::parse(*e);
-    v.error = wire::TaskFailure{error.value("code", ""), error.value("message", ""),
-                                error.value("retryable", false)};
-  }
-  v.retry_in_ms = s.opt_int64(12);
-  v.log_length = static_cast<std::uint64_t>(s.int64(13));
-  v.created_at = rfc3339(s.int64(14));
-  v.updated_at = rfc3339(s.int64(15));
-  if (auto t = s.opt_int64(16)) v.started_at = rfc3339(*t);
-  if (auto t = s.opt_int64(17)) v.finished_at = rfc3339(*t);
-  v.task = json::parse(s.text(18));
-  v.log_missing_bytes = static_cast<std::uint64_t>(s.int64(19));
-  return v;
-}
 
 std::vector<Requeued> requeued_rows(Statement& s) {
   std::vector<Requeued> out;

@@ -1,0 +1,128 @@
+#pragma once
+// A thin RAII layer over libpq for the PostgreSQL store: one connection, statements prepared
+// once per connection, text parameters, transactions that roll back unless committed. Every
+// failure is a tamma::Error; a fault of the database server or the link to it (connection
+// lost, server shutting down, disk full, read-only, lock or statement timeout) is
+// "storage_unavailable" (503, retry with backoff) and recorded in watch(). A dropped connection
+// is made again on the next use.
+
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "orchestrator/store/storage_watch.h"
+
+struct pg_conn;
+struct pg_result;
+
+namespace tamma::orchestrator {
+
+// One statement parameter: text, or NULL; bytea travels as binary.
+class PgParam {
+ public:
+  PgParam(std::nullptr_t) {}                          // NOLINT(google-explicit-constructor): NULL
+  PgParam(const char* text) : value_(text) {}         // NOLINT(google-explicit-constructor)
+  PgParam(std::string_view text) : value_(text) {}    // NOLINT(google-explicit-constructor)
+  PgParam(const std::string& text) : value_(text) {}  // NOLINT(google-explicit-constructor)
+  PgParam(const std::optional<std::string>& text) : value_(text) {}  // NOLINT
+  PgParam(std::int64_t n) : value_(std::to_string(n)) {}  // NOLINT(google-explicit-constructor)
+  PgParam(int n) : value_(std::to_string(n)) {}           // NOLINT(google-explicit-constructor)
+  PgParam(bool b) : value_(b ? "t" : "f") {}              // NOLINT(google-explicit-constructor)
+  static PgParam bytes(std::string_view data) {
+    PgParam p{data};
+    p.binary_ = true;
+    return p;
+  }
+  [[nodiscard]] const std::optional<std::string>& value() const { return value_; }
+  [[nodiscard]] bool binary() const { return binary_; }
+
+ private:
+  std::optional<std::string> value_;
+  bool binary_ = false;
+};
+
+// The parts of a libpq connection string that say where (host, port, database, user), never
+// its password: for logs and messages. Throws Error(kConfig, "invalid_database_url") for a
+// string libpq cannot parse.
+std::string conninfo_display(const std::string& conninfo);
+
+class PgResult {
+ public:
+  PgResult() = default;
+  explicit PgResult(pg_result* result);
+  ~PgResult();
+  PgResult(PgResult&& other) noexcept : result_(other.result_) { other.result_ = nullptr; }
+  PgResult& operator=(PgResult&& other) noexcept;
+  PgResult(const PgResult&) = delete;
+  PgResult& operator=(const PgResult&) = delete;
+
+  [[nodiscard]] int rows() const;
+  // Rows an UPDATE, INSERT or DELETE touched.
+  [[nodiscard]] std::int64_t affected() const;
+  [[nodiscard]] bool is_null(int row, int column) const;
+  [[nodiscard]] std::string text(int row, int column) const;
+  [[nodiscard]] std::optional<std::string> opt_text(int row, int column) const;
+  [[nodiscard]] std::int64_t int64(int row, int column) const;
+  [[nodiscard]] int integer(int row, int column) const {
+    return static_cast<int>(int64(row, column));
+  }
+  [[nodiscard]] std::optional<std::int64_t> opt_int64(int row, int column) const;
+  [[nodiscard]] bool boolean(int row, int column) const;
+  // A bytea column (text result format: \x and hex digits).
+  [[nodiscard]] std::string bytes(int row, int column) const;
+
+ private:
+  pg_result* result_ = nullptr;
+};
+
+class PgConnection {
+ public:
+  // Connects at once; throws Error(kConfig, "invalid_database_url") for a string libpq cannot
+  // parse, storage_unavailable when the server cannot be reached.
+  explicit PgConnection(std::string conninfo);
+  ~PgConnection();
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+
+  // Runs one statement (prepared on first use on this connection) with text parameters.
+  PgResult exec(const std::string& sql, std::initializer_list<PgParam> params = {});
+  // Runs SQL text that may hold several statements and takes no parameters (schema).
+  void exec_script(const std::string& sql);
+
+  StorageWatch& watch() { return watch_; }
+  // The conninfo without its password, for messages.
+  [[nodiscard]] const std::string& display_name() const { return display_; }
+
+ private:
+  friend class PgTransaction;
+  void ensure_connected();
+  [[noreturn]] void fail(pg_result* result, std::string_view what);
+
+  std::string conninfo_;
+  std::string display_;
+  pg_conn* conn_ = nullptr;
+  std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
+  bool in_transaction_ = false;
+  StorageWatch watch_;
+};
+
+// BEGIN; rolls back on destruction unless commit() ran. Read committed: every write the store
+// makes is a conditional UPDATE (or locks its row first), which read committed re-checks
+// against the newest row version when it had to wait for another replica's transaction.
+class PgTransaction {
+ public:
+  explicit PgTransaction(PgConnection& db);
+  ~PgTransaction();
+  PgTransaction(const PgTransaction&) = delete;
+  PgTransaction& operator=(const PgTransaction&) = delete;
+  void commit();
+
+ private:
+  PgConnection& db_;
+  bool done_ = false;
+};
+
+}  // namespace tamma::orchestrator
