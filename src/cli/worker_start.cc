@@ -155,7 +155,8 @@ Subcommand add_start_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "start", "Run as a daemon: register with an orchestrator and run the tasks it assigns");
   cmd->add_option("--orchestrator", o->orchestrator,
-                  "Orchestrator base URL (or TAMMA_ORCHESTRATOR_URL, orchestratorUrl)");
+                  "Orchestrator base URL, or several replicas as URL1,URL2,... to fail over "
+                  "between (or TAMMA_ORCHESTRATOR_URL, orchestratorUrl)");
   cmd->add_option("--ca-file", o->ca_file,
                   "PEM CA certificates that verify an https:// orchestrator (default: the "
                   "system's store; or TAMMA_CA_FILE, caFile)");

@@ -355,13 +355,22 @@ const Setting kSettings[] = {
      [](Config& c, const json& v) {
        if (!v.is_string())
          return Problem("must be an http:// or https:// URL, not " + describe_json(v));
-       const std::string url(trim(v.get<std::string>()));
-       const bool http = url.starts_with("http://") && url.size() > 7;
-       const bool https = url.starts_with("https://") && url.size() > 8;
-       if (!url.empty() && !http && !https) {
-         return Problem(fmt::format("{} is not an http:// or https:// URL", json_quote(url)));
+       // One URL, or several replicas as "URL1,URL2,..." (the worker fails over between them).
+       const std::string list(trim(v.get<std::string>()));
+       std::size_t start = 0;
+       while (start <= list.size() && !list.empty()) {
+         const std::size_t comma = list.find(',', start);
+         const std::string url(
+             trim(list.substr(start, comma == std::string::npos ? comma : comma - start)));
+         const bool http = url.starts_with("http://") && url.size() > 7;
+         const bool https = url.starts_with("https://") && url.size() > 8;
+         if (!http && !https) {
+           return Problem(fmt::format("{} is not an http:// or https:// URL", json_quote(url)));
+         }
+         if (comma == std::string::npos) break;
+         start = comma + 1;
        }
-       c.orchestrator_url = url;
+       c.orchestrator_url = list;
        return Problem();
      }},
     {"caFile",

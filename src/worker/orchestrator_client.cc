@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 namespace tamma::worker {
 namespace {
@@ -109,11 +110,51 @@ OrchestratorError refusal_from(long status, const std::string& body) {
   return OrchestratorError(status, std::move(code), message, retryable_status(status), length);
 }
 
+std::shared_ptr<OrchestratorEndpoints> OrchestratorEndpoints::shared(const std::string& list) {
+  static std::mutex mutex;
+  static std::map<std::string, std::weak_ptr<OrchestratorEndpoints>> known;
+  std::lock_guard lock(mutex);
+  if (auto existing = known[list].lock()) return existing;
+  std::vector<std::string> urls;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = list.find(',', start);
+    std::string url = list.substr(start, comma == std::string::npos ? comma : comma - start);
+    while (!url.empty() && (url.back() == ' ' || url.back() == '/')) url.pop_back();
+    while (!url.empty() && url.front() == ' ') url.erase(url.begin());
+    if (!url.empty()) urls.push_back(std::move(url));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (urls.empty()) {
+    throw Error(ErrorKind::kConfig, "missing_orchestrator_url", "no orchestrator URL given");
+  }
+  auto endpoints = std::make_shared<OrchestratorEndpoints>(std::move(urls));
+  known[list] = endpoints;
+  return endpoints;
+}
+
+OrchestratorEndpoints::OrchestratorEndpoints(std::vector<std::string> urls)
+    : urls_(std::move(urls)) {}
+
+std::string OrchestratorEndpoints::current() const {
+  std::lock_guard lock(mutex_);
+  return urls_[current_];
+}
+
+void OrchestratorEndpoints::failed(const std::string& url) {
+  std::lock_guard lock(mutex_);
+  if (urls_.size() < 2 || urls_[current_] != url) return;  // another call moved on already
+  current_ = (current_ + 1) % urls_.size();
+  spdlog::warn("orchestrator {} unreachable; trying {} next", url, urls_[current_]);
+}
+
 OrchestratorClient::OrchestratorClient(std::string base_url, ClientTimeouts timeouts,
                                        std::string ca_file)
-    : base_url_(std::move(base_url)), timeouts_(timeouts), ca_file_(std::move(ca_file)) {
+    : endpoints_(OrchestratorEndpoints::shared(base_url)),
+      timeouts_(timeouts),
+      ca_file_(std::move(ca_file)) {
   global_init();
-  while (!base_url_.empty() && base_url_.back() == '/') base_url_.pop_back();
   easy_ = ::curl_easy_init();
   multi_ = ::curl_multi_init();
   if (easy_ == nullptr || multi_ == nullptr) {
@@ -141,7 +182,8 @@ OrchestratorClient::Answer OrchestratorClient::send(const Call& call, const Stop
   Answer answer;
   CURL* curl = easy_;
   ::curl_easy_reset(curl);
-  const std::string url = base_url_ + call.path;
+  const std::string base_url = endpoints_->current();
+  const std::string url = base_url + call.path;
   ::curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   ::curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, call.method);
   ::curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
@@ -220,13 +262,18 @@ OrchestratorClient::Answer OrchestratorClient::send(const Call& call, const Stop
     if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) rc = msg->data.result;
   }
   if (rc != CURLE_OK) {
+    endpoints_->failed(base_url);
     throw OrchestratorError(
         0, "orchestrator_unreachable",
-        fmt::format("{} {}{}: {}", call.method, base_url_, call.path.substr(0, call.path.find('?')),
+        fmt::format("{} {}{}: {}", call.method, base_url, call.path.substr(0, call.path.find('?')),
                     ::curl_easy_strerror(rc)),
         true);
   }
   ::curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &answer.status);
+  // A proxy in front that lost its upstream, or a replica that cannot reach the database.
+  if (answer.status == 502 || answer.status == 503 || answer.status == 504) {
+    endpoints_->failed(base_url);
+  }
   return answer;
 }
 

@@ -10,8 +10,11 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 #include "protocol/wire.h"
@@ -78,17 +81,40 @@ struct ClientTimeouts {
   std::chrono::milliseconds poll_margin{15000};  // on top of the long-poll wait
 };
 
+// The orchestrators a worker may talk to: one URL, or several replicas on one database as
+// "URL1,URL2,...". Every client made from the same list follows the same one; a call that could
+// not reach it, or that a proxy answered 502/503/504 for, moves them all on to the next, so the
+// retry (with backoff, as for any unreachable orchestrator) goes elsewhere. Thread-safe.
+class OrchestratorEndpoints {
+ public:
+  // The shared instance for this list; throws Error(kConfig) when it holds no URL.
+  static std::shared_ptr<OrchestratorEndpoints> shared(const std::string& list);
+  explicit OrchestratorEndpoints(std::vector<std::string> urls);
+
+  [[nodiscard]] std::string current() const;
+  // `url` failed: when it is still the current one, the next becomes current.
+  void failed(const std::string& url);
+  [[nodiscard]] std::size_t size() const { return urls_.size(); }
+
+ private:
+  std::vector<std::string> urls_;
+  mutable std::mutex mutex_;
+  std::size_t current_ = 0;
+};
+
 class OrchestratorClient {
  public:
-  // `ca_file`: PEM certificates an https:// orchestrator's chain must lead to; empty: the
-  // system's store. The orchestrator's certificate and name are always verified.
+  // `base_url`: one URL or a comma-separated list (OrchestratorEndpoints). `ca_file`: PEM
+  // certificates an https:// orchestrator's chain must lead to; empty: the system's store. The
+  // orchestrator's certificate and name are always verified.
   explicit OrchestratorClient(std::string base_url, ClientTimeouts timeouts = {},
                               std::string ca_file = {});
   ~OrchestratorClient();
   OrchestratorClient(const OrchestratorClient&) = delete;
   OrchestratorClient& operator=(const OrchestratorClient&) = delete;
 
-  [[nodiscard]] const std::string& base_url() const { return base_url_; }
+  // The orchestrator the next call goes to.
+  [[nodiscard]] std::string base_url() const { return endpoints_->current(); }
 
   wire::RegisterResponse register_worker(const std::string& registration_token,
                                          const wire::Capabilities& capabilities,
@@ -142,7 +168,7 @@ class OrchestratorClient {
                            const char* what, const nlohmann::json& body, const StopSignal* stop);
   std::string escape(std::string_view text);
 
-  std::string base_url_;
+  std::shared_ptr<OrchestratorEndpoints> endpoints_;
   ClientTimeouts timeouts_;
   std::string ca_file_;
   void* easy_ = nullptr;   // CURL*

@@ -418,6 +418,41 @@ TEST(DaemonClient, NoAnswerIsStatusZeroAndRetryable) {
   }
 }
 
+TEST(DaemonClient, FailsOverToTheNextOrchestratorAndEveryClientOfTheListFollows) {
+  int dead_port;
+  {
+    HttpResponder gone([](const HttpRequest&) { return HttpReply{}; });
+    dead_port = std::stoi(gone.url().substr(gone.url().rfind(':') + 1));
+  }
+  HttpResponder overloaded(
+      [](const HttpRequest&) { return error_reply(503, "storage_unavailable"); });
+  HttpResponder alive([](const HttpRequest& r) -> HttpReply {
+    if (r.headers.at("authorization") != "Bearer " + kWorker.token) {
+      return error_reply(401, "invalid_token");
+    }
+    return {200, wire::to_json(wire::HeartbeatResponse{{}, {}, false, 3000}).dump(), {}};
+  });
+  const std::string dead = "http://127.0.0.1:" + std::to_string(dead_port);
+  const std::string list = dead + ", " + overloaded.url() + "/," + alive.url();
+  OrchestratorClient client(list);
+  OrchestratorClient other(list);  // the daemon's heartbeats use a client of their own
+  EXPECT_EQ(client.base_url(), dead);
+  // Nothing listens: the call fails (the caller retries with backoff) and the next one goes on.
+  EXPECT_THROW(client.heartbeat(kWorker, {}), OrchestratorError);
+  EXPECT_EQ(other.base_url(), overloaded.url()) << "every client of the list moved on";
+  // A 503 (a replica without its database, or a proxy without upstream) moves on too.
+  EXPECT_THROW(other.heartbeat(kWorker, {}), OrchestratorError);
+  EXPECT_EQ(client.base_url(), alive.url());
+  EXPECT_NO_THROW(client.heartbeat(kWorker, {}));
+  EXPECT_NO_THROW(other.heartbeat(kWorker, {}));
+  EXPECT_EQ(overloaded.requests().size(), 1u);
+  // A refusal that is the orchestrator's own answer (not a fault of the link) does not move it.
+  EXPECT_THROW(client.heartbeat({kWorker.worker_id, "revoked-token-0123456789"}, {}),
+               OrchestratorError);
+  EXPECT_EQ(client.base_url(), alive.url());
+  EXPECT_EQ(alive.requests().size(), 3u);
+}
+
 TEST(DaemonClient, RegisterSendsCapabilitiesWithTheRegistrationToken) {
   HttpResponder server([&](const HttpRequest& r) -> HttpReply {
     if (r.headers.at("authorization") != "Bearer registration-token-0123456789") {
