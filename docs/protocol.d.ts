@@ -245,6 +245,68 @@ export interface DrainResponse {
   drain: boolean;
 }
 
+// The audit trail (GET /api/v1/audit): one record per operation that changed state, written in
+// the operation's own transaction. Never a token, a token hash, a lease id, a task spec, a log
+// or an error message.
+
+/** who asked: the admin, a worker, a client registering a worker, or the orchestrator itself */
+export type ActorKind = "admin" | "worker" | "registration" | "orchestrator";
+
+export type AuditAction = "register" | "unregister" | "drain" | "submit" | "cancel" | "claim" | "claim_released" | "claim_unacknowledged" | "started" | "artifact" | "complete" | "fail" | "lease_expired" | "lease_revoked" | "lease_grace" | "retry_promoted";
+
+export interface AuditActor {
+  kind: ActorKind;
+  /** the worker's id, for kind worker */
+  id?: string;
+  /** the client's ip:port as the orchestrator's socket saw it; absent for the orchestrator */
+  address?: string;
+}
+
+/** a few plain facts; which members depends on the action */
+export interface AuditDetail {
+  /** the task's state after the operation */
+  state?: TaskState;
+  /** submit */
+  type?: string;
+  priority?: number;
+  maxRetries?: number;
+  /** register */
+  slots?: number;
+  taskTypes?: string[];
+  /** complete: the result's status */
+  status?: "succeeded" | "failed" | "timeout" | "limit_exceeded" | "cancelled" | "error";
+  /** fail: the error code (never its message) and whether it may be retried */
+  code?: string;
+  retryable?: boolean;
+  /** artifact: its name, size and SHA-256 (never where it is stored) */
+  name?: string;
+  size?: number;
+  sha256?: string;
+  /** lease_grace: how many leases got one more TTL */
+  leases?: number;
+}
+
+export interface AuditRecord {
+  /** ascending in the order the records were written; there may be gaps */
+  seq: number;
+  /** RFC 3339, by the database clock */
+  at: string;
+  actor: AuditActor;
+  action: AuditAction;
+  taskId?: string;
+  attempt?: number;
+  /** the worker the operation concerns: the one a task went to, drained, unregistered... */
+  workerId?: string;
+  detail: AuditDetail;
+}
+
+export interface AuditList {
+  /** oldest first */
+  records: AuditRecord[];
+  /** present when the page is full: ask again with ?after=next */
+  next?: number;
+}
+
 export interface ValidationProblem {
   path: string;
   message: string;

@@ -22,6 +22,8 @@ wire::TaskView masked(wire::TaskView view) {
 
 void submit(Core& core, Request& request, const ExchangePtr& exchange) {
   core.require_admin(request);
+  // Covers the claims this submit makes for parked polls too: the admin's request caused them.
+  Store::ActorScope as(core.store, Actor::admin(request.remote_address));
   nlohmann::json document = json_body(request);
   auto body = wire::submit_request_from_json(document);
   if (!request.idempotency_key.empty()) {
@@ -127,6 +129,7 @@ void get_task(Core& core, Request& request, const ExchangePtr& exchange) {
 
 void cancel(Core& core, Request& request, const ExchangePtr& exchange) {
   core.require_admin(request);
+  Store::ActorScope as(core.store, Actor::admin(request.remote_address));
   const std::string& id = request.params.at(0);
   auto task = core.store.cancel(id);
   if (!task) throw HttpError(404, "task_not_found", "no task " + id);

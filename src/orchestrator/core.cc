@@ -128,20 +128,40 @@ void Core::deliver(PollWaiters::Waiter waiter, const Claim& claim) {
       });
 }
 
-void Core::offer(const std::string& task_id) {
+void Core::offer(const std::string& task_id, bool announce) {
   if (shutting_down) return;
   auto task = store.task(task_id);
   if (!task || task->state != wire::TaskState::kQueued) return;
   std::set<std::uint64_t> tried;
+  int refused = 0;
   while (const auto* candidate = polls.find_match(task->type, task->labels, tried)) {
     tried.insert(candidate->id);
     auto claim = store.claim(candidate->worker, random_hex(16), config.lease_ttl);
-    if (!claim) continue;  // its slots filled up since it parked
+    if (!claim) {
+      // Its slots filled up since it parked, or the task is kept from its worker, or another
+      // orchestrator took the task: after a few refusals, look before asking the rest.
+      if (++refused % 3 == 0) {
+        auto now = store.task(task_id);
+        if (!now || now->state != wire::TaskState::kQueued) return;
+      }
+      continue;
+    }
     bool got_offered = claim->assignment.task_id == task_id;
     auto waiter = polls.take(candidate->id);
     deliver(std::move(*waiter), *claim);
     // A higher-priority task may have gone instead; the offered one still waits for a taker.
     if (got_offered) return;
+  }
+  if (announce) store.announce_queued(task_id);
+}
+
+void Core::offer_announced(const std::vector<std::string>& task_ids) {
+  if (shutting_down || polls.size() == 0) return;
+  constexpr int kLookAtMost = 32;
+  const auto ids = task_ids.empty() ? store.queued_task_ids(kLookAtMost) : task_ids;
+  for (const auto& id : ids) {
+    if (polls.size() == 0) return;
+    offer(id, /*announce=*/false);
   }
 }
 

@@ -52,8 +52,12 @@ class Core {
   }
 
   // Offers a task that just became available to ONE waiting poll that can run it (then to the
-  // next, only if that one turned out unable to take it).
-  void offer(const std::string& task_id);
+  // next, only if that one turned out unable to take it). When none here took it, the other
+  // orchestrators on the same database are told (unless `announce` is false: it came from them).
+  void offer(const std::string& task_id, bool announce = true);
+  // Tasks other orchestrators announced (none: the best queued ones), offered to the polls
+  // parked here.
+  void offer_announced(const std::vector<std::string>& task_ids);
   // Hands a claimed task to a parked poll; undoes the claim if the answer cannot be written.
   void deliver(PollWaiters::Waiter waiter, const Claim& claim);
   // After tasks left "running" without their worker: wake followers, offer re-queued ones.
@@ -73,6 +77,7 @@ class Core {
 void add_worker_routes(Router& router, Core& core);
 void add_task_routes(Router& router, Core& core);
 void add_admin_routes(Router& router, Core& core);
+void add_audit_routes(Router& router, Core& core);
 void add_health_routes(Router& router, Core& core);
 
 // The answer to an uncaught handler exception: HttpError as itself, WireError as a 400 naming

@@ -242,6 +242,16 @@ void Session::on_header(beast::error_code ec) {
   }
   keep_alive_ = header_parser_->keep_alive();
   request_.received_at = std::chrono::steady_clock::now();
+  {
+    // Who sent it, for the audit trail; a socket already reset has no peer, and no address.
+    beast::error_code peer_ec;
+    const auto peer = stream_.socket().remote_endpoint(peer_ec);
+    if (!peer_ec) {
+      const auto ip = peer.address();
+      request_.remote_address = (ip.is_v6() ? "[" + ip.to_string() + "]" : ip.to_string()) + ":" +
+                                std::to_string(peer.port());
+    }
+  }
   request_.method = header.method();
   try {
     auto [path, query] =

@@ -34,6 +34,9 @@ struct Request {
   // read), so the handler need not look it up again.
   std::string authenticated_worker;
   std::string idempotency_key;
+  // The client's address as the socket shows it ("ip:port"; a proxy in front shows as itself),
+  // for the audit trail.
+  std::string remote_address;
   std::string content_type;
   std::string content_range;
   std::string body;

@@ -117,10 +117,23 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
         held, config_.lease_ttl.count());
   }
   core_ = std::make_unique<Core>(config_, *store_, metrics_, std::move(tokens), core_io_);
+  // Tasks other orchestrators on the same database made available reach the polls parked here.
+  store_->listen_for_queue([this](std::vector<std::string> task_ids) {
+    // Posted, not waited for: this runs on the signal's thread, which must never block on a
+    // core thread that is stopping.
+    asio::post(core_io_, [this, ids = std::move(task_ids)] {
+      try {
+        core_->offer_announced(ids);
+      } catch (const std::exception& e) {
+        spdlog::warn("tasks announced by another orchestrator not offered: {}", e.what());
+      }
+    });
+  });
   add_health_routes(router_, *core_);
   add_worker_routes(router_, *core_);
   add_task_routes(router_, *core_);
   add_admin_routes(router_, *core_);
+  add_audit_routes(router_, *core_);
   HttpServerOptions options;
   options.host = config_.listen_host;
   options.port = config_.listen_port;

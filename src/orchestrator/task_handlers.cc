@@ -57,6 +57,7 @@ wire::Fence query_fence(const Request& request) {
 
 void started(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
+  Store::ActorScope as(core.store, Actor::worker(worker, request.remote_address));
   const std::string& id = request.params.at(0);
   auto body = wire::started_request_from_json(json_body(request));
   auto outcome = core.store.started(id, worker, body.fence);
@@ -66,6 +67,7 @@ void started(Core& core, Request& request, const ExchangePtr& exchange) {
 
 void progress(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
+  Store::ActorScope as(core.store, Actor::worker(worker, request.remote_address));
   const std::string& id = request.params.at(0);
   auto body = wire::progress_request_from_json(json_body(request));
   auto outcome = core.store.progress(id, worker, body);
@@ -97,6 +99,7 @@ std::optional<std::uint64_t> content_range_start(const std::string& header) {
 
 void append_log(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
+  Store::ActorScope as(core.store, Actor::worker(worker, request.remote_address));
   const std::string& id = request.params.at(0);
   wire::Fence fence;
   std::uint64_t offset = 0;
@@ -192,6 +195,7 @@ void require_whole_log(Core& core, const std::string& id, const wire::Fence& fen
 
 void complete(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
+  Store::ActorScope as(core.store, Actor::worker(worker, request.remote_address));
   const std::string& id = request.params.at(0);
   auto body = wire::complete_request_from_json(json_body(request));
   require_whole_log(core, id, body.fence, body.log);
@@ -206,6 +210,7 @@ void complete(Core& core, Request& request, const ExchangePtr& exchange) {
 
 void fail(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
+  Store::ActorScope as(core.store, Actor::worker(worker, request.remote_address));
   const std::string& id = request.params.at(0);
   auto body = wire::fail_request_from_json(json_body(request));
   require_whole_log(core, id, body.fence, body.log);
@@ -320,6 +325,7 @@ std::string file_sha256(const std::filesystem::path& file, std::uint64_t* size) 
 
 void upload_artifact(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
+  Store::ActorScope as(core.store, Actor::worker(worker, request.remote_address));
   const std::string& id = request.params.at(0);
   wire::Fence fence = query_fence(request);
   wire::ArtifactInfo info;

@@ -11,6 +11,7 @@ constexpr const char* kWorkers = "/api/v1/workers";
 
 void register_worker(Core& core, Request& request, const ExchangePtr& exchange) {
   core.require_registration(request);
+  Store::ActorScope as(core.store, Actor::registration(request.remote_address));
   auto body = wire::register_request_from_json(json_body(request));
   wire::RegisterResponse out;
   out.worker_id = "wrk_" + random_hex(10);
@@ -27,6 +28,12 @@ void register_worker(Core& core, Request& request, const ExchangePtr& exchange) 
 void unregister_worker(Core& core, Request& request, const ExchangePtr& exchange) {
   const std::string& id = request.params.at(0);
   core.require_admin_or_worker_self(request, id);
+  // The HTTP layer names the worker a token belongs to; the admin's token names none.
+  const std::string caller = request.authenticated_worker.empty()
+                                 ? core.authenticate(Access::kAdminOrWorker, request.authorization)
+                                 : request.authenticated_worker;
+  Store::ActorScope as(core.store, caller.empty() ? Actor::admin(request.remote_address)
+                                                  : Actor::worker(caller, request.remote_address));
   if (!core.store.worker(id)) throw HttpError(404, "worker_not_found", "no worker " + id);
   auto requeued = core.store.unregister_worker(id);
   spdlog::info("worker {} unregistered; {} task(s) put back", id, requeued.size());
@@ -37,6 +44,7 @@ void unregister_worker(Core& core, Request& request, const ExchangePtr& exchange
 void heartbeat(Core& core, Request& request, const ExchangePtr& exchange) {
   const std::string& id = request.params.at(0);
   core.require_worker_self(request, id);
+  Store::ActorScope as(core.store, Actor::worker(id, request.remote_address));
   auto body = wire::heartbeat_request_from_json(json_body(request));
   auto outcome = core.store.heartbeat(id, body, core.config.lease_ttl);
   if (!outcome.known) throw HttpError(401, "invalid_token", "worker " + id + " is unregistered");
@@ -68,6 +76,9 @@ std::chrono::milliseconds poll_wait(const Core& core, const Request& request) {
 void poll(Core& core, Request& request, const ExchangePtr& exchange) {
   const std::string& id = request.params.at(0);
   core.require_worker_self(request, id);
+  // A claim made now is this worker's doing; one made later for its parked poll is the doing
+  // of whoever made the task available then.
+  Store::ActorScope as(core.store, Actor::worker(id, request.remote_address));
   auto wait = poll_wait(core, request);
   auto worker = core.store.worker(id);
   if (!worker || worker->gone) throw HttpError(401, "invalid_token", "worker " + id + " is gone");
@@ -115,6 +126,7 @@ void poll(Core& core, Request& request, const ExchangePtr& exchange) {
 
 void drain(Core& core, Request& request, const ExchangePtr& exchange) {
   core.require_admin(request);
+  Store::ActorScope as(core.store, Actor::admin(request.remote_address));
   const std::string& id = request.params.at(0);
   if (!core.store.request_drain(id)) throw HttpError(404, "worker_not_found", "no worker " + id);
   spdlog::info("worker {} asked to drain", id);

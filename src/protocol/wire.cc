@@ -299,6 +299,32 @@ constexpr std::array<std::pair<WorkerState, std::string_view>, 4> kWorkerStates 
     {WorkerState::kGone, "gone"},
 }};
 
+constexpr std::array<std::pair<ActorKind, std::string_view>, 4> kActorKinds = {{
+    {ActorKind::kAdmin, "admin"},
+    {ActorKind::kWorker, "worker"},
+    {ActorKind::kRegistration, "registration"},
+    {ActorKind::kOrchestrator, "orchestrator"},
+}};
+
+constexpr std::array<std::pair<AuditAction, std::string_view>, 16> kAuditActions = {{
+    {AuditAction::kRegister, "register"},
+    {AuditAction::kUnregister, "unregister"},
+    {AuditAction::kDrain, "drain"},
+    {AuditAction::kSubmit, "submit"},
+    {AuditAction::kCancel, "cancel"},
+    {AuditAction::kClaim, "claim"},
+    {AuditAction::kClaimReleased, "claim_released"},
+    {AuditAction::kClaimUnacknowledged, "claim_unacknowledged"},
+    {AuditAction::kStarted, "started"},
+    {AuditAction::kArtifact, "artifact"},
+    {AuditAction::kComplete, "complete"},
+    {AuditAction::kFail, "fail"},
+    {AuditAction::kLeaseExpired, "lease_expired"},
+    {AuditAction::kLeaseRevoked, "lease_revoked"},
+    {AuditAction::kLeaseGrace, "lease_grace"},
+    {AuditAction::kRetryPromoted, "retry_promoted"},
+}};
+
 // The names protocol/task_result.h gives TaskStatus; repeated here so the protocol library's
 // wire layer does not depend on the result document's serializer.
 constexpr std::array<std::string_view, 6> kResultStatuses = {
@@ -335,6 +361,34 @@ std::string_view to_string(WorkerState state) {
 std::optional<WorkerState> worker_state_from_string(std::string_view text) {
   for (const auto& [s, name] : kWorkerStates) {
     if (name == text) return s;
+  }
+  return std::nullopt;
+}
+
+std::string_view to_string(ActorKind kind) {
+  for (const auto& [k, name] : kActorKinds) {
+    if (k == kind) return name;
+  }
+  return "unknown";
+}
+
+std::optional<ActorKind> actor_kind_from_string(std::string_view text) {
+  for (const auto& [k, name] : kActorKinds) {
+    if (name == text) return k;
+  }
+  return std::nullopt;
+}
+
+std::string_view to_string(AuditAction action) {
+  for (const auto& [a, name] : kAuditActions) {
+    if (a == action) return name;
+  }
+  return "unknown";
+}
+
+std::optional<AuditAction> audit_action_from_string(std::string_view text) {
+  for (const auto& [a, name] : kAuditActions) {
+    if (name == text) return a;
   }
   return std::nullopt;
 }
@@ -560,6 +614,33 @@ json to_json(const ErrorBody& v) {
   if (v.attempt) e["attempt"] = *v.attempt;
   if (v.length) e["length"] = *v.length;
   return {{"error", e}};
+}
+
+json to_json(const AuditActor& v) {
+  json j = {{"kind", to_string(v.kind)}};
+  if (v.id) j["id"] = *v.id;
+  if (v.address) j["address"] = *v.address;
+  return j;
+}
+
+json to_json(const AuditRecord& v) {
+  json j = {{"seq", v.seq},
+            {"at", v.at},
+            {"actor", to_json(v.actor)},
+            {"action", to_string(v.action)},
+            {"detail", v.detail}};
+  if (v.task_id) j["taskId"] = *v.task_id;
+  if (v.attempt) j["attempt"] = *v.attempt;
+  if (v.worker_id) j["workerId"] = *v.worker_id;
+  return j;
+}
+
+json to_json(const AuditList& v) {
+  json records = json::array();
+  for (const auto& r : v.records) records.push_back(to_json(r));
+  json j = {{"records", records}};
+  if (v.next) j["next"] = *v.next;
+  return j;
 }
 
 // ---- from_json --------------------------------------------------------------------------------
@@ -821,6 +902,40 @@ ErrorBody error_body_from_json(const json& j) {
   v.state = r.opt_string("state");
   if (auto a = r.opt_int("attempt", 0, kMaxAttempt)) v.attempt = static_cast<int>(*a);
   v.length = r.opt_uint("length");
+  return v;
+}
+
+AuditRecord audit_record_from_json(const json& j, const std::string& path) {
+  ObjectReader r(j, path);
+  AuditRecord v;
+  v.seq = r.int_value("seq", 1, INT64_MAX);
+  v.at = r.string("at");
+  ObjectReader actor(r.object("actor"), r.at("actor"));
+  std::string kind = actor.string("kind");
+  auto parsed_kind = actor_kind_from_string(kind);
+  if (!parsed_kind) throw WireError(actor.at("kind"), "unknown actor kind '" + kind + "'");
+  v.actor.kind = *parsed_kind;
+  v.actor.id = actor.opt_string("id");
+  v.actor.address = actor.opt_string("address");
+  std::string action = r.string("action");
+  auto parsed_action = audit_action_from_string(action);
+  if (!parsed_action) throw WireError(r.at("action"), "unknown action '" + action + "'");
+  v.action = *parsed_action;
+  v.task_id = r.opt_string("taskId");
+  if (auto a = r.opt_int("attempt", 1, kMaxAttempt)) v.attempt = static_cast<int>(*a);
+  v.worker_id = r.opt_string("workerId");
+  v.detail = r.object("detail");
+  return v;
+}
+
+AuditList audit_list_from_json(const json& j) {
+  ObjectReader r(j, "$");
+  AuditList v;
+  const json& records = r.array("records");
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    v.records.push_back(audit_record_from_json(records[i], index_path(r.at("records"), i)));
+  }
+  v.next = r.opt_int("next", 1, INT64_MAX);
   return v;
 }
 

@@ -278,6 +278,62 @@ struct ErrorBody {
   std::optional<std::uint64_t> length;          // the log's current length, for 409/416
 };
 
+// ---- audit trail ------------------------------------------------------------------------------
+// An append-only record of every operation that changed the orchestrator's state, written in
+// the operation's own transaction (docs/adr/0026-audit-trail.md). Never a token, a spec, a log
+// or an error message: only who, what, on which task and attempt, and a few plain facts.
+
+// Who asked for the operation: the admin, a worker (its id), a client registering a worker, or
+// the orchestrator on its own (lease expiry, retries, undelivered answers).
+enum class ActorKind { kAdmin, kWorker, kRegistration, kOrchestrator };
+std::string_view to_string(ActorKind kind);
+std::optional<ActorKind> actor_kind_from_string(std::string_view text);
+
+enum class AuditAction {
+  kRegister,             // a worker registered
+  kUnregister,           // a worker unregistered (itself, or by the admin)
+  kDrain,                // the admin asked a worker to drain
+  kSubmit,               // a task was submitted (not an idempotent replay)
+  kCancel,               // a task was cancelled, or asked to stop
+  kClaim,                // a task was handed to a worker: a new attempt
+  kClaimReleased,        // a claim whose answer could not be written was undone
+  kClaimUnacknowledged,  // a claim the worker never acknowledged was queued again
+  kStarted,              // the worker said it started the attempt
+  kArtifact,             // the worker uploaded an artifact
+  kComplete,             // the worker reported the attempt's result
+  kFail,                 // the worker reported the attempt failed
+  kLeaseExpired,         // the worker stopped renewing its lease
+  kLeaseRevoked,         // the lease ended because its worker unregistered
+  kLeaseGrace,           // every held lease was given one more TTL (restart, stall)
+  kRetryPromoted,        // a task's retry backoff was over: queued again
+};
+std::string_view to_string(AuditAction action);
+std::optional<AuditAction> audit_action_from_string(std::string_view text);
+
+struct AuditActor {
+  ActorKind kind = ActorKind::kOrchestrator;
+  std::optional<std::string> id;       // the worker's id, for kind worker
+  std::optional<std::string> address;  // the client's "ip:port"; none for the orchestrator
+};
+
+struct AuditRecord {
+  std::int64_t seq = 0;  // ascending in the order the records were written
+  std::string at;        // RFC 3339 UTC, from the database clock
+  AuditActor actor;
+  AuditAction action = AuditAction::kSubmit;
+  std::optional<std::string> task_id;
+  std::optional<int> attempt;
+  std::optional<std::string> worker_id;  // the worker the operation concerns
+  // A few plain facts (docs/openapi.yaml AuditDetail): the task's state after it, an error
+  // code, an artifact's name and digest.
+  nlohmann::json detail = nlohmann::json::object();
+};
+
+struct AuditList {
+  std::vector<AuditRecord> records;
+  std::optional<std::int64_t> next;  // set when the page is full: ask again with ?after=next
+};
+
 // ---- JSON mapping -----------------------------------------------------------------------------
 // to_json writes camelCase members and leaves out unset optionals; from_json checks types and
 // required members and throws WireError naming the member.
@@ -308,6 +364,9 @@ nlohmann::json to_json(const TaskList& v);
 nlohmann::json to_json(const WorkerView& v);
 nlohmann::json to_json(const WorkerList& v);
 nlohmann::json to_json(const ErrorBody& v);
+nlohmann::json to_json(const AuditActor& v);
+nlohmann::json to_json(const AuditRecord& v);
+nlohmann::json to_json(const AuditList& v);
 
 Platform platform_from_json(const nlohmann::json& j, const std::string& path = "$");
 Capabilities capabilities_from_json(const nlohmann::json& j, const std::string& path = "$");
@@ -329,6 +388,8 @@ TaskList task_list_from_json(const nlohmann::json& j);
 WorkerView worker_view_from_json(const nlohmann::json& j, const std::string& path = "$");
 WorkerList worker_list_from_json(const nlohmann::json& j);
 ErrorBody error_body_from_json(const nlohmann::json& j);
+AuditRecord audit_record_from_json(const nlohmann::json& j, const std::string& path = "$");
+AuditList audit_list_from_json(const nlohmann::json& j);
 
 // Parses a request body as JSON; throws WireError("$", ...) with the parser's position.
 nlohmann::json parse_body(std::string_view body);

@@ -176,7 +176,7 @@ TEST(SqliteStore, MigratesAVersionOneDatabaseKeepingRunningLeasesAcknowledged) {
   }
   SqliteStore store(file, SyncMode::kNormal);
   SqliteDb check(file);
-  EXPECT_EQ(check.pragma("user_version"), "3");
+  EXPECT_EQ(check.pragma("user_version"), "4");
   // Version 3: the running task has used none of its excused host failures.
   auto row = check.prepare("SELECT host_failures, log_missing_bytes FROM tasks WHERE id = 'old'");
   ASSERT_TRUE(row.step());
@@ -221,7 +221,7 @@ TEST(SqliteStore, UsesWalAndTheChosenSynchronousModeAndSurvivesReopen) {
   }
   SqliteDb raw(file);
   EXPECT_EQ(raw.pragma("journal_mode"), "wal");
-  EXPECT_EQ(raw.pragma("user_version"), "3");
+  EXPECT_EQ(raw.pragma("user_version"), "4");
   SqliteStore again(file, SyncMode::kNormal);
   EXPECT_EQ(again.setting("k"), "v");
   ASSERT_TRUE(again.task("t1").has_value());

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "orchestrator/store/audit_row.h"
 #include "orchestrator/store/postgres.h"
+#include "orchestrator/store/postgres_signal.h"
 #include "orchestrator/store/task_row.h"
 
 namespace tamma::orchestrator {
@@ -137,8 +139,37 @@ CREATE TABLE artifacts (
   PRIMARY KEY (task_id, attempt, name)
 );
 )sql"},
+    // The audit trail (docs/adr/0026-audit-trail.md): one row per operation that changed state,
+    // written in that operation's transaction, times from TAMMA_NOW like every other. The
+    // triggers refuse any change or removal, so a record, once committed, says what happened
+    // for good.
+    {2, R"sql(
+CREATE TABLE audit (
+  seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at         bigint NOT NULL,
+  actor_kind text NOT NULL,
+  actor_id   text,
+  address    text,
+  action     text NOT NULL,
+  task_id    text,
+  attempt    integer,
+  worker_id  text,
+  detail     text NOT NULL
+);
+CREATE INDEX audit_task ON audit (task_id, seq) WHERE task_id IS NOT NULL;
+CREATE INDEX audit_at ON audit (at);
+CREATE FUNCTION tamma_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'the audit trail is append-only';
+END
+$$;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+  FOR EACH ROW EXECUTE FUNCTION tamma_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+  FOR EACH STATEMENT EXECUTE FUNCTION tamma_audit_append_only();
+)sql"},
 };
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 // Adapts one row of a result to what task_view() reads.
 struct Row {
@@ -151,10 +182,13 @@ struct Row {
   [[nodiscard]] std::optional<std::int64_t> opt_int64(int c) const { return r.opt_int64(row, c); }
 };
 
-std::vector<Requeued> requeued_rows(const PgResult& r) {
+// Reads (id, attempt, state) rows; with `workers`, also the worker in a fourth column.
+std::vector<Requeued> requeued_rows(const PgResult& r,
+                                    std::vector<std::string>* workers = nullptr) {
   std::vector<Requeued> out;
   for (int i = 0; i < r.rows(); ++i) {
     out.push_back({r.text(i, 0), r.integer(i, 1), state_of(r.text(i, 2))});
+    if (workers != nullptr) workers->push_back(r.opt_text(i, 3).value_or(""));
   }
   return out;
 }
@@ -215,11 +249,13 @@ std::string read_log_range(PgConnection& db, const std::string& task_id, int att
 }  // namespace
 
 PostgresStore::PostgresStore(const std::string& conninfo)
-    : db_(std::make_unique<PgConnection>(conninfo)) {
+    : conninfo_(conninfo), db_(std::make_unique<PgConnection>(conninfo)) {
   migrate(*db_);
 }
 
-PostgresStore::~PostgresStore() = default;
+PostgresStore::~PostgresStore() {
+  signal_.reset();  // its thread stops before the rest goes
+}
 
 void PostgresStore::migrate(PgConnection& db) {
   PgTransaction tx(db);
@@ -275,6 +311,11 @@ void PostgresStore::register_worker(const std::string& id, const std::string& to
       "INSERT INTO workers (id, token_hash, capabilities, registered_at, last_seen_at) "
       "VALUES ($1, $2, $3, " TAMMA_NOW ", " TAMMA_NOW ")",
       {id, token_hash, wire::to_json(capabilities).dump()});
+  record({wire::AuditAction::kRegister,
+          {},
+          0,
+          id,
+          {{"slots", capabilities.slots}, {"taskTypes", capabilities.task_types}}});
   tx.commit();
 }
 
@@ -304,6 +345,11 @@ std::optional<WorkerInfo> PostgresStore::worker(const std::string& id) {
 
 std::vector<Requeued> PostgresStore::unregister_worker(const std::string& id) {
   PgTransaction tx(*db_);
+  // The worker first, so its record comes before those of the leases it loses (and its row is
+  // locked before its tasks', in the order a claim locks them).
+  auto gone = db_->exec(
+      "UPDATE workers SET gone_at = " TAMMA_NOW " WHERE id = $1 AND gone_at IS NULL", {id});
+  if (gone.affected() > 0) record({wire::AuditAction::kUnregister, {}, 0, id});
   auto s = db_->exec(
       "UPDATE tasks SET "
       "  state = CASE WHEN state = 'cancel_requested' THEN 'cancelled' "
@@ -318,8 +364,10 @@ std::vector<Requeued> PostgresStore::unregister_worker(const std::string& id) {
       "WHERE worker_id = $1 AND " TAMMA_LEASED " RETURNING id, attempt, state",
       {id});
   auto requeued = requeued_rows(s);
-  for (const auto& r : requeued) end_attempt(*db_, r.task_id, r.attempt, "worker_unregistered");
-  db_->exec("UPDATE workers SET gone_at = " TAMMA_NOW " WHERE id = $1 AND gone_at IS NULL", {id});
+  for (const auto& r : requeued) {
+    end_attempt(*db_, r.task_id, r.attempt, "worker_unregistered");
+    record({wire::AuditAction::kLeaseRevoked, r.task_id, r.attempt, id, state_detail(r.state)});
+  }
   tx.commit();
   return requeued;
 }
@@ -355,6 +403,7 @@ bool PostgresStore::request_drain(const std::string& worker_id) {
   PgTransaction tx(*db_);
   auto r = db_->exec("UPDATE workers SET drain_requested = true WHERE id = $1 AND gone_at IS NULL",
                      {worker_id});
+  if (r.affected() > 0) record({wire::AuditAction::kDrain, {}, 0, worker_id});
   tx.commit();
   return r.affected() > 0;
 }
@@ -430,6 +479,14 @@ SubmitOutcome PostgresStore::submit(const NewTask& task, const WorkerInfo* hand_
   }
   out.created = true;
   out.task = *this->task(task.id);
+  record({wire::AuditAction::kSubmit,
+          task.id,
+          0,
+          {},
+          {{"state", "queued"},
+           {"type", task.type},
+           {"priority", task.priority},
+           {"maxRetries", task.max_retries}}});
   if (hand_to != nullptr) out.claim = claim_in_transaction(*hand_to, lease_id, lease_ttl);
   tx.commit();
   return out;
@@ -490,6 +547,8 @@ std::optional<Claim> PostgresStore::claim_in_transaction(const WorkerInfo& worke
       "lease_id = excluded.lease_id, claimed_at = excluded.claimed_at, ended_at = NULL, "
       "outcome = NULL",
       {c.assignment.task_id, c.assignment.attempt, worker.id, lease_id});
+  record({wire::AuditAction::kClaim, c.assignment.task_id, c.assignment.attempt, worker.id,
+          state_detail(TaskState::kRunning)});
   return c;
 }
 
@@ -503,8 +562,11 @@ bool PostgresStore::release(const std::string& task_id, int attempt, const std::
       " WHERE id = $1 AND attempt = $2::integer AND lease_id = $3 AND state = 'running'",
       {task_id, attempt, lease_id});
   if (r.affected() > 0) {
-    db_->exec("DELETE FROM attempts WHERE task_id = $1 AND attempt = $2::integer",
-              {task_id, attempt});
+    auto gone = db_->exec(
+        "DELETE FROM attempts WHERE task_id = $1 AND attempt = $2::integer RETURNING worker_id",
+        {task_id, attempt});
+    record({wire::AuditAction::kClaimReleased, task_id, attempt,
+            gone.rows() > 0 ? gone.text(0, 0) : std::string(), state_detail(TaskState::kQueued)});
   }
   tx.commit();
   return r.affected() > 0;
@@ -520,8 +582,11 @@ std::vector<Requeued> PostgresStore::requeue_unacknowledged(std::chrono::millise
       {ms(ack_timeout)});
   auto requeued = requeued_rows(s);
   for (const auto& r : requeued) {
-    db_->exec("DELETE FROM attempts WHERE task_id = $1 AND attempt = $2::integer",
-              {r.task_id, r.attempt});
+    auto gone = db_->exec(
+        "DELETE FROM attempts WHERE task_id = $1 AND attempt = $2::integer RETURNING worker_id",
+        {r.task_id, r.attempt});
+    record({wire::AuditAction::kClaimUnacknowledged, r.task_id, r.attempt,
+            gone.rows() > 0 ? gone.text(0, 0) : std::string(), state_detail(r.state)});
   }
   tx.commit();
   return requeued;
@@ -547,10 +612,16 @@ std::vector<Requeued> PostgresStore::expire_leases(const RetryPolicy& policy) {
       "  error = json_build_object('code', 'lease_expired', 'message', "
       "    'the worker stopped renewing its lease', 'retryable', true)::text, "
       "  lease_expires_at = NULL, updated_at = " TAMMA_NOW " WHERE " TAMMA_LEASED
-      " AND lease_expires_at <= " TAMMA_NOW " RETURNING id, attempt, state",
+      " AND lease_expires_at <= " TAMMA_NOW " RETURNING id, attempt, state, worker_id",
       {ms(policy.base), ms(policy.max)});
-  auto expired = requeued_rows(s);
-  for (const auto& r : expired) end_attempt(*db_, r.task_id, r.attempt, "lease_expired");
+  std::vector<std::string> workers;
+  auto expired = requeued_rows(s, &workers);
+  for (std::size_t i = 0; i < expired.size(); ++i) {
+    const auto& r = expired[i];
+    end_attempt(*db_, r.task_id, r.attempt, "lease_expired");
+    record({wire::AuditAction::kLeaseExpired, r.task_id, r.attempt, workers[i],
+            state_detail(r.state)});
+  }
   tx.commit();
   return expired;
 }
@@ -562,8 +633,10 @@ int PostgresStore::extend_leases(std::chrono::milliseconds lease_ttl) {
                      {ms(lease_ttl)});
   db_->exec("UPDATE tasks SET claimed_at = GREATEST(claimed_at, " TAMMA_NOW
             ") WHERE state = 'running' AND acked_at IS NULL");
+  const int held = static_cast<int>(r.affected());
+  if (held > 0) record({wire::AuditAction::kLeaseGrace, {}, 0, {}, {{"leases", held}}});
   tx.commit();
-  return static_cast<int>(r.affected());
+  return held;
 }
 
 std::vector<Requeued> PostgresStore::promote_retries() {
@@ -572,6 +645,9 @@ std::vector<Requeued> PostgresStore::promote_retries() {
                      " WHERE state = 'retry_wait' AND available_at <= " TAMMA_NOW
                      " RETURNING id, attempt, state");
   auto promoted = requeued_rows(s);
+  for (const auto& p : promoted) {
+    record({wire::AuditAction::kRetryPromoted, p.task_id, p.attempt, {}, state_detail(p.state)});
+  }
   tx.commit();
   return promoted;
 }
@@ -597,6 +673,7 @@ FenceOutcome PostgresStore::started(const std::string& task_id, const std::strin
                      {task_id, fence.attempt, fence.lease_id, worker_id});
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, fence.attempt);
   auto out = fenced(s);
+  record({wire::AuditAction::kStarted, task_id, out.attempt, worker_id, state_detail(out.state)});
   tx.commit();
   return out;
 }
@@ -688,6 +765,11 @@ FenceOutcome PostgresStore::complete(const std::string& task_id, const std::stri
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, request.fence.attempt);
   auto out = fenced(s);
   end_attempt(*db_, task_id, out.attempt, state);
+  record({wire::AuditAction::kComplete,
+          task_id,
+          out.attempt,
+          worker_id,
+          {{"state", wire::to_string(out.state)}, {"status", status}}});
   tx.commit();
   return out;
 }
@@ -730,6 +812,8 @@ FenceOutcome PostgresStore::fail(const std::string& task_id, const std::string& 
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, request.fence.attempt);
   auto out = fenced(s);
   end_attempt(*db_, task_id, out.attempt, "failed: " + request.error.code);
+  record({wire::AuditAction::kFail, task_id, out.attempt, worker_id,
+          fail_detail(out.state, request.error)});
   tx.commit();
   return out;
 }
@@ -749,13 +833,19 @@ FenceOutcome PostgresStore::add_artifact(const std::string& task_id, const std::
       ") ON CONFLICT (task_id, attempt, name) DO UPDATE SET size = excluded.size, "
       "sha256 = excluded.sha256, path = excluded.path, created_at = excluded.created_at",
       {task_id, fence.attempt, info.name, i64(info.size), info.sha256, stored_path});
+  // The name, size and digest the worker can check; never the path it is stored under.
+  record({wire::AuditAction::kArtifact,
+          task_id,
+          out.attempt,
+          worker_id,
+          {{"name", info.name}, {"size", info.size}, {"sha256", info.sha256}}});
   tx.commit();
   return out;
 }
 
 std::optional<wire::TaskView> PostgresStore::cancel(const std::string& task_id) {
   PgTransaction tx(*db_);
-  db_->exec(
+  auto changed = db_->exec(
       "UPDATE tasks SET "
       "  state = CASE WHEN state = 'running' THEN 'cancel_requested' ELSE 'cancelled' END, "
       "  finished_at = CASE WHEN state = 'running' THEN finished_at ELSE " TAMMA_NOW
@@ -763,6 +853,8 @@ std::optional<wire::TaskView> PostgresStore::cancel(const std::string& task_id) 
       "  updated_at = " TAMMA_NOW " WHERE id = $1 AND state IN ('queued', 'retry_wait', 'running')",
       {task_id});
   auto view = task(task_id);
+  // A cancel of a task already cancelled or ended changed nothing: no record.
+  if (changed.affected() > 0 && view) record(cancel_entry(*view));
   tx.commit();
   return view;
 }
@@ -835,6 +927,48 @@ TaskCounts PostgresStore::count_tasks() {
   auto s = db_->exec("SELECT state, count(*) FROM tasks GROUP BY state");
   for (int i = 0; i < s.rows(); ++i) counts.by_state[s.text(i, 0)] = s.int64(i, 1);
   return counts;
+}
+
+std::vector<std::string> PostgresStore::queued_task_ids(int limit) {
+  std::vector<std::string> ids;
+  auto s = db_->exec(
+      "SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT $1::integer",
+      {limit});
+  for (int i = 0; i < s.rows(); ++i) ids.push_back(s.text(i, 0));
+  return ids;
+}
+
+void PostgresStore::listen_for_queue(QueueListener listener) {
+  signal_ = std::make_unique<PgQueueSignal>(conninfo_, std::move(listener));
+}
+
+void PostgresStore::announce_queued(const std::string& task_id) {
+  if (signal_) signal_->announce(task_id);
+}
+
+void PostgresStore::record(const AuditEntry& entry) {
+  const Actor& who = actor();
+  db_->exec(
+      "INSERT INTO audit (at, actor_kind, actor_id, address, action, task_id, attempt, "
+      "worker_id, detail) VALUES (" TAMMA_NOW ", $1, $2, $3, $4, $5, $6::integer, $7, $8)",
+      {std::string(wire::to_string(who.kind)), audit_text(who.id), audit_text(who.address),
+       std::string(wire::to_string(entry.action)), audit_text(entry.task_id),
+       entry.attempt > 0 ? std::optional<std::string>(std::to_string(entry.attempt)) : std::nullopt,
+       audit_text(entry.worker_id), entry.detail.dump()});
+}
+
+std::vector<wire::AuditRecord> PostgresStore::audit(const AuditQuery& query) {
+  std::vector<wire::AuditRecord> out;
+  auto s = db_->exec(
+      "SELECT " TAMMA_AUDIT_COLUMNS
+      " FROM audit WHERE ($1::text IS NULL OR task_id = $1) AND "
+      "($2::bigint IS NULL OR at >= $2::bigint) AND seq > $3::bigint ORDER BY seq "
+      "LIMIT $4::integer",
+      {query.task_id,
+       query.since_ms ? std::optional<std::string>(std::to_string(*query.since_ms)) : std::nullopt,
+       query.after_seq, query.limit});
+  for (int i = 0; i < s.rows(); ++i) out.push_back(audit_record(Row{s, i}));
+  return out;
 }
 
 }  // namespace tamma::orchestrator

@@ -11,11 +11,13 @@
 #include <memory>
 #include <string>
 
+#include "orchestrator/store/audit_row.h"
 #include "orchestrator/store/store.h"
 
 namespace tamma::orchestrator {
 
 class PgConnection;
+class PgQueueSignal;
 
 class PostgresStore : public Store {
  public:
@@ -76,14 +78,23 @@ class PostgresStore : public Store {
   std::optional<std::string> artifact_path(const std::string& task_id, int attempt,
                                            const std::string& name) override;
   TaskCounts count_tasks() override;
+  std::vector<wire::AuditRecord> audit(const AuditQuery& query) override;
+  std::vector<std::string> queued_task_ids(int limit) override;
+  void listen_for_queue(QueueListener listener) override;
+  void announce_queued(const std::string& task_id) override;
 
  private:
   static void migrate(PgConnection& db);
   // The claim itself, inside the caller's transaction.
   std::optional<Claim> claim_in_transaction(const WorkerInfo& worker, const std::string& lease_id,
                                             std::chrono::milliseconds lease_ttl);
+  // Appends one audit record for the actor in force, inside the caller's transaction.
+  void record(const AuditEntry& entry);
 
+  std::string conninfo_;
   std::unique_ptr<PgConnection> db_;
+  // Made by listen_for_queue(); destroyed first, since its thread calls into the listener.
+  std::unique_ptr<PgQueueSignal> signal_;
 };
 
 }  // namespace tamma::orchestrator

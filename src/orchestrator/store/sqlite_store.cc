@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "orchestrator/store/audit_row.h"
 #include "orchestrator/store/task_row.h"
 
 namespace tamma::orchestrator {
@@ -28,7 +29,7 @@ using wire::TaskState;
 #define TAMMA_FENCE \
   "id = ?1 AND attempt = ?2 AND lease_id = ?3 AND worker_id = ?4 AND " TAMMA_LEASED
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 // Each step takes the schema from version N-1 to N, in order, in the same transaction that
 // writes the new user_version. Version 1 is kSchema below.
@@ -58,6 +59,27 @@ const Migration kMigrations[] = {
      "ALTER TABLE tasks ADD COLUMN avoid_until INTEGER;"
      "ALTER TABLE tasks ADD COLUMN log_missing_bytes INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE workers ADD COLUMN unhealthy TEXT;"},
+    // The audit trail (docs/adr/0026-audit-trail.md): one row per operation that changed state,
+    // written in that operation's transaction. Append-only: the triggers refuse any change or
+    // removal, so a record, once committed, says what happened for good.
+    {4,
+     "CREATE TABLE audit ("
+     "  seq        INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  at         INTEGER NOT NULL,"
+     "  actor_kind TEXT NOT NULL,"
+     "  actor_id   TEXT,"
+     "  address    TEXT,"
+     "  action     TEXT NOT NULL,"
+     "  task_id    TEXT,"
+     "  attempt    INTEGER,"
+     "  worker_id  TEXT,"
+     "  detail     TEXT NOT NULL);"
+     "CREATE INDEX audit_task ON audit (task_id, seq) WHERE task_id IS NOT NULL;"
+     "CREATE INDEX audit_at ON audit (at);"
+     "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+     "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+     "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"},
 };
 
 // Host failures of one task that do not count against its maxRetries; later ones do, so a task
@@ -153,9 +175,13 @@ CREATE TABLE artifacts (
   ", 0) END, log_length, created_at, updated_at, started_at, finished_at, spec, "              \
   "log_missing_bytes"
 
-std::vector<Requeued> requeued_rows(Statement& s) {
+// Reads (id, attempt, state) rows; with `workers`, also the worker in a fourth column.
+std::vector<Requeued> requeued_rows(Statement& s, std::vector<std::string>* workers = nullptr) {
   std::vector<Requeued> out;
-  while (s.step()) out.push_back({s.text(0), s.integer(1), state_of(s.text(2))});
+  while (s.step()) {
+    out.push_back({s.text(0), s.integer(1), state_of(s.text(2))});
+    if (workers != nullptr) workers->push_back(s.opt_text(3).value_or(""));
+  }
   return out;
 }
 
@@ -256,6 +282,11 @@ void SqliteStore::register_worker(const std::string& id, const std::string& toke
       .bind(2, token_hash)
       .bind(3, wire::to_json(capabilities).dump())
       .run();
+  record({wire::AuditAction::kRegister,
+          {},
+          0,
+          id,
+          {{"slots", capabilities.slots}, {"taskTypes", capabilities.task_types}}});
   tx.commit();
 }
 
@@ -286,6 +317,12 @@ std::optional<WorkerInfo> SqliteStore::worker(const std::string& id) {
 
 std::vector<Requeued> SqliteStore::unregister_worker(const std::string& id) {
   Transaction tx(db_);
+  // The worker first, so its record comes before those of the leases it loses.
+  const bool was_registered =
+      db_.prepare("UPDATE workers SET gone_at = " TAMMA_NOW " WHERE id = ?1 AND gone_at IS NULL")
+          .bind(1, id)
+          .run() > 0;
+  if (was_registered) record({wire::AuditAction::kUnregister, {}, 0, id});
   auto s = db_.prepare(
       "UPDATE tasks SET "
       "  state = CASE WHEN state = 'cancel_requested' THEN 'cancelled' "
@@ -302,10 +339,10 @@ std::vector<Requeued> SqliteStore::unregister_worker(const std::string& id) {
       "WHERE worker_id = ?1 AND " TAMMA_LEASED " RETURNING id, attempt, state");
   s.bind(1, id);
   auto requeued = requeued_rows(s);
-  for (const auto& r : requeued) end_attempt(r.task_id, r.attempt, "worker_unregistered");
-  db_.prepare("UPDATE workers SET gone_at = " TAMMA_NOW " WHERE id = ?1 AND gone_at IS NULL")
-      .bind(1, id)
-      .run();
+  for (const auto& r : requeued) {
+    end_attempt(r.task_id, r.attempt, "worker_unregistered");
+    record({wire::AuditAction::kLeaseRevoked, r.task_id, r.attempt, id, state_detail(r.state)});
+  }
   tx.commit();
   return requeued;
 }
@@ -351,6 +388,7 @@ bool SqliteStore::request_drain(const std::string& worker_id) {
   int n = db_.prepare("UPDATE workers SET drain_requested = 1 WHERE id = ?1 AND gone_at IS NULL")
               .bind(1, worker_id)
               .run();
+  if (n > 0) record({wire::AuditAction::kDrain, {}, 0, worker_id});
   tx.commit();
   return n > 0;
 }
@@ -428,6 +466,14 @@ SubmitOutcome SqliteStore::submit(const NewTask& task, const WorkerInfo* hand_to
       .run();
   out.created = true;
   out.task = *this->task(task.id);
+  record({wire::AuditAction::kSubmit,
+          task.id,
+          0,
+          {},
+          {{"state", "queued"},
+           {"type", task.type},
+           {"priority", task.priority},
+           {"maxRetries", task.max_retries}}});
   if (hand_to != nullptr) out.claim = claim_in_transaction(*hand_to, lease_id, lease_ttl);
   tx.commit();
   return out;
@@ -490,6 +536,8 @@ std::optional<Claim> SqliteStore::claim_in_transaction(const WorkerInfo& worker,
       .bind(3, worker.id)
       .bind(4, lease_id)
       .run();
+  record({wire::AuditAction::kClaim, c.assignment.task_id, c.assignment.attempt, worker.id,
+          state_detail(TaskState::kRunning)});
   return c;
 }
 
@@ -506,10 +554,14 @@ bool SqliteStore::release(const std::string& task_id, int attempt, const std::st
               .bind(3, lease_id)
               .run();
   if (n > 0) {
-    db_.prepare("DELETE FROM attempts WHERE task_id = ?1 AND attempt = ?2")
-        .bind(1, task_id)
-        .bind(2, attempt)
-        .run();
+    auto gone =
+        db_.prepare("DELETE FROM attempts WHERE task_id = ?1 AND attempt = ?2 RETURNING worker_id");
+    gone.bind(1, task_id).bind(2, attempt);
+    std::string worker = gone.step() ? gone.text(0) : std::string();
+    while (gone.step()) {
+    }
+    record({wire::AuditAction::kClaimReleased, task_id, attempt, worker,
+            state_detail(TaskState::kQueued)});
   }
   tx.commit();
   return n > 0;
@@ -526,10 +578,14 @@ std::vector<Requeued> SqliteStore::requeue_unacknowledged(std::chrono::milliseco
   s.bind(1, static_cast<std::int64_t>(ack_timeout.count()));
   auto requeued = requeued_rows(s);
   for (const auto& r : requeued) {
-    db_.prepare("DELETE FROM attempts WHERE task_id = ?1 AND attempt = ?2")
-        .bind(1, r.task_id)
-        .bind(2, r.attempt)
-        .run();
+    auto gone =
+        db_.prepare("DELETE FROM attempts WHERE task_id = ?1 AND attempt = ?2 RETURNING worker_id");
+    gone.bind(1, r.task_id).bind(2, r.attempt);
+    std::string worker = gone.step() ? gone.text(0) : std::string();
+    while (gone.step()) {
+    }
+    record({wire::AuditAction::kClaimUnacknowledged, r.task_id, r.attempt, worker,
+            state_detail(r.state)});
   }
   tx.commit();
   return requeued;
@@ -556,11 +612,18 @@ std::vector<Requeued> SqliteStore::expire_leases(const RetryPolicy& policy) {
       "    'the worker stopped renewing its lease', 'retryable', json('true')), "
       "  lease_expires_at = NULL, updated_at = " TAMMA_NOW
       " "
-      "WHERE " TAMMA_LEASED " AND lease_expires_at <= " TAMMA_NOW " RETURNING id, attempt, state");
+      "WHERE " TAMMA_LEASED " AND lease_expires_at <= " TAMMA_NOW
+      " RETURNING id, attempt, state, worker_id");
   s.bind(1, static_cast<std::int64_t>(policy.base.count()))
       .bind(2, static_cast<std::int64_t>(policy.max.count()));
-  auto expired = requeued_rows(s);
-  for (const auto& r : expired) end_attempt(r.task_id, r.attempt, "lease_expired");
+  std::vector<std::string> workers;
+  auto expired = requeued_rows(s, &workers);
+  for (std::size_t i = 0; i < expired.size(); ++i) {
+    const auto& r = expired[i];
+    end_attempt(r.task_id, r.attempt, "lease_expired");
+    record({wire::AuditAction::kLeaseExpired, r.task_id, r.attempt, workers[i],
+            state_detail(r.state)});
+  }
   tx.commit();
   return expired;
 }
@@ -575,6 +638,7 @@ int SqliteStore::extend_leases(std::chrono::milliseconds lease_ttl) {
   db_.prepare("UPDATE tasks SET claimed_at = MAX(claimed_at, " TAMMA_NOW
               ") WHERE state = 'running' AND acked_at IS NULL")
       .run();
+  if (n > 0) record({wire::AuditAction::kLeaseGrace, {}, 0, {}, {{"leases", n}}});
   tx.commit();
   return n;
 }
@@ -585,6 +649,9 @@ std::vector<Requeued> SqliteStore::promote_retries() {
                        " WHERE state = 'retry_wait' AND available_at <= " TAMMA_NOW
                        " RETURNING id, attempt, state");
   auto promoted = requeued_rows(s);
+  for (const auto& p : promoted) {
+    record({wire::AuditAction::kRetryPromoted, p.task_id, p.attempt, {}, state_detail(p.state)});
+  }
   tx.commit();
   return promoted;
 }
@@ -642,6 +709,7 @@ FenceOutcome SqliteStore::started(const std::string& task_id, const std::string&
   FenceOutcome out{FenceStatus::kOk, state_of(s.text(0)), s.integer(1)};
   while (s.step()) {
   }
+  record({wire::AuditAction::kStarted, task_id, out.attempt, worker_id, state_detail(out.state)});
   tx.commit();
   return out;
 }
@@ -791,6 +859,11 @@ FenceOutcome SqliteStore::complete(const std::string& task_id, const std::string
   while (s.step()) {
   }
   end_attempt(task_id, out.attempt, state);
+  record({wire::AuditAction::kComplete,
+          task_id,
+          out.attempt,
+          worker_id,
+          {{"state", wire::to_string(out.state)}, {"status", status}}});
   tx.commit();
   return out;
 }
@@ -848,6 +921,8 @@ FenceOutcome SqliteStore::fail(const std::string& task_id, const std::string& wo
   while (s.step()) {
   }
   end_attempt(task_id, out.attempt, "failed: " + request.error.code);
+  record({wire::AuditAction::kFail, task_id, out.attempt, worker_id,
+          fail_detail(out.state, request.error)});
   tx.commit();
   return out;
 }
@@ -873,6 +948,12 @@ FenceOutcome SqliteStore::add_artifact(const std::string& task_id, const std::st
       .bind(5, info.sha256)
       .bind(6, stored_path)
       .run();
+  // The name, size and digest the worker can check; never the path it is stored under.
+  record({wire::AuditAction::kArtifact,
+          task_id,
+          out.attempt,
+          worker_id,
+          {{"name", info.name}, {"size", info.size}, {"sha256", info.sha256}}});
   tx.commit();
   return out;
 }
@@ -881,17 +962,21 @@ std::optional<wire::TaskView> SqliteStore::cancel(const std::string& task_id) {
   Transaction tx(db_);
   // A task nobody runs ends at once; a running one is asked to stop through its worker's next
   // heartbeat and ends when the worker reports.
-  db_.prepare(
-         "UPDATE tasks SET "
-         "  state = CASE WHEN state = 'running' THEN 'cancel_requested' ELSE 'cancelled' END, "
-         "  finished_at = CASE WHEN state = 'running' THEN finished_at ELSE " TAMMA_NOW
-         " END, "
-         "  updated_at = " TAMMA_NOW
-         " "
-         "WHERE id = ?1 AND state IN ('queued', 'retry_wait', 'running')")
-      .bind(1, task_id)
-      .run();
+  const int changed =
+      db_.prepare(
+             "UPDATE tasks SET "
+             "  state = CASE WHEN state = 'running' THEN 'cancel_requested' ELSE 'cancelled' "
+             "END, "
+             "  finished_at = CASE WHEN state = 'running' THEN finished_at ELSE " TAMMA_NOW
+             " END, "
+             "  updated_at = " TAMMA_NOW
+             " "
+             "WHERE id = ?1 AND state IN ('queued', 'retry_wait', 'running')")
+          .bind(1, task_id)
+          .run();
   auto view = task(task_id);
+  // A cancel of a task already cancelled or ended changed nothing: no record.
+  if (changed > 0 && view) record(cancel_entry(*view));
   tx.commit();
   return view;
 }
@@ -972,6 +1057,51 @@ TaskCounts SqliteStore::count_tasks() {
   auto s = db_.prepare("SELECT state, COUNT(*) FROM tasks GROUP BY state");
   while (s.step()) counts.by_state[s.text(0)] = s.int64(1);
   return counts;
+}
+
+std::vector<std::string> SqliteStore::queued_task_ids(int limit) {
+  std::vector<std::string> ids;
+  auto s = db_.prepare(
+      "SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT ?1");
+  s.bind(1, limit);
+  while (s.step()) ids.push_back(s.text(0));
+  return ids;
+}
+
+void SqliteStore::record(const AuditEntry& entry) {
+  const Actor& who = actor();
+  auto s = db_.prepare(
+      "INSERT INTO audit (at, actor_kind, actor_id, address, action, task_id, attempt, "
+      "worker_id, detail) VALUES (" TAMMA_NOW ", ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+  s.bind(1, wire::to_string(who.kind))
+      .bind(2, audit_text(who.id))
+      .bind(3, audit_text(who.address))
+      .bind(4, wire::to_string(entry.action))
+      .bind(5, audit_text(entry.task_id))
+      .bind(7, audit_text(entry.worker_id))
+      .bind(8, entry.detail.dump());
+  if (entry.attempt > 0) {
+    s.bind(6, entry.attempt);
+  } else {
+    s.bind_null(6);
+  }
+  s.run();
+}
+
+std::vector<wire::AuditRecord> SqliteStore::audit(const AuditQuery& query) {
+  std::vector<wire::AuditRecord> out;
+  auto s = db_.prepare("SELECT " TAMMA_AUDIT_COLUMNS
+                       " FROM audit WHERE (?1 IS NULL OR task_id = ?1) AND "
+                       "(?2 IS NULL OR at >= ?2) AND seq > ?3 ORDER BY seq LIMIT ?4");
+  s.bind(1, query.task_id);
+  if (query.since_ms) {
+    s.bind(2, *query.since_ms);
+  } else {
+    s.bind_null(2);
+  }
+  s.bind(3, query.after_seq).bind(4, query.limit);
+  while (s.step()) out.push_back(audit_record(s));
+  return out;
 }
 
 }  // namespace tamma::orchestrator

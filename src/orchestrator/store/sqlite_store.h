@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 
+#include "orchestrator/store/audit_row.h"
 #include "orchestrator/store/sqlite.h"
 #include "orchestrator/store/store.h"
 
@@ -71,6 +72,8 @@ class SqliteStore : public Store {
   std::optional<std::string> artifact_path(const std::string& task_id, int attempt,
                                            const std::string& name) override;
   TaskCounts count_tasks() override;
+  std::vector<wire::AuditRecord> audit(const AuditQuery& query) override;
+  std::vector<std::string> queued_task_ids(int limit) override;
 
  private:
   void migrate();
@@ -83,6 +86,8 @@ class SqliteStore : public Store {
   void insert_log_chunks(const std::string& task_id, int attempt, std::uint64_t offset,
                          std::string_view data);
   void end_attempt(const std::string& task_id, int attempt, std::string_view outcome);
+  // Appends one audit record for the actor in force, inside the caller's transaction.
+  void record(const AuditEntry& entry);
 
   SqliteDb db_;
   std::pair<ino_t, dev_t> inode_;  // of the file as opened, to notice it being replaced

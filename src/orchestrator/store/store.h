@@ -7,9 +7,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -107,9 +109,56 @@ struct TaskCounts {
   std::map<std::string, std::int64_t> by_state;
 };
 
+// Who the operations a Store records in its audit trail are done for
+// (docs/adr/0026-audit-trail.md).
+struct Actor {
+  wire::ActorKind kind = wire::ActorKind::kOrchestrator;
+  std::string id;       // the worker's id, for kWorker; empty otherwise
+  std::string address;  // the client's address as its socket showed it; empty for the orchestrator
+
+  static Actor orchestrator() { return {}; }
+  static Actor admin(std::string address) {
+    return {wire::ActorKind::kAdmin, {}, std::move(address)};
+  }
+  static Actor registration(std::string address) {
+    return {wire::ActorKind::kRegistration, {}, std::move(address)};
+  }
+  static Actor worker(std::string id, std::string address) {
+    return {wire::ActorKind::kWorker, std::move(id), std::move(address)};
+  }
+};
+
+// A page of the audit trail, oldest first.
+struct AuditQuery {
+  std::optional<std::string> task_id;    // only records about this task
+  std::optional<std::int64_t> since_ms;  // only records written at or after this (database clock)
+  std::int64_t after_seq = 0;            // only records after this one (the previous page's next)
+  int limit = 100;                       // 1 to kMaxAuditLimit
+};
+inline constexpr int kMaxAuditLimit = 1000;
+
 class Store {
  public:
   virtual ~Store() = default;
+
+  // Names the actor of every operation made while it lives; the one before it is back when it
+  // goes. Every operation that changes state writes an audit record naming the actor in force,
+  // in its own transaction. With no scope in force the actor is the orchestrator itself: work
+  // no request asked for (lease expiry, retries, an answer that could not be written). The
+  // store belongs to one thread, so a scope covers exactly the calls its owner makes meanwhile.
+  class ActorScope {
+   public:
+    ActorScope(Store& store, Actor actor)
+        : store_(store), previous_(std::exchange(store.actor_, std::move(actor))) {}
+    ~ActorScope() { store_.actor_ = std::move(previous_); }
+    ActorScope(const ActorScope&) = delete;
+    ActorScope& operator=(const ActorScope&) = delete;
+
+   private:
+    Store& store_;
+    Actor previous_;
+  };
+  [[nodiscard]] const Actor& actor() const { return actor_; }
 
   // ---- settings: persisted token hashes and similar ----
   virtual std::optional<std::string> setting(const std::string& key) = 0;
@@ -190,6 +239,25 @@ class Store {
   virtual std::optional<std::string> artifact_path(const std::string& task_id, int attempt,
                                                    const std::string& name) = 0;
   virtual TaskCounts count_tasks() = 0;
+  // Queued tasks, best first (priority, then age), at most `limit`.
+  virtual std::vector<std::string> queued_task_ids(int limit) = 0;
+
+  // ---- several orchestrators on one database ----
+  // Called on another thread when other orchestrators made tasks available: their ids, or none
+  // for "look at the whole queue" (notifications may have been lost). Nothing for a store only
+  // one orchestrator can use.
+  using QueueListener = std::function<void(std::vector<std::string> task_ids)>;
+  virtual void listen_for_queue(QueueListener /*listener*/) {}
+  // After the commit: tells the other orchestrators that this task waits for a worker that
+  // none of this one's parked polls could give it to.
+  virtual void announce_queued(const std::string& /*task_id*/) {}
+
+  // ---- audit trail ----
+  // The records `query` asks for, ascending by sequence number.
+  virtual std::vector<wire::AuditRecord> audit(const AuditQuery& query) = 0;
+
+ private:
+  Actor actor_;
 };
 
 }  // namespace tamma::orchestrator

@@ -1,0 +1,167 @@
+#include "orchestrator/store/postgres_signal.h"
+
+#include <libpq-fe.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include <spdlog/spdlog.h>
+
+#include "common/error.h"
+#include "orchestrator/store/postgres.h"
+
+namespace tamma::orchestrator {
+namespace {
+
+constexpr const char* kChannel = "tamma_queue";
+// One NOTIFY carries at most this many bytes of ids (PostgreSQL's limit is 8000); more pending
+// than that goes out as an empty payload, "look at the whole queue".
+constexpr std::size_t kMaxPayload = 4000;
+constexpr auto kSweepEvery = std::chrono::seconds(2);
+
+struct ConnDeleter {
+  void operator()(PGconn* c) const { ::PQfinish(c); }
+};
+using Conn = std::unique_ptr<PGconn, ConnDeleter>;
+
+Conn connect_listener(const std::string& conninfo) {
+  const char* keys[] = {"connect_timeout", "fallback_application_name", "dbname", nullptr};
+  const char* values[] = {"5", "tamma-orchestrator-signal", conninfo.c_str(), nullptr};
+  Conn conn(::PQconnectdbParams(keys, values, 1));
+  if (!conn || ::PQstatus(conn.get()) != CONNECTION_OK) return nullptr;
+  PGresult* r = ::PQexec(conn.get(), (std::string("LISTEN ") + kChannel).c_str());
+  const bool ok = ::PQresultStatus(r) == PGRES_COMMAND_OK;
+  ::PQclear(r);
+  if (!ok) return nullptr;
+  return conn;
+}
+
+std::vector<std::string> split_ids(const char* payload) {
+  std::vector<std::string> ids;
+  std::string current;
+  for (const char* p = payload; *p != '\0'; ++p) {
+    if (*p == ',') {
+      if (!current.empty()) ids.push_back(std::move(current));
+      current.clear();
+    } else {
+      current.push_back(*p);
+    }
+  }
+  if (!current.empty()) ids.push_back(std::move(current));
+  return ids;
+}
+
+}  // namespace
+
+PgQueueSignal::PgQueueSignal(std::string conninfo, Listener listener)
+    : conninfo_(std::move(conninfo)), listener_(std::move(listener)) {
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) throw_errno("eventfd");
+  thread_ = std::thread([this] { run(); });
+}
+
+PgQueueSignal::~PgQueueSignal() {
+  stopping_ = true;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+  if (thread_.joinable()) thread_.join();
+  ::close(wake_fd_);
+}
+
+void PgQueueSignal::announce(const std::string& task_id) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!overflowed_) pending_.insert(task_id);
+    if (pending_.size() * 26 > kMaxPayload) {
+      overflowed_ = true;
+      pending_.clear();
+    }
+  }
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void PgQueueSignal::run() {
+  Conn conn;
+  auto backoff = std::chrono::milliseconds(100);
+  auto last_sweep = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    if (!conn) {
+      conn = connect_listener(conninfo_);
+      if (!conn) {
+        spdlog::warn("queue signal: cannot listen on {}; trying again in {} ms",
+                     conninfo_display(conninfo_), backoff.count());
+        pollfd p{wake_fd_, POLLIN, 0};
+        ::poll(&p, 1, static_cast<int>(backoff.count()));
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+        continue;
+      }
+      backoff = std::chrono::milliseconds(100);
+      // Whatever was announced while this connection was down went unheard.
+      listener_({});
+    }
+
+    // Send what is pending: one NOTIFY for all of it.
+    std::string payload;
+    bool send = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (overflowed_ || !pending_.empty()) {
+        send = true;
+        if (!overflowed_) {
+          for (const auto& id : pending_) payload += (payload.empty() ? "" : ",") + id;
+        }
+        pending_.clear();
+        overflowed_ = false;
+      }
+    }
+    if (send) {
+      const char* values[] = {kChannel, payload.c_str()};
+      PGresult* r = ::PQexecParams(conn.get(), "SELECT pg_notify($1, $2)", 2, nullptr, values,
+                                   nullptr, nullptr, 0);
+      const bool ok = ::PQresultStatus(r) == PGRES_TUPLES_OK;
+      ::PQclear(r);
+      if (!ok) {
+        spdlog::warn("queue signal: NOTIFY failed: {}", ::PQerrorMessage(conn.get()));
+        conn.reset();
+        continue;
+      }
+      sent_.fetch_add(1);
+    }
+
+    // Hand over what arrived (PQexec above may have read some already).
+    if (::PQconsumeInput(conn.get()) == 0) {
+      spdlog::warn("queue signal: connection lost: {}", ::PQerrorMessage(conn.get()));
+      conn.reset();
+      continue;
+    }
+    const int own_pid = ::PQbackendPID(conn.get());
+    while (PGnotify* n = ::PQnotifies(conn.get())) {
+      if (n->be_pid != own_pid) {
+        received_.fetch_add(1);
+        listener_(split_ids(n->extra));
+      }
+      ::PQfreemem(n);
+    }
+
+    {
+      std::lock_guard lock(mutex_);
+      if (overflowed_ || !pending_.empty()) continue;  // more came while sending
+    }
+    pollfd fds[2] = {{wake_fd_, POLLIN, 0}, {::PQsocket(conn.get()), POLLIN, 0}};
+    if (::poll(fds, 2, 1000) > 0 && (fds[0].revents & POLLIN) != 0) {
+      std::uint64_t count = 0;
+      [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
+    }
+    // The fallback for a notification lost anyway (a NOTIFY that failed on the sender's side,
+    // a listener that was not yet listening): a look at the queue every kSweepEvery.
+    if (const auto now = std::chrono::steady_clock::now(); now - last_sweep >= kSweepEvery) {
+      last_sweep = now;
+      listener_({});
+    }
+  }
+}
+
+}  // namespace tamma::orchestrator

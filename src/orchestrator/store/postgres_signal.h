@@ -1,0 +1,60 @@
+#pragma once
+// Cross-replica wake-up on PostgreSQL: when one orchestrator makes a task available that none
+// of its own parked polls took, the others hear of it within milliseconds (LISTEN/NOTIFY on
+// channel "tamma_queue") and offer it to theirs; SKIP LOCKED lets exactly one of them have it.
+//
+// Its own connection and thread, off the core thread:
+// - NOTIFY never runs inside the enqueue transaction: at commit it takes a lock shared by the
+//   whole cluster, which would serialize every submit of every replica behind it. Ids are
+//   queued here instead and sent after, several per NOTIFY while one is on its way (debounce).
+// - A notification can be lost (the listening connection dropped and was made again, or the
+//   payload overflowed): the listener is then told to look at the whole queue, and the core's
+//   fallback sweep covers the rest.
+// - PgBouncer in transaction mode breaks LISTEN: this connection must reach PostgreSQL directly
+//   (docs/scale-out.md).
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace tamma::orchestrator {
+
+class PgQueueSignal {
+ public:
+  // Called on the signal's thread with the ids another orchestrator announced; empty: look at
+  // the whole queue (notifications may have been lost).
+  using Listener = std::function<void(std::vector<std::string> task_ids)>;
+
+  PgQueueSignal(std::string conninfo, Listener listener);
+  ~PgQueueSignal();
+  PgQueueSignal(const PgQueueSignal&) = delete;
+  PgQueueSignal& operator=(const PgQueueSignal&) = delete;
+
+  // Thread-safe, never blocks: the id goes out with the next NOTIFY.
+  void announce(const std::string& task_id);
+
+  // Notifications sent and received so far (metrics, tests).
+  [[nodiscard]] std::uint64_t sent() const { return sent_.load(); }
+  [[nodiscard]] std::uint64_t received() const { return received_.load(); }
+
+ private:
+  void run();
+
+  std::string conninfo_;
+  Listener listener_;
+  std::mutex mutex_;
+  std::set<std::string> pending_;
+  bool overflowed_ = false;
+  int wake_fd_ = -1;  // eventfd: announce() and the destructor wake the thread
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint64_t> sent_{0};
+  std::atomic<std::uint64_t> received_{0};
+  std::thread thread_;
+};
+
+}  // namespace tamma::orchestrator
