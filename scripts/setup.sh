@@ -14,9 +14,8 @@ packages=(
   iproute2 util-linux procps psmisc
   # Certificates for the TLS tests.
   openssl
-  # The PostgreSQL store's tests start throwaway clusters of their own (initdb, postgres);
-  # nginx fronts the orchestrator replicas in the replica tests.
-  postgresql nginx
+  # The PostgreSQL store's tests start throwaway clusters of their own (initdb, postgres).
+  postgresql
   # The examples and the CI tests: a C project, its scan, and python3's XML parser.
   gcc flawfinder python3
 )
