@@ -390,6 +390,28 @@ TEST_P(StoreConformance, ListWorkersShowsHeldLeasesAndTheUnhealthyReason) {
   EXPECT_EQ(listed[0].leases[0].task_id, "t2");
 }
 
+TEST_P(StoreConformance, AClaimForADrainingOrGoneWorkerGetsNothingWhateverTheCallerSaw) {
+  // The caller's WorkerInfo is read before the claim's transaction; with several replicas a
+  // drain or an unregister may land in between. The store decides from the row itself.
+  const WorkerInfo asked = add_worker("asked");
+  const WorkerInfo said = add_worker("said");
+  const WorkerInfo gone = add_worker("gone");
+  const WorkerInfo fine = add_worker("fine");
+  submit("t1");
+  ASSERT_TRUE(store().request_drain("asked"));
+  wire::HeartbeatRequest draining;
+  draining.draining = true;
+  ASSERT_TRUE(store().heartbeat("said", draining, kLongLease).known);
+  store().unregister_worker("gone");
+  EXPECT_FALSE(store().claim(asked, "lease-a", kLongLease).has_value());
+  EXPECT_FALSE(store().claim(said, "lease-s", kLongLease).has_value());
+  EXPECT_FALSE(store().claim(gone, "lease-g", kLongLease).has_value());
+  EXPECT_FALSE(store().submit(new_task("t2"), &gone, "lease-g2", kLongLease).claim.has_value());
+  auto c = store().claim(fine, "lease-f", kLongLease);
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->assignment.task_id, "t1");
+}
+
 TEST_P(StoreConformance, DrainIsRecordedAsAskedByTheAdminOrSaidByTheWorker) {
   add_worker("asked");
   add_worker("said");

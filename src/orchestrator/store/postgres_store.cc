@@ -504,9 +504,12 @@ std::optional<Claim> PostgresStore::claim_in_transaction(const WorkerInfo& worke
                                                          const std::string& lease_id,
                                                          std::chrono::milliseconds lease_ttl) {
   // The worker's row is locked first: two replicas serving polls of one worker at once count
-  // its free slots one after the other, never both from the same number.
+  // its free slots one after the other, never both from the same number. A worker that is
+  // draining or gone gets nothing, checked here and not only by the poll handler: a drain or
+  // an unregister through another replica may have landed since the handler looked.
   auto busy = db_->exec("SELECT (SELECT count(*) FROM tasks WHERE worker_id = $1 AND " TAMMA_LEASED
-                        ") FROM workers WHERE id = $1 FOR UPDATE",
+                        ") FROM workers WHERE id = $1 AND gone_at IS NULL AND NOT draining "
+                        "AND NOT drain_requested FOR UPDATE",
                         {worker.id});
   if (busy.rows() == 0 || busy.int64(0, 0) >= worker.capabilities.slots) return std::nullopt;
 

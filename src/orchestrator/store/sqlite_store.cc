@@ -490,10 +490,14 @@ std::optional<Claim> SqliteStore::claim(const WorkerInfo& worker, const std::str
 std::optional<Claim> SqliteStore::claim_in_transaction(const WorkerInfo& worker,
                                                        const std::string& lease_id,
                                                        std::chrono::milliseconds lease_ttl) {
-  auto busy = db_.prepare("SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND " TAMMA_LEASED);
+  // A worker that is draining or gone gets nothing, whatever the caller saw before this
+  // transaction began.
+  auto busy =
+      db_.prepare("SELECT (SELECT COUNT(*) FROM tasks WHERE worker_id = ?1 AND " TAMMA_LEASED
+                  ") FROM workers WHERE id = ?1 AND gone_at IS NULL AND NOT draining "
+                  "AND NOT drain_requested");
   busy.bind(1, worker.id);
-  busy.step();
-  if (busy.int64(0) >= worker.capabilities.slots) return std::nullopt;
+  if (!busy.step() || busy.int64(0) >= worker.capabilities.slots) return std::nullopt;
 
   json types = worker.capabilities.task_types;
   // Picks and takes the task in one statement: the best queued task whose type the worker
