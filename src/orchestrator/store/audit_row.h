@@ -85,6 +85,46 @@ inline AuditEntry cancel_entry(const wire::TaskView& view) {
   return entry;
 }
 
+// The entries whose detail is more than a state, made here once so both stores record the
+// same facts.
+inline AuditEntry register_entry(const std::string& worker_id,
+                                 const wire::Capabilities& capabilities) {
+  return {wire::AuditAction::kRegister,
+          {},
+          0,
+          worker_id,
+          {{"slots", capabilities.slots}, {"taskTypes", capabilities.task_types}}};
+}
+
+inline AuditEntry submit_entry(const std::string& task_id, const std::string& type, int priority,
+                               int max_retries) {
+  return {
+      wire::AuditAction::kSubmit,
+      task_id,
+      0,
+      {},
+      {{"state", "queued"}, {"type", type}, {"priority", priority}, {"maxRetries", max_retries}}};
+}
+
+inline AuditEntry complete_entry(const std::string& task_id, int attempt,
+                                 const std::string& worker_id, wire::TaskState state,
+                                 const std::string& status) {
+  return {wire::AuditAction::kComplete,
+          task_id,
+          attempt,
+          worker_id,
+          {{"state", wire::to_string(state)}, {"status", status}}};
+}
+
+inline AuditEntry artifact_entry(const std::string& task_id, int attempt,
+                                 const std::string& worker_id, const wire::ArtifactInfo& info) {
+  return {wire::AuditAction::kArtifact,
+          task_id,
+          attempt,
+          worker_id,
+          {{"name", info.name}, {"size", info.size}, {"sha256", info.sha256}}};
+}
+
 // Empty strings are stored as NULL: "none", not "the empty one".
 inline std::optional<std::string> audit_text(const std::string& text) {
   if (text.empty()) return std::nullopt;

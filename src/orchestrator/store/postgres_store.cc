@@ -311,11 +311,7 @@ void PostgresStore::register_worker(const std::string& id, const std::string& to
       "INSERT INTO workers (id, token_hash, capabilities, registered_at, last_seen_at) "
       "VALUES ($1, $2, $3, " TAMMA_NOW ", " TAMMA_NOW ")",
       {id, token_hash, wire::to_json(capabilities).dump()});
-  record({wire::AuditAction::kRegister,
-          {},
-          0,
-          id,
-          {{"slots", capabilities.slots}, {"taskTypes", capabilities.task_types}}});
+  record(register_entry(id, capabilities));
   tx.commit();
 }
 
@@ -479,14 +475,7 @@ SubmitOutcome PostgresStore::submit(const NewTask& task, const WorkerInfo* hand_
   }
   out.created = true;
   out.task = *this->task(task.id);
-  record({wire::AuditAction::kSubmit,
-          task.id,
-          0,
-          {},
-          {{"state", "queued"},
-           {"type", task.type},
-           {"priority", task.priority},
-           {"maxRetries", task.max_retries}}});
+  record(submit_entry(task.id, task.type, task.priority, task.max_retries));
   if (hand_to != nullptr) out.claim = claim_in_transaction(*hand_to, lease_id, lease_ttl);
   tx.commit();
   return out;
@@ -768,11 +757,7 @@ FenceOutcome PostgresStore::complete(const std::string& task_id, const std::stri
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, request.fence.attempt);
   auto out = fenced(s);
   end_attempt(*db_, task_id, out.attempt, state);
-  record({wire::AuditAction::kComplete,
-          task_id,
-          out.attempt,
-          worker_id,
-          {{"state", wire::to_string(out.state)}, {"status", status}}});
+  record(complete_entry(task_id, out.attempt, worker_id, out.state, status));
   tx.commit();
   return out;
 }
@@ -837,11 +822,7 @@ FenceOutcome PostgresStore::add_artifact(const std::string& task_id, const std::
       "sha256 = excluded.sha256, path = excluded.path, created_at = excluded.created_at",
       {task_id, fence.attempt, info.name, i64(info.size), info.sha256, stored_path});
   // The name, size and digest the worker can check; never the path it is stored under.
-  record({wire::AuditAction::kArtifact,
-          task_id,
-          out.attempt,
-          worker_id,
-          {{"name", info.name}, {"size", info.size}, {"sha256", info.sha256}}});
+  record(artifact_entry(task_id, out.attempt, worker_id, info));
   tx.commit();
   return out;
 }

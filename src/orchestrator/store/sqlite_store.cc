@@ -282,11 +282,7 @@ void SqliteStore::register_worker(const std::string& id, const std::string& toke
       .bind(2, token_hash)
       .bind(3, wire::to_json(capabilities).dump())
       .run();
-  record({wire::AuditAction::kRegister,
-          {},
-          0,
-          id,
-          {{"slots", capabilities.slots}, {"taskTypes", capabilities.task_types}}});
+  record(register_entry(id, capabilities));
   tx.commit();
 }
 
@@ -466,14 +462,7 @@ SubmitOutcome SqliteStore::submit(const NewTask& task, const WorkerInfo* hand_to
       .run();
   out.created = true;
   out.task = *this->task(task.id);
-  record({wire::AuditAction::kSubmit,
-          task.id,
-          0,
-          {},
-          {{"state", "queued"},
-           {"type", task.type},
-           {"priority", task.priority},
-           {"maxRetries", task.max_retries}}});
+  record(submit_entry(task.id, task.type, task.priority, task.max_retries));
   if (hand_to != nullptr) out.claim = claim_in_transaction(*hand_to, lease_id, lease_ttl);
   tx.commit();
   return out;
@@ -863,11 +852,7 @@ FenceOutcome SqliteStore::complete(const std::string& task_id, const std::string
   while (s.step()) {
   }
   end_attempt(task_id, out.attempt, state);
-  record({wire::AuditAction::kComplete,
-          task_id,
-          out.attempt,
-          worker_id,
-          {{"state", wire::to_string(out.state)}, {"status", status}}});
+  record(complete_entry(task_id, out.attempt, worker_id, out.state, status));
   tx.commit();
   return out;
 }
@@ -953,11 +938,7 @@ FenceOutcome SqliteStore::add_artifact(const std::string& task_id, const std::st
       .bind(6, stored_path)
       .run();
   // The name, size and digest the worker can check; never the path it is stored under.
-  record({wire::AuditAction::kArtifact,
-          task_id,
-          out.attempt,
-          worker_id,
-          {{"name", info.name}, {"size", info.size}, {"sha256", info.sha256}}});
+  record(artifact_entry(task_id, out.attempt, worker_id, info));
   tx.commit();
   return out;
 }
