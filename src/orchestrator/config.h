@@ -22,7 +22,9 @@ struct ServerConfig {
   // A libpq connection string (postgres://... or key=value): the PostgreSQL store, on which
   // several orchestrators may run at once (docs/scale-out.md).
   std::string postgres_conninfo;
-  // Artifacts and upload staging; next to the SQLite file by default, required with PostgreSQL.
+  // Artifacts and upload staging; next to the SQLite file by default. With PostgreSQL the
+  // artifacts are in the database and this only stages uploads: a private temporary
+  // directory when empty.
   std::filesystem::path data_dir;
   // Both set: HTTPS only (TLS 1.2 or later). PEM files; the certificate file may hold a chain.
   std::filesystem::path tls_cert;

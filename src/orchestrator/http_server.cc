@@ -112,6 +112,16 @@ class Session : public std::enable_shared_from_this<Session> {
             std::optional<std::uint64_t> head_length = std::nullopt);
   template <typename Message>
   void send_head(const Message& full, std::uint64_t length, std::function<void(bool)> written);
+  // Counts the answer in the metrics and shows it to the observer, as it leaves.
+  template <typename Message>
+  void note_answer(const Message& message, unsigned status);
+  // An answer whose body comes piece by piece (Response::stream): the head with the first
+  // piece, then each piece once the previous one was written.
+  void write_stream(Response response, std::function<void(bool)> written);
+  void start_stream(Response response, std::function<void(bool)> written, std::string piece,
+                    std::exception_ptr error);
+  void write_piece(std::string piece, std::exception_ptr error);
+  void end_stream(bool ok);
   void close();
   // Closes after the client had a moment to read the answer: a body left unread would otherwise
   // make the kernel reset the connection and lose the answer on its way.
@@ -161,6 +171,12 @@ class Session : public std::enable_shared_from_this<Session> {
   bool watching_ = false;               // a disconnect watch is armed
   std::uint64_t watch_generation_ = 0;  // tells a cancelled watch's late handler from a live one
   std::filesystem::path upload_;
+  // The streamed answer in progress: its message, serializer, source and the piece being sent.
+  std::shared_ptr<http::response<http::buffer_body>> stream_message_;
+  std::shared_ptr<http::response_serializer<http::buffer_body>> stream_serializer_;
+  std::function<void(Response::PieceDone)> stream_source_;
+  std::function<void(bool)> stream_written_;
+  std::string stream_piece_;
   std::string path_;  // the request's path and method, kept after request_ went to the handler
   http::verb method_ = http::verb::get;
 };
@@ -516,6 +532,7 @@ void Session::write(Response response, std::function<void(bool)> written) {
     ++watch_generation_;
   }
   remove_upload();
+  if (response.stream) return write_stream(std::move(response), std::move(written));
   if (response.file) {
     auto message = std::make_shared<http::response<http::file_body>>();
     beast::error_code ec;
@@ -548,6 +565,123 @@ void Session::write(Response response, std::function<void(bool)> written) {
   send(std::move(message), response.status, std::move(written));
 }
 
+void Session::write_stream(Response response, std::function<void(bool)> written) {
+  auto source = response.stream;
+  // No deadline while the source reads: the database's statement timeout bounds it.
+  stream_.expires_never();
+  source([self = shared_from_this(), response = std::move(response), written = std::move(written)](
+             std::string piece, std::exception_ptr error) mutable {
+    asio::post(
+        self->executor(), [self, response = std::move(response), written = std::move(written),
+                           piece = std::move(piece), error]() mutable {
+          self->start_stream(std::move(response), std::move(written), std::move(piece), error);
+        });
+  });
+}
+
+void Session::start_stream(Response response, std::function<void(bool)> written, std::string piece,
+                           std::exception_ptr error) {
+  if (error) {
+    // Nothing was sent yet: the answer is the error's (a damaged artifact is a 500).
+    Response refusal;
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      refusal = error_response(e);
+    } catch (...) {
+      refusal = Response::error(500, {"internal_error", "the body could not be made"});
+    }
+    return write(std::move(refusal), std::move(written));
+  }
+  if (!stream_.socket().is_open()) {
+    finish_request();
+    if (written) asio::post(shared_->core, [written = std::move(written)] { written(false); });
+    return;
+  }
+  auto message = std::make_shared<http::response<http::buffer_body>>();
+  message->result(response.status);
+  message->version(11);
+  message->set(http::field::content_type, response.content_type);
+  for (const auto& [name, value] : response.headers) message->set(name, value);
+  message->set(http::field::server, "tamma-orchestrator");
+  message->keep_alive(keep_alive_);
+  if (method_ == http::verb::head) {
+    return send_head(*message, response.stream_length, std::move(written));
+  }
+  message->content_length(response.stream_length);
+  message->body().data = nullptr;
+  message->body().more = true;
+  note_answer(*message, response.status);
+  stream_message_ = message;
+  stream_serializer_ = std::make_shared<http::response_serializer<http::buffer_body>>(*message);
+  stream_source_ = std::move(response.stream);
+  stream_written_ = std::move(written);
+  stream_.expires_after(kWriteTimeout);
+  on_stream([&](auto& stream) {
+    http::async_write_header(stream, *stream_serializer_,
+                             [self = shared_from_this(), piece = std::move(piece)](
+                                 beast::error_code ec, std::size_t) mutable {
+                               if (ec) return self->end_stream(false);
+                               self->write_piece(std::move(piece), nullptr);
+                             });
+  });
+}
+
+void Session::write_piece(std::string piece, std::exception_ptr error) {
+  // After the head an error can only cut the body: the client sees fewer bytes than the
+  // Content-Length it was promised, never a whole answer of wrong bytes.
+  if (error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      spdlog::error("{} {}: the body was cut: {}", std::string(http::to_string(method_)), path_,
+                    e.what());
+    } catch (...) {
+    }
+    return end_stream(false);
+  }
+  if (!stream_.socket().is_open()) return end_stream(false);
+  stream_piece_ = std::move(piece);
+  auto& body = stream_message_->body();
+  body.data = stream_piece_.empty() ? nullptr : stream_piece_.data();
+  body.size = stream_piece_.size();
+  body.more = !stream_piece_.empty();
+  const bool last = stream_piece_.empty();
+  stream_.expires_after(kWriteTimeout);
+  on_stream([&](auto& stream) {
+    http::async_write(
+        stream, *stream_serializer_,
+        [self = shared_from_this(), last](beast::error_code ec, std::size_t) {
+          // need_buffer: the piece went out and the serializer asks for the next.
+          if (ec == http::error::need_buffer) ec = {};
+          if (ec) return self->end_stream(false);
+          if (last) return self->end_stream(true);
+          self->stream_.expires_never();
+          self->stream_source_([self](std::string next, std::exception_ptr next_error) {
+            asio::post(self->executor(), [self, next = std::move(next), next_error]() mutable {
+              self->write_piece(std::move(next), next_error);
+            });
+          });
+        });
+  });
+}
+
+void Session::end_stream(bool ok) {
+  stream_piece_.clear();
+  stream_piece_.shrink_to_fit();
+  stream_serializer_.reset();
+  stream_message_.reset();
+  stream_source_ = nullptr;
+  finish_request();
+  if (auto written = std::move(stream_written_)) {
+    stream_written_ = nullptr;
+    asio::post(shared_->core, [written = std::move(written), ok] { written(ok); });
+  }
+  if (!ok) return close();
+  if (!keep_alive_) return linger_close();
+  read_header();
+}
+
 template <typename Message>
 void Session::send_head(const Message& full, std::uint64_t length,
                         std::function<void(bool)> written) {
@@ -566,28 +700,7 @@ void Session::send(std::shared_ptr<Message> message, unsigned status,
   message->prepare_payload();
   if (head_length && status != 204 && status != 304) message->content_length(*head_length);
   stream_.expires_after(kWriteTimeout);
-  std::string method(http::to_string(method_));
-  // request_ itself went to the handler; the route pattern is what the metrics are keyed by.
-  // Counted before the write, so a client that reads /metrics right after its answer
-  // already finds its own request there.
-  shared_->metrics.http_request(route_ != nullptr ? route_->pattern : request_.route, method,
-                                status);
-  if (shared_->options.observe_answer) {
-    AnsweredRequest answer;
-    answer.method = method;
-    answer.route = route_ != nullptr ? route_->pattern : request_.route;
-    answer.path = path_;
-    answer.status = status;
-    for (const auto& field : *message) {
-      answer.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-    }
-    if constexpr (std::is_same_v<Message, http::response<http::string_body>>) {
-      answer.body = message->body();
-    } else if constexpr (std::is_same_v<Message, http::response<http::file_body>>) {
-      answer.file_body = true;
-    }
-    shared_->options.observe_answer(answer);
-  }
+  note_answer(*message, status);
   on_stream([&](auto& stream) {
     http::async_write(stream, *message,
                       [self = shared_from_this(), message, written = std::move(written)](
@@ -602,6 +715,33 @@ void Session::send(std::shared_ptr<Message> message, unsigned status,
                         self->read_header();
                       });
   });
+}
+
+template <typename Message>
+void Session::note_answer(const Message& message, unsigned status) {
+  std::string method(http::to_string(method_));
+  // request_ itself went to the handler; the route pattern is what the metrics are keyed by.
+  // Counted before the write, so a client that reads /metrics right after its answer
+  // already finds its own request there.
+  shared_->metrics.http_request(route_ != nullptr ? route_->pattern : request_.route, method,
+                                status);
+  if (shared_->options.observe_answer) {
+    AnsweredRequest answer;
+    answer.method = method;
+    answer.route = route_ != nullptr ? route_->pattern : request_.route;
+    answer.path = path_;
+    answer.status = status;
+    for (const auto& field : message) {
+      answer.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    if constexpr (std::is_same_v<Message, http::response<http::string_body>>) {
+      answer.body = message.body();
+    } else if constexpr (std::is_same_v<Message, http::response<http::file_body>> ||
+                         std::is_same_v<Message, http::response<http::buffer_body>>) {
+      answer.file_body = true;
+    }
+    shared_->options.observe_answer(answer);
+  }
 }
 
 void Session::close() {

@@ -3,6 +3,8 @@
 // thread; the HTTP layer runs on the I/O threads; an Exchange carries the answer across.
 
 #include <chrono>
+#include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -51,6 +53,14 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   std::optional<std::filesystem::path> file;  // sent instead of `body` when set
+  // Sent instead of `body` when set: `stream_length` bytes made piece by piece off the core
+  // thread (an artifact kept in PostgreSQL). Called on an I/O thread for each piece, the next
+  // only once the previous one was written; `done` may run on any thread, with an empty piece
+  // at the end. An error before the first piece becomes the error's answer (the head is not
+  // sent until the first piece is there); one after it closes the connection, cutting the body.
+  using PieceDone = std::function<void(std::string piece, std::exception_ptr error)>;
+  std::function<void(PieceDone done)> stream;
+  std::uint64_t stream_length = 0;
   std::vector<std::pair<std::string, std::string>> headers;
 
   static Response json(unsigned status, const nlohmann::json& body);

@@ -104,10 +104,6 @@ orch::ServerConfig server_config(const ServeArgs& a) {
       db.find('=') != std::string::npos) {
     orch::conninfo_display(db);  // refuses a string libpq cannot parse, before anything starts
     c.postgres_conninfo = db;
-    if (a.data_dir.empty()) {
-      throw Error(ErrorKind::kConfig, "invalid_flag",
-                  "--data-dir is required with a PostgreSQL --db (artifacts are kept there)");
-    }
   } else {
     if (db.rfind("sqlite://", 0) == 0) {
       db = db.substr(9);
@@ -201,7 +197,9 @@ int main(int argc, char** argv) {
                         "PEM certificate (chain) to serve HTTPS with; needs --tls-key");
   serve_cmd->add_option("--tls-key", serve_args.tls_key, "PEM private key of --tls-cert");
   serve_cmd->add_option("--data-dir", serve_args.data_dir,
-                        "artifacts and staged uploads (default: tamma-data next to the database)");
+                        "artifacts and staged uploads (default: tamma-data next to the SQLite "
+                        "file; with PostgreSQL, which keeps the artifacts, only staged uploads: "
+                        "a private temporary directory by default)");
   serve_cmd
       ->add_option("--lease-ttl", serve_args.lease_ttl, "a lease not renewed for this long is lost")
       ->capture_default_str();

@@ -2,6 +2,8 @@
 
 #include <sys/resource.h>
 
+#include <cstdlib>
+
 #include <future>
 
 #include <spdlog/spdlog.h>
@@ -85,10 +87,17 @@ std::uint64_t raise_open_file_limit() {
 Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(config)) {
   if (config_.data_dir.empty()) {
     if (!config_.postgres_conninfo.empty()) {
-      throw Error(ErrorKind::kConfig, "invalid_flag",
-                  "a data directory is required with PostgreSQL");
+      // PostgreSQL keeps the artifacts; the data directory only stages uploads, so a private
+      // one in $TMPDIR will do, removed when the server goes.
+      const char* tmp = std::getenv("TMPDIR");
+      std::string pattern =
+          std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/tamma-orchestrator-XXXXXX";
+      if (::mkdtemp(pattern.data()) == nullptr) throw_errno("mkdtemp " + pattern);
+      temporary_data_dir_ = pattern;
+      config_.data_dir = temporary_data_dir_;
+    } else {
+      config_.data_dir = config_.db_path.parent_path() / "tamma-data";
     }
-    config_.data_dir = config_.db_path.parent_path() / "tamma-data";
   }
   std::error_code ec;
   std::filesystem::create_directories(config_.data_dir / "uploads", ec);
@@ -101,7 +110,8 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
     std::filesystem::remove(entry.path(), ec);
   }
   if (config_.postgres_conninfo.empty()) {
-    store_ = std::make_unique<SqliteStore>(config_.db_path, config_.sync);
+    store_ = std::make_unique<SqliteStore>(config_.db_path, config_.sync,
+                                           config_.data_dir / "artifacts");
   } else {
     store_ = std::make_unique<PostgresStore>(config_.postgres_conninfo);
   }
@@ -157,6 +167,10 @@ Server::~Server() {
     shutdown();
   } catch (const std::exception& e) {
     spdlog::error("orchestrator shutdown: {}", e.what());
+  }
+  if (!temporary_data_dir_.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(temporary_data_dir_, ignored);
   }
 }
 

@@ -41,6 +41,9 @@ class Server {
   using WorkGuard = asio::executor_work_guard<asio::io_context::executor_type>;
 
   ServerConfig config_;
+  // The data directory made for a PostgreSQL store given none (uploads staged only), removed
+  // with the server.
+  std::filesystem::path temporary_data_dir_;
   std::unique_ptr<Store> store_;
   Metrics metrics_;
   asio::io_context core_io_{1};

@@ -1,9 +1,6 @@
 // The worker's writes about a task it holds: started, progress, logs, artifacts, complete, fail.
 // Every one is fenced by (attempt, leaseId): a worker whose lease was lost gets 409 and stops.
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <fstream>
 
 #include <openssl/evp.h>
@@ -254,45 +251,6 @@ std::string checked_artifact_name(const Request& request) {
   return name;
 }
 
-// One flat file per upload, named by a hash of the artifact's name and a random suffix: fixed
-// length whatever the name (a 1024-character name fits no file system's 255-byte limit), and a
-// re-upload never overwrites the bytes an earlier row still points to.
-std::string artifact_file_name(const std::string& name) {
-  return sha256_hex(name).substr(0, 32) + "-" + random_hex(8);
-}
-
-// Flushes a file, or a directory's entries, to stable storage.
-void sync_path(const std::filesystem::path& path, bool directory, std::error_code& ec) {
-  int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) {
-    ec = std::error_code(errno, std::generic_category());
-    return;
-  }
-  if (::fsync(fd) != 0) ec = std::error_code(errno, std::generic_category());
-  ::close(fd);
-}
-
-// Puts the staged bytes at `target`, durably: the row that points to them is committed only
-// after this, so a crash can leave bytes without a row (swept with the task) but never a row
-// without its bytes.
-void store_bytes(const std::filesystem::path& staged, const std::filesystem::path& target,
-                 const std::string& name) {
-  std::error_code ec;
-  sync_path(staged, false, ec);
-  if (!ec) std::filesystem::create_directories(target.parent_path(), ec);
-  if (!ec) std::filesystem::rename(staged, target, ec);
-  if (!ec) sync_path(target.parent_path(), true, ec);
-  if (ec) {
-    spdlog::error("cannot store artifact {} at {}: {}", name, target.string(), ec.message());
-    std::error_code ignored;
-    std::filesystem::remove(target, ignored);
-    // Retryable: the worker uploads again, and a full disk may have room by then. The answer
-    // names the artifact and the reason, never the server's paths.
-    throw Error(ErrorKind::kInfrastructure, "storage_unavailable",
-                "cannot store artifact " + name + ": " + ec.message(), true);
-  }
-}
-
 std::string file_sha256(const std::filesystem::path& file, std::uint64_t* size) {
   std::ifstream in(file, std::ios::binary);
   if (!in)
@@ -332,26 +290,10 @@ void upload_artifact(Core& core, Request& request, const ExchangePtr& exchange) 
   info.name = checked_artifact_name(request);
   info.attempt = fence.attempt;
   info.sha256 = file_sha256(request.body_file, &info.size);
-  auto dir = core.config.data_dir / "artifacts" / id / std::to_string(fence.attempt);
-  auto target = dir / artifact_file_name(info.name);
-  store_bytes(request.body_file, target, info.name);
-  auto previous = core.store.artifact_path(id, fence.attempt, info.name);
-  FenceOutcome outcome;
-  try {
-    outcome = core.store.add_artifact(id, worker, fence, info, target.string());
-  } catch (...) {
-    std::error_code ignored;
-    std::filesystem::remove(target, ignored);
-    throw;
-  }
-  if (outcome.status != FenceStatus::kOk) {
-    std::error_code ignored;
-    std::filesystem::remove(target, ignored);
-  } else if (previous && *previous != target.string()) {
-    // The same artifact uploaded again (a retried request): its row now points to the new copy.
-    std::error_code ignored;
-    std::filesystem::remove(*previous, ignored);
-  }
+  // The store keeps the bytes (a file under the data directory with SQLite, chunks in the
+  // database with PostgreSQL) and records them in the fenced transaction: a refused upload
+  // leaves nothing behind.
+  auto outcome = core.store.put_artifact(id, worker, fence, info, request.body_file);
   Core::check_fence(outcome, id);
   spdlog::info("task {} attempt {}: artifact {} ({} bytes) from worker {}", id, fence.attempt,
                info.name, info.size, worker);

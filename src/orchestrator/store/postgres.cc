@@ -192,6 +192,16 @@ void PgConnection::ensure_connected() {
 }
 
 PgResult PgConnection::exec(const std::string& sql, std::initializer_list<PgParam> params) {
+  return run(sql, params, 0);
+}
+
+PgResult PgConnection::exec_binary(const std::string& sql,
+                                   std::initializer_list<PgParam> params) {
+  return run(sql, params, 1);
+}
+
+PgResult PgConnection::run(const std::string& sql, std::initializer_list<PgParam> params,
+                           int result_format) {
   if (in_transaction_ && (conn_ == nullptr || ::PQstatus(conn_) != CONNECTION_OK)) {
     fail(nullptr, sql);  // the transaction died with the connection
   }
@@ -213,7 +223,7 @@ PgResult PgConnection::exec(const std::string& sql, std::initializer_list<PgPara
     formats.push_back(p.binary() ? 1 : 0);
   }
   PGresult* r = ::PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(values.size()),
-                                 values.data(), lengths.data(), formats.data(), 0);
+                                 values.data(), lengths.data(), formats.data(), result_format);
   const auto status = ::PQresultStatus(r);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) fail(r, sql);
   return PgResult(r);

@@ -89,6 +89,9 @@ class PgConnection {
 
   // Runs one statement (prepared on first use on this connection) with text parameters.
   PgResult exec(const std::string& sql, std::initializer_list<PgParam> params = {});
+  // The same, with every column of the result in binary form: a bytea column's text() is its
+  // raw bytes (half the transfer of the hex text form, and no decoding).
+  PgResult exec_binary(const std::string& sql, std::initializer_list<PgParam> params = {});
   // Runs SQL text that may hold several statements and takes no parameters (schema).
   void exec_script(const std::string& sql);
 
@@ -99,6 +102,7 @@ class PgConnection {
  private:
   friend class PgTransaction;
   void ensure_connected();
+  PgResult run(const std::string& sql, std::initializer_list<PgParam> params, int result_format);
   [[noreturn]] void fail(pg_result* result, std::string_view what);
 
   std::string conninfo_;

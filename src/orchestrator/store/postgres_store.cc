@@ -168,8 +168,24 @@ CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
 CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
   FOR EACH STATEMENT EXECUTE FUNCTION tamma_audit_append_only();
 )sql"},
+    // Artifact bytes in the database, so any replica serves any download
+    // (docs/adr/0027-artifacts-in-postgresql-and-retention.md, postgres_artifacts.cc): one row
+    // per chunk of one upload (`blob`, named by artifacts.path as "postgres:BLOB"), with the
+    // chunk's SHA-256 to tell damage. Stored out of line and uncompressed: artifacts are mostly
+    // compressed already.
+    {3, R"sql(
+CREATE TABLE artifact_chunks (
+  task_id text NOT NULL,
+  blob    text NOT NULL,
+  seq     integer NOT NULL,
+  digest  bytea NOT NULL,
+  data    bytea NOT NULL,
+  PRIMARY KEY (task_id, blob, seq)
+);
+ALTER TABLE artifact_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+)sql"},
 };
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 
 // Adapts one row of a result to what task_view() reads.
 struct Row {

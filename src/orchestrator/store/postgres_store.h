@@ -18,6 +18,7 @@ namespace tamma::orchestrator {
 
 class PgConnection;
 class PgQueueSignal;
+class PgArtifactReads;
 
 class PostgresStore : public Store {
  public:
@@ -70,6 +71,14 @@ class PostgresStore : public Store {
                             const wire::Fence& fence, const wire::ArtifactInfo& info,
                             const std::string& stored_path) override;
 
+  // Artifact bytes live in the database (postgres_artifacts.cc); downloads read them on a
+  // thread and connection of their own, never the store's.
+  FenceOutcome put_artifact(const std::string& task_id, const std::string& worker_id,
+                            const wire::Fence& fence, const wire::ArtifactInfo& info,
+                            const std::filesystem::path& staged) override;
+  std::optional<ArtifactBytes> open_artifact(const std::string& task_id, int attempt,
+                                             const std::string& name) override;
+
   std::optional<wire::TaskView> cancel(const std::string& task_id) override;
   std::optional<wire::TaskView> task(const std::string& task_id) override;
   std::vector<wire::TaskView> list_tasks(std::optional<wire::TaskState> state, int limit) override;
@@ -93,6 +102,8 @@ class PostgresStore : public Store {
 
   std::string conninfo_;
   std::unique_ptr<PgConnection> db_;
+  // Made by the first open_artifact() of bytes kept here; stops its thread when it goes.
+  std::shared_ptr<PgArtifactReads> artifact_reads_;
   // Made by listen_for_queue(); destroyed first, since its thread calls into the listener.
   std::unique_ptr<PgQueueSignal> signal_;
 };

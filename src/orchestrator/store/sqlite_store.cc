@@ -1,10 +1,14 @@
 #include "orchestrator/store/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "common/error.h"
+#include "orchestrator/auth.h"
 #include "orchestrator/store/audit_row.h"
 #include "orchestrator/store/task_row.h"
 
@@ -196,7 +200,11 @@ SyncMode sync_mode_from_string(const std::string& text) {
               "SQLite synchronous mode '" + text + "' is not one of full, normal");
 }
 
-SqliteStore::SqliteStore(const std::filesystem::path& file, SyncMode sync) : db_(file) {
+SqliteStore::SqliteStore(const std::filesystem::path& file, SyncMode sync,
+                         std::filesystem::path artifact_dir)
+    : db_(file),
+      artifact_dir_(artifact_dir.empty() ? file.parent_path() / "tamma-data" / "artifacts"
+                                         : std::move(artifact_dir)) {
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) throw_errno("stat " + file.string());
   inode_ = {st.st_ino, st.st_dev};
@@ -1086,6 +1094,111 @@ std::vector<wire::AuditRecord> SqliteStore::audit(const AuditQuery& query) {
   }
   s.bind(3, query.after_seq).bind(4, query.limit);
   while (s.step()) out.push_back(audit_record(s));
+  return out;
+}
+
+// ---- artifact files -----------------------------------------------------------------------------
+
+namespace {
+
+// Flushes a file, or a directory's entries, to stable storage.
+void sync_path(const std::filesystem::path& path, bool directory, std::error_code& ec) {
+  int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    ec = std::error_code(errno, std::generic_category());
+    return;
+  }
+  if (::fsync(fd) != 0) ec = std::error_code(errno, std::generic_category());
+  ::close(fd);
+}
+
+// The directory of a task's artifacts: its id when that is a plain name, else a digest of it,
+// so no id can name a place outside the artifact directory.
+std::string task_directory(const std::string& task_id) {
+  bool plain = !task_id.empty() && task_id.size() <= 128 && task_id != "." && task_id != "..";
+  for (char c : task_id) {
+    plain = plain && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_' || c == '-' || c == '.');
+  }
+  return plain ? task_id : "h-" + sha256_hex(task_id).substr(0, 32);
+}
+
+// Puts the staged bytes at `target`, durably: the row that points to them is committed only
+// after this, so a crash can leave bytes without a row (removed with the task) but never a row
+// without its bytes.
+void place_file(const std::filesystem::path& staged, const std::filesystem::path& target,
+                const std::string& name) {
+  std::error_code ec;
+  sync_path(staged, false, ec);
+  if (!ec) std::filesystem::create_directories(target.parent_path(), ec);
+  if (!ec) std::filesystem::rename(staged, target, ec);
+  if (!ec) sync_path(target.parent_path(), true, ec);
+  if (ec) {
+    spdlog::error("cannot store artifact {} at {}: {}", name, target.string(), ec.message());
+    std::error_code ignored;
+    std::filesystem::remove(target, ignored);
+    // Retryable: the worker uploads again, and a full disk may have room by then. The answer
+    // names the artifact and the reason, never the server's paths.
+    throw Error(ErrorKind::kInfrastructure, "storage_unavailable",
+                "cannot store artifact " + name + ": " + ec.message(), true);
+  }
+}
+
+void remove_quietly(const std::filesystem::path& path) {
+  std::error_code ignored;
+  std::filesystem::remove(path, ignored);
+}
+
+}  // namespace
+
+FenceOutcome SqliteStore::put_artifact(const std::string& task_id, const std::string& worker_id,
+                                       const wire::Fence& fence, const wire::ArtifactInfo& info,
+                                       const std::filesystem::path& staged) {
+  // One flat file per upload, named by a hash of the artifact's name and a random suffix: fixed
+  // length whatever the name (a 1024-character name fits no file system's 255-byte limit), and
+  // a re-upload never overwrites the bytes an earlier row still points to.
+  const auto target = artifact_dir_ / task_directory(task_id) / std::to_string(fence.attempt) /
+                      (sha256_hex(info.name).substr(0, 32) + "-" + random_hex(8));
+  place_file(staged, target, info.name);
+  FenceOutcome outcome;
+  std::optional<std::string> previous;
+  try {
+    previous = artifact_path(task_id, fence.attempt, info.name);
+    outcome = add_artifact(task_id, worker_id, fence, info, target.string());
+  } catch (...) {
+    remove_quietly(target);
+    throw;
+  }
+  if (outcome.status != FenceStatus::kOk) {
+    remove_quietly(target);
+  } else if (previous && *previous != target.string()) {
+    // The same artifact uploaded again (a retried request): its row now points to the new copy.
+    remove_quietly(*previous);
+  }
+  return outcome;
+}
+
+std::optional<ArtifactBytes> SqliteStore::open_artifact(const std::string& task_id, int attempt,
+                                                        const std::string& name) {
+  auto s = db_.prepare(
+      "SELECT size, sha256, path FROM artifacts WHERE task_id = ?1 AND attempt = ?2 AND "
+      "name = ?3");
+  s.bind(1, task_id).bind(2, attempt).bind(3, name);
+  if (!s.step()) return std::nullopt;
+  ArtifactBytes out;
+  out.info = {name, attempt, static_cast<std::uint64_t>(s.int64(0)), s.text(1)};
+  out.file = s.text(2);
+  // Bytes are made durable before their row, so a row without its bytes means the disk lost
+  // them afterwards: say so rather than serve short bytes as if they were the artifact.
+  std::error_code ec;
+  const auto on_disk = std::filesystem::file_size(*out.file, ec);
+  if (ec || on_disk != out.info.size) {
+    spdlog::error("task {} attempt {}: artifact {} is damaged on disk ({} of {} bytes)", task_id,
+                  attempt, name, ec ? 0 : on_disk, out.info.size);
+    throw Error(
+        ErrorKind::kInfrastructure, "artifact_damaged",
+        "task " + task_id + " artifact " + name + ": the stored bytes do not match its record");
+  }
   return out;
 }
 

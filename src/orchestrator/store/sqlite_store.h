@@ -20,7 +20,9 @@ SyncMode sync_mode_from_string(const std::string& text);
 
 class SqliteStore : public Store {
  public:
-  SqliteStore(const std::filesystem::path& file, SyncMode sync);
+  // Artifacts are files under `artifact_dir` (default: tamma-data/artifacts next to `file`).
+  SqliteStore(const std::filesystem::path& file, SyncMode sync,
+              std::filesystem::path artifact_dir = {});
 
   std::optional<std::string> setting(const std::string& key) override;
   void put_setting(const std::string& key, const std::string& value) override;
@@ -64,6 +66,12 @@ class SqliteStore : public Store {
                             const wire::Fence& fence, const wire::ArtifactInfo& info,
                             const std::string& stored_path) override;
 
+  FenceOutcome put_artifact(const std::string& task_id, const std::string& worker_id,
+                            const wire::Fence& fence, const wire::ArtifactInfo& info,
+                            const std::filesystem::path& staged) override;
+  std::optional<ArtifactBytes> open_artifact(const std::string& task_id, int attempt,
+                                             const std::string& name) override;
+
   std::optional<wire::TaskView> cancel(const std::string& task_id) override;
   std::optional<wire::TaskView> task(const std::string& task_id) override;
   std::vector<wire::TaskView> list_tasks(std::optional<wire::TaskState> state, int limit) override;
@@ -90,6 +98,7 @@ class SqliteStore : public Store {
   void record(const AuditEntry& entry);
 
   SqliteDb db_;
+  std::filesystem::path artifact_dir_;
   std::pair<ino_t, dev_t> inode_;  // of the file as opened, to notice it being replaced
 };
 

@@ -7,8 +7,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
+#include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -107,6 +110,28 @@ struct HeartbeatOutcome {
 
 struct TaskCounts {
   std::map<std::string, std::int64_t> by_state;
+};
+
+// An artifact's bytes read piece by piece, off the store's thread: the store of several
+// replicas keeps them in the database (docs/adr/0027-artifacts-in-postgresql-and-retention.md).
+class ArtifactStream {
+ public:
+  // `piece` is at most one stored chunk; empty means the end. `error` set: nothing more comes
+  // (an Error "artifact_damaged" when the stored bytes do not match the record, before any
+  // byte was given when the first call finds it; the artifact replaced or pruned meanwhile).
+  using Done = std::function<void(std::string piece, std::exception_ptr error)>;
+  virtual ~ArtifactStream() = default;
+  // Asks for the next piece; `done` runs once, on another thread than the caller's. One call
+  // at a time: the next only after `done` ran.
+  virtual void next(Done done) = 0;
+};
+
+// Where an artifact's bytes are, as open_artifact() found them: exactly one of `file` (SQLite:
+// a file under its artifact directory, already checked to have the recorded size) and `stream`.
+struct ArtifactBytes {
+  wire::ArtifactInfo info;
+  std::optional<std::filesystem::path> file;
+  std::shared_ptr<ArtifactStream> stream;
 };
 
 // Who the operations a Store records in its audit trail are done for
@@ -226,6 +251,19 @@ class Store {
   virtual FenceOutcome add_artifact(const std::string& task_id, const std::string& worker_id,
                                     const wire::Fence& fence, const wire::ArtifactInfo& info,
                                     const std::string& stored_path) = 0;
+
+  // Checks the fence, then stores the bytes of the staged upload `staged` and records the
+  // artifact, replacing the bytes of one of the same name and attempt. All or nothing: a
+  // refused fence or a failure leaves neither a record nor bytes. SQLite moves the file under
+  // its artifact directory (made durable before the record commits); PostgreSQL copies it in
+  // chunks inside the fenced transaction. `staged` may be gone after the call.
+  virtual FenceOutcome put_artifact(const std::string& task_id, const std::string& worker_id,
+                                    const wire::Fence& fence, const wire::ArtifactInfo& info,
+                                    const std::filesystem::path& staged) = 0;
+  // The artifact's record and a way to its bytes; nullopt when there is no such artifact.
+  // Throws Error "artifact_damaged" when the bytes are known not to match the record.
+  virtual std::optional<ArtifactBytes> open_artifact(const std::string& task_id, int attempt,
+                                                     const std::string& name) = 0;
 
   // Queued or retry_wait -> cancelled; running -> cancel_requested. nullopt: no such task.
   virtual std::optional<wire::TaskView> cancel(const std::string& task_id) = 0;
