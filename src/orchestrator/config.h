@@ -47,6 +47,9 @@ struct ServerConfig {
   // A connection that has not yet shown a valid token must send each request head within this.
   std::chrono::milliseconds header_timeout = 10s;
   std::int64_t max_connections = 0;  // 0: derived from the descriptor limit
+  // Tasks that ended longer ago than this are pruned with their attempts, logs and artifacts
+  // (the audit trail stays), and so are workers gone or silent that long; 0 keeps everything.
+  std::chrono::milliseconds retain_finished = std::chrono::hours(24 * 30);
 
   std::uint64_t max_json_body = 1ULL << 20;       // 1 MiB
   std::uint64_t max_artifact_body = 64ULL << 20;  // 64 MiB

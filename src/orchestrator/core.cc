@@ -27,6 +27,9 @@ std::string presented_token(const Request& request) {
   return *token;
 }
 
+constexpr auto kWorkerTokenCacheFor = std::chrono::seconds(5);
+constexpr std::size_t kWorkerTokenCacheSize = 10000;
+
 }  // namespace
 
 std::string Core::authenticate(Access access, const std::string& authorization) const {
@@ -66,9 +69,22 @@ void Core::require_registration(const Request& request) const {
 std::string Core::require_worker(const Request& request) const {
   if (!request.authenticated_worker.empty()) return request.authenticated_worker;
   // The lookup is by hash, so its timing says nothing about the token itself.
-  auto worker = store.worker_by_token_hash(sha256_hex(presented_token(request)));
+  const std::string hash = sha256_hex(presented_token(request));
+  const auto now = std::chrono::steady_clock::now();
+  if (auto it = worker_tokens_.find(hash); it != worker_tokens_.end()) {
+    if (now < it->second.until) return it->second.id;
+    worker_tokens_.erase(it);
+  }
+  auto worker = store.worker_by_token_hash(hash);
   if (!worker) throw HttpError(401, "invalid_token", "unknown or revoked worker token");
+  // Bounded: tokens of workers long gone must not pile up.
+  if (worker_tokens_.size() >= kWorkerTokenCacheSize) worker_tokens_.clear();
+  worker_tokens_[hash] = {*worker, now + kWorkerTokenCacheFor};
   return *worker;
+}
+
+void Core::forget_worker(const std::string& worker_id) {
+  std::erase_if(worker_tokens_, [&](const auto& entry) { return entry.second.id == worker_id; });
 }
 
 void Core::require_worker_self(const Request& request, const std::string& worker_id) const {
@@ -130,8 +146,13 @@ void Core::deliver(PollWaiters::Waiter waiter, const Claim& claim) {
 
 void Core::offer(const std::string& task_id, bool announce) {
   if (shutting_down) return;
-  auto task = store.task(task_id);
-  if (!task || task->state != wire::TaskState::kQueued) return;
+  if (polls.size() == 0) {
+    // No poll parked here to offer it to: the others may have one.
+    if (announce) store.announce_queued(task_id);
+    return;
+  }
+  auto task = store.queued_task(task_id);
+  if (!task) return;
   std::set<std::uint64_t> tried;
   int refused = 0;
   while (const auto* candidate = polls.find_match(task->type, task->labels, tried)) {

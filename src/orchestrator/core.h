@@ -5,6 +5,7 @@
 #include <atomic>
 #include <functional>
 #include <string>
+#include <unordered_map>
 
 #include <boost/asio/io_context.hpp>
 
@@ -69,8 +70,21 @@ class Core {
   // Throws the HTTP form of a refused fenced write; returns when it was accepted.
   static void check_fence(const FenceOutcome& outcome, const std::string& task_id);
 
+  // After an unregistration through this orchestrator: its token stops working at once.
+  void forget_worker(const std::string& worker_id);
+
  private:
   SharedTokens tokens_;
+  // Worker tokens the store recently knew, by hash: every request of a worker is authenticated,
+  // and with PostgreSQL each lookup is a round trip to the database. An entry lives
+  // kWorkerTokenCacheFor. A worker unregistered through another replica meanwhile gets no
+  // further: the store itself refuses its polls and heartbeats (gone) and its task writes
+  // (its leases were revoked).
+  struct CachedWorker {
+    std::string id;
+    std::chrono::steady_clock::time_point until;
+  };
+  mutable std::unordered_map<std::string, CachedWorker> worker_tokens_;
 };
 
 // Registers every route: one function per resource, each in its own file.

@@ -1,5 +1,6 @@
 // Liveness, readiness and Prometheus metrics.
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "orchestrator/core.h"
@@ -43,6 +44,22 @@ void metrics(Core& core, Request& request, const ExchangePtr& exchange) {
   Response r;
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   r.body = core.metrics.render(core.store.count_tasks(), workers);
+  if (auto signal = core.store.signal_counts()) {
+    // Only with several orchestrators on one database (PostgreSQL): the wake-ups between them.
+    r.body += fmt::format(
+        "# HELP tamma_queue_notifications_sent_total Wake-ups sent to the other orchestrators.\n"
+        "# TYPE tamma_queue_notifications_sent_total counter\n"
+        "tamma_queue_notifications_sent_total {}\n"
+        "# HELP tamma_queue_notifications_received_total Wake-ups heard from the other "
+        "orchestrators.\n"
+        "# TYPE tamma_queue_notifications_received_total counter\n"
+        "tamma_queue_notifications_received_total {}\n"
+        "# HELP tamma_queue_notifications_skipped_total Announcements not sent: no other "
+        "orchestrator listened.\n"
+        "# TYPE tamma_queue_notifications_skipped_total counter\n"
+        "tamma_queue_notifications_skipped_total {}\n",
+        signal->sent, signal->received, signal->skipped);
+  }
   exchange->reply(std::move(r));
 }
 

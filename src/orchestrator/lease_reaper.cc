@@ -13,6 +13,14 @@ constexpr std::chrono::milliseconds kMaxDelay{1000};
 constexpr std::chrono::milliseconds kStallTolerance{2000};
 // How often a probe write checks the disk still takes writes (and the file is in place).
 constexpr std::chrono::milliseconds kProbeAfter{2000};
+// Retention: tasks per transaction and transactions per tick, so one tick holds the core thread
+// (and any lock) briefly however large the backlog; a tick that left work behind makes the next
+// one come soon. Without a backlog the sweep runs every quarter of the retention, at most
+// every kPruneEvery.
+constexpr int kPruneBatch = 100;
+constexpr int kPruneBatchesPerTick = 4;
+constexpr std::chrono::milliseconds kPruneEvery{10000};
+constexpr std::chrono::milliseconds kPruneBacklogDelay{50};
 
 }  // namespace
 
@@ -55,6 +63,24 @@ void LeaseReaper::grant_grace(std::chrono::milliseconds late, bool storage_faile
         late.count(), held, core_.config.lease_ttl.count());
   }
   core_.metrics.stall_grace();
+}
+
+void LeaseReaper::prune() {
+  const auto retain = core_.config.retain_finished;
+  if (retain.count() <= 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  const auto every = std::clamp(retain / 4, kMinDelay, kPruneEvery);
+  if (!prune_more_ && now - last_prune_ < every) return;
+  last_prune_ = now;
+  prune_more_ = false;
+  auto pruned = core_.store.prune_finished(retain, kPruneBatch, kPruneBatchesPerTick);
+  prune_more_ = pruned.more;
+  if (pruned.tasks > 0 || pruned.workers > 0) {
+    core_.metrics.pruned(static_cast<std::uint64_t>(pruned.tasks),
+                         static_cast<std::uint64_t>(pruned.workers));
+    spdlog::info("retention: pruned {} finished task(s) and {} worker(s) older than {} ms{}",
+                 pruned.tasks, pruned.workers, retain.count(), pruned.more ? ", more left" : "");
+  }
 }
 
 void LeaseReaper::tick() {
@@ -106,6 +132,8 @@ void LeaseReaper::tick() {
     if (auto deadline = core_.store.next_deadline_ms(core_.config.ack_timeout)) {
       next = std::clamp(std::chrono::milliseconds(*deadline), kMinDelay, kMaxDelay);
     }
+    prune();
+    if (prune_more_) next = std::min(next, kPruneBacklogDelay);
   } catch (const Error& e) {
     // The database may come back (a lock held by a backup): keep trying at the slow pace.
     spdlog::error("lease reaper: {}", e.what());

@@ -7,6 +7,10 @@
 // failed since the last tick (a full or read-only disk), every lease first gets one lease TTL
 // from now, as after a restart, and only then are expiries judged. Between ticks it also keeps
 // /ready honest: a small write goes to the database when none has committed for a while.
+//
+// It also runs retention (--retain-finished): a few small batches of finished tasks older
+// than the retention are pruned per tick, every replica doing it at once without a leader
+// (docs/adr/0027-artifacts-in-postgresql-and-retention.md).
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -25,6 +29,8 @@ class LeaseReaper {
  private:
   void tick();
   void schedule(std::chrono::milliseconds delay);
+  // One retention sweep when it is due; throws when the database refuses.
+  void prune();
 
   // Gives every lease a TTL from now; throws when the database refuses (then nothing expires).
   void grant_grace(std::chrono::milliseconds late, bool storage_failed);
@@ -35,6 +41,9 @@ class LeaseReaper {
   std::chrono::steady_clock::time_point expected_at_;  // when the timer should fire
   std::uint64_t failures_seen_ = 0;  // storage failures already answered with a grace
   std::chrono::steady_clock::time_point last_probe_{};
+  // Retention (--retain-finished): when the last sweep ran, and whether it left work behind.
+  std::chrono::steady_clock::time_point last_prune_{};
+  bool prune_more_ = false;
   bool grace_pending_ = false;
 };
 

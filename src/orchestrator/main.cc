@@ -19,6 +19,8 @@
 #include "orchestrator/admin_cli.h"
 #include "orchestrator/server.h"
 #include "orchestrator/store/postgres.h"
+#include "orchestrator/store/postgres_store.h"
+#include "orchestrator/store/sqlite_store.h"
 
 namespace {
 
@@ -43,6 +45,7 @@ struct ServeArgs {
   std::string max_artifact_body = "64M";
   std::string max_log_bytes = "64M";
   std::string synchronous = "full";
+  std::string retain_finished = "30d";
   int threads = 2;
   std::string idle_timeout = "75s";
   std::string header_timeout = "10s";
@@ -63,6 +66,72 @@ std::uint64_t size_flag(const std::string& flag, const std::string& text) {
   auto s = tamma::parse_size(text, &error);
   if (!s) throw Error(ErrorKind::kConfig, "invalid_flag", flag + ": " + error);
   return *s;
+}
+
+// --retain-finished: "0" (keep forever), whole days ("7d"), or any duration ("36h").
+std::chrono::milliseconds retention_flag(const std::string& text) {
+  if (text == "0") return std::chrono::milliseconds(0);
+  if (text.size() > 1 && text.back() == 'd' &&
+      text.find_first_not_of("0123456789") == text.size() - 1 && text.size() <= 6) {
+    return std::chrono::hours(24) * std::stoi(text.substr(0, text.size() - 1));
+  }
+  return duration_flag("--retain-finished", text);
+}
+
+// --db: a PostgreSQL connection string, or an SQLite file (sqlite:PATH, sqlite://PATH, PATH).
+struct DatabaseTarget {
+  std::string conninfo;               // set for PostgreSQL
+  std::filesystem::path sqlite_file;  // set for SQLite
+};
+
+DatabaseTarget database_target(std::string db) {
+  DatabaseTarget out;
+  if (db.rfind("postgres://", 0) == 0 || db.rfind("postgresql://", 0) == 0 ||
+      db.find('=') != std::string::npos) {
+    orch::conninfo_display(db);  // refuses a string libpq cannot parse, before anything starts
+    out.conninfo = std::move(db);
+    return out;
+  }
+  if (db.rfind("sqlite://", 0) == 0) {
+    db = db.substr(9);
+  } else if (db.rfind("sqlite:", 0) == 0) {
+    db = db.substr(7);
+  } else if (db.find("://") != std::string::npos) {
+    throw Error(ErrorKind::kConfig, "unsupported_database",
+                "--db: sqlite:PATH or a PostgreSQL connection string (postgres://...)");
+  }
+  if (db.empty()) throw Error(ErrorKind::kConfig, "invalid_flag", "--db: a path is required");
+  out.sqlite_file = std::filesystem::absolute(db);
+  return out;
+}
+
+// `migrate`: brings the database's schema to this orchestrator's version and says what it
+// did. `serve` does the same at start; this lets an operator do it before a rolling upgrade,
+// once, with an account allowed to change the schema. Under PostgreSQL's advisory lock (and
+// SQLite's write lock), so running it beside live orchestrators is safe.
+int migrate(const std::string& db) {
+  auto target = database_target(db);
+  orch::SchemaVersions schema;
+  std::string name;
+  if (!target.conninfo.empty()) {
+    orch::PostgresStore store(target.conninfo);
+    schema = store.schema();
+    name = orch::conninfo_display(target.conninfo);
+  } else {
+    if (!std::filesystem::exists(target.sqlite_file)) {
+      throw Error(ErrorKind::kConfig, "database_missing",
+                  "--db: no SQLite database at " + target.sqlite_file.string());
+    }
+    orch::SqliteStore store(target.sqlite_file, orch::SyncMode::kFull);
+    schema = store.schema();
+    name = target.sqlite_file.string();
+  }
+  if (schema.found == schema.now) {
+    std::cout << name << ": schema version " << schema.now << ", already current" << std::endl;
+  } else {
+    std::cout << name << ": schema version " << schema.found << " -> " << schema.now << std::endl;
+  }
+  return orch::kCliOk;
 }
 
 // VAR, or the content of the file VAR_FILE names (for secrets mounted as files).
@@ -99,23 +168,9 @@ orch::ServerConfig server_config(const ServeArgs& a) {
   } catch (const std::exception&) {
     throw Error(ErrorKind::kConfig, "invalid_flag", "--listen: bad port in " + a.listen);
   }
-  std::string db = a.db;
-  if (db.rfind("postgres://", 0) == 0 || db.rfind("postgresql://", 0) == 0 ||
-      db.find('=') != std::string::npos) {
-    orch::conninfo_display(db);  // refuses a string libpq cannot parse, before anything starts
-    c.postgres_conninfo = db;
-  } else {
-    if (db.rfind("sqlite://", 0) == 0) {
-      db = db.substr(9);
-    } else if (db.rfind("sqlite:", 0) == 0) {
-      db = db.substr(7);
-    } else if (db.find("://") != std::string::npos) {
-      throw Error(ErrorKind::kConfig, "unsupported_database",
-                  "--db: sqlite:PATH or a PostgreSQL connection string (postgres://...)");
-    }
-    if (db.empty()) throw Error(ErrorKind::kConfig, "invalid_flag", "--db: a path is required");
-    c.db_path = std::filesystem::absolute(db);
-  }
+  auto target = database_target(a.db);
+  c.postgres_conninfo = std::move(target.conninfo);
+  c.db_path = std::move(target.sqlite_file);
   if (!a.data_dir.empty()) c.data_dir = std::filesystem::absolute(a.data_dir);
   if (!a.tls_cert.empty()) c.tls_cert = std::filesystem::absolute(a.tls_cert);
   if (!a.tls_key.empty()) c.tls_key = std::filesystem::absolute(a.tls_key);
@@ -134,6 +189,7 @@ orch::ServerConfig server_config(const ServeArgs& a) {
   c.max_json_body = size_flag("--max-json-body", a.max_json_body);
   c.max_artifact_body = size_flag("--max-artifact-body", a.max_artifact_body);
   c.max_log_bytes = size_flag("--max-log-bytes", a.max_log_bytes);
+  c.retain_finished = retention_flag(a.retain_finished);
   c.sync = orch::sync_mode_from_string(a.synchronous);
   if (a.threads < 1 || a.threads > 64) {
     throw Error(ErrorKind::kConfig, "invalid_flag", "--threads must be between 1 and 64");
@@ -229,6 +285,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve_cmd->add_option("--max-log-bytes", serve_args.max_log_bytes, "per task attempt")
       ->capture_default_str();
+  serve_cmd
+      ->add_option("--retain-finished", serve_args.retain_finished,
+                   "tasks that ended longer ago than this are pruned with their logs and "
+                   "artifacts (the audit trail stays): 7d, 36h, ...; 0 keeps them forever")
+      ->capture_default_str();
   serve_cmd->add_option("--sqlite-synchronous", serve_args.synchronous, "full or normal (ADR 0012)")
       ->capture_default_str();
   serve_cmd->add_option("--threads", serve_args.threads, "HTTP I/O threads")->capture_default_str();
@@ -252,6 +313,15 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--log-format", serve_args.log_format, "text or json")
       ->capture_default_str();
 
+  std::string migrate_db;
+  auto* migrate_cmd = app.add_subcommand(
+      "migrate", "apply the schema migrations this version needs, then exit (serve does too)");
+  migrate_cmd
+      ->add_option("--db", migrate_db,
+                   "sqlite:/path/to/db.sqlite, or a PostgreSQL connection string")
+      ->envname("TAMMA_DB_URL")
+      ->required();
+
   auto admin = orch::add_admin_commands(app);
 
   try {
@@ -262,6 +332,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (serve_cmd->parsed()) return serve(serve_args);
+    if (migrate_cmd->parsed()) return migrate(migrate_db);
     for (const auto& cmd : admin) {
       if (cmd.app->parsed()) return cmd.run();
     }

@@ -76,6 +76,12 @@ std::string Metrics::render(const TaskCounts& tasks,
          "Times every lease was given one lease TTL because the orchestrator could not serve "
          "(stopped, disk stalled or failing)");
   out += fmt::format("tamma_lease_stall_graces_total {}\n", stall_graces_.load());
+  header(out, "tamma_tasks_pruned_total", "counter",
+         "Finished tasks removed by retention (--retain-finished), with their logs and artifacts.");
+  out += fmt::format("tamma_tasks_pruned_total {}\n", tasks_pruned_.load());
+  header(out, "tamma_workers_pruned_total", "counter",
+         "Workers gone or silent for longer than the retention, removed once no task named them.");
+  out += fmt::format("tamma_workers_pruned_total {}\n", workers_pruned_.load());
   header(out, "tamma_tasks_submitted_total", "counter", "Tasks accepted by submit.");
   out += fmt::format("tamma_tasks_submitted_total {}\n", submitted_.load());
   header(out, "tamma_task_assignments_total", "counter", "Tasks handed to a worker.");

@@ -21,6 +21,10 @@ class Metrics {
   void lease_expired(std::uint64_t count) { lease_expiries_ += count; }
   void assignment_unacknowledged(std::uint64_t count) { unacknowledged_ += count; }
   void stall_grace() { ++stall_graces_; }
+  void pruned(std::uint64_t tasks, std::uint64_t workers) {
+    tasks_pruned_ += tasks;
+    workers_pruned_ += workers;
+  }
   void task_submitted() { ++submitted_; }
   void task_assigned() { ++assigned_; }
   void waiting_polls(std::int64_t count) { waiting_polls_ = count; }
@@ -44,6 +48,8 @@ class Metrics {
   std::atomic<std::uint64_t> lease_expiries_{0};
   std::atomic<std::uint64_t> unacknowledged_{0};
   std::atomic<std::uint64_t> stall_graces_{0};
+  std::atomic<std::uint64_t> tasks_pruned_{0};
+  std::atomic<std::uint64_t> workers_pruned_{0};
   std::atomic<std::uint64_t> submitted_{0};
   std::atomic<std::uint64_t> assigned_{0};
   std::atomic<std::int64_t> waiting_polls_{0};

@@ -36,6 +36,7 @@ void unregister_worker(Core& core, Request& request, const ExchangePtr& exchange
                                                   : Actor::worker(caller, request.remote_address));
   if (!core.store.worker(id)) throw HttpError(404, "worker_not_found", "no worker " + id);
   auto requeued = core.store.unregister_worker(id);
+  core.forget_worker(id);
   spdlog::info("worker {} unregistered; {} task(s) put back", id, requeued.size());
   core.after_requeue(requeued);
   exchange->reply(Response::no_content());

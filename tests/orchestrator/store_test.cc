@@ -168,6 +168,10 @@ TEST(SqliteStore, MigratesAVersionOneDatabaseKeepingRunningLeasesAcknowledged) {
         capabilities TEXT NOT NULL, draining INTEGER NOT NULL DEFAULT 0,
         drain_requested INTEGER NOT NULL DEFAULT 0, registered_at INTEGER NOT NULL,
         last_seen_at INTEGER NOT NULL, gone_at INTEGER);
+      CREATE TABLE attempts (task_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+        worker_id TEXT NOT NULL, lease_id TEXT NOT NULL, claimed_at INTEGER NOT NULL,
+        ended_at INTEGER, outcome TEXT, PRIMARY KEY (task_id, attempt)) WITHOUT ROWID;
+      INSERT INTO attempts VALUES ('old', 1, 'w1', 'l1', 1, NULL, NULL);
       INSERT INTO tasks (id, type, spec, state, priority, max_retries, labels, attempt,
         worker_id, lease_id, lease_expires_at, available_at, created_at, updated_at)
         VALUES ('old', 'command', '{}', 'running', 0, 3, '{}', 1, 'w1', 'l1', 1, 1, 1, 1);
@@ -176,7 +180,7 @@ TEST(SqliteStore, MigratesAVersionOneDatabaseKeepingRunningLeasesAcknowledged) {
   }
   SqliteStore store(file, SyncMode::kNormal);
   SqliteDb check(file);
-  EXPECT_EQ(check.pragma("user_version"), "4");
+  EXPECT_EQ(check.pragma("user_version"), "5");
   // Version 3: the running task has used none of its excused host failures.
   auto row = check.prepare("SELECT host_failures, log_missing_bytes FROM tasks WHERE id = 'old'");
   ASSERT_TRUE(row.step());
@@ -221,7 +225,7 @@ TEST(SqliteStore, UsesWalAndTheChosenSynchronousModeAndSurvivesReopen) {
   }
   SqliteDb raw(file);
   EXPECT_EQ(raw.pragma("journal_mode"), "wal");
-  EXPECT_EQ(raw.pragma("user_version"), "4");
+  EXPECT_EQ(raw.pragma("user_version"), "5");
   SqliteStore again(file, SyncMode::kNormal);
   EXPECT_EQ(again.setting("k"), "v");
   ASSERT_TRUE(again.task("t1").has_value());

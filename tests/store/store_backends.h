@@ -34,6 +34,8 @@ class StoreBackend {
   virtual std::int64_t stored_units(const std::string& task_id) = 0;
   // Changes the stored bytes of the task's artifacts behind the store's back.
   virtual void damage(const std::string& task_id) = 0;
+  // Another store on the same database, as another replica (or process) has.
+  virtual std::unique_ptr<Store> another_store() = 0;
 };
 
 class SqliteStoreBackend : public StoreBackend {
@@ -68,6 +70,10 @@ class SqliteStoreBackend : public StoreBackend {
     }
   }
   [[nodiscard]] std::filesystem::path artifact_dir() const { return dir_.path() / "artifacts"; }
+  std::unique_ptr<Store> another_store() override {
+    return std::make_unique<SqliteStore>(dir_.path() / "db.sqlite", SyncMode::kNormal,
+                                         dir_.path() / "artifacts");
+  }
 
  private:
   tamma::testing::TempDir dir_;
@@ -108,8 +114,7 @@ class PostgresStoreBackend : public StoreBackend {
         "WHERE task_id = $1 AND seq = 0",
         {task_id});
   }
-  // Another store on the same database, as another replica has.
-  std::unique_ptr<PostgresStore> another_store() {
+  std::unique_ptr<Store> another_store() override {
     return std::make_unique<PostgresStore>(conninfo_);
   }
 

@@ -195,13 +195,34 @@ PgResult PgConnection::exec(const std::string& sql, std::initializer_list<PgPara
   return run(sql, params, 0);
 }
 
-PgResult PgConnection::exec_binary(const std::string& sql,
-                                   std::initializer_list<PgParam> params) {
+PgResult PgConnection::exec_binary(const std::string& sql, std::initializer_list<PgParam> params) {
   return run(sql, params, 1);
 }
 
 PgResult PgConnection::run(const std::string& sql, std::initializer_list<PgParam> params,
                            int result_format) {
+  return exec_params(sql, params.begin(), params.size(), result_format);
+}
+
+PgResult PgConnection::exec(const std::string& sql, const std::vector<PgParam>& params) {
+  return exec_params(sql, params.data(), params.size());
+}
+
+PgResult PgConnection::write(const std::string& sql, const std::vector<PgParam>& params) {
+  if (in_transaction_) return exec(sql, params);
+  watch_.write_began();
+  try {
+    auto result = exec(sql, params);
+    watch_.write_succeeded();
+    return result;
+  } catch (...) {
+    watch_.write_abandoned();  // a storage fault was recorded as such by fail()
+    throw;
+  }
+}
+
+PgResult PgConnection::exec_params(const std::string& sql, const PgParam* params, std::size_t count,
+                                   int result_format) {
   if (in_transaction_ && (conn_ == nullptr || ::PQstatus(conn_) != CONNECTION_OK)) {
     fail(nullptr, sql);  // the transaction died with the connection
   }
@@ -217,10 +238,10 @@ PgResult PgConnection::run(const std::string& sql, std::initializer_list<PgParam
   std::vector<const char*> values;
   std::vector<int> lengths;
   std::vector<int> formats;
-  for (const auto& p : params) {
-    values.push_back(p.value() ? p.value()->data() : nullptr);
-    lengths.push_back(p.value() ? static_cast<int>(p.value()->size()) : 0);
-    formats.push_back(p.binary() ? 1 : 0);
+  for (const PgParam* p = params; p != params + count; ++p) {
+    values.push_back(p->value() ? p->value()->data() : nullptr);
+    lengths.push_back(p->value() ? static_cast<int>(p->value()->size()) : 0);
+    formats.push_back(p->binary() ? 1 : 0);
   }
   PGresult* r = ::PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(values.size()),
                                  values.data(), lengths.data(), formats.data(), result_format);

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "orchestrator/store/storage_watch.h"
 
@@ -92,6 +93,11 @@ class PgConnection {
   // The same, with every column of the result in binary form: a bytea column's text() is its
   // raw bytes (half the transfer of the hex text form, and no decoding).
   PgResult exec_binary(const std::string& sql, std::initializer_list<PgParam> params = {});
+  PgResult exec(const std::string& sql, const std::vector<PgParam>& params);
+  // One statement that changes state on its own, outside any transaction: atomic by itself
+  // (its CTEs included), and one round trip where BEGIN, the statement and COMMIT are three.
+  // Recorded in watch() as a write transaction. Inside a transaction it is a plain exec().
+  PgResult write(const std::string& sql, const std::vector<PgParam>& params);
   // Runs SQL text that may hold several statements and takes no parameters (schema).
   void exec_script(const std::string& sql);
 
@@ -103,6 +109,9 @@ class PgConnection {
   friend class PgTransaction;
   void ensure_connected();
   PgResult run(const std::string& sql, std::initializer_list<PgParam> params, int result_format);
+  // `result_format` 1: every result column in binary form (exec_binary).
+  PgResult exec_params(const std::string& sql, const PgParam* params, std::size_t count,
+                       int result_format = 0);
   [[noreturn]] void fail(pg_result* result, std::string_view what);
 
   std::string conninfo_;

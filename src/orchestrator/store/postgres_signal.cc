@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 
 #include <spdlog/spdlog.h>
 
@@ -20,6 +21,11 @@ constexpr const char* kChannel = "tamma_queue";
 // than that goes out as an empty payload, "look at the whole queue".
 constexpr std::size_t kMaxPayload = 4000;
 constexpr auto kSweepEvery = std::chrono::seconds(2);
+// How often the number of other listening orchestrators is read again: a replica that starts
+// meanwhile goes unannounced to for at most this long, and looks at the whole queue when it
+// starts listening anyway.
+constexpr auto kCountListenersEvery = std::chrono::seconds(1);
+constexpr const char* kApplicationName = "tamma-orchestrator-signal";
 
 struct ConnDeleter {
   void operator()(PGconn* c) const { ::PQfinish(c); }
@@ -27,15 +33,42 @@ struct ConnDeleter {
 using Conn = std::unique_ptr<PGconn, ConnDeleter>;
 
 Conn connect_listener(const std::string& conninfo) {
-  const char* keys[] = {"connect_timeout", "fallback_application_name", "dbname", nullptr};
-  const char* values[] = {"5", "tamma-orchestrator-signal", conninfo.c_str(), nullptr};
+  // The application name comes after the caller's string and wins over one set there: the
+  // other replicas find this connection by it (count_other_listeners).
+  const char* keys[] = {"connect_timeout", "dbname", "application_name", nullptr};
+  const char* values[] = {"5", conninfo.c_str(), kApplicationName, nullptr};
   Conn conn(::PQconnectdbParams(keys, values, 1));
   if (!conn || ::PQstatus(conn.get()) != CONNECTION_OK) return nullptr;
-  PGresult* r = ::PQexec(conn.get(), (std::string("LISTEN ") + kChannel).c_str());
+  // A NOTIFY is a hint, not a record: its commit need not wait for the WAL to reach the disk
+  // (a wake-up lost in a crash is covered by the sweeps), and the wait is all pickup latency.
+  PGresult* r = ::PQexec(conn.get(),
+                         (std::string("SET synchronous_commit = off; LISTEN ") + kChannel).c_str());
   const bool ok = ::PQresultStatus(r) == PGRES_COMMAND_OK;
   ::PQclear(r);
   if (!ok) return nullptr;
   return conn;
+}
+
+// The signal connections of other orchestrators on this database; -1 when that cannot be
+// told (then every announcement is sent, as if there were some): the view cannot be read, or
+// it hides the application name of a session of another role (a replica may connect as one).
+int count_other_listeners(PGconn* conn) {
+  const char* values[] = {kApplicationName};
+  PGresult* r = ::PQexecParams(
+      conn,
+      "SELECT count(*) FILTER (WHERE application_name = $1), "
+      "  count(*) FILTER (WHERE usename IS DISTINCT FROM current_user AND "
+      "    (application_name IS NULL OR application_name = '<insufficient privilege>')) "
+      "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+      "AND backend_type = 'client backend'",
+      1, nullptr, values, nullptr, nullptr, 0);
+  int count = -1;
+  if (::PQresultStatus(r) == PGRES_TUPLES_OK && ::PQntuples(r) == 1 &&
+      std::atoi(::PQgetvalue(r, 0, 1)) == 0) {
+    count = std::atoi(::PQgetvalue(r, 0, 0));
+  }
+  ::PQclear(r);
+  return count;
 }
 
 std::vector<std::string> split_ids(const char* payload) {
@@ -87,6 +120,7 @@ void PgQueueSignal::run() {
   Conn conn;
   auto backoff = std::chrono::milliseconds(100);
   auto last_sweep = std::chrono::steady_clock::now();
+  auto last_count = last_sweep;
   while (!stopping_) {
     if (!conn) {
       conn = connect_listener(conninfo_);
@@ -99,8 +133,19 @@ void PgQueueSignal::run() {
         continue;
       }
       backoff = std::chrono::milliseconds(100);
+      others_ = count_other_listeners(conn.get());
+      last_count = std::chrono::steady_clock::now();
       // Whatever was announced while this connection was down went unheard.
       listener_({});
+    }
+    if (const auto now = std::chrono::steady_clock::now();
+        now - last_count >= kCountListenersEvery) {
+      last_count = now;
+      others_ = count_other_listeners(conn.get());
+      if (::PQstatus(conn.get()) != CONNECTION_OK) {
+        conn.reset();
+        continue;
+      }
     }
 
     // Send what is pending: one NOTIFY for all of it.
@@ -116,6 +161,13 @@ void PgQueueSignal::run() {
         pending_.clear();
         overflowed_ = false;
       }
+    }
+    if (send && others_ == 0) {
+      // Nobody else listens: one orchestrator alone on its database, or the others are down
+      // (they look at the whole queue when they come back). The NOTIFY would be a commit,
+      // and a lock taken by the whole cluster, for no one.
+      skipped_.fetch_add(1);
+      send = false;
     }
     if (send) {
       const char* values[] = {kChannel, payload.c_str()};

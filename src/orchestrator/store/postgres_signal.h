@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <set>
@@ -38,9 +39,11 @@ class PgQueueSignal {
   // Thread-safe, never blocks: the id goes out with the next NOTIFY.
   void announce(const std::string& task_id);
 
-  // Notifications sent and received so far (metrics, tests).
+  // Notifications sent and received so far, and announcements not sent because no other
+  // orchestrator listened (metrics, tests).
   [[nodiscard]] std::uint64_t sent() const { return sent_.load(); }
   [[nodiscard]] std::uint64_t received() const { return received_.load(); }
+  [[nodiscard]] std::uint64_t skipped() const { return skipped_.load(); }
 
  private:
   void run();
@@ -54,6 +57,8 @@ class PgQueueSignal {
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint64_t> sent_{0};
   std::atomic<std::uint64_t> received_{0};
+  std::atomic<std::uint64_t> skipped_{0};
+  int others_ = -1;  // other orchestrators listening, as last read; -1: unknown (send)
   std::thread thread_;
 };
 

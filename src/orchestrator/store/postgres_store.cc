@@ -1,6 +1,11 @@
 #include "orchestrator/store/postgres_store.h"
 
+#include <set>
+#include <tuple>
+
 #include <fmt/format.h>
+
+#include <spdlog/spdlog.h>
 
 #include "common/error.h"
 #include "orchestrator/store/audit_row.h"
@@ -184,8 +189,15 @@ CREATE TABLE artifact_chunks (
 );
 ALTER TABLE artifact_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 )sql"},
+    // Retention (postgres_retention.cc): finished tasks are found oldest first by when they
+    // ended, and a worker is pruned only when no attempt names it.
+    {4, R"sql(
+CREATE INDEX tasks_finished ON tasks (finished_at)
+  WHERE state IN ('succeeded','failed','dead','cancelled');
+CREATE INDEX attempts_worker ON attempts (worker_id);
+)sql"},
 };
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 
 // Adapts one row of a result to what task_view() reads.
 struct Row {
@@ -262,23 +274,52 @@ std::string read_log_range(PgConnection& db, const std::string& task_id, int att
   return out;
 }
 
+// The audit record of a one-statement write, as a CTE named `aud` that reads the rows the
+// statement changed from `source` (columns id, attempt, worker_id, state). Its five parameters
+// follow the statement's own `count`: actor kind, actor id, address, action, detail (see
+// append_audit()). With `state_from_row` the detail's "state" is the state the row went to,
+// which only the statement knows.
+std::string audit_cte(std::size_t count, const char* source, bool state_from_row) {
+  const auto p = [count](std::size_t i) { return "$" + std::to_string(count + i); };
+  const std::string detail =
+      state_from_row
+          ? fmt::format("jsonb_set({}::jsonb, '{{state}}', to_jsonb({}.state))::text", p(5), source)
+          : p(5);
+  return fmt::format(
+      "aud AS (INSERT INTO audit (at, actor_kind, actor_id, address, action, task_id, attempt, "
+      "worker_id, detail) SELECT " TAMMA_NOW
+      ", {1}, {2}, {3}, {4}, {0}.id, NULLIF({0}.attempt, 0), {0}.worker_id, {5} FROM {0})",
+      source, p(1), p(2), p(3), p(4), detail);
+}
+
+// The parameters audit_cte() reads, for the actor in force.
+void append_audit(std::vector<PgParam>& params, const Actor& who, wire::AuditAction action,
+                  const json& detail) {
+  params.emplace_back(std::string(wire::to_string(who.kind)));
+  params.emplace_back(audit_text(who.id));
+  params.emplace_back(audit_text(who.address));
+  params.emplace_back(std::string(wire::to_string(action)));
+  params.emplace_back(detail.dump());
+}
+
 }  // namespace
 
 PostgresStore::PostgresStore(const std::string& conninfo)
     : conninfo_(conninfo), db_(std::make_unique<PgConnection>(conninfo)) {
-  migrate(*db_);
+  schema_ = migrate(*db_);
 }
 
 PostgresStore::~PostgresStore() {
   signal_.reset();  // its thread stops before the rest goes
 }
 
-void PostgresStore::migrate(PgConnection& db) {
+SchemaVersions PostgresStore::migrate(PgConnection& db) {
   PgTransaction tx(db);
   db.exec("SELECT pg_advisory_xact_lock($1::bigint)", {kMigrationLock});
   db.exec_script("CREATE TABLE IF NOT EXISTS tamma_schema (version integer NOT NULL)");
   auto v = db.exec("SELECT max(version) FROM tamma_schema");
-  int version = v.rows() > 0 ? v.integer(0, 0) : 0;
+  int version = v.rows() > 0 && !v.is_null(0, 0) ? v.integer(0, 0) : 0;
+  const int found = version;
   if (version > kSchemaVersion) {
     throw Error(ErrorKind::kConfig, "database_too_new",
                 fmt::format("database {} has schema version {}, newer than this orchestrator's {}",
@@ -292,6 +333,10 @@ void PostgresStore::migrate(PgConnection& db) {
   db.exec("DELETE FROM tamma_schema");
   db.exec("INSERT INTO tamma_schema (version) VALUES ($1::integer)", {version});
   tx.commit();
+  if (found != version) {
+    spdlog::info("database {}: schema version {} -> {}", db.display_name(), found, version);
+  }
+  return {found, version};
 }
 
 StorageWatch& PostgresStore::watch() { return db_->watch(); }
@@ -387,27 +432,48 @@ std::vector<Requeued> PostgresStore::unregister_worker(const std::string& id) {
 HeartbeatOutcome PostgresStore::heartbeat(const std::string& worker_id,
                                           const wire::HeartbeatRequest& request,
                                           std::chrono::milliseconds lease_ttl) {
-  HeartbeatOutcome out;
-  PgTransaction tx(*db_);
-  auto seen = db_->exec("UPDATE workers SET last_seen_at = " TAMMA_NOW
-                        ", draining = $2::boolean, unhealthy = $3 "
-                        "WHERE id = $1 AND gone_at IS NULL RETURNING drain_requested",
-                        {worker_id, request.draining, request.unhealthy});
-  if (seen.rows() == 0) return out;
-  out.known = true;
-  out.response.drain = seen.boolean(0, 0);
+  // One statement: the worker's row, then every lease it names that it still holds (the fence
+  // of each, as in TAMMA_FENCE), renewed. A worker gone meanwhile renews nothing.
+  static const std::string sql =
+      "WITH w AS (UPDATE workers SET last_seen_at = " TAMMA_NOW
+      ", draining = $2::boolean, unhealthy = $3 WHERE id = $1 AND gone_at IS NULL "
+      "  RETURNING drain_requested), "
+      "l AS (UPDATE tasks SET lease_expires_at = " TAMMA_NOW " + $5::bigint, " TAMMA_ACK
+      "  FROM jsonb_to_recordset($4::jsonb) AS h(task_id text, attempt integer, lease_id text) "
+      "  WHERE EXISTS (SELECT 1 FROM w) AND tasks.id = h.task_id AND tasks.attempt = h.attempt "
+      "  AND tasks.lease_id = h.lease_id AND tasks.worker_id = $1 "
+      "  AND tasks.state IN ('running','cancel_requested') "
+      "  RETURNING tasks.id, tasks.attempt, tasks.lease_id, tasks.state) "
+      "SELECT 'w', NULL, NULL, NULL, drain_requested FROM w "
+      "UNION ALL SELECT 'l', id, attempt, lease_id, state = 'cancel_requested' FROM l";
+  json leases = json::array();
   for (const auto& lease : request.leases) {
-    auto s = db_->exec("UPDATE tasks SET lease_expires_at = " TAMMA_NOW " + $5::bigint, " TAMMA_ACK
-                       " WHERE " TAMMA_FENCE " RETURNING state",
-                       {lease.task_id, lease.attempt, lease.lease_id, worker_id, ms(lease_ttl)});
-    if (s.rows() == 0) {
+    leases.push_back(
+        {{"task_id", lease.task_id}, {"attempt", lease.attempt}, {"lease_id", lease.lease_id}});
+  }
+  auto s = db_->write(
+      sql, {worker_id, request.draining, request.unhealthy, leases.dump(), ms(lease_ttl)});
+  HeartbeatOutcome out;
+  std::set<std::tuple<std::string, int, std::string>> held;
+  std::set<std::pair<std::string, int>> cancel;
+  for (int i = 0; i < s.rows(); ++i) {
+    if (s.text(i, 0) == "w") {
+      out.known = true;
+      out.response.drain = s.boolean(i, 4);
+      continue;
+    }
+    held.emplace(s.text(i, 1), s.integer(i, 2), s.text(i, 3));
+    if (s.boolean(i, 4)) cancel.emplace(s.text(i, 1), s.integer(i, 2));
+  }
+  if (!out.known) return out;
+  for (const auto& lease : request.leases) {
+    if (held.count({lease.task_id, lease.attempt, lease.lease_id}) == 0) {
       out.response.lost_leases.push_back({lease.task_id, lease.attempt});
-    } else if (s.text(0, 0) == "cancel_requested") {
+    } else if (cancel.count({lease.task_id, lease.attempt}) > 0) {
       out.response.cancel.push_back({lease.task_id, lease.attempt});
     }
   }
   out.response.lease_ttl_ms = lease_ttl.count();
-  tx.commit();
   return out;
 }
 
@@ -466,17 +532,30 @@ std::vector<wire::WorkerView> PostgresStore::list_workers(std::chrono::milliseco
 SubmitOutcome PostgresStore::submit(const NewTask& task, const WorkerInfo* hand_to,
                                     const std::string& lease_id,
                                     std::chrono::milliseconds lease_ttl) {
-  SubmitOutcome out;
-  PgTransaction tx(*db_);
+  // The insert, its audit record and the view the answer shows are one statement; only a task
+  // handed to a parked poll at once needs a transaction around the claim too.
   // ON CONFLICT: two replicas given the same key at once both reach here; the second waits
   // for the first's commit and then inserts nothing.
-  auto inserted = db_->exec(
-      "INSERT INTO tasks (id, type, spec, state, priority, max_retries, labels, "
-      "idempotency_key, request_hash, available_at, created_at, updated_at) "
-      "VALUES ($1, $2, $3, 'queued', $4::integer, $5::integer, $6::jsonb, $7, $8, " TAMMA_NOW
-      ", " TAMMA_NOW ", " TAMMA_NOW ") ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-      {task.id, task.type, task.spec.dump(), task.priority, task.max_retries,
-       labels_json(task.labels).dump(), task.idempotency_key, task.request_hash});
+  static const std::string sql =
+      "WITH ins AS (INSERT INTO tasks (id, type, spec, state, priority, max_retries, labels, "
+      "  idempotency_key, request_hash, available_at, created_at, updated_at) "
+      "  VALUES ($1, $2, $3, 'queued', $4::integer, $5::integer, $6::jsonb, $7, $8, " TAMMA_NOW
+      ", " TAMMA_NOW ", " TAMMA_NOW ") ON CONFLICT (idempotency_key) DO NOTHING RETURNING *), " +
+      audit_cte(8, "ins", false) + " SELECT " TAMMA_TASK_COLUMNS " FROM ins";
+  std::optional<PgTransaction> tx;
+  if (hand_to != nullptr) tx.emplace(*db_);
+  std::vector<PgParam> params{task.id,
+                              task.type,
+                              task.spec.dump(),
+                              task.priority,
+                              task.max_retries,
+                              labels_json(task.labels).dump(),
+                              task.idempotency_key,
+                              task.request_hash};
+  append_audit(params, actor(), wire::AuditAction::kSubmit,
+               submit_entry(task.id, task.type, task.priority, task.max_retries).detail);
+  auto inserted = db_->write(sql, params);
+  SubmitOutcome out;
   if (inserted.rows() == 0) {
     auto s = db_->exec("SELECT id, request_hash FROM tasks WHERE idempotency_key = $1",
                        {task.idempotency_key});
@@ -486,14 +565,15 @@ SubmitOutcome PostgresStore::submit(const NewTask& task, const WorkerInfo* hand_
     }
     out.key_reused = s.text(0, 1) != task.request_hash;
     out.task = *this->task(s.text(0, 0));
-    tx.commit();
+    if (tx) tx->commit();
     return out;
   }
   out.created = true;
-  out.task = *this->task(task.id);
-  record(submit_entry(task.id, task.type, task.priority, task.max_retries));
-  if (hand_to != nullptr) out.claim = claim_in_transaction(*hand_to, lease_id, lease_ttl);
-  tx.commit();
+  out.task = task_view(Row{inserted, 0});  // a new task has no artifacts yet
+  if (tx) {
+    out.claim = claim_in_transaction(*hand_to, lease_id, lease_ttl);
+    tx->commit();
+  }
   return out;
 }
 
@@ -508,37 +588,55 @@ std::optional<Claim> PostgresStore::claim(const WorkerInfo& worker, const std::s
 std::optional<Claim> PostgresStore::claim_in_transaction(const WorkerInfo& worker,
                                                          const std::string& lease_id,
                                                          std::chrono::milliseconds lease_ttl) {
-  // The worker's row is locked first: two replicas serving polls of one worker at once count
-  // its free slots one after the other, never both from the same number. A worker that is
-  // draining or gone gets nothing, checked here and not only by the poll handler: a drain or
-  // an unregister through another replica may have landed since the handler looked.
-  auto busy = db_->exec("SELECT (SELECT count(*) FROM tasks WHERE worker_id = $1 AND " TAMMA_LEASED
-                        ") FROM workers WHERE id = $1 AND gone_at IS NULL AND NOT draining "
-                        "AND NOT drain_requested FOR UPDATE",
-                        {worker.id});
-  if (busy.rows() == 0 || busy.int64(0, 0) >= worker.capabilities.slots) return std::nullopt;
+  // The worker's row is locked first, in a statement of its own: two replicas serving polls of
+  // one worker at once count its free slots one after the other, and the count below (a new
+  // statement, so a new snapshot) sees the claim the other one committed while this one
+  // waited. A worker that is draining or gone gets nothing, checked here and not only by the
+  // poll handler: a drain or an unregister through another replica may have landed since the
+  // handler looked.
+  auto ready = db_->exec(
+      "SELECT 1 FROM workers WHERE id = $1 AND gone_at IS NULL AND NOT draining "
+      "AND NOT drain_requested FOR UPDATE",
+      {worker.id});
+  if (ready.rows() == 0) return std::nullopt;
 
   // The pick is a CTE with LIMIT 1 and SKIP LOCKED: the planner cannot turn it into a join
   // that updates more rows than asked, and a row another replica is claiming right now is
-  // passed over instead of waited for. The worker must handle the task's type and offer every
-  // label the task requires with the same value (jsonb containment).
-  auto s = db_->exec(
+  // passed over instead of waited for. The worker must have a free slot, handle the task's
+  // type and offer every label the task requires with the same value (jsonb containment).
+  // The attempt's row and the audit record come in the same statement.
+  static const std::string sql =
       "WITH pick AS ("
       "  SELECT seq FROM tasks t WHERE t.state = 'queued' "
+      "    AND (SELECT count(*) FROM tasks b WHERE b.worker_id = $1 AND "
+      "      b.state IN ('running','cancel_requested')) < $6::integer "
       "    AND (t.avoid_worker IS NULL OR t.avoid_worker <> $1 OR t.avoid_until <= " TAMMA_NOW
       ") "
       "    AND t.type IN (SELECT jsonb_array_elements_text($4::jsonb)) "
       "    AND $5::jsonb @> t.labels "
-      "  ORDER BY t.priority DESC, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED) "
-      "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker_id = $1, lease_id = $2, "
-      "  lease_expires_at = " TAMMA_NOW
+      "  ORDER BY t.priority DESC, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED), "
+      "u AS (UPDATE tasks SET state = 'running', attempt = attempt + 1, worker_id = $1, "
+      "  lease_id = $2, lease_expires_at = " TAMMA_NOW
       " + $3::bigint, log_length = 0, progress = NULL, "
       "  started_at = NULL, claimed_at = " TAMMA_NOW ", acked_at = NULL, updated_at = " TAMMA_NOW
-      " FROM pick WHERE tasks.seq = pick.seq "
-      "RETURNING tasks.id, tasks.attempt, tasks.spec, tasks.type, GREATEST(" TAMMA_NOW
-      " - tasks.available_at, 0)",
-      {worker.id, lease_id, ms(lease_ttl), json(worker.capabilities.task_types).dump(),
-       labels_json(worker.capabilities.labels).dump()});
+      "  FROM pick WHERE tasks.seq = pick.seq "
+      "  RETURNING tasks.id, tasks.attempt, tasks.spec, tasks.type, tasks.worker_id, tasks.state, "
+      "  GREATEST(" TAMMA_NOW
+      " - tasks.available_at, 0) AS waited), "
+      "att AS (INSERT INTO attempts (task_id, attempt, worker_id, lease_id, claimed_at) "
+      "  SELECT id, attempt, worker_id, $2, " TAMMA_NOW
+      " FROM u ON CONFLICT (task_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, "
+      "  lease_id = excluded.lease_id, claimed_at = excluded.claimed_at, ended_at = NULL, "
+      "  outcome = NULL), " +
+      audit_cte(6, "u", true) + " SELECT id, attempt, spec, type, waited FROM u";
+  std::vector<PgParam> params{worker.id,
+                              lease_id,
+                              ms(lease_ttl),
+                              json(worker.capabilities.task_types).dump(),
+                              labels_json(worker.capabilities.labels).dump(),
+                              worker.capabilities.slots};
+  append_audit(params, actor(), wire::AuditAction::kClaim, json::object());
+  auto s = db_->exec(sql, params);
   if (s.rows() == 0) return std::nullopt;
   Claim c;
   c.assignment.task_id = s.text(0, 0);
@@ -548,15 +646,6 @@ std::optional<Claim> PostgresStore::claim_in_transaction(const WorkerInfo& worke
   c.assignment.lease_ttl_ms = lease_ttl.count();
   c.type = s.text(0, 3);
   c.pickup_latency_ms = s.int64(0, 4);
-  db_->exec(
-      "INSERT INTO attempts (task_id, attempt, worker_id, lease_id, claimed_at) "
-      "VALUES ($1, $2::integer, $3, $4, " TAMMA_NOW
-      ") ON CONFLICT (task_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, "
-      "lease_id = excluded.lease_id, claimed_at = excluded.claimed_at, ended_at = NULL, "
-      "outcome = NULL",
-      {c.assignment.task_id, c.assignment.attempt, worker.id, lease_id});
-  record({wire::AuditAction::kClaim, c.assignment.task_id, c.assignment.attempt, worker.id,
-          state_detail(TaskState::kRunning)});
   return c;
 }
 
@@ -675,29 +764,27 @@ std::optional<std::int64_t> PostgresStore::next_deadline_ms(std::chrono::millise
 
 FenceOutcome PostgresStore::started(const std::string& task_id, const std::string& worker_id,
                                     const wire::Fence& fence) {
-  PgTransaction tx(*db_);
-  auto s = db_->exec("UPDATE tasks SET started_at = COALESCE(started_at, " TAMMA_NOW "), " TAMMA_ACK
-                     ", updated_at = " TAMMA_NOW " WHERE " TAMMA_FENCE " RETURNING state, attempt",
-                     {task_id, fence.attempt, fence.lease_id, worker_id});
+  static const std::string sql =
+      "WITH u AS (UPDATE tasks SET started_at = COALESCE(started_at, " TAMMA_NOW "), " TAMMA_ACK
+      ", updated_at = " TAMMA_NOW " WHERE " TAMMA_FENCE
+      " RETURNING id, attempt, worker_id, state), " +
+      audit_cte(4, "u", true) + " SELECT state, attempt FROM u";
+  std::vector<PgParam> params{task_id, fence.attempt, fence.lease_id, worker_id};
+  append_audit(params, actor(), wire::AuditAction::kStarted, json::object());
+  auto s = db_->write(sql, params);
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, fence.attempt);
-  auto out = fenced(s);
-  record({wire::AuditAction::kStarted, task_id, out.attempt, worker_id, state_detail(out.state)});
-  tx.commit();
-  return out;
+  return fenced(s);
 }
 
 FenceOutcome PostgresStore::progress(const std::string& task_id, const std::string& worker_id,
                                      const wire::ProgressRequest& request) {
-  PgTransaction tx(*db_);
-  auto s = db_->exec(
+  auto s = db_->write(
       "UPDATE tasks SET progress = $5, " TAMMA_ACK ", updated_at = " TAMMA_NOW " WHERE " TAMMA_FENCE
       " RETURNING state, attempt",
       {task_id, request.fence.attempt, request.fence.lease_id, worker_id,
        wire::to_json(wire::Progress{request.percent, request.step, request.message}).dump()});
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, request.fence.attempt);
-  auto out = fenced(s);
-  tx.commit();
-  return out;
+  return fenced(s);
 }
 
 LogAppendOutcome PostgresStore::append_log(const std::string& task_id, const std::string& worker_id,
@@ -763,30 +850,41 @@ FenceOutcome PostgresStore::complete(const std::string& task_id, const std::stri
   if (request.result.contains("error") && request.result["error"].is_object()) {
     error = request.result["error"].dump();
   }
-  PgTransaction tx(*db_);
-  auto s = db_->exec(
-      "UPDATE tasks SET state = $5, result = $6, error = $7, lease_expires_at = NULL, "
-      "log_missing_bytes = $8::bigint, finished_at = " TAMMA_NOW ", updated_at = " TAMMA_NOW
-      " WHERE " TAMMA_FENCE " RETURNING state, attempt",
-      {task_id, request.fence.attempt, request.fence.lease_id, worker_id, state,
-       request.result.dump(), error, i64(request.log.missing_bytes)});
+  // The task, its attempt's end and the audit record: one statement, one round trip.
+  static const std::string sql =
+      "WITH u AS (UPDATE tasks SET state = $5, result = $6, error = $7, lease_expires_at = NULL, "
+      "  log_missing_bytes = $8::bigint, finished_at = " TAMMA_NOW ", updated_at = " TAMMA_NOW
+      "  WHERE " TAMMA_FENCE
+      " RETURNING id, attempt, worker_id, state), "
+      "a AS (UPDATE attempts SET ended_at = " TAMMA_NOW
+      ", outcome = u.state FROM u "
+      "  WHERE attempts.task_id = u.id AND attempts.attempt = u.attempt), " +
+      audit_cte(8, "u", false) + " SELECT state, attempt FROM u";
+  std::vector<PgParam> params{task_id,
+                              request.fence.attempt,
+                              request.fence.lease_id,
+                              worker_id,
+                              state,
+                              request.result.dump(),
+                              error,
+                              i64(request.log.missing_bytes)};
+  append_audit(
+      params, actor(), wire::AuditAction::kComplete,
+      complete_entry(task_id, request.fence.attempt, worker_id, state_of(state), status).detail);
+  auto s = db_->write(sql, params);
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, request.fence.attempt);
-  auto out = fenced(s);
-  end_attempt(*db_, task_id, out.attempt, state);
-  record(complete_entry(task_id, out.attempt, worker_id, out.state, status));
-  tx.commit();
-  return out;
+  return fenced(s);
 }
 
 FenceOutcome PostgresStore::fail(const std::string& task_id, const std::string& worker_id,
                                  const wire::FailRequest& request, const RetryPolicy& policy) {
-  PgTransaction tx(*db_);
   // A host failure ($10) is excused from maxRetries up to kExcusedHostFailures ($11): EXCUSED
-  // is the count after this one. Every expression reads the row as it was.
+  // is the count after this one. Every expression reads the row as it was. The attempt's end
+  // ($14) and the audit record come in the same statement.
 #define EXCUSED \
   "(host_failures + CASE WHEN $10::boolean AND host_failures < $11::integer THEN 1 ELSE 0 END)"
-  auto s = db_->exec(
-      "UPDATE tasks SET "
+  static const std::string sql =
+      "WITH u AS (UPDATE tasks SET "
       "  state = CASE WHEN state = 'cancel_requested' THEN 'cancelled' "
       "               WHEN NOT $5::boolean THEN 'failed' "
       "               WHEN attempt - " EXCUSED
@@ -805,21 +903,33 @@ FenceOutcome PostgresStore::fail(const std::string& task_id, const std::string& 
       " + $13::bigint ELSE avoid_until END, "
       "  log_missing_bytes = $12::bigint, "
       "  error = $6, result = $7, lease_expires_at = NULL, updated_at = " TAMMA_NOW
-      " WHERE " TAMMA_FENCE " RETURNING state, attempt",
-      {task_id, request.fence.attempt, request.fence.lease_id, worker_id, request.error.retryable,
-       wire::to_json(request.error).dump(),
-       request.result ? std::optional<std::string>(request.result->dump()) : std::nullopt,
-       ms(policy.base), ms(policy.max),
-       request.error.retryable && request.error.code == "host_failure", kExcusedHostFailures,
-       i64(request.log.missing_bytes), ms(policy.avoid_failed_host)});
+      " WHERE " TAMMA_FENCE
+      " RETURNING id, attempt, worker_id, state), "
+      "a AS (UPDATE attempts SET ended_at = " TAMMA_NOW
+      ", outcome = $14 FROM u "
+      "  WHERE attempts.task_id = u.id AND attempts.attempt = u.attempt), " +
+      audit_cte(14, "u", true) + " SELECT state, attempt FROM u";
 #undef EXCUSED
+  std::vector<PgParam> params{
+      task_id,
+      request.fence.attempt,
+      request.fence.lease_id,
+      worker_id,
+      request.error.retryable,
+      wire::to_json(request.error).dump(),
+      request.result ? std::optional<std::string>(request.result->dump()) : std::nullopt,
+      ms(policy.base),
+      ms(policy.max),
+      request.error.retryable && request.error.code == "host_failure",
+      kExcusedHostFailures,
+      i64(request.log.missing_bytes),
+      ms(policy.avoid_failed_host),
+      "failed: " + request.error.code};
+  append_audit(params, actor(), wire::AuditAction::kFail,
+               fail_detail(TaskState::kFailed, request.error));
+  auto s = db_->write(sql, params);
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, request.fence.attempt);
-  auto out = fenced(s);
-  end_attempt(*db_, task_id, out.attempt, "failed: " + request.error.code);
-  record({wire::AuditAction::kFail, task_id, out.attempt, worker_id,
-          fail_detail(out.state, request.error)});
-  tx.commit();
-  return out;
+  return fenced(s);
 }
 
 FenceOutcome PostgresStore::add_artifact(const std::string& task_id, const std::string& worker_id,
@@ -938,12 +1048,24 @@ std::vector<std::string> PostgresStore::queued_task_ids(int limit) {
   return ids;
 }
 
+std::optional<Store::Queued> PostgresStore::queued_task(const std::string& task_id) {
+  auto s = db_->exec("SELECT type, labels::text FROM tasks WHERE id = $1 AND state = 'queued'",
+                     {task_id});
+  if (s.rows() == 0) return std::nullopt;
+  return Queued{s.text(0, 0), labels_of(s.text(0, 1))};
+}
+
 void PostgresStore::listen_for_queue(QueueListener listener) {
   signal_ = std::make_unique<PgQueueSignal>(conninfo_, std::move(listener));
 }
 
 void PostgresStore::announce_queued(const std::string& task_id) {
   if (signal_) signal_->announce(task_id);
+}
+
+std::optional<Store::SignalCounts> PostgresStore::signal_counts() const {
+  if (!signal_) return SignalCounts{};
+  return SignalCounts{signal_->sent(), signal_->received(), signal_->skipped()};
 }
 
 void PostgresStore::record(const AuditEntry& entry) {

@@ -78,6 +78,9 @@ class PostgresStore : public Store {
                             const std::filesystem::path& staged) override;
   std::optional<ArtifactBytes> open_artifact(const std::string& task_id, int attempt,
                                              const std::string& name) override;
+  // Retention without a leader (postgres_retention.cc).
+  PruneOutcome prune_finished(std::chrono::milliseconds older_than, int batch,
+                              int max_batches) override;
 
   std::optional<wire::TaskView> cancel(const std::string& task_id) override;
   std::optional<wire::TaskView> task(const std::string& task_id) override;
@@ -89,11 +92,16 @@ class PostgresStore : public Store {
   TaskCounts count_tasks() override;
   std::vector<wire::AuditRecord> audit(const AuditQuery& query) override;
   std::vector<std::string> queued_task_ids(int limit) override;
+  std::optional<Queued> queued_task(const std::string& task_id) override;
   void listen_for_queue(QueueListener listener) override;
   void announce_queued(const std::string& task_id) override;
+  [[nodiscard]] std::optional<SignalCounts> signal_counts() const override;
+
+  [[nodiscard]] const SchemaVersions& schema() const { return schema_; }
 
  private:
-  static void migrate(PgConnection& db);
+  static SchemaVersions migrate(PgConnection& db);
+  SchemaVersions schema_;
   // The claim itself, inside the caller's transaction.
   std::optional<Claim> claim_in_transaction(const WorkerInfo& worker, const std::string& lease_id,
                                             std::chrono::milliseconds lease_ttl);

@@ -33,7 +33,7 @@ using wire::TaskState;
 #define TAMMA_FENCE \
   "id = ?1 AND attempt = ?2 AND lease_id = ?3 AND worker_id = ?4 AND " TAMMA_LEASED
 
-constexpr int kSchemaVersion = 4;
+constexpr int kSchemaVersion = 5;
 
 // Each step takes the schema from version N-1 to N, in order, in the same transaction that
 // writes the new user_version. Version 1 is kSchema below.
@@ -84,6 +84,12 @@ const Migration kMigrations[] = {
      "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
      "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
      "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"},
+    // Retention (prune_finished): finished tasks are found oldest first by when they ended,
+    // and a worker is pruned only when no attempt names it.
+    {5,
+     "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE state IN "
+     "('succeeded','failed','dead','cancelled');"
+     "CREATE INDEX attempts_worker ON attempts (worker_id);"},
 };
 
 // Host failures of one task that do not count against its maxRetries; later ones do, so a task
@@ -224,6 +230,7 @@ SqliteStore::SqliteStore(const std::filesystem::path& file, SyncMode sync,
 void SqliteStore::migrate() {
   Transaction tx(db_);
   int version = std::stoi(db_.pragma("user_version"));
+  schema_.found = version;
   if (version > kSchemaVersion) {
     throw Error(ErrorKind::kConfig, "database_too_new",
                 fmt::format("database {} has schema version {}, newer than this orchestrator's {}",
@@ -240,6 +247,11 @@ void SqliteStore::migrate() {
   }
   db_.exec(fmt::format("PRAGMA user_version = {}", kSchemaVersion));
   tx.commit();
+  schema_.now = kSchemaVersion;
+  if (schema_.found != schema_.now) {
+    spdlog::info("database {}: schema version {} -> {}", db_.file().string(), schema_.found,
+                 schema_.now);
+  }
 }
 
 std::optional<std::string> SqliteStore::setting(const std::string& key) {
@@ -1199,6 +1211,68 @@ std::optional<ArtifactBytes> SqliteStore::open_artifact(const std::string& task_
         ErrorKind::kInfrastructure, "artifact_damaged",
         "task " + task_id + " artifact " + name + ": the stored bytes do not match its record");
   }
+  return out;
+}
+
+// ---- retention ----------------------------------------------------------------------------------
+
+std::int64_t SqliteStore::prune_batch(std::int64_t older_than_ms, int batch,
+                                      std::vector<std::string>* files,
+                                      std::vector<std::string>* task_ids) {
+  Transaction tx(db_);
+  {
+    auto s = db_.prepare(
+        "SELECT id FROM tasks WHERE state IN ('succeeded','failed','dead','cancelled') AND "
+        "finished_at < " TAMMA_NOW " - ?1 ORDER BY finished_at LIMIT ?2");
+    s.bind(1, older_than_ms).bind(2, batch);
+    while (s.step()) task_ids->push_back(s.text(0));
+  }
+  for (const auto& id : *task_ids) {
+    {
+      auto a = db_.prepare("SELECT path FROM artifacts WHERE task_id = ?1");
+      a.bind(1, id);
+      while (a.step()) files->push_back(a.text(0));
+    }
+    db_.prepare("DELETE FROM artifacts WHERE task_id = ?1").bind(1, id).run();
+    db_.prepare("DELETE FROM log_chunks WHERE task_id = ?1").bind(1, id).run();
+    db_.prepare("DELETE FROM attempts WHERE task_id = ?1").bind(1, id).run();
+    db_.prepare("DELETE FROM tasks WHERE id = ?1").bind(1, id).run();
+  }
+  tx.commit();
+  return static_cast<std::int64_t>(task_ids->size());
+}
+
+PruneOutcome SqliteStore::prune_finished(std::chrono::milliseconds older_than, int batch,
+                                         int max_batches) {
+  PruneOutcome out;
+  const std::int64_t age = older_than.count();
+  for (int i = 0; i < max_batches; ++i) {
+    std::vector<std::string> files;
+    std::vector<std::string> ids;
+    const std::int64_t n = prune_batch(age, batch, &files, &ids);
+    // After the commit: a crash in between leaves files no row names, which the next sweep of
+    // the same task's directory (or an operator) removes; never a row without its bytes.
+    for (const auto& f : files) remove_quietly(f);
+    for (const auto& id : ids) {
+      std::error_code ignored;
+      std::filesystem::remove_all(artifact_dir_ / task_directory(id), ignored);
+    }
+    out.tasks += n;
+    out.more = n >= batch;
+    if (!out.more) break;
+  }
+  Transaction tx(db_);
+  out.workers =
+      db_.prepare(
+             "DELETE FROM workers WHERE id IN (SELECT w.id FROM workers w WHERE "
+             "w.last_seen_at < " TAMMA_NOW " - ?1 AND (w.gone_at IS NULL OR w.gone_at < " TAMMA_NOW
+             " - ?1) AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.worker_id = "
+             "w.id) LIMIT ?2)")
+          .bind(1, age)
+          .bind(2, batch)
+          .run();
+  tx.commit();
+  if (out.workers >= batch) out.more = true;
   return out;
 }
 

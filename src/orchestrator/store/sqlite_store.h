@@ -71,6 +71,8 @@ class SqliteStore : public Store {
                             const std::filesystem::path& staged) override;
   std::optional<ArtifactBytes> open_artifact(const std::string& task_id, int attempt,
                                              const std::string& name) override;
+  PruneOutcome prune_finished(std::chrono::milliseconds older_than, int batch,
+                              int max_batches) override;
 
   std::optional<wire::TaskView> cancel(const std::string& task_id) override;
   std::optional<wire::TaskView> task(const std::string& task_id) override;
@@ -83,8 +85,11 @@ class SqliteStore : public Store {
   std::vector<wire::AuditRecord> audit(const AuditQuery& query) override;
   std::vector<std::string> queued_task_ids(int limit) override;
 
+  [[nodiscard]] const SchemaVersions& schema() const { return schema_; }
+
  private:
   void migrate();
+  SchemaVersions schema_;
   // The claim itself, inside the caller's transaction.
   std::optional<Claim> claim_in_transaction(const WorkerInfo& worker, const std::string& lease_id,
                                             std::chrono::milliseconds lease_ttl);
@@ -96,6 +101,11 @@ class SqliteStore : public Store {
   void end_attempt(const std::string& task_id, int attempt, std::string_view outcome);
   // Appends one audit record for the actor in force, inside the caller's transaction.
   void record(const AuditEntry& entry);
+
+  // One transaction of prune_finished(): at most `batch` tasks, ended more than
+  // `older_than_ms` ago; collects their stored files and ids, to remove after the commit.
+  std::int64_t prune_batch(std::int64_t older_than_ms, int batch, std::vector<std::string>* files,
+                           std::vector<std::string>* task_ids);
 
   SqliteDb db_;
   std::filesystem::path artifact_dir_;

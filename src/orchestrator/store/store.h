@@ -134,6 +134,20 @@ struct ArtifactBytes {
   std::shared_ptr<ArtifactStream> stream;
 };
 
+// The schema version a store found when it opened its database, and the one it left there
+// (they differ when it applied migrations): `tamma-orchestrator migrate` prints them.
+struct SchemaVersions {
+  int found = 0;  // 0: a new database
+  int now = 0;
+};
+
+// What a retention sweep removed (prune_finished).
+struct PruneOutcome {
+  std::int64_t tasks = 0;    // finished tasks, with their attempts, logs, artifacts and keys
+  std::int64_t workers = 0;  // workers gone or silent for longer than the retention
+  bool more = false;         // a batch came back full: call again for the rest
+};
+
 // Who the operations a Store records in its audit trail are done for
 // (docs/adr/0026-audit-trail.md).
 struct Actor {
@@ -265,6 +279,17 @@ class Store {
   virtual std::optional<ArtifactBytes> open_artifact(const std::string& task_id, int attempt,
                                                      const std::string& name) = 0;
 
+  // ---- retention ----
+  // Removes tasks that ended (succeeded, failed, dead, cancelled) more than `older_than` ago by
+  // the database clock, with everything hanging off them (attempts, logs, artifacts and their
+  // bytes, idempotency keys), oldest first, in transactions of at most `batch` tasks (and a
+  // bounded amount of bulk data), at most `max_batches` of them; then workers unregistered or
+  // unseen for that long that no attempt names. The audit trail stays. Every delete is
+  // conditional and batches skip rows another store is pruning: any number of stores on one
+  // database may run it at once, and each row goes once.
+  virtual PruneOutcome prune_finished(std::chrono::milliseconds older_than, int batch,
+                                      int max_batches) = 0;
+
   // Queued or retry_wait -> cancelled; running -> cancel_requested. nullopt: no such task.
   virtual std::optional<wire::TaskView> cancel(const std::string& task_id) = 0;
   virtual std::optional<wire::TaskView> task(const std::string& task_id) = 0;
@@ -279,6 +304,17 @@ class Store {
   virtual TaskCounts count_tasks() = 0;
   // Queued tasks, best first (priority, then age), at most `limit`.
   virtual std::vector<std::string> queued_task_ids(int limit) = 0;
+  // What a parked poll is matched on, for a task that is queued now; nullopt when it is not
+  // (taken, cancelled, pruned). The whole task() is more than an offer needs to read.
+  struct Queued {
+    std::string type;
+    std::map<std::string, std::string> labels;
+  };
+  virtual std::optional<Queued> queued_task(const std::string& task_id) {
+    auto view = task(task_id);
+    if (!view || view->state != wire::TaskState::kQueued) return std::nullopt;
+    return Queued{view->type, view->labels};
+  }
 
   // ---- several orchestrators on one database ----
   // Called on another thread when other orchestrators made tasks available: their ids, or none
@@ -289,6 +325,14 @@ class Store {
   // After the commit: tells the other orchestrators that this task waits for a worker that
   // none of this one's parked polls could give it to.
   virtual void announce_queued(const std::string& /*task_id*/) {}
+  // The wake-ups between orchestrators so far, for /metrics; nullopt for a store that one
+  // orchestrator has to itself.
+  struct SignalCounts {
+    std::uint64_t sent = 0;      // notifications sent to the other orchestrators
+    std::uint64_t received = 0;  // notifications heard from them
+    std::uint64_t skipped = 0;   // announcements not sent: no other orchestrator listened
+  };
+  [[nodiscard]] virtual std::optional<SignalCounts> signal_counts() const { return std::nullopt; }
 
   // ---- audit trail ----
   // The records `query` asks for, ascending by sequence number.
