@@ -18,6 +18,9 @@ packages=(
   postgresql
   # The examples and the CI tests: a C project, its scan, and python3's XML parser.
   gcc flawfinder python3
+  # tests/e2e/nginx_test.cc runs the real nginx in front of orchestrator replicas, with the
+  # configuration users copy (docs/nginx/), as a child of the test on a free loopback port.
+  nginx
 )
 
 missing=()
@@ -29,6 +32,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   export DEBIAN_FRONTEND=noninteractive
+  # Packages whose postinst starts a service (nginx would serve port 80, postgresql a cluster)
+  # must not leave one running: the tests start their own servers. A policy-rc.d that answers
+  # 101 ("action forbidden") makes invoke-rc.d start nothing during the install; it is removed
+  # afterwards, whatever happens, only if this script made it.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# made by tamma scripts/setup.sh for one apt-get install\nexit 101\n' |
+      "${sudo_cmd[@]}" tee "$policy" >/dev/null
+    "${sudo_cmd[@]}" chmod 755 "$policy"
+    trap '"${sudo_cmd[@]}" rm -f "$policy"' EXIT
+  fi
   "${sudo_cmd[@]}" apt-get update -qq
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

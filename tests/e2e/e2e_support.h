@@ -1,7 +1,8 @@
 #pragma once
 // Real `tamma-orchestrator serve` and `tamma-worker start` processes on loopback for the suites
 // that kill and restart them. The orchestrator is driven through its admin API, and what it
-// recorded is read back from its SQLite file, the one witness that survives every kill.
+// recorded is read back from its database (its SQLite file, or the PostgreSQL cluster several
+// replicas share), the one witness that survives every kill.
 
 #include <netinet/in.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -22,6 +24,7 @@
 #include "common/error.h"
 #include "orchestrator/http_client.h"
 #include "orchestrator/store/sqlite.h"
+#include "support/postgres_cluster.h"
 #include "support/test_support.h"
 
 namespace tamma::e2e {
@@ -44,10 +47,13 @@ inline std::vector<std::string> fast_orchestrator_flags() {
 }
 
 // One orchestrator that keeps its port, database and data directory across kills and restarts.
+// `db` is what --db gets: empty for a SQLite file of its own under `dir`, or a PostgreSQL
+// connection string several replicas share (their `dir`, so their --data-dir, shared as well).
 class OrchestratorProcess {
  public:
-  OrchestratorProcess(std::filesystem::path dir, std::vector<std::string> flags)
-      : dir_(std::move(dir)), flags_(std::move(flags)), port_(free_port()) {
+  OrchestratorProcess(std::filesystem::path dir, std::vector<std::string> flags,
+                      std::string db = {})
+      : dir_(std::move(dir)), flags_(std::move(flags)), db_(std::move(db)), port_(free_port()) {
     start();
   }
   ~OrchestratorProcess() {
@@ -60,7 +66,7 @@ class OrchestratorProcess {
                                      "--listen",
                                      "127.0.0.1:" + std::to_string(port_),
                                      "--db",
-                                     "sqlite:" + db_path().string(),
+                                     db_.empty() ? "sqlite:" + db_path().string() : db_,
                                      "--data-dir",
                                      (dir_ / "data").string()};
     argv.insert(argv.end(), flags_.begin(), flags_.end());
@@ -89,6 +95,10 @@ class OrchestratorProcess {
     if (child_) child_->drain_output();
   }
 
+  [[nodiscard]] bool running() const { return child_ != nullptr; }
+  // What the process wrote to stderr so far (its log), for failure messages.
+  [[nodiscard]] std::string log_so_far() const { return child_ ? child_->err_so_far() : ""; }
+  [[nodiscard]] int port() const { return port_; }
   [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   [[nodiscard]] std::filesystem::path db_path() const { return dir_ / "db.sqlite"; }
 
@@ -150,9 +160,85 @@ class OrchestratorProcess {
  private:
   std::filesystem::path dir_;
   std::vector<std::string> flags_;
+  std::string db_;
   int port_;
   std::unique_ptr<testing::ChildProcess> child_;
   std::unique_ptr<orchestrator::HttpClient> admin_;
+};
+
+// Orchestrator replicas, each `tamma-orchestrator serve --db <conninfo>` on its own loopback
+// port, on one database of a throwaway PostgreSQL cluster, sharing one --data-dir (artifacts
+// are files there).
+class PostgresReplicas {
+ public:
+  PostgresReplicas(testing::PostgresCluster& cluster, const std::string& database_prefix,
+                   const std::filesystem::path& dir, std::size_t count,
+                   const std::vector<std::string>& flags)
+      : cluster_(cluster), database_(cluster.create_database(database_prefix)) {
+    for (std::size_t i = 0; i < count; ++i) {
+      nodes_.push_back(
+          std::make_unique<OrchestratorProcess>(dir, flags, cluster.conninfo(database_)));
+    }
+  }
+
+  OrchestratorProcess& operator[](std::size_t i) { return *nodes_[i]; }
+  [[nodiscard]] std::size_t size() const { return nodes_.size(); }
+  [[nodiscard]] const std::string& database() const { return database_; }
+  // Every replica's URL, comma-separated, as `tamma-worker start --orchestrator` takes them.
+  [[nodiscard]] std::string urls() const {
+    std::string list;
+    for (const auto& n : nodes_) list += (list.empty() ? "" : ",") + n->url();
+    return list;
+  }
+  [[nodiscard]] std::size_t running() const {
+    std::size_t n = 0;
+    for (const auto& node : nodes_) n += node->running() ? 1 : 0;
+    return n;
+  }
+  void pump() {
+    for (auto& n : nodes_) n->pump();
+  }
+
+  // An admin request through a running replica picked at random, tried again through another
+  // while none answers or the one asked answers 5xx (a replica that cannot reach PostgreSQL
+  // says 503), for up to `limit`. Returns the last answer, or throws the last error.
+  orchestrator::HttpResult any(std::mt19937_64& rng, const std::string& method,
+                               const std::string& path, const std::string& body = {},
+                               const std::vector<std::string>& headers = {},
+                               std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+    const auto deadline = Clock::now() + limit;
+    for (;;) {
+      std::vector<std::size_t> up;
+      for (std::size_t i = 0; i < nodes_.size(); ++i) {
+        if (nodes_[i]->running()) up.push_back(i);
+      }
+      if (up.empty()) throw std::runtime_error("no orchestrator replica is running");
+      const std::size_t i = up[std::uniform_int_distribution<std::size_t>(0, up.size() - 1)(rng)];
+      try {
+        orchestrator::HttpClient client(nodes_[i]->url(), kAdminToken);
+        auto r = client.request(method, path, body, headers, std::chrono::seconds(20));
+        if (r.status < 500 || Clock::now() > deadline) return r;
+      } catch (const Error&) {
+        if (Clock::now() > deadline) throw;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  // Rows of `sql` in the replicas' database, each column as text ("" for NULL).
+  std::vector<std::vector<std::string>> query(const std::string& sql) const {
+    std::vector<std::vector<std::string>> rows;
+    for (auto& row : cluster_.execute(database_, sql)) {
+      auto& out = rows.emplace_back();
+      for (auto& column : row) out.push_back(column.value_or(""));
+    }
+    return rows;
+  }
+
+ private:
+  testing::PostgresCluster& cluster_;
+  std::string database_;
+  std::vector<std::unique_ptr<OrchestratorProcess>> nodes_;
 };
 
 // One `tamma-worker start` daemon; its workspaces live under its own root.
