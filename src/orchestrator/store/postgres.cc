@@ -227,14 +227,7 @@ PgResult PgConnection::exec_params(const std::string& sql, const PgParam* params
     fail(nullptr, sql);  // the transaction died with the connection
   }
   ensure_connected();
-  auto it = prepared_.find(sql);
-  if (it == prepared_.end()) {
-    std::string name = "s" + std::to_string(prepared_.size() + 1);
-    PGresult* r = ::PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
-    if (::PQresultStatus(r) != PGRES_COMMAND_OK) fail(r, sql);
-    ::PQclear(r);
-    it = prepared_.emplace(sql, std::move(name)).first;
-  }
+  const std::string& name = prepared(sql);
   std::vector<const char*> values;
   std::vector<int> lengths;
   std::vector<int> formats;
@@ -243,11 +236,103 @@ PgResult PgConnection::exec_params(const std::string& sql, const PgParam* params
     lengths.push_back(p->value() ? static_cast<int>(p->value()->size()) : 0);
     formats.push_back(p->binary() ? 1 : 0);
   }
-  PGresult* r = ::PQexecPrepared(conn_, it->second.c_str(), static_cast<int>(values.size()),
+  PGresult* r = ::PQexecPrepared(conn_, name.c_str(), static_cast<int>(values.size()),
                                  values.data(), lengths.data(), formats.data(), result_format);
   const auto status = ::PQresultStatus(r);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) fail(r, sql);
   return PgResult(r);
+}
+
+const std::string& PgConnection::prepared(const std::string& sql) {
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    std::string name = "s" + std::to_string(prepared_.size() + 1);
+    PGresult* r = ::PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr);
+    if (::PQresultStatus(r) != PGRES_COMMAND_OK) fail(r, sql);
+    ::PQclear(r);
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  return it->second;
+}
+
+std::vector<PgResult> PgConnection::pipeline(const std::vector<PgStatement>& statements) {
+  std::vector<PgResult> results;
+  if (in_transaction_) {
+    for (const auto& st : statements) results.push_back(exec(st.sql, st.params));
+    return results;
+  }
+  ensure_connected();
+  for (const auto& st : statements) prepared(st.sql);  // before: a Parse has its own round trip
+  watch_.write_began();
+  PGresult* error = nullptr;  // the first statement that failed, owned here
+  std::string_view failed_sql = "pipeline";
+  bool broken = false;  // the connection failed under the pipeline
+  if (::PQenterPipelineMode(conn_) != 1) {
+    watch_.write_abandoned();
+    fail(nullptr, "pipeline mode");
+  }
+  for (const auto& st : statements) {
+    std::vector<const char*> values;
+    std::vector<int> lengths;
+    std::vector<int> formats;
+    for (const auto& p : st.params) {
+      values.push_back(p.value() ? p.value()->data() : nullptr);
+      lengths.push_back(p.value() ? static_cast<int>(p.value()->size()) : 0);
+      formats.push_back(p.binary() ? 1 : 0);
+    }
+    if (::PQsendQueryPrepared(conn_, prepared_.at(st.sql).c_str(), static_cast<int>(values.size()),
+                              values.data(), lengths.data(), formats.data(), 0) != 1) {
+      broken = true;
+      break;
+    }
+  }
+  if (!broken && ::PQpipelineSync(conn_) != 1) broken = true;
+  // One result (then a null) per statement sent, then the Sync's. A statement after a failed
+  // one comes back PGRES_PIPELINE_ABORTED: the server skipped it.
+  for (std::size_t i = 0; !broken && i <= statements.size(); ++i) {
+    PGresult* r = ::PQgetResult(conn_);
+    if (r == nullptr) {
+      broken = true;
+      break;
+    }
+    const auto status = ::PQresultStatus(r);
+    if (i == statements.size()) {
+      if (status != PGRES_PIPELINE_SYNC) broken = true;
+      ::PQclear(r);
+      break;
+    }
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+      results.emplace_back(r);
+    } else {
+      if (error == nullptr && status != PGRES_PIPELINE_ABORTED) {
+        error = r;
+        failed_sql = statements[i].sql;
+      } else {
+        ::PQclear(r);
+      }
+      results.emplace_back();
+    }
+    while (PGresult* rest = ::PQgetResult(conn_)) ::PQclear(rest);  // the null that ends it
+  }
+  if (broken || ::PQexitPipelineMode(conn_) != 1) {
+    // The link broke under the pipeline (or left it in a state nobody can tell): this
+    // connection is of no further use, and the server rolled back what it had not committed.
+    ::PQfinish(conn_);
+    conn_ = nullptr;
+    prepared_.clear();
+    if (error != nullptr) ::PQclear(error);
+    watch_.write_abandoned();
+    const std::string message = "the connection to the database was lost";
+    watch_.write_failed(message);
+    spdlog::error("database {}: connection lost during a pipeline", display_);
+    throw Error(ErrorKind::kInfrastructure, "storage_unavailable", message, /*retryable=*/true);
+  }
+  if (error != nullptr) {
+    watch_.write_abandoned();
+    fail(error, failed_sql);
+  }
+  watch_.write_succeeded();
+  return results;
 }
 
 void PgConnection::exec_script(const std::string& sql) {

@@ -79,6 +79,12 @@ class PgResult {
   pg_result* result_ = nullptr;
 };
 
+// One statement of a pipeline (PgConnection::pipeline).
+struct PgStatement {
+  const std::string& sql;
+  std::vector<PgParam> params;
+};
+
 class PgConnection {
  public:
   // Connects at once; throws Error(kConfig, "invalid_database_url") for a string libpq cannot
@@ -98,6 +104,13 @@ class PgConnection {
   // (its CTEs included), and one round trip where BEGIN, the statement and COMMIT are three.
   // Recorded in watch() as a write transaction. Inside a transaction it is a plain exec().
   PgResult write(const std::string& sql, const std::vector<PgParam>& params);
+  // Runs `statements` in order as one transaction in one round trip (libpq's pipeline mode:
+  // every statement sent, then one Sync, which commits them together). Each statement still
+  // gets a snapshot of its own, taken when it starts (read committed), so a statement that
+  // follows a lock sees what the lock waited for. Any failure rolls back all of them (the
+  // server skips the rest up to the Sync) and throws as exec() does. Recorded in watch() as a
+  // write transaction. Inside a PgTransaction the statements run one after the other in it.
+  std::vector<PgResult> pipeline(const std::vector<PgStatement>& statements);
   // Runs SQL text that may hold several statements and takes no parameters (schema).
   void exec_script(const std::string& sql);
 
@@ -108,6 +121,8 @@ class PgConnection {
  private:
   friend class PgTransaction;
   void ensure_connected();
+  // The server-side name of `sql`, prepared on this connection at its first use.
+  const std::string& prepared(const std::string& sql);
   PgResult run(const std::string& sql, std::initializer_list<PgParam> params, int result_format);
   // `result_format` 1: every result column in binary form (exec_binary).
   PgResult exec_params(const std::string& sql, const PgParam* params, std::size_t count,

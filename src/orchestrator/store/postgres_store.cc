@@ -532,8 +532,9 @@ std::vector<wire::WorkerView> PostgresStore::list_workers(std::chrono::milliseco
 SubmitOutcome PostgresStore::submit(const NewTask& task, const WorkerInfo* hand_to,
                                     const std::string& lease_id,
                                     std::chrono::milliseconds lease_ttl) {
-  // The insert, its audit record and the view the answer shows are one statement; only a task
-  // handed to a parked poll at once needs a transaction around the claim too.
+  // The insert, its audit record and the view the answer shows are one statement. A task
+  // handed to a parked poll at once is claimed in the same transaction, in the same round trip
+  // (a pipeline): insert, lock the worker's row, claim.
   // ON CONFLICT: two replicas given the same key at once both reach here; the second waits
   // for the first's commit and then inserts nothing.
   static const std::string sql =
@@ -542,8 +543,6 @@ SubmitOutcome PostgresStore::submit(const NewTask& task, const WorkerInfo* hand_
       "  VALUES ($1, $2, $3, 'queued', $4::integer, $5::integer, $6::jsonb, $7, $8, " TAMMA_NOW
       ", " TAMMA_NOW ", " TAMMA_NOW ") ON CONFLICT (idempotency_key) DO NOTHING RETURNING *), " +
       audit_cte(8, "ins", false) + " SELECT " TAMMA_TASK_COLUMNS " FROM ins";
-  std::optional<PgTransaction> tx;
-  if (hand_to != nullptr) tx.emplace(*db_);
   std::vector<PgParam> params{task.id,
                               task.type,
                               task.spec.dump(),
@@ -554,8 +553,20 @@ SubmitOutcome PostgresStore::submit(const NewTask& task, const WorkerInfo* hand_
                               task.request_hash};
   append_audit(params, actor(), wire::AuditAction::kSubmit,
                submit_entry(task.id, task.type, task.priority, task.max_retries).detail);
-  auto inserted = db_->write(sql, params);
   SubmitOutcome out;
+  PgResult inserted;
+  if (hand_to == nullptr) {
+    inserted = db_->write(sql, params);
+  } else {
+    std::vector<PgStatement> statements;
+    statements.push_back({sql, std::move(params)});
+    for (auto& st : claim_statements(*hand_to, lease_id, lease_ttl, &task.id)) {
+      statements.push_back(std::move(st));
+    }
+    auto results = db_->pipeline(statements);
+    inserted = std::move(results.front());
+    out.claim = claim_from(results.back(), lease_id, lease_ttl);
+  }
   if (inserted.rows() == 0) {
     auto s = db_->exec("SELECT id, request_hash FROM tasks WHERE idempotency_key = $1",
                        {task.idempotency_key});
@@ -565,49 +576,47 @@ SubmitOutcome PostgresStore::submit(const NewTask& task, const WorkerInfo* hand_
     }
     out.key_reused = s.text(0, 1) != task.request_hash;
     out.task = *this->task(s.text(0, 0));
-    if (tx) tx->commit();
     return out;
   }
   out.created = true;
   out.task = task_view(Row{inserted, 0});  // a new task has no artifacts yet
-  if (tx) {
-    out.claim = claim_in_transaction(*hand_to, lease_id, lease_ttl);
-    tx->commit();
-  }
   return out;
 }
 
 std::optional<Claim> PostgresStore::claim(const WorkerInfo& worker, const std::string& lease_id,
                                           std::chrono::milliseconds lease_ttl) {
-  PgTransaction tx(*db_);
-  auto claim = claim_in_transaction(worker, lease_id, lease_ttl);
-  if (claim) tx.commit();
-  return claim;
+  auto results = db_->pipeline(claim_statements(worker, lease_id, lease_ttl, nullptr));
+  return claim_from(results.back(), lease_id, lease_ttl);
 }
 
-std::optional<Claim> PostgresStore::claim_in_transaction(const WorkerInfo& worker,
+std::vector<PgStatement> PostgresStore::claim_statements(const WorkerInfo& worker,
                                                          const std::string& lease_id,
-                                                         std::chrono::milliseconds lease_ttl) {
+                                                         std::chrono::milliseconds lease_ttl,
+                                                         const std::string* new_task_id) {
   // The worker's row is locked first, in a statement of its own: two replicas serving polls of
   // one worker at once count its free slots one after the other, and the count below (a new
   // statement, so a new snapshot) sees the claim the other one committed while this one
   // waited. A worker that is draining or gone gets nothing, checked here and not only by the
   // poll handler: a drain or an unregister through another replica may have landed since the
-  // handler looked.
-  auto ready = db_->exec(
+  // handler looked. Both go in one pipeline (one round trip), so the pick repeats the check
+  // rather than being skipped when the lock found no such worker.
+  static const std::string lock =
       "SELECT 1 FROM workers WHERE id = $1 AND gone_at IS NULL AND NOT draining "
-      "AND NOT drain_requested FOR UPDATE",
-      {worker.id});
-  if (ready.rows() == 0) return std::nullopt;
+      "AND NOT drain_requested FOR UPDATE";
 
   // The pick is a CTE with LIMIT 1 and SKIP LOCKED: the planner cannot turn it into a join
   // that updates more rows than asked, and a row another replica is claiming right now is
   // passed over instead of waited for. The worker must have a free slot, handle the task's
   // type and offer every label the task requires with the same value (jsonb containment).
-  // The attempt's row and the audit record come in the same statement.
-  static const std::string sql =
+  // The attempt's row and the audit record come in the same statement. $7, when set, is a
+  // task that submit just inserted: a submit replayed by its idempotency key inserted none,
+  // and then nothing is claimed for it.
+  static const std::string pick =
       "WITH pick AS ("
       "  SELECT seq FROM tasks t WHERE t.state = 'queued' "
+      "    AND EXISTS (SELECT 1 FROM workers w WHERE w.id = $1 AND w.gone_at IS NULL "
+      "      AND NOT w.draining AND NOT w.drain_requested) "
+      "    AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM tasks n WHERE n.id = $7)) "
       "    AND (SELECT count(*) FROM tasks b WHERE b.worker_id = $1 AND "
       "      b.state IN ('running','cancel_requested')) < $6::integer "
       "    AND (t.avoid_worker IS NULL OR t.avoid_worker <> $1 OR t.avoid_until <= " TAMMA_NOW
@@ -628,15 +637,23 @@ std::optional<Claim> PostgresStore::claim_in_transaction(const WorkerInfo& worke
       " FROM u ON CONFLICT (task_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, "
       "  lease_id = excluded.lease_id, claimed_at = excluded.claimed_at, ended_at = NULL, "
       "  outcome = NULL), " +
-      audit_cte(6, "u", true) + " SELECT id, attempt, spec, type, waited FROM u";
+      audit_cte(7, "u", true) + " SELECT id, attempt, spec, type, waited FROM u";
   std::vector<PgParam> params{worker.id,
                               lease_id,
                               ms(lease_ttl),
                               json(worker.capabilities.task_types).dump(),
                               labels_json(worker.capabilities.labels).dump(),
-                              worker.capabilities.slots};
+                              worker.capabilities.slots,
+                              new_task_id != nullptr ? PgParam(*new_task_id) : PgParam(nullptr)};
   append_audit(params, actor(), wire::AuditAction::kClaim, json::object());
-  auto s = db_->exec(sql, params);
+  std::vector<PgStatement> out;
+  out.push_back({lock, {worker.id}});
+  out.push_back({pick, std::move(params)});
+  return out;
+}
+
+std::optional<Claim> PostgresStore::claim_from(const PgResult& s, const std::string& lease_id,
+                                               std::chrono::milliseconds lease_ttl) {
   if (s.rows() == 0) return std::nullopt;
   Claim c;
   c.assignment.task_id = s.text(0, 0);

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "orchestrator/store/audit_row.h"
 #include "orchestrator/store/store.h"
@@ -17,6 +18,8 @@
 namespace tamma::orchestrator {
 
 class PgConnection;
+class PgResult;
+struct PgStatement;
 class PgQueueSignal;
 class PgArtifactReads;
 
@@ -102,9 +105,15 @@ class PostgresStore : public Store {
  private:
   static SchemaVersions migrate(PgConnection& db);
   SchemaVersions schema_;
-  // The claim itself, inside the caller's transaction.
-  std::optional<Claim> claim_in_transaction(const WorkerInfo& worker, const std::string& lease_id,
-                                            std::chrono::milliseconds lease_ttl);
+  // A claim for `worker` as statements for one pipeline: lock the worker's row, then pick,
+  // update, record the attempt and audit it. With `new_task_id`, nothing is claimed unless
+  // that task exists (submit's replay by idempotency key inserts none).
+  std::vector<PgStatement> claim_statements(const WorkerInfo& worker, const std::string& lease_id,
+                                            std::chrono::milliseconds lease_ttl,
+                                            const std::string* new_task_id);
+  // The claim the last statement of claim_statements() returned, if any.
+  static std::optional<Claim> claim_from(const PgResult& result, const std::string& lease_id,
+                                         std::chrono::milliseconds lease_ttl);
   // Appends one audit record for the actor in force, inside the caller's transaction.
   void record(const AuditEntry& entry);
 
