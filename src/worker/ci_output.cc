@@ -166,6 +166,22 @@ std::string level_command(const std::string& level) {
   return "notice";
 }
 
+// How many more there are than were shown: those listed in the result document, and those
+// the result itself left out (it lists at most reports::kMaxListed), which only the tool's own
+// report files hold.
+std::string more_than_shown(std::size_t listed, std::uint64_t omitted, const char* what,
+                            const char* reports) {
+  if (omitted == 0) return fmt::format("{} more {} are in the result document", listed, what);
+  if (listed == 0) return fmt::format("{} more {} are only in the {}", omitted, what, reports);
+  return fmt::format("{} more {}: {} in the result document, {} only in the {}", listed + omitted,
+                     what, listed, omitted, reports);
+}
+
+std::uint64_t omitted_of(const json& details, const char* key) {
+  const auto n = number_of(details, key).value_or(0);
+  return n > 0 ? static_cast<std::uint64_t>(n) : 0;
+}
+
 }  // namespace
 
 System detect(const std::function<const char*(const char*)>& getenv) {
@@ -237,9 +253,9 @@ std::string github_annotations(const protocol::TaskResult& result, const SecretM
     if (message.empty()) message = text_of(failure, "kind") == "error" ? "error" : "failed";
     out += annotation("error", failure, test_name(failure), message, masker);
   }
-  if (left_out > 0) {
-    out += fmt::format("::notice title=tamma-worker::{} more failed tests are in the result\n",
-                       left_out);
+  if (const auto omitted = omitted_of(tests, "failuresOmitted"); left_out > 0 || omitted > 0) {
+    out += "::notice title=tamma-worker::" +
+           more_than_shown(left_out, omitted, "failed tests", "JUnit reports") + "\n";
   }
   const json& scan = member(result.details, "scan");
   shown = left_out = 0;
@@ -252,11 +268,12 @@ std::string github_annotations(const protocol::TaskResult& result, const SecretM
     out += annotation(level_command(text_of(finding, "level")), finding, text_of(finding, "ruleId"),
                       text_of(finding, "message"), masker);
   }
-  if (left_out > 0) {
-    out +=
-        fmt::format("::notice title=tamma-worker::{} more findings are in the result\n", left_out);
+  if (const auto omitted = omitted_of(scan, "findingsOmitted"); left_out > 0 || omitted > 0) {
+    out += "::notice title=tamma-worker::" +
+           more_than_shown(left_out, omitted, "findings", "SARIF report") + "\n";
   }
-  return out;
+  // Test names and messages are whatever bytes the tools wrote: GitHub takes UTF-8 only.
+  return valid_utf8(out);
 }
 
 std::string github_summary(const protocol::TaskResult& result, const SecretMasker& masker,
@@ -316,14 +333,15 @@ std::string github_summary(const protocol::TaskResult& result, const SecretMaske
       out += "\n| test | location | message |\n|---|---|---|\n";
       std::size_t shown = 0;
       for (const auto& failure : failures) {
-        if (shown++ == limit) {
-          out += fmt::format("\n{} more in the result document\n", failures.size() - limit);
-          break;
-        }
+        if (shown++ == limit) break;
         out += fmt::format("| {}{} | {} | {} |\n", m(test_name(failure)),
                            text_of(failure, "kind") == "error" ? " (error)" : "",
                            m(location(failure)), m(text_of(failure, "message")));
       }
+    }
+    const std::size_t listed = failures.size() > limit ? failures.size() - limit : 0;
+    if (const auto omitted = omitted_of(tests, "failuresOmitted"); listed > 0 || omitted > 0) {
+      out += "\n" + more_than_shown(listed, omitted, "failed tests", "JUnit reports") + "\n";
     }
   }
   if (const json& scan = member(result.details, "scan"); scan.is_object()) {
@@ -341,17 +359,18 @@ std::string github_summary(const protocol::TaskResult& result, const SecretMaske
       out += "\n| level | rule | location | message |\n|---|---|---|---|\n";
       std::size_t shown = 0;
       for (const auto& finding : findings) {
-        if (shown++ == limit) {
-          out += fmt::format("\n{} more in the result document\n", findings.size() - limit);
-          break;
-        }
+        if (shown++ == limit) break;
         out += fmt::format("| {} | {} | {} | {} |\n", m(text_of(finding, "level")),
                            m(text_of(finding, "ruleId")), m(location(finding)),
                            m(text_of(finding, "message")));
       }
     }
+    const std::size_t listed = findings.size() > limit ? findings.size() - limit : 0;
+    if (const auto omitted = omitted_of(scan, "findingsOmitted"); listed > 0 || omitted > 0) {
+      out += "\n" + more_than_shown(listed, omitted, "findings", "SARIF report") + "\n";
+    }
   }
-  return out + "\n";
+  return valid_utf8(out + "\n");
 }
 
 std::string gitlab_section_start(std::string_view name, std::string_view header,
@@ -365,7 +384,7 @@ std::string gitlab_section_start(std::string_view name, std::string_view header,
   std::string plain_header;
   for (char c : header) plain_header += (c == '\r' || c == '\n' || c == '\x1b') ? ' ' : c;
   return fmt::format("\x1b[0Ksection_start:{}:{}{}\r\x1b[0K{}\n", unix_seconds, clean,
-                     collapsed ? "[collapsed=true]" : "", plain_header);
+                     collapsed ? "[collapsed=true]" : "", valid_utf8(plain_header));
 }
 
 std::string gitlab_section_end(std::string_view name, std::int64_t unix_seconds) {
@@ -436,11 +455,13 @@ std::string junit_report(const protocol::TaskResult& result, const SecretMasker&
     }
     tests_suite += "  </testsuite>\n";
   }
+  // Says UTF-8, so it must be: a step's stderr is whatever bytes it wrote, and its tail may
+  // begin inside a character.
   return fmt::format(
              "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"tamma-worker\" "
              "tests=\"{}\" failures=\"{}\" errors=\"{}\" time=\"{}\">\n",
              total, failures, errors, seconds(result.duration_ms)) +
-         steps + tests_suite + "</testsuites>\n";
+         valid_utf8(steps + tests_suite) + "</testsuites>\n";
 }
 
 }  // namespace tamma::worker::ci

@@ -111,7 +111,8 @@ TEST(CiOutput, GithubEscaping) {
 TEST(CiOutput, GithubAnnotationsForFailuresAndFindings) {
   const SecretMasker masker({kSecret});
   const std::string out = github_annotations(failed_test_result(), masker);
-  EXPECT_THAT(out, HasSubstr("::error title=tamma-worker::task t-1 failed (exit code 1): 1 test failed\n"));
+  EXPECT_THAT(
+      out, HasSubstr("::error title=tamma-worker::task t-1 failed (exit code 1): 1 test failed\n"));
   EXPECT_THAT(out, HasSubstr("::error file=src/add%3Atest.c,line=12,title=math.Add.adds%2C "
                              "carefully::expected 4%0Abut got 5: 100%25 wrong, token [MASKED]\n"));
   EXPECT_THAT(out, HasSubstr("::error title=io.reads::segfault\n"));
@@ -132,6 +133,71 @@ TEST(CiOutput, GithubAnnotationsAreCapped) {
   const std::string out = github_annotations(result, SecretMasker({}), 5);
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 6);
   EXPECT_THAT(out, HasSubstr("2 more failed tests"));
+}
+
+// 604 findings, of which the result lists 200 (reports::kMaxListed) and the annotations show
+// 50: 554 not annotated, 150 of them in the result document and 404 only in the SARIF file.
+TEST(CiOutput, WhatIsLeftOutIsCountedWithWhatTheResultItselfLeftOut) {
+  protocol::TaskResult result;
+  result.task_id = "t";
+  result.type = "security_scan";
+  result.status = TaskStatus::kFailed;
+  json findings = json::array();
+  for (int i = 0; i < 200; ++i) {
+    findings.push_back({{"ruleId", "R" + std::to_string(i)}, {"level", "warning"}});
+  }
+  result.details["scan"] = {
+      {"tool", "semgrep"}, {"total", 604}, {"findings", findings}, {"findingsOmitted", 404}};
+  const std::string out = github_annotations(result, SecretMasker({}), 50);
+  EXPECT_THAT(out, HasSubstr("::notice title=tamma-worker::554 more findings: 150 in the result "
+                             "document, 404 only in the SARIF report\n"));
+  const std::string md = github_summary(result, SecretMasker({}), 50);
+  EXPECT_THAT(md, HasSubstr("554 more findings: 150 in the result document, 404 only in the "
+                            "SARIF report"));
+
+  // All listed ones shown, some left out by the result: only those are counted.
+  protocol::TaskResult tests;
+  tests.task_id = "t";
+  tests.details["tests"] = {{"failures", json::array({{{"name", "a"}}})}, {"failuresOmitted", 3}};
+  EXPECT_THAT(github_annotations(tests, SecretMasker({}), 50),
+              HasSubstr("::notice title=tamma-worker::3 more failed tests are only in the JUnit "
+                        "reports\n"));
+  EXPECT_THAT(github_annotations(tests, SecretMasker({}), 50), Not(HasSubstr("result document")));
+}
+
+// A test's name and message are whatever bytes the framework wrote; what GitHub and GitLab read
+// must be UTF-8, with each invalid byte shown as U+FFFD.
+TEST(CiOutput, InvalidUtf8NeverReachesACiSystem) {
+  protocol::TaskResult result = failed_test_result();
+  result.details["tests"]["failures"].push_back({{"name", "caf\xe9 \xc3"},
+                                                 {"message", "got \xff\xfe, expected \xe2\x82"},
+                                                 {"file", "x\x80.c"}});
+  const auto valid = [](const std::string& text) {
+    // Every byte sequence a well-formed UTF-8 decoder accepts, nothing else.
+    std::size_t i = 0;
+    while (i < text.size()) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      std::size_t n = c < 0x80         ? 1
+                      : (c >> 5) == 6  ? 2
+                      : (c >> 4) == 14 ? 3
+                      : (c >> 3) == 30 ? 4
+                                       : 0;
+      if (n == 0 || i + n > text.size()) return false;
+      for (std::size_t k = 1; k < n; ++k) {
+        if ((static_cast<unsigned char>(text[i + k]) >> 6) != 2) return false;
+      }
+      i += n;
+    }
+    return true;
+  };
+  const SecretMasker masker({kSecret});
+  const std::string annotations = github_annotations(result, masker);
+  EXPECT_TRUE(valid(annotations)) << annotations;
+  EXPECT_THAT(annotations, HasSubstr("caf\xEF\xBF\xBD"));
+  EXPECT_TRUE(valid(github_summary(result, masker)));
+  const std::string junit = junit_report(result, masker);
+  EXPECT_TRUE(valid(junit));
+  EXPECT_TRUE(valid(gitlab_section_start("s", "step \xff build", 1)));
 }
 
 TEST(CiOutput, GithubSummary) {
@@ -189,8 +255,9 @@ TEST(CiOutput, JunitReportIsWellFormedAndComplete) {
   EXPECT_THAT(parsed, HasSubstr("testsuites 5 2 1\n"));
   EXPECT_THAT(parsed, HasSubstr("suite t-1.steps 2 1 0\n"));
   EXPECT_THAT(parsed, HasSubstr("case t-1 build None None [] None\n"));
-  EXPECT_THAT(parsed, HasSubstr("case t-1 unit | tests None None [('failure', 'failed (exit 1)')] "
-                                "'assertion <failed> & \xEF\xBF\xBD bad byte \xEF\xBF\xBD [MASKED]\\n'\n"));
+  EXPECT_THAT(parsed,
+              HasSubstr("case t-1 unit | tests None None [('failure', 'failed (exit 1)')] "
+                        "'assertion <failed> & \xEF\xBF\xBD bad byte \xEF\xBF\xBD [MASKED]\\n'\n"));
   EXPECT_THAT(parsed, HasSubstr("suite t-1.tests 3 1 1\n"));
   EXPECT_THAT(parsed, HasSubstr("case math.Add adds, carefully src/add:test.c 12 [('failure', "
                                 "'expected 4\\nbut got 5: 100% wrong, token [MASKED]')]"));
