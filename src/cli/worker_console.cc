@@ -1,5 +1,7 @@
 #include "cli/worker_console.h"
 
+#include <sys/stat.h>
+
 #include <fmt/format.h>
 
 #include <random>
@@ -27,6 +29,16 @@ int percent(std::size_t done, std::size_t count) {
   return count == 0 ? 0 : static_cast<int>(100 * done / count);
 }
 
+// Whether two streams end in the same place (a terminal, or one pipe or file as with 2>&1,
+// which is how CI runners and most users see them): then a line left open on one is open on
+// the other too.
+bool same_target(FILE* a, FILE* b) {
+  struct stat sa {};
+  struct stat sb {};
+  if (::fstat(::fileno(a), &sa) != 0 || ::fstat(::fileno(b), &sb) != 0) return false;
+  return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino && sa.st_rdev == sb.st_rdev;
+}
+
 std::string section_name(std::size_t index) { return fmt::format("tamma_step_{}", index + 1); }
 
 std::string end_text(const protocol::StepResult& step) {
@@ -44,7 +56,9 @@ std::string end_text(const protocol::StepResult& step) {
 }  // namespace
 
 ConsoleObserver::ConsoleObserver(ConsoleOptions options)
-    : options_(options), out_(options.json ? stderr : stdout) {
+    : options_(options),
+      out_(options.json ? stderr : stdout),
+      shared_target_(out_ == stderr || same_target(stdout, stderr)) {
   if (options_.tty && !options_.quiet) ticker_ = std::thread([this] { tick(); });
 }
 
@@ -90,8 +104,8 @@ void ConsoleObserver::write_locked(FILE* stream, std::string_view text) {
   std::fwrite(text.data(), 1, text.size(), stream);
   std::fflush(stream);
   const bool at_start = text.back() == '\n';
-  if (stream == stdout) out_at_line_start_ = at_start;
-  if (stream == stderr) err_at_line_start_ = at_start;
+  if (stream == stdout || shared_target_) out_at_line_start_ = at_start;
+  if (stream == stderr || shared_target_) err_at_line_start_ = at_start;
 }
 
 // A marker must start a line of its own, whatever the task printed last.

@@ -45,6 +45,9 @@ class ConsoleObserver : public worker::RunObserver {
 
   ConsoleOptions options_;
   FILE* out_;  // the task's stdout, and GitHub's workflow commands
+  // stdout and stderr end in one place: the task's stdout left a line open on stderr too, and
+  // a marker on either must end it first.
+  bool shared_target_;
   std::mutex mutex_;
   bool progress_shown_ = false;
   bool stopped_ = false;

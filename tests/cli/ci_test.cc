@@ -266,6 +266,35 @@ TEST_F(CiRun, ProgressOffATerminalIsOneLinePerStepStartAndEnd) {
   EXPECT_EQ(r.err.find('\r'), std::string::npos);
 }
 
+// A step whose output does not end in a newline: the worker's own lines still start lines of
+// their own where stdout and stderr meet (2>&1, as a CI log has them), and nowhere is a
+// newline added to a stream that did not need one.
+TEST_F(CiRun, AStepEndingWithoutANewlineDoesNotGlueTheNextMarkerToIt) {
+  const json spec = {{"type", "command"},
+                     {"steps",
+                      {{{"name", "a"}, {"run", "printf 'no newline'"}},
+                       {{"name", "b"}, {"run", "printf 'last'"}}}}};
+  const std::string file = task_file(spec);
+  std::string command = std::string("unset GITHUB_ACTIONS GITLAB_CI; '") + TAMMA_WORKER_BINARY +
+                        "' run --workspace-root '" + workspaces_.path().string() + "' '" + file +
+                        "' 2>&1";
+  ProcessResult merged = testing::run_process({"/bin/sh", "-c", command});
+  EXPECT_EQ(merged.exit_code, 0) << merged.out;
+  const auto lines = lines_of(merged.out);
+  ASSERT_GE(lines.size(), 6u) << merged.out;
+  EXPECT_EQ(lines[0], "==> [1/2 0%] a");
+  EXPECT_EQ(lines[1], "no newline");
+  EXPECT_THAT(lines[2], StartsWith("==> a: succeeded"));
+  EXPECT_EQ(lines[3], "==> [2/2 50%] b");
+  EXPECT_EQ(lines[4], "last");
+  EXPECT_THAT(lines[5], StartsWith("==> b: succeeded"));
+
+  // Apart, stdout is exactly what the task printed: the markers went to stderr.
+  ProcessResult apart = run({file}, {});
+  EXPECT_EQ(apart.exit_code, 0) << apart.err;
+  EXPECT_EQ(apart.out, "no newlinelast");
+}
+
 // On a terminal (a pty here) the progress is one line redrawn in place, cleared before the
 // task's own output and before the end-of-step line.
 TEST_F(CiRun, ProgressOnATerminalRewritesOneLine) {
