@@ -1,5 +1,6 @@
 #include "worker/checkout.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -20,8 +21,6 @@ using protocol::TaskStatus;
 // isolation those are the host's own directories bound read-only.
 constexpr const char* kGitDirs[] = {"/usr/local/bin", "/usr/bin", "/bin"};
 
-constexpr std::string_view kCommitMarker = "tamma-checkout-commit ";
-
 // $1 URL git fetches, $2 URL shown, $3 ref, $4 depth (0 = all), $5 upload-pack command for
 // file:// (empty otherwise). Positional parameters keep every value out of the script text,
 // so nothing in them is ever parsed by the shell.
@@ -36,7 +35,6 @@ if [ "$depth" -gt 0 ]; then set -- "$@" --depth="$depth"; fi
 if [ -n "$upload_pack" ]; then set -- "$@" --upload-pack="$upload_pack"; fi
 git fetch "$@" origin "$ref"
 git -c advice.detachedHead=false checkout -q --detach FETCH_HEAD
-printf 'tamma-checkout-commit %s\n' "$(git rev-parse HEAD)"
 )sh";
 
 // For file://, git runs upload-pack itself, with the GIT_CONFIG_* variables removed: its
@@ -108,6 +106,24 @@ std::string trimmed(std::string text) {
   constexpr std::size_t kMaxMessage = 2000;
   if (text.size() > kMaxMessage) text = "…" + text.substr(text.size() - kMaxMessage);
   return text;
+}
+
+// The commit a detached checkout is at: git keeps it as the whole of .git/HEAD (40 hex digits
+// and a newline). Read on the host, from the workspace the checkout step just wrote, so that
+// nothing of it has to pass through the task's output. "" when it is not that.
+std::string detached_head(const std::filesystem::path& workspace) {
+  const int fd = ::open((workspace / ".git" / "HEAD").c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buffer[64];
+  const ssize_t n = ::read(fd, buffer, sizeof buffer);
+  ::close(fd);
+  if (n < 40) return "";
+  std::string head(buffer, static_cast<std::size_t>(n));
+  while (!head.empty() && (head.back() == '\n' || head.back() == '\r')) head.pop_back();
+  if (head.size() != 40 || head.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return "";
+  }
+  return head;
 }
 
 }  // namespace
@@ -213,11 +229,8 @@ bool checkout_repository(TaskContext& ctx, const protocol::Repository& repo,
     return fail(fmt::format("checkout of {} at {} failed: {}", shown, ref,
                             trimmed(step.stderr_capture.text)));
   }
-  const std::string& out = step.stdout_capture.text;
-  const auto marker = out.rfind(kCommitMarker);
-  const std::string commit =
-      marker == std::string::npos ? "" : out.substr(marker + kCommitMarker.size(), 40);
-  if (commit.size() != 40 || commit.find_first_not_of("0123456789abcdef") != std::string::npos) {
+  const std::string commit = detached_head(ctx.host_workspace());
+  if (commit.empty()) {
     return fail(fmt::format("checkout of {} at {}: git did not report the commit", shown, ref));
   }
   details["commit"] = commit;

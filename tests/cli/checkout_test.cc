@@ -113,6 +113,11 @@ TEST_F(Checkout, ShallowBranchIsCheckedOutAsTheFirstStepInTheSandbox) {
   // Progress counts the checkout: [1/2] then [2/2].
   EXPECT_THAT(last_err_, HasSubstr("[1/2"));
   EXPECT_THAT(last_err_, HasSubstr("[2/2"));
+  // The commit reaches the details without passing through what the user reads: no marker of
+  // the worker's own in the checkout step's output, the console or the result.
+  EXPECT_EQ(result["steps"][0]["stdout"], "checkout: file://" + bare_ + " at feature (depth 1)\n");
+  EXPECT_THAT(last_err_, Not(HasSubstr("tamma-checkout-commit")));
+  EXPECT_THAT(result.dump(), Not(HasSubstr("tamma-checkout-commit")));
 }
 
 TEST_F(Checkout, RemoteHeadWhenNoRef) {
