@@ -82,22 +82,138 @@ std::optional<Location> gtest_location(std::string_view message) {
   return Location{std::string(first.substr(0, colon)), line};
 }
 
-// pytest's traceback names each frame "path:line: ..." at the start of a line; the last one
-// is where the assertion or exception happened.
-std::optional<Location> pytest_location(std::string_view text) {
-  std::optional<Location> found;
+// Whether a path a test framework printed is inside the task's workspace: relative to it (how
+// pytest and most tools print the checkout's files) or absolute beneath it.
+bool inside_workspace(std::string_view path, std::string_view workspace) {
+  if (path.starts_with("file://")) path.remove_prefix(7);
+  if (path.starts_with('/')) {
+    return !workspace.empty() && path.size() > workspace.size() + 1 &&
+           path.starts_with(workspace) && path[workspace.size()] == '/';
+  }
+  return !path.starts_with("../") && path != "..";
+}
+
+// pytest's traceback names each frame "path:line: ..." at the start of a line, innermost
+// last. The innermost frame in the workspace is where the test failed as its author sees it
+// (a frame of the standard library or site-packages is where the exception was raised, in a
+// file that is not in the repository); without one, the innermost frame.
+std::optional<Location> pytest_location(std::string_view text, std::string_view workspace) {
+  // Plain values, not optionals: GCC 12 warns (wrongly) about an optional assigned in a loop.
+  Location innermost;
+  Location in_workspace;
   for (std::string_view line : lines_of(text)) {
     if (line.empty() || line.front() == ' ' || line.front() == '\t') continue;
     const auto colon = line.find(':');
     if (colon == std::string_view::npos || colon == 0) continue;
     if (line.substr(0, colon).find(' ') != std::string_view::npos) continue;
-    const auto second = line.find(": ", colon + 1);
+    // "path:line: Message" for the innermost frame, "path:line: " (or without its trailing
+    // space) for the frames that lead to it.
+    const auto second = line.find(':', colon + 1);
     if (second == std::string_view::npos) continue;
+    if (second + 1 < line.size() && line[second + 1] != ' ') continue;
     if (auto n = parse_line_number(line.substr(colon + 1, second - colon - 1))) {
-      found = Location{std::string(line.substr(0, colon)), n};
+      innermost = Location{std::string(line.substr(0, colon)), n};
+      if (inside_workspace(innermost.file, workspace)) in_workspace = innermost;
     }
   }
-  return found;
+  if (in_workspace.line) return in_workspace;
+  if (innermost.line) return innermost;
+  return std::nullopt;
+}
+
+// A failure the report gives no words for (CTest writes <failure message=""/> and puts the
+// test's output in <system-out>): the first line of that output in a format a common test
+// framework prints for a failed assertion, as a location and a message.
+//   Unity        test/calc.c:12:test_adds:FAIL: Expected 4 Was 5
+//   Check        test/calc.c:12:F:core:test_adds:0: Assertion 'x == 4' failed
+//   GoogleTest   /src/calc_test.cc:12: Failure            (message: the lines that follow)
+//   Catch2       /src/calc_test.cpp:12: FAILED:           (message: the lines that follow)
+//   C assert()   calc_test: test/calc.c:12: main: Assertion `x == 4' failed.
+//   CMocka       [   LINE   ] --- test/calc.c:12: error: Failure!
+struct OutputFailure {
+  Location where;
+  std::string message;
+};
+
+std::optional<OutputFailure> failure_in_output(std::string_view output) {
+  const auto lines = lines_of(output);
+  // The lines after a location line, up to a blank one or the framework's own summary.
+  const auto following = [&](std::size_t i) {
+    std::string text;
+    for (std::size_t k = i + 1; k < lines.size() && k <= i + 20; ++k) {
+      const std::string_view t = trim(lines[k]);
+      if (t.empty() || t.starts_with("[  FAILED") || t.starts_with("[       OK") ||
+          t.starts_with("===") || t.starts_with("---")) {
+        break;
+      }
+      text += (text.empty() ? "" : "\n") + std::string(lines[k]);
+    }
+    return text;
+  };
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    std::string_view line = trim(lines[i]);
+    if (line.starts_with("[   LINE   ] --- ")) line.remove_prefix(17);  // CMocka
+    if (const auto a = line.find(": Assertion `"); a != std::string_view::npos) {
+      // glibc's assert(): "program: path:line: function: Assertion `x' failed."
+      const std::string_view head = line.substr(0, a);
+      const auto sep = head.find(": ");
+      const std::string_view at = sep == std::string_view::npos ? head : head.substr(sep + 2);
+      const auto c1 = at.find(':');
+      const auto c2 = c1 == std::string_view::npos ? c1 : at.find(':', c1 + 1);
+      if (c2 != std::string_view::npos && at.substr(0, c1).find(' ') == std::string_view::npos) {
+        if (auto n = parse_line_number(at.substr(c1 + 1, c2 - c1 - 1))) {
+          return OutputFailure{Location{std::string(at.substr(0, c1)), n},
+                               std::string(trim(line.substr(a + 2)))};
+        }
+      }
+      continue;
+    }
+    // "path:line:rest", the path without spaces.
+    const auto first = line.find(':');
+    if (first == std::string_view::npos || first == 0) continue;
+    const std::string_view path = line.substr(0, first);
+    if (path.find(' ') != std::string_view::npos) continue;
+    const std::string_view rest = line.substr(first + 1);
+    const auto second = rest.find(':');
+    if (second == std::string_view::npos) continue;
+    const auto number = parse_line_number(rest.substr(0, second));
+    if (!number) continue;
+    const std::string_view tail = rest.substr(second + 1);
+    const std::string_view tail_trimmed = trim(tail);
+    Location where{std::string(path), number};
+    if (tail_trimmed == "Failure" || tail_trimmed == "FAILED:") {
+      std::string message = following(i);
+      return OutputFailure{where, message.empty() ? std::string(tail_trimmed) : message};
+    }
+    if (tail_trimmed.starts_with("error:")) {
+      return OutputFailure{where, std::string(trim(tail_trimmed.substr(6)))};
+    }
+    // Unity "test:FAIL: message", "test:FAIL"; Check "F:tcase:test:iteration: message".
+    const auto third = tail.find(':');
+    if (third == std::string_view::npos) continue;
+    const std::string_view field = tail.substr(0, third);
+    const std::string_view after = tail.substr(third + 1);
+    if (after.starts_with("FAIL")) {
+      std::string_view message = after.substr(4);
+      if (message.starts_with(':')) message.remove_prefix(1);
+      message = trim(message);
+      return OutputFailure{where, message.empty() ? std::string("FAIL") : std::string(message)};
+    }
+    if (field == "F" || field == "E") {
+      // Check: the message follows the third colon after the kind.
+      std::string_view message = after;
+      for (int k = 0; k < 3; ++k) {
+        const auto colon = message.find(':');
+        if (colon == std::string_view::npos) {
+          message = {};
+          break;
+        }
+        message.remove_prefix(colon + 1);
+      }
+      if (!message.empty()) return OutputFailure{where, std::string(trim(message))};
+    }
+  }
+  return std::nullopt;
 }
 
 // A JVM stack trace: "at com.example.CalcTest.adds(CalcTest.java:42)". The frame of the test
@@ -282,9 +398,20 @@ class Parser {
       if (!text.empty()) message += (message.empty() ? "" : "\n") + text;
     }
     const std::string all_text = elements.front().message + "\n" + elements.front().text;
-    if (!where) where = pytest_location(elements.front().text);
+    if (!where) where = pytest_location(elements.front().text, workspace_);
     if (!where) where = java_location(elements.front().text, failure.classname);
     if (!where) where = javascript_location(all_text);
+    if (trim(message).empty() || !where) {
+      // The element says nothing, or not where (CTest writes <failure message=""/>): the
+      // test's captured output may, in its framework's words.
+      for (const char* stream : {"system-out", "system-err"}) {
+        const auto found = failure_in_output(node.child(stream).text().as_string());
+        if (!found) continue;
+        if (trim(message).empty()) message = found->message;
+        if (!where) where = found->where;
+        break;
+      }
+    }
     if (!where && node.attribute("file")) {
       // The test's own position: jest-junit (addFileAttribute), pytest's xunit1 family.
       where = Location{node.attribute("file").as_string(), std::nullopt};

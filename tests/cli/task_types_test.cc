@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <map>
 #include <random>
 
 #include "support/test_support.h"
@@ -151,9 +152,10 @@ TEST_F(TaskTypes, ArtifactOverTheSizeLimitFailsAndNothingIsCopied) {
 // error of its own, and the task keeps its own outcome.
 TEST_F(TaskTypes, ArtifactsOfAFailedTaskAreCollectedWhenAskedFor) {
   TempDir out;
-  json spec = {{"type", "build"},
-               {"steps", {{{"run", "mkdir -p logs && echo 'cc: error' > logs/build.log && exit 2"}}}},
-               {"artifacts", {"logs/*.log", "dist/*.tar.gz"}}};
+  json spec = {
+      {"type", "build"},
+      {"steps", {{{"run", "mkdir -p logs && echo 'cc: error' > logs/build.log && exit 2"}}}},
+      {"artifacts", {"logs/*.log", "dist/*.tar.gz"}}};
 
   // Default (on_success): nothing of a failed task is collected.
   json result = run(spec, 1, {"--artifacts-dir", out.path().string()});
@@ -304,6 +306,92 @@ TEST_F(TaskTypes, PytestFailureInAFailingStepIsStillReported) {
   EXPECT_EQ(f["file"], "test_calc.py");
   EXPECT_EQ(f["line"], 8);
   EXPECT_THAT(f["message"].get<std::string>(), HasSubstr("assert 4 == 5"));
+}
+
+// The exception comes from the standard library (locale.py, outside the checkout): the failure
+// names the test's own line, which is what a GitHub annotation can point at.
+TEST_F(TaskTypes, PytestFailureRaisedInTheStandardLibraryNamesTheTestsOwnLine) {
+  if (testing::run_process({"/usr/bin/python3", "-c", "import pytest"}).exit_code != 0) {
+    GTEST_SKIP() << "LOUD SKIP: python3-pytest is missing";
+  }
+  const json spec = {
+      {"type", "test"},
+      {"steps",
+       {{{"name", "pytest"},
+         {"run",
+          "printf 'import locale\\n\\ndef test_locale():\\n    locale.setlocale(locale.LC_ALL, "
+          "\"xx_XX.UTF-8\")\\n' > test_env_probe.py && python3 -m pytest -p no:cacheprovider "
+          "--junitxml=out/pytest.xml test_env_probe.py # " +
+              marker_}}}},
+      {"reports", {"out/*.xml"}}};
+  const json result = run(spec, 1);
+  const json& tests = result["details"]["tests"];
+  ASSERT_EQ(tests["failures"].size(), 1u) << result.dump(2);
+  EXPECT_EQ(tests["failures"][0]["file"], "test_env_probe.py");
+  EXPECT_EQ(tests["failures"][0]["line"], 4);
+  EXPECT_THAT(tests["failures"][0]["message"].get<std::string>(), HasSubstr("locale"));
+}
+
+// A CMake project whose tests print as Unity does (one "file:line:test:FAIL: message" line per
+// failed assertion) and as glibc's assert() does, run by the real ctest with --output-junit:
+// CTest writes <failure message=""/>, and the failures still come with a message and a line.
+constexpr const char* kCtestProject =
+    "mkdir -p test && cat > CMakeLists.txt <<'EOF'\n"
+    "cmake_minimum_required(VERSION 3.21)\n"
+    "project(calc C)\n"
+    "enable_testing()\n"
+    "add_executable(test_calc test/test_calc.c)\n"
+    "add_test(NAME calc COMMAND test_calc)\n"
+    "add_executable(test_assert test/test_assert.c)\n"
+    "add_test(NAME calc_assert COMMAND test_assert)\n"
+    "add_test(NAME calc_ok COMMAND test_calc ok)\n"
+    "EOF\n"
+    "cat > test/test_calc.c <<'EOF'\n"
+    "#include <stdio.h>\n"
+    "#include <string.h>\n"
+    "static short wrap(short x) { return (short)(x + 1); }\n"
+    "int main(int argc, char** argv) {\n"
+    "  if (argc > 1 && strcmp(argv[1], \"ok\") == 0) { puts(\"test/test_calc.c:5:test_ok:PASS\"); "
+    "return 0; }\n"
+    "  printf(\"test/test_calc.c:7:test_adds:PASS\\n\");\n"
+    "  if (wrap(32766) != 32766) printf(\"%s:%d:test_wraps:FAIL: Expected %d Was %d\\n\", "
+    "\"test/test_calc.c\", __LINE__, 32766, wrap(32766));\n"
+    "  printf(\"\\n-----------------------\\n2 Tests 1 Failures 0 Ignored\\nFAIL\\n\");\n"
+    "  return 1;\n"
+    "}\n"
+    "EOF\n"
+    "cat > test/test_assert.c <<'EOF'\n"
+    "#include <assert.h>\n"
+    "int main(void) { int four = 2 + 2; assert(four == 5); return 0; }\n"
+    "EOF\n"
+    "cmake -S . -B build -G 'Unix Makefiles' >/dev/null && cmake --build build >/dev/null\n";
+
+TEST_F(TaskTypes, CtestFailuresWithoutAMessageTakeItFromTheTestsOutput) {
+  if (!on_path("cmake") || !on_path("ctest") || !on_path("gcc")) {
+    GTEST_SKIP() << "LOUD SKIP: cmake, ctest or gcc is missing";
+  }
+  const json spec = {
+      {"type", "test"},
+      {"steps",
+       {{{"name", "ctest"},
+         {"run", std::string(kCtestProject) +
+                     "cd build && ctest --output-junit ../out/ctest.xml # " + marker_}}}},
+      {"reports", {"out/*.xml"}}};
+  const json result = run(spec, 1);
+  const json& tests = result["details"]["tests"];
+  EXPECT_EQ(tests["total"], 3) << result.dump(2);
+  EXPECT_EQ(tests["failed"], 2);
+  ASSERT_EQ(tests["failures"].size(), 2u) << result.dump(2);
+  std::map<std::string, json> by_name;
+  for (const auto& f : tests["failures"]) by_name[f["name"].get<std::string>()] = f;
+  EXPECT_EQ(by_name["calc"]["file"], "test/test_calc.c");
+  EXPECT_EQ(by_name["calc"]["line"], 7);
+  EXPECT_EQ(by_name["calc"]["message"], "Expected 32766 Was 32767");
+  EXPECT_EQ(by_name["calc_assert"]["file"], "test/test_assert.c");
+  EXPECT_EQ(by_name["calc_assert"]["line"], 2);
+  EXPECT_THAT(by_name["calc_assert"]["message"].get<std::string>(),
+              HasSubstr("Assertion `four == 5' failed."));
+  EXPECT_THAT(result["error"]["message"].get<std::string>(), HasSubstr("at test/test_"));
 }
 
 TEST_F(TaskTypes, PassingPytestSucceedsWithItsTotals) {

@@ -95,6 +95,128 @@ helpers/db.py:4: ValueError</error></testcase><testcase classname="test_calc" na
   EXPECT_EQ(totals.failures[1].line, 4);
 }
 
+// The exception was raised in the standard library, outside the checkout: the annotation must
+// name the test's own file, the innermost frame inside the workspace.
+TEST(JUnit, PytestLocationIsTheInnermostFrameInsideTheWorkspace) {
+  const std::string xml =
+      R"xml(<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" failures="1" skipped="0" tests="1" time="0.01"><testcase classname="test_env_probe" name="test_locale" time="0.001"><failure message="locale.Error: unsupported locale setting">def test_locale():
+&gt;       locale.setlocale(locale.LC_ALL, "xx_XX.UTF-8")
+
+test_env_probe.py:55:
+_ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _ _
+
+category = 6, locale = 'xx_XX.UTF-8'
+
+    def setlocale(category, locale=None):
+&gt;       return _setlocale(category, locale)
+E       locale.Error: unsupported locale setting
+
+/usr/lib/python3.11/locale.py:626: Error</failure></testcase></testsuite></testsuites>)xml";
+  const TestTotals totals = parse_junit(xml, "pytest.xml", "/workspace");
+  ASSERT_EQ(totals.failures.size(), 1u);
+  EXPECT_EQ(totals.failures[0].file, "test_env_probe.py");
+  EXPECT_EQ(totals.failures[0].line, 55);
+
+  // Absolute paths count too: one beneath the workspace is inside, its sibling is not.
+  const std::string absolute =
+      R"xml(<testsuite name="pytest"><testcase classname="t" name="x"><failure message="boom">/workspace/tests/test_x.py:7: in test_x
+    helper()
+/workspace-other/lib.py:3: in helper
+    raise ValueError("boom")
+E   ValueError: boom
+/usr/lib/python3.11/json/decoder.py:9: ValueError</failure></testcase></testsuite>)xml";
+  const TestTotals t2 = parse_junit(absolute, "pytest.xml", "/workspace");
+  ASSERT_EQ(t2.failures.size(), 1u);
+  EXPECT_EQ(t2.failures[0].file, "tests/test_x.py");
+  EXPECT_EQ(t2.failures[0].line, 7);
+
+  // No frame in the workspace at all: the innermost one, as before.
+  const std::string outside =
+      R"xml(<testsuite name="pytest"><testcase classname="t" name="x"><failure message="boom">/opt/plugin/a.py:3: in f
+    g()
+/usr/lib/python3.11/b.py:9: ValueError</failure></testcase></testsuite>)xml";
+  const TestTotals t3 = parse_junit(outside, "pytest.xml", "/workspace");
+  ASSERT_EQ(t3.failures.size(), 1u);
+  EXPECT_EQ(t3.failures[0].file, "/usr/lib/python3.11/b.py");
+  EXPECT_EQ(t3.failures[0].line, 9);
+}
+
+// ctest --output-junit: an empty message attribute, the test's output in <system-out>.
+std::string ctest_report(const std::string& output) {
+  return R"xml(<?xml version="1.0" encoding="UTF-8"?>
+<testsuite name="Linux-c++" tests="2" failures="1" disabled="0" skipped="0" hostname="" time="0" timestamp="2026-12-04T10:00:00">
+  <testcase name="calc_ok" classname="calc_ok" time="0.01" status="run"><system-out>ok</system-out></testcase>
+  <testcase name="calc" classname="calc" time="0.01" status="fail">
+    <failure message=""/>
+    <system-out>)xml" +
+         output + R"xml(</system-out>
+  </testcase>
+</testsuite>)xml";
+}
+
+TEST(JUnit, ACtestFailureWithoutAMessageTakesItFromTheFrameworksOwnLine) {
+  struct Case {
+    const char* framework;
+    std::string output;
+    std::string file;
+    std::int64_t line;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"Unity",
+       "test/test_calc.c:12:test_adds:PASS\ntest/test_calc.c:20:test_wraps:FAIL: Expected 32766 "
+       "Was 32767\n\n-----------------------\n2 Tests 1 Failures 0 Ignored\nFAIL\n",
+       "test/test_calc.c", 20, "Expected 32766 Was 32767"},
+      {"Unity without a message", "test/test_calc.c:20:test_wraps:FAIL\n", "test/test_calc.c", 20,
+       "FAIL"},
+      {"Check",
+       "Running suite(s): calc\n0%: Checks: 1, Failures: 1, Errors: 0\n"
+       "test/check_calc.c:14:F:core:test_adds:0: Assertion 'add(2, 2) == 5' failed\n",
+       "test/check_calc.c", 14, "Assertion 'add(2, 2) == 5' failed"},
+      {"GoogleTest",
+       "[ RUN      ] Calc.Adds\n/workspace/calc_test.cc:5: Failure\nExpected equality of these "
+       "values:\n  add(2, 2)\n    Which is: 4\n  5\n[  FAILED  ] Calc.Adds (0 ms)\n",
+       "calc_test.cc", 5, "Expected equality of these values:\n  add(2, 2)\n    Which is: 4\n  5"},
+      {"Catch2",
+       "/workspace/test.cpp:9: FAILED:\n  REQUIRE( add(2, 2) == 5 )\nwith expansion:\n  4 == 5\n\n",
+       "test.cpp", 9, "REQUIRE( add(2, 2) == 5 )\nwith expansion:\n  4 == 5"},
+      {"assert()", "calc_test: test/calc.c:31: main: Assertion `add(2, 2) == 5' failed.\n",
+       "test/calc.c", 31, "Assertion `add(2, 2) == 5' failed."},
+      {"CMocka",
+       "[ RUN      ] test_adds\n[ ERROR    ] --- 0x4 != 0x5\n[   LINE   ] --- "
+       "test/calc.c:22: error: Failure!\n[  FAILED  ] test_adds\n",
+       "test/calc.c", 22, "Failure!"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.framework);
+    std::string escaped;
+    for (char ch : c.output) {
+      if (ch == '<') {
+        escaped += "&lt;";
+      } else if (ch == '&') {
+        escaped += "&amp;";
+      } else {
+        escaped += ch;
+      }
+    }
+    const TestTotals totals = parse_junit(ctest_report(escaped), "ctest.xml", "/workspace");
+    EXPECT_EQ(totals.total, 2u);
+    EXPECT_EQ(totals.failed, 1u);
+    ASSERT_EQ(totals.failures.size(), 1u);
+    EXPECT_EQ(totals.failures[0].name, "calc");
+    EXPECT_EQ(totals.failures[0].file, c.file);
+    EXPECT_EQ(totals.failures[0].line, c.line);
+    EXPECT_EQ(totals.failures[0].message, c.message);
+  }
+
+  // Output in no known format: the failure stays without a message, never a made-up one.
+  const TestTotals plain = parse_junit(ctest_report("starting\nsomething went wrong at 10:00:00\n"),
+                                       "ctest.xml", "/workspace");
+  ASSERT_EQ(plain.failures.size(), 1u);
+  EXPECT_EQ(plain.failures[0].message, "");
+  EXPECT_EQ(plain.failures[0].file, "");
+}
+
 TEST(JUnit, PytestXunit1AttributesCountLinesFromZero) {
   // No traceback location: the testcase's own attributes are all there is.
   const std::string xml =
