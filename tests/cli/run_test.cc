@@ -109,6 +109,23 @@ TEST_F(RunCommand, StepsRunInOrderAndStopAtTheFirstFailure) {
   EXPECT_EQ(result["steps"][1]["exitCode"], 3);
 }
 
+// A step's script runs as GitHub Actions runs one (docs/task-spec.md): bash with -e and
+// -o pipefail, so a pipeline fails with its first failing command (yes, killed by SIGPIPE:
+// 141), a failed command stops the script, and bash syntax works.
+TEST_F(RunCommand, AStepRunsUnderBashWithErrexitAndPipefail) {
+  ASSERT_EQ(::access("/bin/bash", X_OK), 0) << "bash is part of every Debian system";
+  auto spec = nlohmann::json{
+      {"type", "command"},
+      {"steps",
+       {{{"name", "arrays"}, {"run", "a=(x y); echo ${#a[@]} $BASH_VERSION | cut -c1-2"}},
+        {{"name", "pipe"}, {"run", "yes | head -n 3; echo not reached"}}}}};
+  auto result = run_json({task_file(spec)}, 1);
+  ASSERT_EQ(result["steps"].size(), 2u) << result.dump(2);
+  EXPECT_EQ(result["steps"][0]["stdout"], "2 \n");
+  EXPECT_EQ(result["steps"][1]["stdout"], "y\ny\ny\n");
+  EXPECT_EQ(result["steps"][1]["exitCode"], 141);
+}
+
 TEST_F(RunCommand, SignalledTaskIsReportedWithItsSignal) {
   auto result = run_json({"--", "/bin/sh", "-c", "kill -SEGV $$"}, 1);
   EXPECT_EQ(result["status"], "failed");
