@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 
@@ -300,9 +301,10 @@ nlohmann::json to_json(const TaskResult& result) {
   for (const auto& step : result.steps) steps.push_back(step_json(step));
   json artifacts = json::array();
   for (const auto& artifact : result.artifacts) {
-    artifacts.push_back({{"path", valid_utf8(artifact.path)},
-                         {"size", artifact.size},
-                         {"sha256", artifact.sha256}});
+    json item = {
+        {"path", valid_utf8(artifact.path)}, {"size", artifact.size}, {"sha256", artifact.sha256}};
+    if (!artifact.link.empty()) item["link"] = valid_utf8(artifact.link);
+    artifacts.push_back(std::move(item));
   }
   json degradations = json::array();
   for (const auto& text : result.degradations) degradations.push_back(valid_utf8(text));
@@ -370,6 +372,15 @@ TaskResult task_result_from_json(const nlohmann::json& document) {
           reader.problem(path + ".sha256", "must be 64 lowercase hexadecimal digits");
         }
       }
+      if (item.contains("link")) {
+        if (auto target = reader.string(item, path, "link")) {
+          if (auto problem = artifact_link_problem(artifact.path, *target)) {
+            reader.problem(path + ".link", *problem);
+          } else {
+            artifact.link = *target;
+          }
+        }
+      }
       result.artifacts.push_back(std::move(artifact));
     }
   }
@@ -412,6 +423,50 @@ TaskResult task_result_from_json(const nlohmann::json& document) {
     throw Error(ErrorKind::kInfrastructure, "invalid_handler_result", message);
   }
   return result;
+}
+
+std::optional<std::string> artifact_link_problem(std::string_view path, std::string_view target) {
+  constexpr std::size_t kMaxTarget = 1024;
+  if (target.empty()) return "must not be empty";
+  if (target.size() > kMaxTarget) {
+    return fmt::format("is {} bytes long, more than {}", target.size(), kMaxTarget);
+  }
+  if (valid_utf8(target) != target || std::any_of(target.begin(), target.end(), [](char c) {
+        return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+      })) {
+    return "must be printable UTF-8";
+  }
+  if (target.front() == '/') {
+    return fmt::format(
+        "{} is absolute: a link is recorded only with a target relative to its "
+        "own directory that stays inside the workspace",
+        json_quote(target));
+  }
+  // Resolved by its text alone, from the link's directory: never through the filesystem,
+  // whose other links the task controls.
+  int depth = 0;
+  const auto walk = [&depth](std::string_view text, bool directory_of) {
+    std::size_t start = 0;
+    std::vector<std::string_view> parts;
+    while (start <= text.size()) {
+      const auto slash = text.find('/', start);
+      const auto end = slash == std::string_view::npos ? text.size() : slash;
+      parts.push_back(text.substr(start, end - start));
+      if (slash == std::string_view::npos) break;
+      start = slash + 1;
+    }
+    if (directory_of && !parts.empty()) parts.pop_back();  // the link's own name
+    for (const auto part : parts) {
+      if (part.empty() || part == ".") continue;
+      depth += part == ".." ? -1 : 1;
+      if (depth < 0) return false;
+    }
+    return true;
+  };
+  if (!walk(path, true) || !walk(target, false)) {
+    return fmt::format("{} leads out of the workspace", json_quote(target));
+  }
+  return std::nullopt;
 }
 
 }  // namespace tamma::protocol

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -28,7 +29,7 @@ struct ResourceUsage {
 };
 
 struct OutputCapture {
-  std::string text;             // masked, capped
+  std::string text;                 // masked, capped
   std::uint64_t total_bytes = 0;    // what the step wrote
   std::uint64_t dropped_bytes = 0;  // what the cap dropped
 };
@@ -49,6 +50,10 @@ struct Artifact {
   std::string path;  // relative to the workspace
   std::uint64_t size = 0;
   std::string sha256;
+  // Set for a symbolic link (a built libz.so -> libz.so.1.3): its target, relative to the
+  // link's directory and inside the workspace. Then size is 0 and sha256 is the digest of the
+  // target text; the link is recreated as a link, never followed.
+  std::string link;
 };
 
 struct TaskError {
@@ -80,5 +85,10 @@ std::string_view to_string(LimitKind limit);
 nlohmann::json to_json(const TaskResult& result);
 // For results produced by external handlers; throws Error(kInfrastructure) when malformed.
 TaskResult task_result_from_json(const nlohmann::json& document);
+
+// Why a symbolic link at workspace path `path` with target `target` cannot be recorded as an
+// artifact (an absolute target, one that leads out of the workspace, text that is not
+// printable UTF-8), quoting the target; nullopt when it can.
+std::optional<std::string> artifact_link_problem(std::string_view path, std::string_view target);
 
 }  // namespace tamma::protocol

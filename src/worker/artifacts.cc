@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <memory>
@@ -85,6 +86,27 @@ protocol::Artifact hash_and_copy(const std::filesystem::path& workspace,
   return artifact;
 }
 
+// A symlink whose target stays inside the workspace (find_workspace_files checked it): its
+// target text is what it holds, and with `copy_to` it is made again there as a link. Never
+// followed: a link to a file that is itself no artifact just dangles in the copy.
+protocol::Artifact record_link(const WorkspaceLink& link,
+                               const std::optional<std::filesystem::path>& copy_to) {
+  protocol::Artifact artifact;
+  artifact.path = link.path;
+  artifact.link = link.target;
+  Digest ctx = new_digest();
+  EVP_DigestUpdate(ctx.get(), link.target.data(), link.target.size());
+  artifact.sha256 = hex_digest(ctx.get());
+  if (copy_to) {
+    const std::filesystem::path target = *copy_to / link.path;
+    std::filesystem::create_directories(target.parent_path());
+    if (::symlink(link.target.c_str(), target.c_str()) != 0) {
+      throw_errno("creating artifact link " + target.string());
+    }
+  }
+  return artifact;
+}
+
 [[noreturn]] void limit_exceeded(const std::string& message) {
   throw Error(ErrorKind::kTaskFailed, "artifact_limit_exceeded",
               message +
@@ -117,7 +139,7 @@ std::vector<protocol::Artifact> collect_artifacts(
       throw Error(ErrorKind::kConfig, "invalid_task_spec", "artifact glob " + *problem);
     }
   }
-  const WorkspaceMatches matches = find_workspace_files(workspace, globs);
+  const WorkspaceMatches matches = find_workspace_files(workspace, globs, /*links=*/true);
   if (!matches.unmatched.empty() && !missing_ok) {
     std::string list;
     for (const auto& glob : matches.unmatched)
@@ -128,11 +150,11 @@ std::vector<protocol::Artifact> collect_artifacts(
   }
   // Every limit is checked before anything is hashed or copied, so that a refused set leaves
   // no half-copied directory behind.
-  if (matches.files.size() > limits.max_files) {
+  if (matches.files.size() + matches.links.size() > limits.max_files) {
     limit_exceeded(
         fmt::format("the artifact globs matched {} files, more than the {} allowed "
                     "(artifactMaxFiles)",
-                    matches.files.size(), limits.max_files));
+                    matches.files.size() + matches.links.size(), limits.max_files));
   }
   std::uint64_t total = 0;
   for (const auto& relative : matches.files) {
@@ -156,10 +178,14 @@ std::vector<protocol::Artifact> collect_artifacts(
         matches.files.size(), format_size(total), total, format_size(limits.max_total_bytes)));
   }
   std::vector<protocol::Artifact> found;
-  found.reserve(matches.files.size());
+  found.reserve(matches.files.size() + matches.links.size());
   for (const auto& relative : matches.files) {
     found.push_back(hash_and_copy(workspace, relative, copy_to));
   }
+  for (const auto& link : matches.links) found.push_back(record_link(link, copy_to));
+  std::sort(
+      found.begin(), found.end(),
+      [](const protocol::Artifact& a, const protocol::Artifact& b) { return a.path < b.path; });
   return found;
 }
 

@@ -23,7 +23,9 @@ std::string sha256_file(const std::filesystem::path& file);
 
 // Regular files under `workspace` matching any glob, by relative path, sorted, each with its
 // size and SHA-256. Symlinks are never followed, so nothing outside the workspace can be
-// collected. With `copy_to`, each file is copied there under its relative path.
+// collected: a symlink whose target stays inside the workspace by its text is recorded as a
+// link (Artifact::link), any other is not matched. With `copy_to`, each file is copied there
+// under its relative path, and each link made again as a link.
 //
 // Throws Error(kTaskFailed) before anything is hashed or copied: "artifacts_missing" naming
 // every glob that matched no file, "artifact_limit_exceeded" naming the file and the limit

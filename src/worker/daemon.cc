@@ -772,6 +772,8 @@ struct Daemon::Impl {
     const std::string& worker = task.session->credentials.worker_id;
     std::string refused;
     for (const auto& artifact : result.artifacts) {
+      // A link has no bytes of its own: the result's manifest says where it points.
+      if (!artifact.link.empty()) continue;
       Backoff backoff(options.backoff);
       for (;;) {
         try {

@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "common/json_text.h"
+#include "protocol/task_result.h"
 
 namespace tamma::worker {
 namespace {
@@ -67,7 +68,7 @@ bool glob_match(std::string_view pattern, std::string_view path) {
 }
 
 WorkspaceMatches find_workspace_files(const std::filesystem::path& workspace,
-                                      const std::vector<std::string>& globs) {
+                                      const std::vector<std::string>& globs, bool links) {
   namespace fs = std::filesystem;
   WorkspaceMatches out;
   std::vector<bool> matched(globs.size(), false);
@@ -75,19 +76,36 @@ WorkspaceMatches find_workspace_files(const std::filesystem::path& workspace,
   // recursive_directory_iterator does not follow directory symlinks by default.
   for (fs::recursive_directory_iterator it(workspace, fs::directory_options::none, ec), end;
        !ec && it != end; it.increment(ec)) {
-    if (!fs::is_regular_file(it->symlink_status())) continue;
-    const std::string relative = fs::relative(it->path(), workspace).generic_string();
-    bool wanted = false;
-    for (std::size_t i = 0; i < globs.size(); ++i) {
-      if (glob_match(globs[i], relative)) wanted = matched[i] = true;
+    const fs::file_status status = it->symlink_status();
+    const bool is_link = links && fs::is_symlink(status);
+    if (!fs::is_regular_file(status) && !is_link) continue;
+    // Lexically: fs::relative would resolve a link to its target.
+    const std::string relative = it->path().lexically_relative(workspace).generic_string();
+    std::string target;
+    if (is_link) {
+      std::error_code read_ec;
+      target = fs::read_symlink(it->path(), read_ec).string();
+      if (read_ec || protocol::artifact_link_problem(relative, target)) continue;
     }
-    if (wanted) out.files.push_back(relative);
+    std::vector<std::size_t> hits;
+    for (std::size_t i = 0; i < globs.size(); ++i) {
+      if (glob_match(globs[i], relative)) hits.push_back(i);
+    }
+    if (hits.empty()) continue;
+    for (auto i : hits) matched[i] = true;
+    if (is_link) {
+      out.links.push_back({relative, std::move(target)});
+    } else {
+      out.files.push_back(relative);
+    }
   }
   if (ec) {
     throw Error(ErrorKind::kInfrastructure, "workspace_walk_failed",
                 "listing the workspace " + workspace.string() + ": " + ec.message());
   }
   std::sort(out.files.begin(), out.files.end());
+  std::sort(out.links.begin(), out.links.end(),
+            [](const WorkspaceLink& a, const WorkspaceLink& b) { return a.path < b.path; });
   for (std::size_t i = 0; i < globs.size(); ++i) {
     if (!matched[i]) out.unmatched.push_back(globs[i]);
   }

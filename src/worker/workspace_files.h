@@ -16,15 +16,23 @@ namespace tamma::worker {
 // Glob with "*", "?", "[...]" inside one path segment and "**" across segments.
 bool glob_match(std::string_view pattern, std::string_view path);
 
-struct WorkspaceMatches {
-  std::vector<std::string> files;      // relative paths of regular files, sorted, each once
-  std::vector<std::string> unmatched;  // the globs that matched no file
+struct WorkspaceLink {
+  std::string path;    // relative to the workspace
+  std::string target;  // as the link holds it
 };
 
-// Regular files under `workspace` matching any glob. Symlinks (to files or directories),
-// devices and fifos are never matched.
+struct WorkspaceMatches {
+  std::vector<std::string> files;      // relative paths of regular files, sorted, each once
+  std::vector<WorkspaceLink> links;    // with `links`: matched symlinks, sorted by path
+  std::vector<std::string> unmatched;  // the globs that matched nothing
+};
+
+// Regular files under `workspace` matching any glob. Devices and fifos are never matched, nor
+// are symlinks, unless `links`: then a symlink (to a file or a directory, never followed) whose
+// target stays inside the workspace by its text alone (protocol::artifact_link_problem) is
+// matched as a link; any other symlink still is not.
 WorkspaceMatches find_workspace_files(const std::filesystem::path& workspace,
-                                      const std::vector<std::string>& globs);
+                                      const std::vector<std::string>& globs, bool links = false);
 
 // Opens a regular file by its path relative to the workspace, refusing any symlink on the
 // way. Throws Error(kTaskFailed, "reports_missing") when it does not exist (`what` names it:

@@ -168,6 +168,22 @@ TEST(TaskResultFromJson, ReadsWhatToJsonWrites) {
   EXPECT_EQ(to_json(read), to_json(original));
 }
 
+TEST(TaskResultFromJson, ALinkArtifactKeepsItsTargetBothWays) {
+  protocol::TaskResult r;
+  r.artifacts.push_back({"lib/libz.so", 0, std::string(64, 'b'), "libz.so.1.3"});
+  r.artifacts.push_back({"lib/libz.so.1.3", 5, std::string(64, 'c'), ""});
+  const json out = to_json(r);
+  EXPECT_EQ(out["artifacts"][0]["link"], "libz.so.1.3");
+  EXPECT_FALSE(out["artifacts"][1].contains("link")) << "a file has no link member";
+  const auto read = task_result_from_json(out);
+  ASSERT_THAT(read.artifacts, SizeIs(2));
+  EXPECT_EQ(read.artifacts[0].link, "libz.so.1.3");
+  EXPECT_EQ(read.artifacts[1].link, "");
+  EXPECT_FALSE(artifact_link_problem("lib/sub/a.so", "../../b.so"));
+  EXPECT_TRUE(artifact_link_problem("lib/sub/a.so", "../../../b.so"));
+  EXPECT_TRUE(artifact_link_problem("a.so", "x/\n"));
+}
+
 TEST(TaskResultFromJson, OnlyStatusIsRequired) {
   const TaskResult r = task_result_from_json({{"status", "failed"}});
   EXPECT_EQ(r.status, TaskStatus::kFailed);
@@ -241,6 +257,14 @@ TEST(TaskResultFromJson, RejectsMalformedDocumentsNamingThePath) {
               HasSubstr("$.artifacts[0].sha256: must be 64 lowercase hexadecimal digits"));
   EXPECT_THAT(with("artifacts", json::parse(R"(["a"])")),
               HasSubstr("$.artifacts[0]: must be an object"));
+  EXPECT_THAT(with("artifacts", json::parse(R"([{"path": "lib/a.so", "link": "/etc/passwd"}])")),
+              HasSubstr("$.artifacts[0].link: \"/etc/passwd\" is absolute"));
+  EXPECT_THAT(with("artifacts", json::parse(R"([{"path": "lib/a.so", "link": "../../x"}])")),
+              HasSubstr("$.artifacts[0].link: \"../../x\" leads out of the workspace"));
+  EXPECT_THAT(with("artifacts", json::parse(R"([{"path": "a", "link": ""}])")),
+              HasSubstr("$.artifacts[0].link: must not be empty"));
+  EXPECT_THAT(with("artifacts", json::parse(R"([{"path": "a", "link": 3}])")),
+              HasSubstr("$.artifacts[0].link: must be a string"));
   EXPECT_THAT(with("error", "boom"), HasSubstr("$.error: must be null or an object"));
   EXPECT_THAT(with("error", {{"message", "m"}}), HasSubstr("$.error.code: is required"));
   EXPECT_THAT(with("error", {{"code", "c"}, {"retryable", 1}}),

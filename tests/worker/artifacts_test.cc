@@ -62,6 +62,48 @@ TEST(CollectArtifacts, NeverFollowsSymlinksOutOfTheWorkspace) {
   EXPECT_THROW(collect_artifacts(ws.path(), {"leak.txt"}, std::nullopt), Error);
 }
 
+// A built library's links (libz.so -> libz.so.1 -> libz.so.1.3) are what a consumer links
+// against: recorded as links, made again as links, never followed; a link whose target text
+// leads out of the workspace (absolute, or too many ..) still is not matched.
+TEST(CollectArtifacts, LinksInsideTheWorkspaceAreRecordedAndCopiedAsLinks) {
+  TempDir ws, out, outside;
+  namespace fs = std::filesystem;
+  fs::create_directories(ws.path() / "lib/sub");
+  write_file(ws.path() / "lib/libz.so.1.3", "ELF library");
+  fs::create_symlink("libz.so.1.3", ws.path() / "lib/libz.so.1");
+  fs::create_symlink("libz.so.1", ws.path() / "lib/libz.so");
+  fs::create_symlink("../libz.so.1.3", ws.path() / "lib/sub/up.so");
+  fs::create_directory_symlink("sub", ws.path() / "lib/subdir");
+  write_file(outside.path() / "secret", "host secret");
+  fs::create_symlink(outside.path() / "secret", ws.path() / "lib/abs.so");
+  fs::create_symlink("../../secret", ws.path() / "lib/escape.so");
+  fs::create_symlink("sub/../../../x", ws.path() / "lib/detour.so");
+
+  auto found = collect_artifacts(ws.path(), {"lib/**"}, out.path());
+  std::vector<std::string> paths;
+  for (const auto& a : found) paths.push_back(a.path + (a.link.empty() ? "" : " -> " + a.link));
+  EXPECT_EQ(paths, (std::vector<std::string>{
+                       "lib/libz.so -> libz.so.1", "lib/libz.so.1 -> libz.so.1.3",
+                       "lib/libz.so.1.3", "lib/sub/up.so -> ../libz.so.1.3", "lib/subdir -> sub"}));
+  for (const auto& a : found) {
+    if (a.link.empty()) continue;
+    EXPECT_EQ(a.size, 0u);
+    EXPECT_EQ(a.sha256.size(), 64u);
+    EXPECT_TRUE(fs::is_symlink(out.path() / a.path)) << a.path;
+    EXPECT_EQ(fs::read_symlink(out.path() / a.path).string(), a.link);
+  }
+  // The copies resolve inside the copy, to the copied library.
+  EXPECT_EQ(tamma::testing::read_file(out.path() / "lib/libz.so"), "ELF library");
+  EXPECT_EQ(tamma::testing::read_file(out.path() / "lib/sub/up.so"), "ELF library");
+  EXPECT_FALSE(fs::is_symlink(out.path() / "lib/abs.so"));
+  EXPECT_FALSE(fs::is_symlink(out.path() / "lib/escape.so"));
+  EXPECT_FALSE(fs::is_symlink(out.path() / "lib/detour.so"));
+
+  // Two links with the same target text have the same digest; a different target another.
+  EXPECT_NE(found[0].sha256, found[1].sha256);
+  EXPECT_THROW(collect_artifacts(ws.path(), {"lib/escape.so"}, std::nullopt), Error);
+}
+
 std::string code_of(const std::function<void()>& action) {
   try {
     action();
