@@ -13,8 +13,11 @@
 #include <set>
 #include <system_error>
 
+#include <fmt/format.h>
+
 #include "common/error.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/workspace.h"
 
 namespace tamma::sandbox {
 namespace fs = std::filesystem;
@@ -148,6 +151,30 @@ int apply_one(const MountOp& op, int workspace_tree) {
       // The umask must not narrow a device's permissions (the host's /dev/null is 0666).
       if (::mknod(op.target, op.mode, op.device) != 0) return errno;
       return ::chmod(op.target, op.mode & 07777) == 0 ? 0 : errno;
+    case MountOpKind::kWriteFile: {
+      const int fd =
+          ::open(op.target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, op.mode);
+      if (fd < 0) return errno;
+      std::size_t left = 0;
+      while (op.data[left] != '\0') ++left;
+      const char* next = op.data;
+      while (left > 0) {
+        const ssize_t n = ::write(fd, next, left);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          const int err = n < 0 ? errno : EIO;
+          ::close(fd);
+          return err;
+        }
+        next += n;
+        left -= static_cast<std::size_t>(n);
+      }
+      return ::close(fd) == 0 ? 0 : errno;
+    }
+    case MountOpKind::kUnmount:
+      return ::umount2(op.target, MNT_DETACH) == 0 ? 0 : errno;
+    case MountOpKind::kDevpts:
+      return ::mount("devpts", op.target, "devpts", op.flags, op.data) == 0 ? 0 : errno;
     case MountOpKind::kAttachWorkspace:
       if (::syscall(SYS_move_mount, workspace_tree, "", AT_FDCWD, op.target,
                     MOVE_MOUNT_F_EMPTY_PATH) != 0) {
@@ -184,17 +211,31 @@ std::string choose_root_mount_point(const std::vector<std::string>& must_stay_vi
 
 namespace {
 
-// The host's directories, read-only, as the policy lists them.
-void add_readonly_binds(PlanBuilder& b, const MountRequest& request) {
+// Where the jail mounts something of its own: a read-only bind there would hide it, or be
+// hidden. A bind of HOME's parent (/home) would also leave no room to make HOME in.
+bool shadows_sandbox_mount(const std::string& path) {
+  return path == "/" || is_inside(path, "/proc") || is_inside(path, "/dev") ||
+         is_inside(path, kSandboxWorkspace) || is_inside(path, "/tmp") || path == "/var/tmp" ||
+         is_inside(path, kSandboxHome) || is_inside(kSandboxHome, path);
+}
+
+// A read-only bind below /var/tmp (an external handler kept there, say) must be mounted on
+// top of the task's own /var/tmp, after it: it cannot be part of a template.
+bool below_var_tmp(const std::string& path) { return is_inside(path, "/var/tmp"); }
+
+// The host's directories, read-only, as the policy lists them: those below /var/tmp
+// (`below_var_tmp`), or all the others.
+void add_readonly_binds(PlanBuilder& b, const MountRequest& request, bool below_var_tmp_only) {
   // Parents before children, so a bind below another bind lands on top of it.
   std::vector<std::string> binds;
-  for (const auto& bind : request.readonly_binds)
-    binds.push_back(normalized_absolute(bind, "bind"));
+  for (const auto& bind : request.readonly_binds) {
+    std::string path = normalized_absolute(bind, "bind");
+    if (below_var_tmp(path) == below_var_tmp_only) binds.push_back(std::move(path));
+  }
   std::sort(binds.begin(), binds.end());
   binds.erase(std::unique(binds.begin(), binds.end()), binds.end());
   for (const auto& path : binds) {
-    if (path == "/" || is_inside(path, "/proc") || is_inside(path, "/dev") ||
-        is_inside(path, kSandboxWorkspace) || is_inside(path, "/tmp")) {
+    if (shadows_sandbox_mount(path)) {
       throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
                   "read-only bind would shadow a sandbox mount: " + path);
     }
@@ -225,8 +266,8 @@ void add_readonly_binds(PlanBuilder& b, const MountRequest& request) {
   for (const auto& [source_path, target_path] : request.readonly_binds_at) {
     const std::string source = normalized_absolute(source_path, "bind source");
     const std::string target = normalized_absolute(target_path, "bind target");
-    if (target == "/" || is_inside(target, "/proc") || is_inside(target, "/dev") ||
-        is_inside(target, kSandboxWorkspace) || is_inside(target, "/tmp")) {
+    if (below_var_tmp(target) != below_var_tmp_only) continue;
+    if (shadows_sandbox_mount(target)) {
       throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
                   "read-only bind would shadow a sandbox mount: " + target);
     }
@@ -273,46 +314,169 @@ void add_dev(PlanBuilder& b, bool device_nodes) {
     // make it useless.
     b.add({.kind = MountOpKind::kBind, .source = b.keep(host), .target = b.inside(host)});
   }
+  // /dev/ptmx leads to the devpts instance each task mounts on /dev/pts (add_task_filesystems),
+  // as the kernel's documentation for private instances recommends.
   for (auto [name, target] : {std::pair{"fd", "/proc/self/fd"},
                               {"stdin", "/proc/self/fd/0"},
                               {"stdout", "/proc/self/fd/1"},
-                              {"stderr", "/proc/self/fd/2"}}) {
+                              {"stderr", "/proc/self/fd/2"},
+                              {"ptmx", "pts/ptmx"}}) {
     b.add({.kind = MountOpKind::kSymlink,
            .source = target,
            .target = b.inside(std::string("/dev/") + name)});
   }
   b.mkdir("/dev/shm", 01777);
+  b.mkdir("/dev/pts", 0755);
 }
 
-// What belongs to one task alone: its workspace, writable; a private /tmp and /dev/shm;
-// a /proc of its own pid namespace. The directories exist already.
-void add_task_filesystems(PlanBuilder& b, const std::string& workspace, std::uint64_t tmp_bytes) {
-  if (workspace.empty()) {
-    b.add({.kind = MountOpKind::kAttachWorkspace, .target = b.inside(kSandboxWorkspace)});
-  } else {
-    b.add({.kind = MountOpKind::kBind,
-           .source = b.keep(workspace),
-           .target = b.inside(kSandboxWorkspace),
-           .flags = MS_NOSUID | MS_NODEV,
-           .recursive = true});
+// A read-write bind of the task's own directories.
+void bind_writable(PlanBuilder& b, const std::string& source, const char* target) {
+  b.add({.kind = MountOpKind::kBind,
+         .source = b.keep(source),
+         .target = b.inside(target),
+         .flags = MS_NOSUID | MS_NODEV,
+         .recursive = true});
+}
+
+void add_tmpfs(PlanBuilder& b, const char* target, const std::string& data) {
+  b.add({.kind = MountOpKind::kTmpfs,
+         .target = b.inside(target),
+         .data = b.keep(data),
+         .flags = MS_NOSUID | MS_NODEV});
+}
+
+// What belongs to one task alone: its workspace; its HOME, /tmp and /var/tmp, on its own
+// filesystem next to the workspace (or tmpfs without one); a /proc of its own pid namespace,
+// a /dev/shm, and a devpts instance of its own. The mount points exist already.
+//
+// `from_tree`: the sources are in the detached tree given to apply_mount_plan (a copy of the
+// template cannot see host paths). With a task directory the tree is that directory, attached
+// on /proc for as long as the pieces are bound from it: the one empty directory of the jail,
+// mounted over right after.
+void add_task_filesystems(PlanBuilder& b, const MountRequest& request, bool from_tree) {
+  const std::string workspace = normalized_absolute(request.workspace, "workspace");
+  std::string task_dir;
+  std::string relative_workspace;
+  if (!request.task_dir.empty()) {
+    task_dir = normalized_absolute(request.task_dir, "task directory");
+    if (workspace == task_dir || !is_inside(workspace, task_dir)) {
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
+                  "the workspace " + workspace + " is not inside the task directory " + task_dir);
+    }
+    relative_workspace = workspace.substr(task_dir == "/" ? 1 : task_dir.size() + 1);
   }
-  const char* tmp_data = b.keep("mode=1777,size=" + std::to_string(tmp_bytes));
-  b.add({.kind = MountOpKind::kTmpfs,
-         .target = b.inside("/tmp"),
-         .data = tmp_data,
-         .flags = MS_NOSUID | MS_NODEV});
+  const std::string size = ",size=" + std::to_string(request.tmp_bytes);
+
+  std::string source_dir = task_dir;  // where home/, tmp/ and var-tmp/ are found
+  if (from_tree && task_dir.empty()) {
+    b.add({.kind = MountOpKind::kAttachWorkspace, .target = b.inside(kSandboxWorkspace)});
+  } else if (from_tree) {
+    source_dir = b.inside("/proc");
+    b.add({.kind = MountOpKind::kAttachWorkspace, .target = b.keep(source_dir)});
+    bind_writable(b, source_dir + "/" + relative_workspace, kSandboxWorkspace);
+  } else {
+    bind_writable(b, workspace, kSandboxWorkspace);
+  }
+
+  if (task_dir.empty()) {
+    add_tmpfs(b, kSandboxHome,
+              "mode=0755,uid=" + std::to_string(request.uid) +
+                  ",gid=" + std::to_string(request.gid) + size);
+  } else {
+    bind_writable(b, source_dir + "/" + kHomeDir, kSandboxHome);
+  }
+  if (task_dir.empty() || request.tmp_on_tmpfs) {
+    add_tmpfs(b, "/tmp", "mode=1777" + size);
+    add_tmpfs(b, "/var/tmp", "mode=1777" + size);
+  } else {
+    bind_writable(b, source_dir + "/" + kTmpDir, "/tmp");
+    bind_writable(b, source_dir + "/" + kVarTmpDir, "/var/tmp");
+  }
+  if (from_tree && !task_dir.empty()) {
+    b.add({.kind = MountOpKind::kUnmount, .target = b.keep(source_dir)});
+  }
+  if (!from_tree) {
+    // Their mount points are made in the task's /var/tmp, and go with it.
+    add_readonly_binds(b, request, /*below_var_tmp_only=*/true);
+  }
+
   b.add({.kind = MountOpKind::kProc, .target = b.inside("/proc")});
-  b.add({.kind = MountOpKind::kTmpfs,
-         .target = b.inside("/dev/shm"),
-         .data = tmp_data,
-         .flags = MS_NOSUID | MS_NODEV});
+  add_tmpfs(b, "/dev/shm", "mode=1777" + size);
+  // newinstance: the task's ptys are its own, not the host's nor another task's. No gid=
+  // option: the tty group need not be mapped in a user namespace, and the slave then belongs
+  // to the opener's group, which mode=0620 leaves to it alone.
+  b.add({.kind = MountOpKind::kDevpts,
+         .target = b.inside("/dev/pts"),
+         .data = "newinstance,ptmxmode=0666,mode=0620",
+         .flags = MS_NOSUID | MS_NOEXEC});
 }
 
 void add_mount_points(PlanBuilder& b, bool device_nodes) {
   b.mkdir(kSandboxWorkspace);
+  b.mkdir(kSandboxHome);
   b.mkdir("/tmp", 01777);
+  b.mkdir("/var/tmp", 01777);
   b.mkdir("/proc", 0555);
   add_dev(b, device_nodes);
+}
+
+// The accounts the jail shows: root, the task's user with its HOME, and nobody/nogroup for
+// the ids a user namespace leaves unmapped. The host's own files name other users and homes
+// (uid 65534 is "nobody" with home /nonexistent there).
+std::string passwd_text(uid_t uid, gid_t gid) {
+  std::string text;
+  if (uid != 0) text += "root:x:0:0:root:/root:/bin/sh\n";
+  text += fmt::format("{}:x:{}:{}:{}:{}:/bin/sh\n", uid == 0 ? "root" : kSandboxUser, uid, gid,
+                      kSandboxUser, kSandboxHome);
+  if (uid != 65534) text += "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+  return text;
+}
+
+std::string group_text(gid_t gid) {
+  std::string text;
+  if (gid != 0) text += "root:x:0:\n";
+  text += fmt::format("{}:x:{}:\n", gid == 0 ? "root" : kSandboxUser, gid);
+  if (gid != 65534) text += "nogroup:x:65534:\n";
+  return text;
+}
+
+// /etc/passwd and /etc/group of the jail: written to a small tmpfs on the still empty /proc,
+// bound read-only over the host's files, and the tmpfs detached again (the binds keep it).
+void add_identity(PlanBuilder& b, const MountRequest& request) {
+  std::vector<std::string> binds;
+  for (const auto& bind : request.readonly_binds) {
+    binds.push_back(normalized_absolute(bind, "bind"));
+  }
+  const std::string staging = "/proc";
+  b.add({.kind = MountOpKind::kTmpfs,
+         .target = b.inside(staging),
+         .data = "mode=0755,size=64k,nr_inodes=16",
+         .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
+  for (const auto& [name, text] : {std::pair{"passwd", passwd_text(request.uid, request.gid)},
+                                   std::pair{"group", group_text(request.gid)}}) {
+    const std::string file = std::string("/etc/") + name;
+    const bool bound = std::any_of(binds.begin(), binds.end(),
+                                   [&](const std::string& bind) { return is_inside(file, bind); });
+    if (bound) {
+      // Inside a read-only bind of the host's /etc: only a file that is there can be covered,
+      // and a symlink would lead the bind out of the jail.
+      struct stat st {};
+      if (::lstat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    } else {
+      b.parents(file);
+      b.add({.kind = MountOpKind::kTouch, .target = b.inside(file)});
+    }
+    const std::string source = staging + "/" + name;
+    b.add({.kind = MountOpKind::kWriteFile,
+           .target = b.inside(source),
+           .data = b.keep(text),
+           .mode = 0644});
+    b.add({.kind = MountOpKind::kBind,
+           .source = b.inside(source),
+           .target = b.inside(file),
+           .flags = MS_RDONLY | MS_NOSUID | MS_NODEV});
+  }
+  b.add({.kind = MountOpKind::kUnmount, .target = b.inside(staging)});
 }
 
 void add_new_root(PlanBuilder& b) {
@@ -333,32 +497,46 @@ void add_read_only_remounts(PlanBuilder& b) {
 
 }  // namespace
 
+bool fits_a_template(const MountRequest& request) {
+  const auto below = [](const std::string& path) {
+    return below_var_tmp(fs::path(path).lexically_normal().string());
+  };
+  return std::none_of(request.readonly_binds.begin(), request.readonly_binds.end(), below) &&
+         std::none_of(request.readonly_binds_at.begin(), request.readonly_binds_at.end(),
+                      [&](const auto& bind) { return below(bind.second); });
+}
+
 MountPlan build_mount_plan(const MountRequest& request) {
   PlanBuilder b(normalized_absolute(request.root_mount_point, "root mount point"));
-  const std::string workspace = normalized_absolute(request.workspace, "workspace");
   add_new_root(b);
-  add_readonly_binds(b, request);
+  add_readonly_binds(b, request, /*below_var_tmp_only=*/false);
   add_mount_points(b, request.device_nodes);
-  add_task_filesystems(b, workspace, request.tmp_bytes);
+  add_identity(b, request);
+  add_task_filesystems(b, request, /*from_tree=*/false);
   add_read_only_remounts(b);
   b.add({.kind = MountOpKind::kPivot, .target = b.keep(b.root())});
   return b.take();
 }
 
 MountPlan build_template_plan(const MountRequest& request) {
+  if (!fits_a_template(request)) {
+    throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
+                "a read-only bind below /var/tmp cannot be part of a jail template");
+  }
   PlanBuilder b(normalized_absolute(request.root_mount_point, "root mount point"));
   add_new_root(b);
-  add_readonly_binds(b, request);
+  add_readonly_binds(b, request, /*below_var_tmp_only=*/false);
   add_mount_points(b, request.device_nodes);
+  add_identity(b, request);
   // Every task's copy shares these file systems (a copied mount keeps its superblock).
   add_read_only_remounts(b);
   b.add({.kind = MountOpKind::kPivot, .target = b.keep(b.root())});
   return b.take();
 }
 
-MountPlan build_task_mount_plan(std::uint64_t tmp_bytes) {
+MountPlan build_task_mount_plan(const MountRequest& request) {
   PlanBuilder b("");
-  add_task_filesystems(b, "", tmp_bytes);
+  add_task_filesystems(b, request, /*from_tree=*/true);
   return b.take();
 }
 

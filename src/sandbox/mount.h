@@ -1,6 +1,7 @@
 #pragma once
 // The mount jail: a tmpfs root holding read-only binds of the host's system directories, the
-// workspace, a private /tmp, a fresh /proc and a minimal /dev, entered with pivot_root.
+// workspace, the task's own HOME, /tmp and /var/tmp, a fresh /proc, a minimal /dev with a
+// devpts of its own, and passwd/group files naming the task's user, entered with pivot_root.
 //
 // The parent turns the policy into a flat list of operations with every path prepared
 // (build_mount_plan); the child of clone3, already in its own mount namespace, replays it
@@ -28,6 +29,9 @@ enum class MountOpKind {
   kPivot,            // target = new root; detaches the old root
   kAttachWorkspace,  // target: moves the workspace tree given to apply_mount_plan there
   kDeviceNode,       // target, mode (type and permissions), device
+  kWriteFile,        // target, data (NUL-terminated), mode: a new file holding data
+  kUnmount,          // target: detached (MNT_DETACH)
+  kDevpts,           // target, data, flags: a devpts instance of its own
 };
 
 struct MountOp {
@@ -52,7 +56,14 @@ struct MountRequest {
   std::vector<std::string> readonly_binds;
   std::vector<std::pair<std::string, std::string>> readonly_binds_at;  // host source, target
   std::string workspace;  // host path, bound read-write at kSandboxWorkspace
+  // Host path holding the workspace and home/, tmp/, var-tmp/ (Policy::task_dir); empty: HOME,
+  // /tmp and /var/tmp are tmpfs.
+  std::string task_dir;
+  bool tmp_on_tmpfs = false;  // /tmp and /var/tmp as tmpfs even with a task_dir
   std::uint64_t tmp_bytes = 0;
+  // The task's ids, for the passwd and group files the jail shows (kSandboxUser).
+  uid_t uid = 65534;
+  gid_t gid = 65534;
   // Devices as nodes of their own (mknod: root only) rather than binds of the host's, which
   // are mounts every copy of the jail would carry and tear down.
   bool device_nodes = false;
@@ -63,11 +74,15 @@ struct MountRequest {
 MountPlan build_mount_plan(const MountRequest& request);
 
 // The same jail in two parts (mount_template.h). The template: everything but the task's own
-// file systems, read-only, pivoted into (request.workspace and tmp_bytes unused). The task's
-// part, applied inside a copy of the template: its workspace (a detached tree attached with
-// kAttachWorkspace), /tmp, /proc and /dev/shm.
+// file systems, read-only, pivoted into (only the binds and the ids of `request` are used).
+// The task's part, applied inside a copy of the template: its workspace, HOME, /tmp and
+// /var/tmp, /proc, /dev/shm and /dev/pts. The detached tree given to apply_mount_plan is
+// request.task_dir when set (bound from in pieces), else request.workspace.
 MountPlan build_template_plan(const MountRequest& request);
-MountPlan build_task_mount_plan(std::uint64_t tmp_bytes);
+MountPlan build_task_mount_plan(const MountRequest& request);
+// Whether the binds of `request` can be part of a template: none may lie below /var/tmp,
+// whose binds go on top of each task's own /var/tmp (build_mount_plan does that).
+bool fits_a_template(const MountRequest& request);
 
 // Picks a host directory on which the new root can be mounted: it must exist, be a real
 // directory and not contain the workspace or any bind source (they would be hidden).

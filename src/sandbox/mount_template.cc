@@ -48,6 +48,8 @@ std::string key_of(const MountRequest& request) {
   for (const auto& [source, target] : request.readonly_binds_at) {
     key += source + '\n' + target + '\n';
   }
+  // The passwd and group files of the template name the task's ids.
+  key += '\0' + std::to_string(request.uid) + ':' + std::to_string(request.gid);
   return key;
 }
 

@@ -22,13 +22,13 @@ struct MountTemplate {
   std::chrono::steady_clock::time_point built;
 };
 
-// The template for the binds of `request` (its workspace and tmp_bytes are ignored), from a
+// The template for the binds and ids of `request` (its task's own paths are ignored), from a
 // cache shared by every sandbox of this process: rebuilt after a few minutes, so that what the
 // host mounts later below a bound directory shows up. Throws Error(kSandboxSetup).
 std::shared_ptr<const MountTemplate> mount_template(const MountRequest& request);
 
-// The task's workspace as a detached mount tree (private, nosuid, nodev) for
-// kAttachWorkspace. Throws Error(kSandboxSetup).
+// The task's workspace, or its task directory (build_task_mount_plan), as a detached mount
+// tree (private, nosuid, nodev) for kAttachWorkspace. Throws Error(kSandboxSetup).
 UniqueFd detached_workspace(const std::string& workspace);
 
 // Whether this kernel has what templates need (open_tree, move_mount, mount_setattr).

@@ -36,6 +36,7 @@
 #include "sandbox/spawn.h"
 #include "sandbox/spawn_slot.h"
 #include "sandbox/user.h"
+#include "sandbox/workspace.h"
 
 namespace tamma::sandbox {
 
@@ -366,26 +367,42 @@ class SandboxImpl final : public Sandbox {
     if (eff_.isolate) {
       cwd = (fs::path(kSandboxWorkspace) / workdir).lexically_normal().string();
       const std::string workspace = fs::absolute(command.workspace).lexically_normal().string();
-      if (eff_.mount_template) {
-        jail_template = mount_template({.readonly_binds = policy_.readonly_binds,
-                                        .readonly_binds_at = policy_.readonly_binds_at});
-        workspace_tree = detached_workspace(workspace);
-        mounts = build_task_mount_plan(policy_.tmp_bytes);
+      const std::string task_dir = policy_.task_dir.empty()
+                                       ? std::string()
+                                       : fs::absolute(policy_.task_dir).lexically_normal().string();
+      MountRequest request{.readonly_binds = policy_.readonly_binds,
+                           .readonly_binds_at = policy_.readonly_binds_at,
+                           .workspace = workspace,
+                           .task_dir = task_dir,
+                           .tmp_on_tmpfs = policy_.tmp_on_tmpfs,
+                           .tmp_bytes = policy_.tmp_bytes,
+                           .uid = policy_.uid,
+                           .gid = policy_.gid,
+                           .device_nodes = !eff_.new_user};
+      if (eff_.mount_template && fits_a_template(request)) {
+        jail_template = mount_template(request);
+        // Built first: it refuses a workspace outside the task directory before a tree of
+        // the task directory is cloned.
+        mounts = build_task_mount_plan(request);
+        workspace_tree = detached_workspace(task_dir.empty() ? workspace : task_dir);
       } else {
         std::vector<std::string> visible = policy_.readonly_binds;
         visible.push_back(workspace);
+        if (!task_dir.empty()) visible.push_back(task_dir);
         for (const auto& [source, target] : policy_.readonly_binds_at) visible.push_back(source);
-        mounts = build_mount_plan({.root_mount_point = choose_root_mount_point(visible),
-                                   .readonly_binds = policy_.readonly_binds,
-                                   .readonly_binds_at = policy_.readonly_binds_at,
-                                   .workspace = workspace,
-                                   .tmp_bytes = policy_.tmp_bytes,
-                                   .device_nodes = !eff_.new_user});
+        request.root_mount_point = choose_root_mount_point(visible);
+        mounts = build_mount_plan(request);
       }
-      // The task runs as policy.uid and must be able to write its workspace.
-      if ((st.st_uid != policy_.uid || st.st_gid != policy_.gid) &&
-          ::chown(command.workspace.c_str(), policy_.uid, policy_.gid) != 0 && !eff_.new_user) {
-        throw_errno("chown of the workspace " + command.workspace.string());
+      // The task runs as policy.uid and must be able to write its workspace and HOME.
+      std::vector<fs::path> owned{command.workspace};
+      if (!task_dir.empty()) owned.push_back(fs::path(task_dir) / kHomeDir);
+      for (const auto& dir : owned) {
+        struct stat owner {};
+        if (::stat(dir.c_str(), &owner) != 0) throw_errno("stat " + dir.string());
+        if ((owner.st_uid != policy_.uid || owner.st_gid != policy_.gid) &&
+            ::chown(dir.c_str(), policy_.uid, policy_.gid) != 0 && !eff_.new_user) {
+          throw_errno("chown of " + dir.string());
+        }
       }
     } else {
       cwd = (command.workspace / workdir).lexically_normal().string();

@@ -31,7 +31,16 @@ struct Policy {
   // Host paths bound read-only at another place inside (source, target): e.g. a file://
   // repository under the host's /tmp, which the sandbox's private /tmp would hide.
   std::vector<std::pair<std::string, std::string>> readonly_binds_at;
-  std::uint64_t tmp_bytes = 256ull << 20;  // size of the private /tmp (tmpfs)
+  // The task's filesystem on the host (Workspace::task_dir()), which must hold the workspace:
+  // its home/, tmp/ and var-tmp/ (workspace.h) are bound at kSandboxHome, /tmp and /var/tmp,
+  // so that the task's disk limit covers what tools write there, and the memory limit does
+  // not. Empty: those three are tmpfs of tmp_bytes.
+  std::string task_dir;
+  // /tmp and /var/tmp as tmpfs of tmp_bytes even with a task_dir (the operator's tmpOnTmpfs):
+  // faster for many small files, but charged to the task's memory limit.
+  bool tmp_on_tmpfs = false;
+  // Size of each tmpfs: /dev/shm always; /tmp, /var/tmp and HOME when they are tmpfs.
+  std::uint64_t tmp_bytes = 256ull << 20;
   // When the host cannot enforce something asked for: false refuses the task (fail closed),
   // true runs it without and says so in `Process::degradations()`.
   bool allow_degraded = false;
@@ -51,6 +60,11 @@ struct Policy {
 
 // Mount point of the task's workspace inside the sandbox.
 inline constexpr const char* kSandboxWorkspace = "/workspace";
+// The task's user inside the sandbox: the name and home that the sandbox's own /etc/passwd
+// gives the task's uid (whatever Policy::uid is), so that tools asking getpwuid() (ssh, pip,
+// git) agree with $HOME.
+inline constexpr const char* kSandboxUser = "tamma";
+inline constexpr const char* kSandboxHome = "/home/tamma";
 
 struct Command {
   std::vector<std::string> argv;    // argv[0] resolved through PATH of `env` when not absolute

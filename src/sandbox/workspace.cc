@@ -1,7 +1,7 @@
-// The task's working directory on the host: a plain directory, or, with a disk limit, a
-// per-task ext4 image on a loop device, so that the kernel answers ENOSPC for both bytes and
-// inodes. tmpfs would not do: its pages count against the task's memory cgroup, so a task
-// filling it is OOM-killed instead of told ENOSPC.
+// The task's filesystem on the host (its workspace, HOME and temporary directories): a plain
+// directory, or, with a disk limit, a per-task ext4 image on a loop device, so that the kernel
+// answers ENOSPC for both bytes and inodes. tmpfs would not do: its pages count against the task's
+// memory cgroup, so a task filling it is OOM-killed instead of told ENOSPC.
 //
 // Cost of the image, measured on a 2 vCPU VM (kernel 6.18, e2fsprogs 1.47, image on ext4;
 // WorkspaceTest.ImageCost, median of 20): 64 MiB image ~10 ms up (mkfs.ext4 ~8 ms of it:
@@ -450,47 +450,73 @@ void make_dir(const fs::path& dir, mode_t mode) {
   if (::chmod(dir.c_str(), mode) != 0) throw_errno("chmod " + dir.string());
 }
 
+// The four directories of a fresh task filesystem (workspace.h).
+void make_task_dirs(const fs::path& task_dir) {
+  make_dir(task_dir / kWorkDir, 0755);
+  make_dir(task_dir / kHomeDir, 0755);
+  // Sticky and world-writable, as /tmp and /var/tmp are: whatever uid the task runs as (a
+  // user namespace maps it to the worker's) may write there, and not remove others' files.
+  make_dir(task_dir / kTmpDir, 01777);
+  make_dir(task_dir / kVarTmpDir, 01777);
+}
+
+// Sums what the task wrote below the four directories (not the directories themselves, which
+// the worker made), hard links counted once across all of them.
+DiskUsage walk_task_dirs(const fs::path& task_dir) {
+  UniqueFd top(::open(task_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!top) throw_errno("open " + task_dir.string());
+  struct stat st {};
+  if (::fstat(top.get(), &st) != 0) throw_errno("stat " + task_dir.string());
+  Walker walker(st.st_dev);
+  for (const char* name : {kWorkDir, kHomeDir, kTmpDir, kVarTmpDir}) {
+    if (UniqueFd sub = open_subdir(top.get(), name)) walker.walk(sub.get(), 0);
+  }
+  return walker.usage();
+}
+
 class PlainWorkspace final : public Workspace {
  public:
-  PlainWorkspace(fs::path path, std::unique_ptr<OwnerLock> lock)
-      : path_(std::move(path)), lock_(std::move(lock)) {}
+  PlainWorkspace(fs::path dir, std::unique_ptr<OwnerLock> lock)
+      : dir_(std::move(dir)), work_(dir_ / kWorkDir), lock_(std::move(lock)) {}
 
   // Never throws: an exception leaving a destructor ends the process, and a host short of
   // descriptors makes reading /proc/self/mountinfo fail. What is left is swept by the next
   // remove_stale().
   ~PlainWorkspace() override {
     try {
-      unmount_all_under(path_);
-      remove_tree(path_);
+      unmount_all_under(dir_);
+      remove_tree(dir_);
     } catch (const std::exception& e) {
-      spdlog::error("workspace: tearing down {} failed: {}", path_.string(), e.what());
+      spdlog::error("workspace: tearing down {} failed: {}", dir_.string(), e.what());
     }
   }
 
-  [[nodiscard]] const fs::path& path() const override { return path_; }
-
-  [[nodiscard]] DiskUsage usage() const override {
-    UniqueFd top(::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!top) throw_errno("open " + path_.string());
-    struct stat st {};
-    if (::fstat(top.get(), &st) != 0) throw_errno("stat " + path_.string());
-    Walker walker(st.st_dev);
-    walker.walk(top.get(), 0);
-    return walker.usage();
+  void setup() {
+    make_dir(dir_, 0755);
+    make_task_dirs(dir_);
   }
+
+  [[nodiscard]] const fs::path& path() const override { return work_; }
+  [[nodiscard]] const fs::path& task_dir() const override { return dir_; }
+
+  [[nodiscard]] DiskUsage usage() const override { return walk_task_dirs(dir_); }
 
   [[nodiscard]] std::optional<std::uint64_t> limit() const override { return std::nullopt; }
 
  private:
-  fs::path path_;
+  fs::path dir_;
+  fs::path work_;
   std::unique_ptr<OwnerLock> lock_;  // released last, after the tree is gone
 };
 
 class ImageWorkspace final : public Workspace {
  public:
-  ImageWorkspace(fs::path path, fs::path image, std::uint64_t limit,
-                 std::unique_ptr<OwnerLock> lock)
-      : path_(std::move(path)), image_(std::move(image)), limit_(limit), lock_(std::move(lock)) {}
+  ImageWorkspace(fs::path dir, fs::path image, std::uint64_t limit, std::unique_ptr<OwnerLock> lock)
+      : path_(std::move(dir)),
+        work_(path_ / kWorkDir),
+        image_(std::move(image)),
+        limit_(limit),
+        lock_(std::move(lock)) {}
 
   ~ImageWorkspace() override { teardown(); }
 
@@ -529,14 +555,16 @@ class ImageWorkspace final : public Workspace {
       throw_errno("rmdir " + (path_ / "lost+found").string());
     }
     if (::chmod(path_.c_str(), 0755) != 0) throw_errno("chmod " + path_.string());
-    // What the empty filesystem already uses (root directory, reserved inodes) is not the
-    // task's.
+    make_task_dirs(path_);
+    // What the empty filesystem already uses (root directory, reserved inodes, the four
+    // directories) is not the task's.
     const struct statvfs empty = stat_fs();
     base_bytes_ = (empty.f_blocks - empty.f_bfree) * empty.f_frsize;
     base_inodes_ = empty.f_files - empty.f_ffree;
   }
 
-  [[nodiscard]] const fs::path& path() const override { return path_; }
+  [[nodiscard]] const fs::path& path() const override { return work_; }
+  [[nodiscard]] const fs::path& task_dir() const override { return path_; }
 
   [[nodiscard]] DiskUsage usage() const override {
     const struct statvfs st = stat_fs();
@@ -579,7 +607,8 @@ class ImageWorkspace final : public Workspace {
     }
   }
 
-  fs::path path_;
+  fs::path path_;  // the mount point: the task's filesystem
+  fs::path work_;
   fs::path image_;
   std::uint64_t limit_;
   bool image_created_ = false;
@@ -610,8 +639,9 @@ std::unique_ptr<Workspace> Workspace::create(const fs::path& root, const std::st
   clear_leftover(path, image);
 
   if (!disk_limit_bytes) {
-    make_dir(path, 0755);
-    return std::make_unique<PlainWorkspace>(path, std::move(lock));
+    auto workspace = std::make_unique<PlainWorkspace>(path, std::move(lock));
+    workspace->setup();
+    return workspace;
   }
   auto workspace =
       std::make_unique<ImageWorkspace>(path, image, *disk_limit_bytes, std::move(lock));

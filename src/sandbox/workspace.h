@@ -1,5 +1,6 @@
 #pragma once
-// The task's working directory on the host, optionally with a kernel-enforced disk limit.
+// The task's filesystem on the host (workspace, HOME, /tmp, /var/tmp), optionally with a
+// kernel-enforced disk limit.
 
 #include <cstdint>
 #include <filesystem>
@@ -15,10 +16,19 @@ struct DiskUsage {
   bool full = false;         // the limit (space or inodes) was reached
 };
 
-// Creates <root>/<task_id>, empty. With a disk limit, the directory is a mounted
+// The task's filesystem, <root>/<task_id>, holds everything the task may write, so that one
+// disk limit covers all of it: the checkout and HOME alike, as on hosted CI runners, where
+// caches in HOME do not land in the checkout (`git status` stays clean) yet use the job's disk.
+inline constexpr const char* kWorkDir = "work";       // the workspace itself: path()
+inline constexpr const char* kHomeDir = "home";       // the task's HOME
+inline constexpr const char* kTmpDir = "tmp";         // its /tmp
+inline constexpr const char* kVarTmpDir = "var-tmp";  // its /var/tmp
+
+// Creates <root>/<task_id> holding the four directories above, all empty (work/ and home/
+// 0755, the temporary ones 01777 as /tmp is). With a disk limit, <root>/<task_id> is a mounted
 // per-task ext4 image of that size (<root>/.<task_id>.img, see docs/adr), so the kernel
-// answers ENOSPC for bytes and for inodes alike. Destruction unmounts and removes everything,
-// the image and the lock file included.
+// answers ENOSPC for bytes and for inodes alike, wherever in it the task writes. Destruction
+// unmounts and removes everything, the image and the lock file included.
 class Workspace {
  public:
   virtual ~Workspace() = default;
@@ -30,7 +40,11 @@ class Workspace {
   // leftover of a crashed worker. Returns how many were removed.
   static std::size_t remove_stale(const std::filesystem::path& root);
 
+  // The workspace (the checkout): <root>/<task_id>/work.
   [[nodiscard]] virtual const std::filesystem::path& path() const = 0;
+  // <root>/<task_id>, holding path(), home/, tmp/ and var-tmp/.
+  [[nodiscard]] virtual const std::filesystem::path& task_dir() const = 0;
+  // What the task wrote in all four directories.
   [[nodiscard]] virtual DiskUsage usage() const = 0;
   [[nodiscard]] virtual std::optional<std::uint64_t> limit() const = 0;
 };

@@ -249,6 +249,52 @@ Problem read_pairs(const json& value, std::vector<std::pair<std::string, std::st
   return std::nullopt;
 }
 
+// Names of environment variables: a JSON array of strings, or the text form "NAME,NAME".
+// Names only: the values are the worker's own, read when a task starts. The worker's own
+// settings (TAMMA_*, among them TAMMA_TOKEN, a credential) cannot be handed to a task.
+Problem read_variable_names(const json& value, std::vector<std::string>& out) {
+  std::vector<std::string> items;
+  if (value.is_array()) {
+    for (const auto& item : value) {
+      if (!item.is_string()) return "every name must be a string, not " + describe_json(item);
+      items.emplace_back(trim(item.get<std::string>()));
+    }
+  } else if (value.is_string()) {
+    const std::string text = value.get<std::string>();
+    std::size_t start = 0;
+    while (start <= text.size()) {
+      auto end = text.find(',', start);
+      if (end == std::string::npos) end = text.size();
+      const std::string_view item = trim(std::string_view(text).substr(start, end - start));
+      start = end + 1;
+      if (!item.empty()) items.emplace_back(item);  // a trailing comma is harmless
+    }
+  } else {
+    return "must be a list of variable names (or \"NAME,NAME\"), not " + describe_json(value);
+  }
+  std::vector<std::string> names;
+  for (const auto& name : items) {
+    const bool valid = !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
+                       std::all_of(name.begin(), name.end(), [](char c) {
+                         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                (c >= '0' && c <= '9') || c == '_';
+                       });
+    if (!valid) {
+      return fmt::format(
+          "{} is not a variable name (names only, as [A-Za-z_][A-Za-z0-9_]*: the value is "
+          "taken from the worker's environment)",
+          json_quote(name));
+    }
+    if (name.starts_with("TAMMA_")) {
+      return fmt::format("{} is one of the worker's own settings, never passed to a task",
+                         json_quote(name));
+    }
+    if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+  }
+  out = std::move(names);
+  return std::nullopt;
+}
+
 // Default limits may be switched off: null in the file, "none" as text.
 bool is_none(const json& value) {
   return value.is_null() || (value.is_string() && lower(trim(value.get<std::string>())) == "none");
@@ -336,6 +382,8 @@ const Setting kSettings[] = {
        return Problem();
      }},
     {"tmpSize", [](Config& c, const json& v) { return read_size(v, c.tmp_bytes); }},
+    {"tmpOnTmpfs", [](Config& c, const json& v) { return read_bool(v, c.tmp_on_tmpfs); }},
+    {"passEnv", [](Config& c, const json& v) { return read_variable_names(v, c.pass_env); }},
     {"handlers",
      [](Config& c, const json& v) {
        std::vector<std::pair<std::string, std::string>> pairs;

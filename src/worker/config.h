@@ -41,7 +41,13 @@ struct Config {
   bool allow_degraded = false;  // run anyway when the host cannot enforce a limit
   uid_t task_uid = 65534;
   gid_t task_gid = 65534;
-  std::uint64_t tmp_bytes = 256ull << 20;
+  std::uint64_t tmp_bytes = 256ull << 20;  // each tmpfs of a task: /dev/shm, /tmp with tmpOnTmpfs
+  // /tmp and /var/tmp as tmpfs of tmp_bytes (charged to the task's memory) instead of
+  // directories on the task's disk next to its workspace.
+  bool tmp_on_tmpfs = false;
+  // Names of the worker's own environment variables every task gets (proxies, CA bundles), set
+  // in the worker's environment when the task starts; a variable the spec sets wins.
+  std::vector<std::string> pass_env;
 
   // External handlers: task type -> executable receiving the task JSON on stdin.
   std::map<std::string, std::filesystem::path> handlers;

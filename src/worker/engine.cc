@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <system_error>
@@ -44,6 +45,7 @@ sandbox::Policy make_policy(const Config& config, const protocol::TaskSpec& spec
   policy.uid = config.task_uid;
   policy.gid = config.task_gid;
   policy.tmp_bytes = config.tmp_bytes;
+  policy.tmp_on_tmpfs = config.tmp_on_tmpfs;
   policy.allow_degraded = config.allow_degraded;
   for (auto& bind : handler.readonly_binds()) policy.readonly_binds.push_back(bind);
   return policy;
@@ -146,6 +148,16 @@ class EngineContext : public TaskContext {
     return config_.isolate ? std::string(sandbox::kSandboxWorkspace) : workspace_.path().string();
   }
   const std::filesystem::path& host_workspace() const override { return workspace_.path(); }
+  // HOME and TMPDIR as the task sees them: without isolation, the task's own directories on
+  // the host (there is no mount namespace to show them at the usual places).
+  std::string task_home() const {
+    return config_.isolate ? std::string(sandbox::kSandboxHome)
+                           : (workspace_.task_dir() / sandbox::kHomeDir).string();
+  }
+  std::string task_tmp() const {
+    return config_.isolate ? std::string("/tmp")
+                           : (workspace_.task_dir() / sandbox::kTmpDir).string();
+  }
   bool cancel_requested() const override { return cancellation_.requested(); }
   std::size_t step_count_hint() const override { return planned_steps_; }
   std::string mask(std::string_view text) const override { return masker_.mask(text); }
@@ -237,18 +249,24 @@ class EngineContext : public TaskContext {
   }
 
  private:
-  // The task gets only what its spec grants: never the worker's own environment.
+  // The task gets only what its spec grants, and the variables the operator chose to pass
+  // (passEnv): never the rest of the worker's own environment.
   std::vector<std::string> environment(const std::map<std::string, std::string>& extra) const {
     std::map<std::string, std::string> env{
         {"PATH", kTaskPath},
-        {"HOME", task_workspace()},
-        {"TMPDIR", "/tmp"},
+        {"HOME", task_home()},
+        {"TMPDIR", task_tmp()},
         {"LANG", "C.UTF-8"},
         {"CI", "true"},
         {"TAMMA_TASK_ID", spec_.id},
         {"TAMMA_TASK_TYPE", spec_.type},
         {"TAMMA_WORKSPACE", task_workspace()},
     };
+    // Read when the step starts: the worker's environment does not change while it runs, and
+    // a variable it lacks stays unset in the task rather than empty.
+    for (const auto& name : config_.pass_env) {
+      if (const char* value = ::getenv(name.c_str())) env[name] = value;
+    }
     for (const auto& [k, v] : spec_.env) env[k] = v;
     for (const auto& [k, v] : spec_.secrets) env[k] = v;
     for (const auto& [k, v] : extra) env[k] = v;
@@ -406,9 +424,11 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
 
   const SecretMasker error_masker(secret_values(spec));
   try {
-    const sandbox::Policy policy = make_policy(config_, spec, *handler);
-    auto sandbox = sandbox::Sandbox::create(policy);
+    sandbox::Policy policy = make_policy(config_, spec, *handler);
     auto workspace = allocate_workspace(spec, result);
+    // HOME, /tmp and /var/tmp come from the task's filesystem, next to the workspace.
+    policy.task_dir = workspace->task_dir().string();
+    auto sandbox = sandbox::Sandbox::create(policy);
     EngineContext ctx(spec, config_, *sandbox, *workspace, cancellation, observer, result, deadline,
                       policy, spec.steps.size() + (spec.repository ? 1 : 0));
     // The checkout is the first step of every task that names a repository, whatever its

@@ -238,18 +238,19 @@ TEST_F(HostileTest, WritesOutsideTheWorkspaceFail) {
 
 TEST_F(HostileTest, HostFilesNotBoundInAreInvisible) {
   const std::string test_dir = fs::canonical("/proc/self/exe").parent_path().string();
-  auto r = sh("for p in /root /work /home /sys /var /boot " + test_dir + " " +
-              std::string(TAMMA_SOURCE_DIR) + "; do test -e $p && echo visible $p; done; " +
-              "ls / | tr '\\n' ' '");
+  auto r = sh("for p in /root /work /sys /boot " + test_dir + " " + std::string(TAMMA_SOURCE_DIR) +
+              "; do test -e $p && echo visible $p; done; " +
+              "ls -A /home /var | tr '\\n' ' '; echo; ls / | tr '\\n' ' '");
   ASSERT_TRUE(r.exit);
-  // The root holds the policy's binds that exist on this host and the sandbox's own mounts.
-  std::set<std::string> expected{"dev", "proc", "tmp", "workspace"};
+  // The root holds the policy's binds that exist on this host and the sandbox's own mounts;
+  // /home and /var hold only the task's HOME and /var/tmp, none of the host's.
+  std::set<std::string> expected{"dev", "home", "proc", "tmp", "var", "workspace"};
   for (const auto& bind : Policy{}.readonly_binds) {
     if (fs::exists(fs::symlink_status(bind))) expected.insert(bind.substr(1));
   }
   std::string listing;
   for (const auto& name : expected) listing += name + " ";
-  EXPECT_EQ(r.out, listing);
+  EXPECT_EQ(r.out, "/home: tamma  /var: tmp \n" + listing);
 }
 
 TEST_F(HostileTest, TheWorkersEnvironmentAndProcessesAreUnreachable) {

@@ -28,6 +28,7 @@
 #include "sandbox/host.h"
 #include "sandbox/run_helpers.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/workspace.h"
 #include "support/test_support.h"
 
 namespace tamma::sandbox {
@@ -217,8 +218,130 @@ TEST_F(SandboxTest, PrivateTmpAndDev) {
          policy);
   ASSERT_TRUE(r.exit);
   EXPECT_EQ(r.out,
-            "x\ntmp-full\n4\n8\nfd full null random shm stderr stdin stdout tty urandom zero ")
+            "x\ntmp-full\n4\n8\n"
+            "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero ")
       << r.err;
+}
+
+// The task's own filesystem, as the engine makes it: HOME, /tmp and /var/tmp are its
+// directories on the host, next to the workspace, written as the task's uid and removed with
+// it; the jail's passwd and group name the task's user and that home. Both ways of building
+// the jail.
+TEST_F(SandboxTest, HomeTmpAndVarTmpAreTheTasksOwnDirectories) {
+  tamma::testing::TempDir root;
+  for (bool templated : {true, false}) {
+    SCOPED_TRACE(templated ? "copied from a template" : "built in place");
+    auto workspace = Workspace::create(root.path(), "task", std::nullopt);
+    const fs::path task_dir = workspace->task_dir();
+    Policy policy;
+    policy.task_dir = task_dir.string();
+    policy.reuse_mount_templates = templated;
+    auto sandbox = Sandbox::create(policy);
+    Command c = command({"/bin/sh", "-c",
+                         "getent passwd $(id -u); id -un; id -gn; getent group $(id -g); "
+                         "echo h > /home/tamma/h && echo t > /tmp/t && echo v > /var/tmp/v && "
+                         "echo w > /workspace/w && stat -c '%n %a %U' /home/tamma /tmp /var/tmp; "
+                         "touch /etc/passwd 2>/dev/null || echo passwd-read-only"});
+    c.workspace = workspace->path();
+    auto r = run(*sandbox, c);
+    ASSERT_TRUE(r.exit);
+    EXPECT_EQ(r.exit->code, 0) << r.err;
+    EXPECT_EQ(r.out,
+              "tamma:x:65534:65534:tamma:/home/tamma:/bin/sh\ntamma\ntamma\ntamma:x:65534:\n"
+              "/home/tamma 755 tamma\n/tmp 1777 root\n/var/tmp 1777 root\npasswd-read-only\n")
+        << r.err;
+    for (const auto& [file, content] :
+         {std::pair{"home/h", "h\n"}, {"tmp/t", "t\n"}, {"var-tmp/v", "v\n"}, {"work/w", "w\n"}}) {
+      EXPECT_EQ(testing::slurp(task_dir / file), content) << file;
+      struct stat st {};
+      ASSERT_EQ(::stat((task_dir / file).c_str(), &st), 0) << file;
+      EXPECT_EQ(st.st_uid, 65534u) << file;
+    }
+    EXPECT_EQ(workspace->usage().inodes, 4u);
+    // The host's passwd is untouched: 65534 keeps its own name there.
+    EXPECT_EQ(testing::slurp("/etc/passwd").find("tamma:"), std::string::npos);
+
+    // The workspace must lie in the task directory, or what the disk limit covers would
+    // differ from what the task writes.
+    try {
+      run(*sandbox, command({"/bin/true"}));
+      ADD_FAILURE() << "a workspace outside the task directory was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), "sandbox_bad_path") << e.what();
+    }
+    workspace.reset();
+    EXPECT_FALSE(fs::exists(task_dir));
+  }
+}
+
+// tmpOnTmpfs: /tmp and /var/tmp are tmpfs of tmp_bytes again, HOME stays on the task's disk.
+TEST_F(SandboxTest, TmpIsATmpfsOnlyWhenAskedFor) {
+  tamma::testing::TempDir root;
+  auto workspace = Workspace::create(root.path(), "task", std::nullopt);
+  Policy policy;
+  policy.task_dir = workspace->task_dir().string();
+  policy.tmp_on_tmpfs = true;
+  policy.tmp_bytes = 1 << 20;
+  auto sandbox = Sandbox::create(policy);
+  Command c = command({"/bin/sh", "-c",
+                       "stat -f -c %T /tmp /var/tmp; echo x > /tmp/x; echo h > /home/tamma/h; "
+                       "dd if=/dev/zero of=/var/tmp/big bs=64k count=64 2>/dev/null || "
+                       "echo var-tmp-full"});
+  c.workspace = workspace->path();
+  auto r = run(*sandbox, c);
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.out, "tmpfs\ntmpfs\nvar-tmp-full\n") << r.err;
+  EXPECT_FALSE(fs::exists(workspace->task_dir() / "tmp" / "x"));
+  EXPECT_TRUE(fs::exists(workspace->task_dir() / "home" / "h"));
+}
+
+// python3's pty module and script(1), as the test suites of terminal programs use them; each
+// sandbox has a devpts instance of its own, so one task's terminals are not another's.
+TEST_F(SandboxTest, PseudoTerminalsArePrivateToEachSandbox) {
+  ASSERT_EQ(::access("/usr/bin/python3", X_OK), 0) << "this test needs python3 on the host";
+  ASSERT_EQ(::access("/usr/bin/script", X_OK), 0) << "this test needs script (bsdutils)";
+  auto alone =
+      sh("python3 -c 'import pty,os; m,s=pty.openpty(); os.write(s,b\"hi\\n\"); "
+         "print(os.read(m,10), os.ttyname(s))'; script -qec tty /dev/null | tr -d '\\r'; "
+         "ls /dev/pts; stat -c '%a' /dev/pts/ptmx");
+  ASSERT_TRUE(alone.exit);
+  EXPECT_EQ(alone.exit->code, 0) << alone.err;
+  EXPECT_EQ(alone.out, "b'hi\\r\\n' /dev/pts/0\n/dev/pts/0\nptmx\n666\n") << alone.err;
+
+  // The first task holds a pty open until the second has looked.
+  tamma::testing::TempDir other;
+  auto sandbox = Sandbox::create({});
+  Command holder = command(
+      {"/usr/bin/python3", "-c",
+       "import pty,os,time\n"
+       "m,s=pty.openpty()\n"
+       "open('/workspace/ready','w').write(os.ttyname(s))\n"
+       "deadline=time.time()+15\n"
+       "while not os.path.exists('/workspace/done') and time.time()<deadline: time.sleep(0.02)\n"
+       "print(sorted(os.listdir('/dev/pts')))\n"});
+  RunResult second;
+  testing::RunOptions options;
+  options.started = [&](Process&) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!fs::exists(dir_.path() / "ready") && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    Command look = command({"/bin/sh", "-c",
+                            "ls /dev/pts; python3 -c 'import pty,os; m,s=pty.openpty(); "
+                            "print(os.ttyname(s))'"});
+    look.workspace = other.path();
+    second = run(*sandbox, look);
+    std::ofstream(dir_.path() / "done") << "";
+  };
+  auto first = run(*sandbox, holder, options);
+  ASSERT_TRUE(first.exit);
+  EXPECT_EQ(first.exit->code, 0) << first.err;
+  EXPECT_EQ(testing::slurp(dir_.path() / "ready"), "/dev/pts/0");
+  ASSERT_TRUE(second.exit);
+  EXPECT_EQ(second.exit->code, 0) << second.err;
+  // The second sees none of the first's terminals, and numbers its own from 0 again.
+  EXPECT_EQ(second.out, "ptmx\n/dev/pts/0\n") << second.err;
+  EXPECT_EQ(first.out, "['0', 'ptmx']\n") << first.err;
 }
 
 TEST_F(SandboxTest, SystemDirectoriesAreReadOnly) {
@@ -560,18 +683,30 @@ TEST(UserNamespace, DISABLED_UnprivilegedHalf) {
   Command c;
   c.argv = {"/bin/sh", "-c",
             "id -u; echo $$; uname -n; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' "
-            "/proc/self/status; touch /workspace/made && echo wrote; touch /etc/x || true"};
+            "/proc/self/status; touch /workspace/made && echo wrote; touch /etc/x || true; "
+            "id -un; touch /home/tamma/h /tmp/t && stat -c '%U %a' /home/tamma; "
+            "python3 -c 'import pty,os; m,s=pty.openpty(); print(os.ttyname(s))'"};
   c.env = {kPath};
-  c.workspace = workspace;
+  c.workspace = fs::path(workspace) / "work";
   auto r = run(*sandbox, c);
   ASSERT_TRUE(r.exit);
   EXPECT_EQ(r.exit->code, 0) << r.err;
+  // Without a task directory, HOME is a tmpfs owned by the task (its uid= option names an id
+  // of the user namespace); devpts mounts there without a tty group.
   EXPECT_EQ(r.out,
             "65534\n2\ntamma-task\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
-            "NoNewPrivs:\t1\nSeccomp:\t2\nwrote\n");
+            "NoNewPrivs:\t1\nSeccomp:\t2\nwrote\ntamma\ntamma 755\n/dev/pts/0\n");
   ASSERT_FALSE(r.degradations.empty());
   EXPECT_NE(r.degradations.front().find("cgroups"), std::string::npos);
   EXPECT_FALSE(r.usage.exact);
+
+  // With the task's directories, bound from the host in the user namespace's jail.
+  policy.task_dir = workspace;
+  auto with_dirs = Sandbox::create(policy);
+  c.argv = {"/bin/sh", "-c", "echo h > /home/tamma/h && echo t > /tmp/t && echo v > /var/tmp/v"};
+  r = run(*with_dirs, c);
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.exit->code, 0) << r.err;
 }
 
 TEST(UserNamespace, UnprivilegedWorkerIsolatesThroughAUserNamespace) {
@@ -581,6 +716,14 @@ TEST(UserNamespace, UnprivilegedWorkerIsolatesThroughAUserNamespace) {
   tamma::testing::TempDir dir;
   ASSERT_EQ(::chown(dir.path().c_str(), 65534, 65534), 0);
   ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  // A task directory as Workspace lays it out, owned by the unprivileged worker.
+  for (const auto& [name, mode] :
+       {std::pair{"work", 0755}, {"home", 0755}, {"tmp", 01777}, {"var-tmp", 01777}}) {
+    const fs::path sub = dir.path() / name;
+    ASSERT_EQ(::mkdir(sub.c_str(), 0755), 0) << name;
+    ASSERT_EQ(::chmod(sub.c_str(), static_cast<mode_t>(mode)), 0) << name;
+    ASSERT_EQ(::chown(sub.c_str(), 65534, 65534), 0) << name;
+  }
   const std::string self = fs::read_symlink("/proc/self/exe").string();
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
@@ -598,7 +741,10 @@ TEST(UserNamespace, UnprivilegedWorkerIsolatesThroughAUserNamespace) {
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "the unprivileged half failed (see its output above)";
-  EXPECT_TRUE(fs::exists(dir.path() / "made"));
+  EXPECT_TRUE(fs::exists(dir.path() / "work" / "made"));
+  EXPECT_EQ(testing::slurp(dir.path() / "home" / "h"), "h\n");
+  EXPECT_EQ(testing::slurp(dir.path() / "tmp" / "t"), "t\n");
+  EXPECT_EQ(testing::slurp(dir.path() / "var-tmp" / "v"), "v\n");
 }
 
 TEST(HostProbe, ReportsThisMachine) {

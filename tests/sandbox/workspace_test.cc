@@ -106,18 +106,39 @@ class WorkspaceTest : public ::testing::Test {
   testing::TempDir root_;
 };
 
+// The task's filesystem holds the workspace, HOME and the two temporary directories, with
+// the modes the task relies on, and nothing else.
+void expect_task_layout(const Workspace& workspace, const fs::path& task_dir) {
+  EXPECT_EQ(workspace.task_dir(), task_dir);
+  EXPECT_EQ(workspace.path(), task_dir / "work");
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(task_dir)) {
+    names.push_back(entry.path().filename());
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"home", "tmp", "var-tmp", "work"}));
+  for (const auto& [name, mode] : {std::pair{"", 0755u},
+                                   {"work", 0755u},
+                                   {"home", 0755u},
+                                   {"tmp", 01777u},
+                                   {"var-tmp", 01777u}}) {
+    struct stat st {};
+    ASSERT_EQ(::lstat((task_dir / name).c_str(), &st), 0) << name;
+    EXPECT_TRUE(S_ISDIR(st.st_mode)) << name;
+    EXPECT_EQ(st.st_mode & 07777, mode) << name;
+    EXPECT_EQ(st.st_uid, 0u) << name;
+    if (*name != '\0') {
+      EXPECT_TRUE(fs::is_empty(task_dir / name)) << name;
+    }
+  }
+}
+
 TEST_F(WorkspaceTest, PlainDirectoryIsCreatedEmptyAndRemoved) {
   fs::path path;
   {
     auto workspace = Workspace::create(root_.path(), "task-1", std::nullopt);
     path = workspace->path();
-    EXPECT_EQ(path, root_.path() / "task-1");
-    struct stat st {};
-    ASSERT_EQ(::lstat(path.c_str(), &st), 0);
-    EXPECT_TRUE(S_ISDIR(st.st_mode));
-    EXPECT_EQ(st.st_mode & 07777, 0755u);
-    EXPECT_EQ(st.st_uid, 0u);
-    EXPECT_TRUE(fs::is_empty(path));
+    expect_task_layout(*workspace, root_.path() / "task-1");
     EXPECT_FALSE(workspace->limit());
     const DiskUsage empty = workspace->usage();
     EXPECT_EQ(empty.bytes, 0u);
@@ -146,8 +167,26 @@ TEST_F(WorkspaceTest, PlainDirectoryIsCreatedEmptyAndRemoved) {
     EXPECT_LT(usage.bytes, 1'000'000u);
     EXPECT_EQ(usage.inodes, 5u);
     EXPECT_FALSE(usage.full);
+
+    // What tools leave in HOME and the temporary directories is the task's too; a hard link
+    // between them still counts once.
+    const fs::path task_dir = workspace->task_dir();
+    fs::create_directory(task_dir / "home" / ".cache");
+    testing::write_file(task_dir / "home" / ".cache" / "c", std::string(50'000, 'c'));
+    testing::write_file(task_dir / "tmp" / "t", std::string(20'000, 't'));
+    fs::create_hard_link(task_dir / "tmp" / "t", task_dir / "var-tmp" / "t-again");
+    std::uint64_t more_bytes = 0;
+    for (const char* name : {"home/.cache", "home/.cache/c", "tmp/t"}) {
+      struct stat entry {};
+      ASSERT_EQ(::lstat((task_dir / name).c_str(), &entry), 0) << name;
+      more_bytes += static_cast<std::uint64_t>(entry.st_blocks) * 512;
+    }
+    const DiskUsage all = workspace->usage();
+    EXPECT_EQ(all.bytes, expected_bytes + more_bytes);
+    EXPECT_EQ(all.inodes, 8u);
   }
   EXPECT_FALSE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(root_.path() / "task-1"));
   EXPECT_TRUE(fs::exists("/usr/bin")) << "removal followed the symlink";
 }
 
@@ -196,7 +235,7 @@ TEST_F(WorkspaceTest, LeftoverOfTheSameTaskIsReplaced) {
   fs::create_directories(root_.path() / "again" / "old");
   testing::write_file(root_.path() / "again" / "old" / "file", "stale");
   auto workspace = Workspace::create(root_.path(), "again", std::nullopt);
-  EXPECT_TRUE(fs::is_empty(workspace->path()));
+  expect_task_layout(*workspace, root_.path() / "again");
 }
 
 TEST_F(WorkspaceTest, LeftoversOfADeadWorkerAreSweptButLiveWorkspacesKept) {
@@ -254,11 +293,13 @@ TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForBytes) {
   std::string device;
   {
     auto workspace = Workspace::create(root_.path(), "disk", 16 * kMiB);
-    path = workspace->path();
+    // The image holds the whole task filesystem; the workspace is a directory in it.
+    path = workspace->task_dir();
     image = root_.path() / ".disk.img";
     EXPECT_EQ(workspace->limit(), 16 * kMiB);
     EXPECT_TRUE(fs::exists(image));
     EXPECT_EQ(fs::file_size(image), 16 * kMiB);
+    EXPECT_FALSE(mount_at(workspace->path()));
     const auto mount = mount_at(path);
     ASSERT_TRUE(mount) << path << " is not a mount point";
     EXPECT_EQ(mount->fstype, "ext4");
@@ -272,18 +313,14 @@ TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForBytes) {
     const auto line = text.substr(line_start, text.find('\n', line_start) - line_start);
     EXPECT_NE(line.find("nosuid"), std::string::npos) << line;
     EXPECT_NE(line.find("nodev"), std::string::npos) << line;
-    EXPECT_FALSE(fs::exists(path / "lost+found"));
-    EXPECT_TRUE(fs::is_empty(path));
-    struct stat st {};
-    ASSERT_EQ(::stat(path.c_str(), &st), 0);
-    EXPECT_EQ(st.st_mode & 07777, 0755u);
+    expect_task_layout(*workspace, path);
     const DiskUsage empty = workspace->usage();
     EXPECT_EQ(empty.bytes, 0u);
     EXPECT_EQ(empty.inodes, 0u);
     EXPECT_FALSE(empty.full);
 
     std::uint64_t written = 0;
-    EXPECT_EQ(fill_file(path / "big", 32 * kMiB, &written), ENOSPC);
+    EXPECT_EQ(fill_file(workspace->path() / "big", 32 * kMiB, &written), ENOSPC);
     std::printf("16 MiB image took %.2f MiB before ENOSPC\n", static_cast<double>(written) / kMiB);
     EXPECT_GT(written, 14 * kMiB);
     EXPECT_LE(written, 16 * kMiB);
@@ -297,6 +334,23 @@ TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForBytes) {
   EXPECT_FALSE(fs::exists(image));
   EXPECT_FALSE(mount_at(path));
   EXPECT_TRUE(wait_until([&] { return !loop_attached(device); }, 2s)) << device << " attached";
+}
+
+// HOME and the temporary directories live on the image too: a task filling /tmp has no
+// room left for its caches or its checkout, and the usage says so.
+TEST_F(WorkspaceTest, HomeAndTmpShareTheDiskLimitWithTheWorkspace) {
+  require_images();
+  auto workspace = Workspace::create(root_.path(), "shared", 16 * kMiB);
+  const fs::path task_dir = workspace->task_dir();
+  std::uint64_t in_tmp = 0, in_home = 0, in_work = 0;
+  EXPECT_EQ(fill_file(task_dir / "tmp" / "big", 32 * kMiB, &in_tmp), ENOSPC);
+  EXPECT_GT(in_tmp, 14 * kMiB);
+  EXPECT_EQ(fill_file(task_dir / "home" / "cache", kMiB, &in_home), ENOSPC);
+  EXPECT_EQ(fill_file(workspace->path() / "source", kMiB, &in_work), ENOSPC);
+  const DiskUsage usage = workspace->usage();
+  EXPECT_TRUE(usage.full);
+  EXPECT_GE(usage.bytes, in_tmp);
+  EXPECT_EQ(usage.inodes, 3u);
 }
 
 TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForInodes) {
@@ -331,7 +385,7 @@ TEST_F(WorkspaceTest, BusyImageIsDetachedLazilyAndReleasedLater) {
   pid_t holder = 0;
   {
     auto workspace = Workspace::create(root_.path(), "busy", 16 * kMiB);
-    path = workspace->path();
+    path = workspace->task_dir();
     device = mount_at(path)->source;
     holder = ::fork();
     if (holder == 0) {

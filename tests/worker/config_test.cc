@@ -74,6 +74,8 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(c.task_uid, 65534U);
   EXPECT_EQ(c.task_gid, 65534U);
   EXPECT_EQ(c.tmp_bytes, 256ULL << 20);
+  EXPECT_FALSE(c.tmp_on_tmpfs);
+  EXPECT_TRUE(c.pass_env.empty());
   EXPECT_TRUE(c.handlers.empty());
   EXPECT_EQ(c.orchestrator_url, "");
   EXPECT_EQ(c.token, "");
@@ -434,6 +436,12 @@ TEST_F(ConfigTest, InvalidValuesNameTheSettingAndTheSource) {
       {"taskUid", "TAMMA_TASK_UID", "--task-uid", "-1", "from 0 to 4294967294"},
       {"taskGid", "TAMMA_TASK_GID", "--task-gid", "4294967295", "from 0 to 4294967294"},
       {"tmpSize", "TAMMA_TMP_SIZE", "--tmp-size", "big", "\"big\" is not a size"},
+      {"tmpOnTmpfs", "TAMMA_TMP_ON_TMPFS", "--tmp-on-tmpfs", "ram", "must be true or false"},
+      {"passEnv", "TAMMA_PASS_ENV", "--pass-env", "HTTPS_PROXY=http://p:3128",
+       "\"HTTPS_PROXY=http://p:3128\" is not a variable name (names only"},
+      {"passEnv", "TAMMA_PASS_ENV", "--pass-env", "OK,9LIVES", "\"9LIVES\" is not a variable name"},
+      {"passEnv", "TAMMA_PASS_ENV", "--pass-env", "TAMMA_TOKEN",
+       "\"TAMMA_TOKEN\" is one of the worker's own settings, never passed to a task"},
       {"artifactMaxFileSize", "TAMMA_ARTIFACT_MAX_FILE_SIZE", "--artifact-max-file-size", "0",
        "must be more than 0 bytes"},
       {"artifactMaxTotalSize", "TAMMA_ARTIFACT_MAX_TOTAL_SIZE", "--artifact-max-total-size", "much",
@@ -483,6 +491,10 @@ TEST_F(ConfigTest, InvalidFileValuesNameTheSettingAndTheFile) {
       {R"({"labels": {"a": 1}})", "labels from config file {}: the value of \"a\" must be"},
       {R"({"logLevel": null})", "logLevel from config file {}: must be one of"},
       {R"({"logFormat": "yaml"})", "logFormat from config file {}: must be one of text, json"},
+      {R"({"passEnv": {"A": "b"}})", "passEnv from config file {}: must be a list of variable"},
+      {R"({"passEnv": ["A", 1]})", "passEnv from config file {}: every name must be a string"},
+      {R"({"passEnv": ["A B"]})", "passEnv from config file {}: \"A B\" is not a variable name"},
+      {R"({"tmpOnTmpfs": "often"})", "tmpOnTmpfs from config file {}: must be true or false"},
   };
   for (const auto& [content, expected] : cases) {
     ConfigOverrides overrides;
@@ -504,6 +516,28 @@ TEST_F(ConfigTest, EveryProblemIsReportedOnItsOwnLine) {
   EXPECT_THAT(message, HasSubstr("\nslots from config file"));
   EXPECT_THAT(message, HasSubstr("\nlogLevel from environment TAMMA_LOG_LEVEL"));
   EXPECT_THAT(message, HasSubstr("\ngracePeriod from flag --grace-period"));
+}
+
+// passEnv holds names only, from a JSON list or the text form "A,B"; a higher level replaces
+// the list as a whole (the operator means exactly the variables named at that level).
+TEST_F(ConfigTest, PassEnvAndTmpOnTmpfsCanBeSet) {
+  const Config file = load_with_file(
+      R"({"passEnv": ["NODE_EXTRA_CA_CERTS", " SSL_CERT_FILE ", "HTTPS_PROXY", "HTTPS_PROXY"],
+          "tmpOnTmpfs": true})");
+  EXPECT_EQ(file.pass_env,
+            (std::vector<std::string>{"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "HTTPS_PROXY"}));
+  EXPECT_TRUE(file.tmp_on_tmpfs);
+  const Config env =
+      load_with_file(R"({"passEnv": ["NODE_EXTRA_CA_CERTS"]})",
+                     {"TAMMA_PASS_ENV=http_proxy, no_proxy,", "TAMMA_TMP_ON_TMPFS=no"});
+  EXPECT_EQ(env.pass_env, (std::vector<std::string>{"http_proxy", "no_proxy"}));
+  EXPECT_FALSE(env.tmp_on_tmpfs);
+  ConfigOverrides overrides;
+  overrides.values["passEnv"] = "_UNDERSCORE_1";
+  EXPECT_EQ(load_config(overrides, {"TAMMA_PASS_ENV=A"}).pass_env,
+            std::vector<std::string>{"_UNDERSCORE_1"});
+  // An empty list switches it off again.
+  EXPECT_TRUE(load_with_file(R"({"passEnv": []})").pass_env.empty());
 }
 
 TEST_F(ConfigTest, ArtifactLimitsHaveDefaultsAndCanBeSet) {
