@@ -90,7 +90,10 @@ void submit(Core& core, Request& request, const ExchangePtr& exchange) {
     core.deliver(std::move(*core.polls.take(candidate->id)), *outcome.claim);
   }
   // Not handed over (no parked taker, or it got a higher-priority task): offer it around.
-  if (outcome.created && !handed_over) core.offer(outcome.task.id);
+  if (outcome.created && !handed_over) {
+    const Store::Queued queued{outcome.task.type, outcome.task.labels};
+    core.offer(outcome.task.id, /*announce=*/true, &queued);
+  }
 }
 
 void list_tasks(Core& core, Request& request, const ExchangePtr& exchange) {

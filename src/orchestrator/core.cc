@@ -144,15 +144,19 @@ void Core::deliver(PollWaiters::Waiter waiter, const Claim& claim) {
       });
 }
 
-void Core::offer(const std::string& task_id, bool announce) {
+void Core::offer(const std::string& task_id, bool announce, const Store::Queued* known) {
   if (shutting_down) return;
   if (polls.size() == 0) {
     // No poll parked here to offer it to: the others may have one.
-    if (announce) store.announce_queued(task_id);
+    if (announce) store.announce_queued(task_id, known);
     return;
   }
-  auto task = store.queued_task(task_id);
-  if (!task) return;
+  std::optional<Store::Queued> read;
+  if (known == nullptr) {
+    read = store.queued_task(task_id);
+    if (!read) return;
+  }
+  const Store::Queued* task = known != nullptr ? known : &*read;
   std::set<std::uint64_t> tried;
   int refused = 0;
   while (const auto* candidate = polls.find_match(task->type, task->labels, tried)) {
@@ -173,16 +177,22 @@ void Core::offer(const std::string& task_id, bool announce) {
     // A higher-priority task may have gone instead; the offered one still waits for a taker.
     if (got_offered) return;
   }
-  if (announce) store.announce_queued(task_id);
+  if (announce) store.announce_queued(task_id, task);
 }
 
-void Core::offer_announced(const std::vector<std::string>& task_ids) {
+void Core::offer_announced(const std::vector<Store::Announced>& tasks) {
   if (shutting_down || polls.size() == 0) return;
-  constexpr int kLookAtMost = 32;
-  const auto ids = task_ids.empty() ? store.queued_task_ids(kLookAtMost) : task_ids;
-  for (const auto& id : ids) {
+  if (tasks.empty()) {
+    constexpr int kLookAtMost = 32;
+    for (const auto& id : store.queued_task_ids(kLookAtMost)) {
+      if (polls.size() == 0) return;
+      offer(id, /*announce=*/false);
+    }
+    return;
+  }
+  for (const auto& announced : tasks) {
     if (polls.size() == 0) return;
-    offer(id, /*announce=*/false);
+    offer(announced.task_id, /*announce=*/false, announced.queued ? &*announced.queued : nullptr);
   }
 }
 

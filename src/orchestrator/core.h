@@ -55,10 +55,13 @@ class Core {
   // Offers a task that just became available to ONE waiting poll that can run it (then to the
   // next, only if that one turned out unable to take it). When none here took it, the other
   // orchestrators on the same database are told (unless `announce` is false: it came from them).
-  void offer(const std::string& task_id, bool announce = true);
+  // `known`: the task's type and labels when the caller has them (a submit, an announcement),
+  // which spares reading them back; a task taken meanwhile then costs one refused claim.
+  void offer(const std::string& task_id, bool announce = true,
+             const Store::Queued* known = nullptr);
   // Tasks other orchestrators announced (none: the best queued ones), offered to the polls
   // parked here.
-  void offer_announced(const std::vector<std::string>& task_ids);
+  void offer_announced(const std::vector<Store::Announced>& tasks);
   // Hands a claimed task to a parked poll; undoes the claim if the answer cannot be written.
   void deliver(PollWaiters::Waiter waiter, const Claim& claim);
   // After tasks left "running" without their worker: wake followers, offer re-queued ones.

@@ -128,12 +128,12 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
   }
   core_ = std::make_unique<Core>(config_, *store_, metrics_, std::move(tokens), core_io_);
   // Tasks other orchestrators on the same database made available reach the polls parked here.
-  store_->listen_for_queue([this](std::vector<std::string> task_ids) {
+  store_->listen_for_queue([this](std::vector<Store::Announced> tasks) {
     // Posted, not waited for: this runs on the signal's thread, which must never block on a
     // core thread that is stopping.
-    asio::post(core_io_, [this, ids = std::move(task_ids)] {
+    asio::post(core_io_, [this, tasks = std::move(tasks)] {
       try {
-        core_->offer_announced(ids);
+        core_->offer_announced(tasks);
       } catch (const std::exception& e) {
         spdlog::warn("tasks announced by another orchestrator not offered: {}", e.what());
       }

@@ -5,10 +5,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "common/error.h"
 #include "orchestrator/store/postgres.h"
@@ -17,9 +19,10 @@ namespace tamma::orchestrator {
 namespace {
 
 constexpr const char* kChannel = "tamma_queue";
-// One NOTIFY carries at most this many bytes of ids (PostgreSQL's limit is 8000); more pending
-// than that goes out as an empty payload, "look at the whole queue".
-constexpr std::size_t kMaxPayload = 4000;
+// One NOTIFY carries at most this many bytes (PostgreSQL's limit is 8000); more pending than
+// that goes out as an empty payload, "look at the whole queue".
+constexpr std::size_t kMaxPayload = 7000;
+constexpr std::size_t kMaxTasksPerPayload = 256;
 constexpr auto kSweepEvery = std::chrono::seconds(2);
 // How often the number of other listening orchestrators is read again: a replica that starts
 // meanwhile goes unannounced to for at most this long, and looks at the whole queue when it
@@ -71,22 +74,72 @@ int count_other_listeners(PGconn* conn) {
   return count;
 }
 
-std::vector<std::string> split_ids(const char* payload) {
-  std::vector<std::string> ids;
-  std::string current;
-  for (const char* p = payload; *p != '\0'; ++p) {
-    if (*p == ',') {
-      if (!current.empty()) ids.push_back(std::move(current));
-      current.clear();
-    } else {
-      current.push_back(*p);
+// Earlier versions' payload: task ids (letters, digits, '-', '_') separated by commas.
+std::optional<std::vector<Store::Announced>> split_ids(std::string_view payload) {
+  std::vector<Store::Announced> tasks;
+  std::size_t start = 0;
+  while (start <= payload.size()) {
+    std::size_t end = payload.find(',', start);
+    if (end == std::string_view::npos) end = payload.size();
+    const std::string_view id = payload.substr(start, end - start);
+    for (char c : id) {
+      if (std::isalnum(static_cast<unsigned char>(c)) == 0 && c != '-' && c != '_') {
+        return std::nullopt;
+      }
     }
+    if (!id.empty()) tasks.push_back({std::string(id), {}});
+    start = end + 1;
   }
-  if (!current.empty()) ids.push_back(std::move(current));
-  return ids;
+  return tasks;
 }
 
 }  // namespace
+
+std::string encode_announcement(const std::string& task_id, const Store::Queued* queued) {
+  if (queued == nullptr) return nlohmann::json(task_id).dump();
+  return nlohmann::json::array({task_id, queued->type, queued->labels}).dump();
+}
+
+std::optional<std::vector<Store::Announced>> decode_announcement(std::string_view payload) {
+  constexpr std::size_t kMaxBytes = 8000;
+  if (payload.size() > kMaxBytes) return std::nullopt;
+  if (payload.empty() || payload.front() != '[') {
+    auto tasks = split_ids(payload);
+    if (tasks && tasks->size() > kMaxTasksPerPayload) return std::nullopt;
+    return tasks;
+  }
+  // [ [id, type, {labels}] ]: depth 3 at most; a deeper document is refused while parsed.
+  bool too_deep = false;
+  const nlohmann::json::parser_callback_t limit_depth =
+      [&too_deep](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+        if (depth > 2 && (event == nlohmann::json::parse_event_t::object_start ||
+                          event == nlohmann::json::parse_event_t::array_start)) {
+          too_deep = true;
+        }
+        return !too_deep;
+      };
+  nlohmann::json doc = nlohmann::json::parse(payload.begin(), payload.end(), limit_depth,
+                                             /*allow_exceptions=*/false);
+  if (too_deep || !doc.is_array() || doc.size() > kMaxTasksPerPayload) return std::nullopt;
+  std::vector<Store::Announced> tasks;
+  for (const auto& item : doc) {
+    if (item.is_string()) {
+      tasks.push_back({item.get<std::string>(), {}});
+      continue;
+    }
+    if (!item.is_array() || item.size() != 3 || !item[0].is_string() || !item[1].is_string() ||
+        !item[2].is_object()) {
+      return std::nullopt;
+    }
+    Store::Queued queued{item[1].get<std::string>(), {}};
+    for (const auto& [key, value] : item[2].items()) {
+      if (!value.is_string()) return std::nullopt;
+      queued.labels.emplace(key, value.get<std::string>());
+    }
+    tasks.push_back({item[0].get<std::string>(), std::move(queued)});
+  }
+  return tasks;
+}
 
 PgQueueSignal::PgQueueSignal(std::string conninfo, Listener listener)
     : conninfo_(std::move(conninfo)), listener_(std::move(listener)) {
@@ -103,13 +156,20 @@ PgQueueSignal::~PgQueueSignal() {
   ::close(wake_fd_);
 }
 
-void PgQueueSignal::announce(const std::string& task_id) {
+void PgQueueSignal::announce(const std::string& task_id, const Store::Queued* queued) {
+  std::string entry = encode_announcement(task_id, queued);
   {
     std::lock_guard lock(mutex_);
-    if (!overflowed_) pending_.insert(task_id);
-    if (pending_.size() * 26 > kMaxPayload) {
+    if (!overflowed_) {
+      auto [it, inserted] = pending_.try_emplace(task_id);
+      if (!inserted) pending_bytes_ -= it->second.size() + 1;
+      pending_bytes_ += entry.size() + 1;
+      it->second = std::move(entry);
+    }
+    if (pending_bytes_ + 2 > kMaxPayload || pending_.size() > kMaxTasksPerPayload) {
       overflowed_ = true;
       pending_.clear();
+      pending_bytes_ = 0;
     }
   }
   const std::uint64_t one = 1;
@@ -156,9 +216,15 @@ void PgQueueSignal::run() {
       if (overflowed_ || !pending_.empty()) {
         send = true;
         if (!overflowed_) {
-          for (const auto& id : pending_) payload += (payload.empty() ? "" : ",") + id;
+          payload.push_back('[');
+          for (const auto& [id, entry] : pending_) {
+            if (payload.size() > 1) payload.push_back(',');
+            payload.append(entry);
+          }
+          payload += "]";
         }
         pending_.clear();
+        pending_bytes_ = 0;
         overflowed_ = false;
       }
     }
@@ -193,7 +259,10 @@ void PgQueueSignal::run() {
     while (PGnotify* n = ::PQnotifies(conn.get())) {
       if (n->be_pid != own_pid) {
         received_.fetch_add(1);
-        listener_(split_ids(n->extra));
+        auto tasks = decode_announcement(n->extra);
+        if (!tasks)
+          spdlog::warn("queue signal: a notification not understood; looking at the queue");
+        listener_(tasks ? std::move(*tasks) : std::vector<Store::Announced>{});
       }
       ::PQfreemem(n);
     }

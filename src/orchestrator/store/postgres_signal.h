@@ -17,27 +17,32 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
-#include <set>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
+
+#include "orchestrator/store/store.h"
 
 namespace tamma::orchestrator {
 
 class PgQueueSignal {
  public:
-  // Called on the signal's thread with the ids another orchestrator announced; empty: look at
-  // the whole queue (notifications may have been lost).
-  using Listener = std::function<void(std::vector<std::string> task_ids)>;
+  // Called on the signal's thread with the tasks another orchestrator announced; empty: look
+  // at the whole queue (notifications may have been lost).
+  using Listener = Store::QueueListener;
 
   PgQueueSignal(std::string conninfo, Listener listener);
   ~PgQueueSignal();
   PgQueueSignal(const PgQueueSignal&) = delete;
   PgQueueSignal& operator=(const PgQueueSignal&) = delete;
 
-  // Thread-safe, never blocks: the id goes out with the next NOTIFY.
-  void announce(const std::string& task_id);
+  // Thread-safe, never blocks: the task goes out with the next NOTIFY, with its type and
+  // labels when given (the hearer then offers it without reading it back).
+  void announce(const std::string& task_id, const Store::Queued* queued);
 
   // Notifications sent and received so far, and announcements not sent because no other
   // orchestrator listened (metrics, tests).
@@ -51,7 +56,8 @@ class PgQueueSignal {
   std::string conninfo_;
   Listener listener_;
   std::mutex mutex_;
-  std::set<std::string> pending_;
+  std::map<std::string, std::string> pending_;  // task id -> its entry in the payload
+  std::size_t pending_bytes_ = 0;
   bool overflowed_ = false;
   int wake_fd_ = -1;  // eventfd: announce() and the destructor wake the thread
   std::atomic<bool> stopping_{false};
@@ -61,5 +67,13 @@ class PgQueueSignal {
   int others_ = -1;  // other orchestrators listening, as last read; -1: unknown (send)
   std::thread thread_;
 };
+
+// The NOTIFY payload: a JSON array whose elements are a task id, or [id, type, {labels}] when
+// the type and labels are known. decode_announcement also reads the comma-separated ids that
+// earlier versions sent (a rolling upgrade); nullopt for anything else, or more than
+// PostgreSQL's 8000 bytes, more than 256 tasks, or nesting deeper than the format's: the
+// hearer then looks at the whole queue.
+std::string encode_announcement(const std::string& task_id, const Store::Queued* queued);
+std::optional<std::vector<Store::Announced>> decode_announcement(std::string_view payload);
 
 }  // namespace tamma::orchestrator

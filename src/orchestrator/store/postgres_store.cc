@@ -1076,8 +1076,8 @@ void PostgresStore::listen_for_queue(QueueListener listener) {
   signal_ = std::make_unique<PgQueueSignal>(conninfo_, std::move(listener));
 }
 
-void PostgresStore::announce_queued(const std::string& task_id) {
-  if (signal_) signal_->announce(task_id);
+void PostgresStore::announce_queued(const std::string& task_id, const Queued* queued) {
+  if (signal_) signal_->announce(task_id, queued);
 }
 
 std::optional<Store::SignalCounts> PostgresStore::signal_counts() const {

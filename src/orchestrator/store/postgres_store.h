@@ -97,7 +97,7 @@ class PostgresStore : public Store {
   std::vector<std::string> queued_task_ids(int limit) override;
   std::optional<Queued> queued_task(const std::string& task_id) override;
   void listen_for_queue(QueueListener listener) override;
-  void announce_queued(const std::string& task_id) override;
+  void announce_queued(const std::string& task_id, const Queued* queued) override;
   [[nodiscard]] std::optional<SignalCounts> signal_counts() const override;
 
   [[nodiscard]] const SchemaVersions& schema() const { return schema_; }

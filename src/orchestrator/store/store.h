@@ -317,14 +317,20 @@ class Store {
   }
 
   // ---- several orchestrators on one database ----
-  // Called on another thread when other orchestrators made tasks available: their ids, or none
-  // for "look at the whole queue" (notifications may have been lost). Nothing for a store only
-  // one orchestrator can use.
-  using QueueListener = std::function<void(std::vector<std::string> task_ids)>;
+  // A task another orchestrator made available; with what a parked poll is matched on when
+  // the announcer knew it (a submit does), so that the hearer need not read it back.
+  struct Announced {
+    std::string task_id;
+    std::optional<Queued> queued;
+  };
+  // Called on another thread when other orchestrators made tasks available: those tasks, or
+  // none for "look at the whole queue" (notifications may have been lost). Nothing for a store
+  // only one orchestrator can use.
+  using QueueListener = std::function<void(std::vector<Announced> tasks)>;
   virtual void listen_for_queue(QueueListener /*listener*/) {}
   // After the commit: tells the other orchestrators that this task waits for a worker that
-  // none of this one's parked polls could give it to.
-  virtual void announce_queued(const std::string& /*task_id*/) {}
+  // none of this one's parked polls could give it to. `queued`: its type and labels, if known.
+  virtual void announce_queued(const std::string& /*task_id*/, const Queued* /*queued*/) {}
   // The wake-ups between orchestrators so far, for /metrics; nullopt for a store that one
   // orchestrator has to itself.
   struct SignalCounts {
