@@ -248,7 +248,8 @@ int run_task(const RunOptions& o, const std::vector<std::string>& command) {
   std::vector<std::string> secrets;
   try {
     worker::Config config = load_effective_config(o);
-    setup_logging(config.log_level, config.log_format == worker::LogFormat::kJson ? "json" : "text");
+    setup_logging(config.log_level,
+                  config.log_format == worker::LogFormat::kJson ? "json" : "text");
     protocol::TaskSpec spec = build_spec(o, command);
     for (const auto& [name, value] : spec.secrets) secrets.push_back(value);
     worker::Engine engine(config, worker::HandlerRegistry::with_builtins(config));
@@ -273,11 +274,13 @@ int run_task(const RunOptions& o, const std::vector<std::string>& command) {
   write_ci_reports(o, ci, result, worker::SecretMasker(secrets));
   if (o.json) std::printf("%s\n", document.dump(2).c_str());
   if (exit_code != worker::kExitUsage) {
-    std::string summary = fmt::format("tamma-worker: task {} {} in {}", result.task_id,
-                                      protocol::to_string(result.status),
-                                      format_duration(std::chrono::milliseconds(result.duration_ms)));
+    std::string summary = fmt::format(
+        "tamma-worker: task {} {} in {}", result.task_id, protocol::to_string(result.status),
+        format_duration(std::chrono::milliseconds(result.duration_ms)));
     if (result.error) summary += ": " + result.error->message;
     std::fprintf(stderr, "%s (exit %d)\n", summary.c_str(), exit_code);
+    for (const auto& hint : result.hints)
+      std::fprintf(stderr, "tamma-worker: hint: %s\n", hint.c_str());
   }
   return exit_code;
 }

@@ -65,6 +65,7 @@ json usage_json(const ResourceUsage& usage) {
       {"oomKills", usage.oom_kills},
       {"pidsLimitHits", usage.pids_limit_hits},
       {"cpuThrottledMs", usage.cpu_throttled_ms},
+      {"networkUnreachable", usage.network_unreachable},
       {"exact", usage.exact},
   };
 }
@@ -205,6 +206,7 @@ class Reader {
     usage.oom_kills = count(*value, here, "oomKills").value_or(0);
     usage.pids_limit_hits = count(*value, here, "pidsLimitHits").value_or(0);
     usage.cpu_throttled_ms = count(*value, here, "cpuThrottledMs").value_or(0);
+    usage.network_unreachable = count(*value, here, "networkUnreachable").value_or(0);
     usage.exact = boolean(*value, here, "exact").value_or(true);
     return usage;
   }
@@ -308,6 +310,8 @@ nlohmann::json to_json(const TaskResult& result) {
   }
   json degradations = json::array();
   for (const auto& text : result.degradations) degradations.push_back(valid_utf8(text));
+  json hints = json::array();
+  for (const auto& text : result.hints) hints.push_back(valid_utf8(text));
   json error = nullptr;
   if (result.error) {
     error = {{"code", valid_utf8(result.error->code)},
@@ -315,13 +319,21 @@ nlohmann::json to_json(const TaskResult& result) {
              {"retryable", result.error->retryable}};
   }
   return {
-      {"taskId", valid_utf8(result.task_id)},    {"type", valid_utf8(result.type)},
-      {"status", to_string(result.status)},      {"exitCode", optional_int(result.exit_code)},
-      {"signal", optional_int(result.signal)},   {"signalName", signal_name_json(result.signal)},
-      {"durationMs", result.duration_ms},        {"steps", std::move(steps)},
-      {"usage", usage_json(result.usage)},       {"limit", limit_json(result.limit)},
-      {"artifacts", std::move(artifacts)},       {"error", std::move(error)},
-      {"degradations", std::move(degradations)}, {"details", result.details},
+      {"taskId", valid_utf8(result.task_id)},
+      {"type", valid_utf8(result.type)},
+      {"status", to_string(result.status)},
+      {"exitCode", optional_int(result.exit_code)},
+      {"signal", optional_int(result.signal)},
+      {"signalName", signal_name_json(result.signal)},
+      {"durationMs", result.duration_ms},
+      {"steps", std::move(steps)},
+      {"usage", usage_json(result.usage)},
+      {"limit", limit_json(result.limit)},
+      {"artifacts", std::move(artifacts)},
+      {"error", std::move(error)},
+      {"degradations", std::move(degradations)},
+      {"hints", std::move(hints)},
+      {"details", result.details},
   };
 }
 
@@ -410,6 +422,18 @@ TaskResult task_result_from_json(const nlohmann::json& document) {
         result.degradations.push_back(item.get<std::string>());
       } else {
         reader.problem(fmt::format("$.degradations[{}]", i),
+                       "must be a string, not " + describe_json(item));
+      }
+    }
+  }
+
+  if (const json* hints = reader.array(document, root, "hints")) {
+    for (std::size_t i = 0; i < hints->size(); ++i) {
+      const json& item = (*hints)[i];
+      if (item.is_string()) {
+        result.hints.push_back(item.get<std::string>());
+      } else {
+        reader.problem(fmt::format("$.hints[{}]", i),
                        "must be a string, not " + describe_json(item));
       }
     }

@@ -25,6 +25,8 @@ struct ResourceUsage {
   std::uint64_t oom_kills = 0;
   std::uint64_t pids_limit_hits = 0;
   std::uint64_t cpu_throttled_ms = 0;
+  // Without network: connection attempts and packets that found no way out.
+  std::uint64_t network_unreachable = 0;
   bool exact = true;
 };
 
@@ -75,7 +77,10 @@ struct TaskResult {
   std::vector<Artifact> artifacts;
   std::optional<TaskError> error;
   std::vector<std::string> degradations;  // isolation or limits that could not be applied
-  nlohmann::json details;                 // handler-specific data (tests, findings)
+  // What the user may want to know about why the task ended as it did (it tried to reach the
+  // network it does not have); plain sentences.
+  std::vector<std::string> hints;
+  nlohmann::json details;  // handler-specific data (tests, findings)
 };
 
 std::string_view to_string(TaskStatus status);

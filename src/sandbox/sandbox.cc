@@ -137,7 +137,7 @@ class ProcessImpl final : public Process {
   // reports; `init_outside_group`: PID 1 is not in the task's group.
   ProcessImpl(Spawned spawned, bool has_init, UniqueFd status, UniqueFd exit_poll,
               bool init_outside_group, std::unique_ptr<Cgroup> cgroup, SpawnSlotLease slot,
-              NetNamespaceLease net, std::vector<std::string> degradations)
+              NetNamespaceLease net, NetCounters fresh_net, std::vector<std::string> degradations)
       : pid_(spawned.pid),
         pidfd_(spawned.pidfd),
         has_init_(has_init),
@@ -147,6 +147,7 @@ class ProcessImpl final : public Process {
         cgroup_(std::move(cgroup)),
         slot_(std::move(slot)),
         net_(std::move(net)),
+        fresh_net_(std::move(fresh_net)),
         degradations_(std::move(degradations)) {}
 
   ~ProcessImpl() override {
@@ -210,10 +211,15 @@ class ProcessImpl final : public Process {
   }
 
   Usage usage() const override {
-    if (cgroup_) return cgroup_->usage();
+    if (cgroup_) {
+      Usage usage = cgroup_->usage();
+      usage.network_unreachable = network_unreachable();
+      return usage;
+    }
     // Without a cgroup the kernel's rusage of the reaped tree is the best there is: it
     // misses processes that were never waited for.
     Usage usage;
+    usage.network_unreachable = network_unreachable();
     usage.exact = false;
     usage.cpu_user_us = static_cast<std::uint64_t>(rusage_.ru_utime.tv_sec) * 1'000'000 +
                         static_cast<std::uint64_t>(rusage_.ru_utime.tv_usec);
@@ -226,6 +232,13 @@ class ProcessImpl final : public Process {
   std::vector<std::string> degradations() const override { return degradations_; }
 
  private:
+  // Once PID 1 reported, every process of the task is gone: the namespace's counters are final
+  // even before PID 1 itself is reaped (when the namespace goes back to the pool).
+  std::uint64_t network_unreachable() const {
+    if (reaped_) return network_unreachable_;
+    return net_ ? net_.unreachable_since_lease() : fresh_net_.unreachable();
+  }
+
   // PID 1 writes the task's wait status once the task's processes are all dead and reaped,
   // before its own exit. End of file without it: PID 1 was killed (kill_all, the OOM
   // killer), and its exit, through the pidfd, is what to wait for.
@@ -261,7 +274,9 @@ class ProcessImpl final : public Process {
     reaped_ = true;
     slot_ = SpawnSlotLease();  // PID 1 is gone: its stacks and thread block are free
     // ... and with it every process of its pid namespace, the only ones in the network
-    // namespace: it can serve the next task.
+    // namespace: what they sent is counted, and it can serve the next task.
+    network_unreachable_ = net_ ? net_.unreachable_since_lease() : fresh_net_.unreachable();
+    fresh_net_ = NetCounters();
     net_ = NetNamespaceLease();
     rusage_ = usage;
     if (exit_) return;  // PID 1's report
@@ -287,6 +302,8 @@ class ProcessImpl final : public Process {
   std::unique_ptr<Cgroup> cgroup_;
   SpawnSlotLease slot_;    // set when PID 1 shares the worker's memory
   NetNamespaceLease net_;  // set when the task has a pooled network namespace
+  NetCounters fresh_net_;  // ... or the counters of the one made for it
+  std::uint64_t network_unreachable_ = 0;
   std::vector<std::string> degradations_;
   std::optional<ExitStatus> exit_;
   bool reaped_ = false;
@@ -499,6 +516,12 @@ class SandboxImpl final : public Sandbox {
                          .shared_slot = slot ? &slot.slot() : nullptr};
     Spawned spawned = clone_child(request, plan);
     UniqueFd pidfd(spawned.pidfd);
+    // A namespace made by clone() is the child's from its first instruction on; the files
+    // opened now keep counting it after the child is gone.
+    NetCounters fresh_net;
+    if (eff_.isolate && eff_.new_net && !net) {
+      fresh_net = NetCounters::open("/proc/" + std::to_string(spawned.pid) + "/net");
+    }
     error.write.reset();
     status.write.reset();
     // release.read stays open until the byte is written: a child that died meanwhile must
@@ -562,7 +585,8 @@ class SandboxImpl final : public Sandbox {
     pidfd.release();
     return std::make_unique<ProcessImpl>(spawned, eff_.isolate, std::move(status.read),
                                          std::move(exit_poll), task_enters, std::move(cgroup),
-                                         std::move(slot), std::move(net), eff_.degradations);
+                                         std::move(slot), std::move(net), std::move(fresh_net),
+                                         eff_.degradations);
   }
 
  private:

@@ -26,6 +26,9 @@ struct Usage {
   std::uint64_t cpu_throttled_periods = 0;  // periods in which the quota ran out
   std::uint64_t cpu_throttled_us = 0;
   bool exact = true;  // false when measured without a cgroup (degraded mode)
+  // With a loopback-only network: connection attempts and packets that found no way out
+  // (NetCounters in net.h); 0 with the host's network or without isolation.
+  std::uint64_t network_unreachable = 0;
 };
 
 }  // namespace tamma::sandbox

@@ -241,6 +241,9 @@ std::string github_annotations(const protocol::TaskResult& result, const SecretM
     if (result.error) message += ": " + result.error->message;
     out += annotation("error", json(), "tamma-worker", message, masker);
   }
+  for (const auto& hint : result.hints) {
+    out += annotation("notice", json(), "tamma-worker", hint, masker);
+  }
   const json& tests = member(result.details, "tests");
   std::size_t shown = 0, left_out = 0;
   for (const auto& failure : array_member(tests, "failures")) {
@@ -300,6 +303,7 @@ std::string github_summary(const protocol::TaskResult& result, const SecretMaske
                        m(text_of(checkout, "ref")), commit.empty() ? "" : " → " + m(commit));
   }
   for (const auto& d : result.degradations) out += fmt::format("| degraded | {} |\n", m(d));
+  for (const auto& h : result.hints) out += fmt::format("| hint | {} |\n", m(h));
 
   if (!result.steps.empty()) {
     out +=

@@ -59,6 +59,7 @@ protocol::ResourceUsage to_result_usage(const sandbox::Usage& usage) {
   out.oom_kills = usage.oom_kills;
   out.pids_limit_hits = usage.pids_limit_hits;
   out.cpu_throttled_ms = usage.cpu_throttled_us / 1000;
+  out.network_unreachable = usage.network_unreachable;
   out.exact = usage.exact;
   return out;
 }
@@ -71,6 +72,7 @@ void accumulate(protocol::ResourceUsage& total, const protocol::ResourceUsage& s
   total.oom_kills += step.oom_kills;
   total.pids_limit_hits += step.pids_limit_hits;
   total.cpu_throttled_ms += step.cpu_throttled_ms;
+  total.network_unreachable += step.network_unreachable;
   total.exact = total.exact && step.exact;
 }
 
@@ -351,6 +353,24 @@ std::string timeout_message(const protocol::TaskSpec& spec, const protocol::Task
   return fmt::format("the task ran past its timeout of {}", format_duration(task_timeout));
 }
 
+// A package manager that retries (npm) runs until the timeout in a sandbox without network,
+// saying nothing a user would connect with it: when such a task failed or timed out after
+// trying to get out, the result says what it lacked.
+std::optional<std::string> no_network_hint(const protocol::TaskSpec& spec,
+                                           const protocol::TaskResult& result) {
+  if (spec.network != protocol::NetworkMode::kNone) return std::nullopt;
+  if (result.status != TaskStatus::kFailed && result.status != TaskStatus::kTimeout) {
+    return std::nullopt;
+  }
+  const std::uint64_t attempts = result.usage.network_unreachable;
+  if (attempts == 0) return std::nullopt;
+  return fmt::format(
+      "the task has no network (\"network\": \"none\"): {} connection attempt{} or name "
+      "lookup{} found no way out of the sandbox; a task that must download or reach a service "
+      "needs \"network\": \"host\"",
+      attempts, attempts == 1 ? "" : "s", attempts == 1 ? "" : "s");
+}
+
 }  // namespace
 
 // A task that did not succeed on a host that is out of disk, descriptors or memory may well
@@ -504,6 +524,7 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
         break;
     }
   }
+  if (auto hint = no_network_hint(spec, result)) result.hints.push_back(std::move(*hint));
   result.duration_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
   return result;

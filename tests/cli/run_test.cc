@@ -253,6 +253,49 @@ TEST_F(RunCommand, SigtermMidStepCancelsWithExitCode5) {
   EXPECT_EQ(result["steps"][0]["stdout"], "started\n");
 }
 
+// A package manager in a task without network retries until it gives up or the timeout ends
+// it, and says nothing a user would connect with the missing network: the result does.
+TEST_F(RunCommand, ATaskThatFailedReachingOutWithoutNetworkIsToldItHasNone) {
+  // Like npm: a name lookup (glibc, through the host's resolv.conf) and a connection to a
+  // registry address, three times, then an error of its own.
+  const std::string fetch =
+      "for i in 1 2 3; do getent hosts registry.npmjs.org && exit 0; "
+      "(echo > /dev/tcp/104.16.0.35/443) 2>/dev/null && exit 0; sleep 0.1; done; "
+      "echo 'npm ERR! network request failed' >&2; exit 1 # " +
+      marker_;
+  auto failed = run({"--json", "--", "/bin/bash", "-c", fetch});
+  ASSERT_EQ(failed.exit_code, 1) << failed.err;
+  auto result = nlohmann::json::parse(failed.out);
+  EXPECT_EQ(result["status"], "failed");
+  EXPECT_GE(result["usage"]["networkUnreachable"].get<std::uint64_t>(), 6u)
+      << "3 lookups and 3 connections";
+  ASSERT_EQ(result["hints"].size(), 1u) << result.dump(2);
+  const auto hint = result["hints"][0].get<std::string>();
+  EXPECT_NE(hint.find("the task has no network (\"network\": \"none\")"), std::string::npos)
+      << hint;
+  EXPECT_NE(hint.find("needs \"network\": \"host\""), std::string::npos) << hint;
+  EXPECT_NE(failed.err.find("tamma-worker: hint: the task has no network"), std::string::npos)
+      << failed.err;
+
+  // Retrying until the timeout ends it: the same hint.
+  auto timed_out = run_json({"--timeout", "2s", "--grace-period", "1s", "--", "/bin/bash", "-c",
+                             "while true; do getent hosts registry.npmjs.org || sleep 0.2; "
+                             "done # " +
+                                 marker_},
+                            3);
+  EXPECT_EQ(timed_out["status"], "timeout");
+  ASSERT_EQ(timed_out["hints"].size(), 1u) << timed_out.dump(2);
+
+  // Not when the task succeeded anyway (an optional download), nor when a failing task never
+  // tried to get out: the count is still there, the hint is not.
+  auto succeeded = run_json({"--", "/bin/bash", "-c", "getent hosts example.org || true"}, 0);
+  EXPECT_GE(succeeded["usage"]["networkUnreachable"].get<std::uint64_t>(), 1u);
+  EXPECT_TRUE(succeeded["hints"].empty());
+  auto plain = run_json({"--", "/bin/sh", "-c", "exit 3"}, 1);
+  EXPECT_EQ(plain["usage"]["networkUnreachable"], 0);
+  EXPECT_TRUE(plain["hints"].empty());
+}
+
 TEST_F(RunCommand, TaskIgnoringSigtermIsKilledAfterTheGracePeriod) {
   ChildProcess child(
       worker({"--json", "--grace-period", "1s", "--", "/bin/sh", "-c",

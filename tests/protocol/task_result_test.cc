@@ -39,10 +39,12 @@ TaskResult sample_result() {
   r.usage.disk_bytes = 4096;
   r.usage.pids_limit_hits = 2;
   r.usage.cpu_throttled_ms = 7;
+  r.usage.network_unreachable = 5;
   r.usage.exact = false;
   r.artifacts.push_back({"dist/out.txt", 9, std::string(64, 'a')});
   r.error = TaskError{"memory_limit", "the task ran out of memory", false};
   r.degradations = {"seccomp unavailable"};
+  r.hints = {"the task has no network"};
   r.details = {{"tests", 3}};
   return r;
 }
@@ -78,7 +80,7 @@ TEST(TaskResultJson, HasTheDocumentedShape) {
   EXPECT_EQ(out["limit"], "memory");
   EXPECT_EQ(out["usage"], json::parse(R"({"peakMemoryBytes": 1048576, "cpuUserMs": 30,
       "cpuSystemMs": 12, "cpuMs": 42, "diskBytes": 4096, "oomKills": 1, "pidsLimitHits": 2,
-      "cpuThrottledMs": 7, "exact": false})"));
+      "cpuThrottledMs": 7, "networkUnreachable": 5, "exact": false})"));
   ASSERT_THAT(out["steps"], SizeIs(1));
   const json& step = out["steps"][0];
   EXPECT_EQ(step["name"], "build");
@@ -100,6 +102,8 @@ TEST(TaskResultJson, HasTheDocumentedShape) {
   EXPECT_EQ(out["error"], json::parse(R"({"code": "memory_limit",
       "message": "the task ran out of memory", "retryable": false})"));
   EXPECT_EQ(out["degradations"], json({"seccomp unavailable"}));
+  EXPECT_EQ(out["hints"], json({"the task has no network"}));
+  EXPECT_EQ(out["usage"]["networkUnreachable"], 5);
   EXPECT_EQ(out["details"], json({{"tests", 3}}));
 }
 
@@ -164,6 +168,8 @@ TEST(TaskResultFromJson, ReadsWhatToJsonWrites) {
   ASSERT_TRUE(read.error);
   EXPECT_EQ(read.error->code, "memory_limit");
   EXPECT_EQ(read.degradations, original.degradations);
+  EXPECT_EQ(read.hints, original.hints);
+  EXPECT_EQ(read.usage.network_unreachable, 5U);
   EXPECT_EQ(read.details, original.details);
   EXPECT_EQ(to_json(read), to_json(original));
 }
@@ -270,6 +276,7 @@ TEST(TaskResultFromJson, RejectsMalformedDocumentsNamingThePath) {
   EXPECT_THAT(with("error", {{"code", "c"}, {"retryable", 1}}),
               HasSubstr("$.error.retryable: must be true or false"));
   EXPECT_THAT(with("degradations", {1}), HasSubstr("$.degradations[0]: must be a string"));
+  EXPECT_THAT(with("hints", json::array({1})), HasSubstr("$.hints[0]: must be a string"));
 }
 
 TEST(TaskResultFromJson, ListsEveryProblem) {

@@ -311,6 +311,43 @@ TEST_F(HostileTest, NoNetworkWhenDenied) {
   ::close(server);
 }
 
+// What a task without network tried to reach outside (Usage::network_unreachable, the hint a
+// failed `npm install` gets): each attempt counted, in a pooled namespace and in one made for
+// the task, and a reused namespace does not pass one task's attempts on to the next.
+TEST_F(HostileTest, AttemptsToLeaveWithoutNetworkAreCounted) {
+  const std::string attempts =
+      "for a in 10.1.2.3 192.0.2.1 2001:db8::1; do (echo > /dev/tcp/$a/80) 2>/dev/null; done; "
+      "(echo query > /dev/udp/127.0.0.53/53) 2>/dev/null; true";
+  for (bool pooled : {true, false}) {
+    SCOPED_TRACE(pooled ? "pooled namespace" : "a namespace made for the task");
+    Policy policy;
+    policy.reuse_network_namespaces = pooled;
+    auto sandbox = Sandbox::create(policy);
+    auto tried = run(*sandbox, command({"/bin/bash", "-c", attempts}));
+    ASSERT_TRUE(tried.exit);
+    EXPECT_EQ(tried.exit->code, 0) << tried.err;
+    // Two IPv4 and one IPv6 connect() with no route, one datagram to a closed loopback port.
+    EXPECT_EQ(tried.usage.network_unreachable, 4U);
+
+    // Loopback traffic is the network a task has: not counted. Nor the previous task's.
+    auto local = run(*sandbox, command({"/bin/bash", "-c",
+                                        "exec 3<>/dev/tcp/127.0.0.1/1 2>/dev/null; "
+                                        "python3 -c 'import socket; s=socket.socket(); "
+                                        "s.bind((\"127.0.0.1\", 0)); s.listen(); "
+                                        "c=socket.create_connection(s.getsockname()); "
+                                        "c.sendall(b\"x\"); print(s.accept()[0].recv(1))'"}));
+    ASSERT_TRUE(local.exit);
+    EXPECT_EQ(local.out, "b'x'\n") << local.err;
+    EXPECT_EQ(local.usage.network_unreachable, 0U);
+  }
+  // The host's network has routes: nothing to count there.
+  Policy host_net;
+  host_net.network = Network::kHost;
+  auto open = Sandbox::create(host_net);
+  auto r = run(*open, command({"/bin/true"}));
+  EXPECT_EQ(r.usage.network_unreachable, 0U);
+}
+
 // Network namespaces are reused from task to task (ADR 0018): a later task must find
 // nothing of an earlier one, and two tasks at once never share one.
 TEST_F(HostileTest, ReusedNetworkNamespacesKeepNothingOfThePreviousTask) {

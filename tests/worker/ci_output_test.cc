@@ -124,6 +124,18 @@ TEST(CiOutput, GithubAnnotationsForFailuresAndFindings) {
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 6);
 }
 
+TEST(CiOutput, HintsBecomeNoticesAndSummaryRows) {
+  protocol::TaskResult result;
+  result.task_id = "t";
+  result.status = protocol::TaskStatus::kFailed;
+  result.hints.push_back("the task has no network: 3 attempts, one says: a,b");
+  EXPECT_THAT(github_annotations(result, SecretMasker({}), 50),
+              HasSubstr("::notice title=tamma-worker::the task has no network: 3 attempts, one "
+                        "says: a,b\n"));
+  EXPECT_THAT(github_summary(result, SecretMasker({}), 50),
+              HasSubstr("| hint | the task has no network: 3 attempts, one says: a,b |\n"));
+}
+
 TEST(CiOutput, GithubAnnotationsAreCapped) {
   protocol::TaskResult result;
   result.task_id = "t";
