@@ -220,7 +220,11 @@ std::optional<std::string> normalize_workdir(std::string_view text, std::string&
   }
   if (parts.empty()) return ".";
   std::string out;
-  for (const auto& part : parts) out += (out.empty() ? "" : "/") + std::string(part);
+  for (const auto& part : parts) {
+    // Appended piece by piece: GCC 12's -Wrestrict misfires at -O3 on "/" + std::string.
+    if (!out.empty()) out.push_back('/');
+    out.append(part);
+  }
   return out;
 }
 
