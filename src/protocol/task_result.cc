@@ -226,6 +226,23 @@ class Reader {
     return value;
   }
 
+  // An array of strings at `key` of the document's root (degradations, hints).
+  std::vector<std::string> strings(const json& object, const std::string& path, const char* key) {
+    std::vector<std::string> out;
+    if (const json* items = array(object, path, key)) {
+      for (std::size_t i = 0; i < items->size(); ++i) {
+        const json& item = (*items)[i];
+        if (item.is_string()) {
+          out.push_back(item.get<std::string>());
+        } else {
+          problem(fmt::format("{}.{}[{}]", path, key, i),
+                  "must be a string, not " + describe_json(item));
+        }
+      }
+    }
+    return out;
+  }
+
  private:
   static const json* find(const json& object, const char* key) {
     auto it = object.find(key);
@@ -415,29 +432,8 @@ TaskResult task_result_from_json(const nlohmann::json& document) {
     }
   }
 
-  if (const json* degradations = reader.array(document, root, "degradations")) {
-    for (std::size_t i = 0; i < degradations->size(); ++i) {
-      const json& item = (*degradations)[i];
-      if (item.is_string()) {
-        result.degradations.push_back(item.get<std::string>());
-      } else {
-        reader.problem(fmt::format("$.degradations[{}]", i),
-                       "must be a string, not " + describe_json(item));
-      }
-    }
-  }
-
-  if (const json* hints = reader.array(document, root, "hints")) {
-    for (std::size_t i = 0; i < hints->size(); ++i) {
-      const json& item = (*hints)[i];
-      if (item.is_string()) {
-        result.hints.push_back(item.get<std::string>());
-      } else {
-        reader.problem(fmt::format("$.hints[{}]", i),
-                       "must be a string, not " + describe_json(item));
-      }
-    }
-  }
+  result.degradations = reader.strings(document, root, "degradations");
+  result.hints = reader.strings(document, root, "hints");
 
   if (auto it = document.find("details"); it != document.end()) result.details = *it;
 
