@@ -169,12 +169,20 @@ TEST_F(HostileTest, SigtermIgnorerIsKilled) {
 }
 
 TEST_F(HostileTest, SigtermReachesEveryProcessOfTheNamespace) {
-  // A setsid'd grandchild traps TERM and writes a file: forwarding reached it.
+  // A setsid'd grandchild traps TERM and writes a file: forwarding reached it. SIGTERM goes
+  // once both traps are set (a slow machine, such as a VM under emulation, takes longer
+  // than any fixed wait to start them).
   auto r =
-      sh("setsid sh -c 'trap \"echo got > /workspace/got; exit 0\" TERM; while :; do sleep "
-         "0.05; done' & sleep 0.3; trap 'wait; exit 3' TERM; while :; do sleep 0.05; done",
-         {}, {.timeout = 10s, .started = [&](Process& p) {
-                std::this_thread::sleep_for(600ms);
+      sh("setsid sh -c 'trap \"echo got > /workspace/got; exit 0\" TERM; : > "
+         "/workspace/child-ready; while :; do sleep 0.05; done' & trap 'wait; exit 3' TERM; "
+         "while [ ! -e /workspace/child-ready ]; do sleep 0.05; done; : > /workspace/ready; "
+         "while :; do sleep 0.05; done",
+         {}, {.timeout = 20s, .started = [&](Process& p) {
+                const auto deadline = std::chrono::steady_clock::now() + 15s;
+                while (!fs::exists(dir_.path() / "ready") &&
+                       std::chrono::steady_clock::now() < deadline) {
+                  std::this_thread::sleep_for(10ms);
+                }
                 p.signal_all(SIGTERM);
               }});
   ASSERT_TRUE(r.exit);
