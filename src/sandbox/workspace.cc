@@ -33,6 +33,7 @@
 #include <cstring>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -50,6 +51,20 @@ namespace fs = std::filesystem;
 
 // ext4 cannot be made much smaller, and a smaller limit is surely a configuration mistake.
 constexpr std::uint64_t kMinDiskLimit = 1ull << 20;
+// The largest write ext4 may refuse whole. It reserves room per page-cache folio, and since
+// Linux 6.16 caches files in large folios: a 1 MiB write into 0.85 MiB of room fails with
+// nothing written (measured, kernel 6.18). A folio is at most a PMD, 2 MiB on x86_64.
+// Smaller requests (directory blocks, inodes, direct I/O, fallocate, which halves its request
+// until it fits) are refused only when less than they need is left.
+constexpr std::uint64_t kLargestRefusedWrite = 2ull << 20;
+// What mkfs.ext4 itself takes of an image (inode tables: 6.25% with e2fsprogs 1.47's defaults
+// below 512 MiB, 256-byte inodes per 4 KiB, 1.6% above; bitmaps, descriptors; the 2% ext4
+// keeps for metadata), with room to spare: the image is made this much larger than the room
+// the task needs; setup() checks it sufficed and makes it again, larger, if not.
+constexpr double kFilesystemOverhead = 1.10;
+// Fills the room the task must not have (see ImageWorkspace::setup), at the root of the image,
+// which the sandbox never shows to the task.
+constexpr const char* kBallast = ".tamma-ballast";
 // Directory fds held at once while walking; deeper trees are handled without more fds.
 constexpr int kMaxOpenDepth = 64;
 
@@ -136,12 +151,48 @@ UniqueFd open_subdir(int dir_fd, const std::string& name) {
   return UniqueFd(::openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
 }
 
+// What the walks below need of an entry, from one statx without following a symlink.
+// `name` empty: `dir_fd` itself. False if it is gone (or cannot be read).
+bool stat_entry(int dir_fd, const std::string& name, struct statx* st) {
+  constexpr unsigned kMask =
+      STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_INO | STATX_BLOCKS | STATX_MNT_ID;
+  const int flags = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | (name.empty() ? AT_EMPTY_PATH : 0);
+  return ::statx(dir_fd, name.c_str(), flags, kMask, st) == 0;
+}
+
+bool is_dir(const struct statx& st) { return S_ISDIR(st.stx_mode); }
+
+// The mount a walk stays on. By mount id where the kernel reports one (5.8+), else by device:
+// overlayfs (the root of most containers) reports the overlay's device for directories but
+// the device of the layer a file lives on for the others, so a device check would skip every
+// file; a bind mount of the same filesystem has the same device but is another mount.
+class MountIdentity {
+ public:
+  explicit MountIdentity(const struct statx& top)
+      : by_id_((top.stx_mask & STATX_MNT_ID) != 0),
+        mnt_id_(top.stx_mnt_id),
+        major_(top.stx_dev_major),
+        minor_(top.stx_dev_minor) {}
+
+  [[nodiscard]] bool same(const struct statx& st) const {
+    if (by_id_ && (st.stx_mask & STATX_MNT_ID) != 0) return st.stx_mnt_id == mnt_id_;
+    return st.stx_dev_major == major_ && st.stx_dev_minor == minor_;
+  }
+
+ private:
+  bool by_id_;
+  std::uint64_t mnt_id_;
+  std::uint32_t major_;
+  std::uint32_t minor_;
+};
+
 // Empties the directory `top` refers to. Directories deeper than kMaxOpenDepth are first
 // renamed up into `top` (same filesystem, so rename always works) and emptied from there on
 // a later pass, which bounds both the fds and the stack a hostile deep tree can cost.
 class Remover {
  public:
-  Remover(int top, dev_t dev, std::string where) : top_(top), dev_(dev), where_(std::move(where)) {}
+  Remover(int top, MountIdentity mount, std::string where)
+      : top_(top), mount_(mount), where_(std::move(where)) {}
 
   // Returns false if something could not be removed (logged).
   bool run() {
@@ -162,13 +213,13 @@ class Remover {
       return;
     }
     for (const auto& name : names) {
-      struct stat st {};
-      if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      struct statx st {};
+      if (!stat_entry(dir_fd, name, &st)) {
         if (errno != ENOENT) fail("stat " + name + ": " + std::strerror(errno));
         continue;
       }
-      if (S_ISDIR(st.st_mode)) {
-        if (st.st_dev != dev_) {
+      if (is_dir(st)) {
+        if (!mount_.same(st)) {
           fail("'" + name + "' is another filesystem still mounted; left alone");
           continue;
         }
@@ -212,7 +263,7 @@ class Remover {
   }
 
   int top_;
-  dev_t dev_;
+  MountIdentity mount_;
   std::string where_;
   bool moved_ = false;
   bool ok_ = true;
@@ -227,12 +278,12 @@ bool remove_tree(const fs::path& dir) {
     spdlog::error("workspace: cannot open {}: {}", dir.string(), std::strerror(errno));
     return false;
   }
-  struct stat st {};
-  if (::fstat(top.get(), &st) != 0) {
+  struct statx st {};
+  if (!stat_entry(top.get(), "", &st)) {
     spdlog::error("workspace: cannot stat {}: {}", dir.string(), std::strerror(errno));
     return false;
   }
-  const bool emptied = Remover(top.get(), st.st_dev, dir.string()).run();
+  const bool emptied = Remover(top.get(), MountIdentity(st), dir.string()).run();
   top.reset();
   if (::rmdir(dir.c_str()) != 0 && errno != ENOENT) {
     spdlog::error("workspace: cannot remove {}: {}", dir.string(), std::strerror(errno));
@@ -242,12 +293,13 @@ bool remove_tree(const fs::path& dir) {
 }
 
 // Sums what the task wrote: allocated blocks (st_blocks, so sparse files count what they
-// use) and inodes, each hard-linked file once. Not following symlinks nor mounts. Beyond
+// use) and inodes, each hard-linked file once (by device and inode: on overlayfs a file's
+// inode number is its layer's). Not following symlinks nor mounts. Beyond
 // kMaxOpenDepth levels the walk stops (a directory tree that deep is hostile, and the
 // walk must not run out of fds); with a disk limit, statvfs counts everything instead.
 class Walker {
  public:
-  explicit Walker(dev_t dev) : dev_(dev) {}
+  explicit Walker(MountIdentity mount) : mount_(mount) {}
 
   void walk(int dir_fd, int depth) {
     std::vector<std::string> names;
@@ -257,13 +309,16 @@ class Walker {
       return;  // removed or made unreadable while we walk: the task is still running
     }
     for (const auto& name : names) {
-      struct stat st {};
-      if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-      if (st.st_dev != dev_) continue;
-      if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !seen_.insert(st.st_ino).second) continue;
-      usage_.bytes += static_cast<std::uint64_t>(st.st_blocks) * 512;
+      struct statx st {};
+      if (!stat_entry(dir_fd, name, &st)) continue;
+      if (!mount_.same(st)) continue;
+      if (!is_dir(st) && st.stx_nlink > 1 &&
+          !seen_.insert({st.stx_dev_major, st.stx_dev_minor, st.stx_ino}).second) {
+        continue;
+      }
+      usage_.bytes += st.stx_blocks * 512;
       ++usage_.inodes;
-      if (!S_ISDIR(st.st_mode)) continue;
+      if (!is_dir(st)) continue;
       if (depth + 1 >= kMaxOpenDepth) {
         if (!truncated_) spdlog::warn("workspace: usage walk stops at depth {}", kMaxOpenDepth);
         truncated_ = true;
@@ -276,9 +331,9 @@ class Walker {
   [[nodiscard]] const DiskUsage& usage() const { return usage_; }
 
  private:
-  dev_t dev_;
+  MountIdentity mount_;
   DiskUsage usage_;
-  std::set<ino_t> seen_;
+  std::set<std::tuple<std::uint32_t, std::uint32_t, std::uint64_t>> seen_;  // device, inode
   bool truncated_ = false;
 };
 
@@ -465,13 +520,51 @@ void make_task_dirs(const fs::path& task_dir) {
 DiskUsage walk_task_dirs(const fs::path& task_dir) {
   UniqueFd top(::open(task_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!top) throw_errno("open " + task_dir.string());
-  struct stat st {};
-  if (::fstat(top.get(), &st) != 0) throw_errno("stat " + task_dir.string());
-  Walker walker(st.st_dev);
+  struct statx st {};
+  if (!stat_entry(top.get(), "", &st)) throw_errno("stat " + task_dir.string());
+  Walker walker{MountIdentity(st)};
   for (const char* name : {kWorkDir, kHomeDir, kTmpDir, kVarTmpDir}) {
     if (UniqueFd sub = open_subdir(top.get(), name)) walker.walk(sub.get(), 0);
   }
   return walker.usage();
+}
+
+// Copies what the task left in its four directories to `dest`, never following a symlink the
+// task made. Runs after the task's processes are gone, so nothing moves underneath.
+void copy_task_files(const fs::path& task_dir, const fs::path& dest) {
+  make_dir(dest, 0755);
+  for (const char* name : {kWorkDir, kHomeDir, kTmpDir, kVarTmpDir}) {
+    const fs::path from = task_dir / name;
+    std::error_code ec;
+    if (!fs::is_directory(fs::symlink_status(from, ec))) continue;
+    fs::create_directory(dest / name, from, ec);
+    if (ec) throw_errno("create " + (dest / name).string(), ec.value());
+    for (auto it = fs::recursive_directory_iterator(from, ec);
+         !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+      const fs::path to = dest / name / it->path().lexically_relative(from);
+      const fs::file_status status = it->symlink_status(ec);
+      if (ec) break;
+      if (fs::is_symlink(status)) {
+        fs::copy_symlink(it->path(), to, ec);
+      } else if (fs::is_directory(status)) {
+        fs::create_directory(to, it->path(), ec);
+      } else if (fs::is_regular_file(status)) {
+        fs::copy_file(it->path(), to, ec);
+      }
+      if (ec) throw_errno("keep " + it->path().string(), ec.value());
+    }
+    if (ec) throw_errno("keep " + from.string(), ec.value());
+  }
+}
+
+void make_parents(const fs::path& dest) {
+  std::error_code ec;
+  fs::create_directories(dest.parent_path(), ec);
+  if (ec) throw_errno("create " + dest.parent_path().string(), ec.value());
+  if (fs::exists(fs::symlink_status(dest, ec))) {
+    throw Error(ErrorKind::kConfig, "keep_target_exists",
+                "cannot keep the workspace at " + dest.string() + ": it exists");
+  }
 }
 
 class PlainWorkspace final : public Workspace {
@@ -483,6 +576,7 @@ class PlainWorkspace final : public Workspace {
   // descriptors makes reading /proc/self/mountinfo fail. What is left is swept by the next
   // remove_stale().
   ~PlainWorkspace() override {
+    if (kept_) return;
     try {
       unmount_all_under(dir_);
       remove_tree(dir_);
@@ -503,9 +597,22 @@ class PlainWorkspace final : public Workspace {
 
   [[nodiscard]] std::optional<std::uint64_t> limit() const override { return std::nullopt; }
 
+  fs::path keep(const fs::path& dest) override {
+    make_parents(dest);
+    unmount_all_under(dir_);
+    if (::rename(dir_.c_str(), dest.c_str()) == 0) {
+      kept_ = true;
+      return dest;
+    }
+    if (errno != EXDEV) throw_errno("move " + dir_.string() + " to " + dest.string());
+    copy_task_files(dir_, dest);
+    return dest;
+  }
+
  private:
   fs::path dir_;
   fs::path work_;
+  bool kept_ = false;                // moved away whole: nothing left to remove
   std::unique_ptr<OwnerLock> lock_;  // released last, after the tree is gone
 };
 
@@ -526,12 +633,71 @@ class ImageWorkspace final : public Workspace {
       throw Error(ErrorKind::kSandboxSetup, "mkfs_ext4_missing",
                   "mkfs.ext4 not found (install e2fsprogs): cannot enforce resources.disk");
     }
+    // mkfs.ext4's share depends on its defaults for the size (and its version): should the
+    // estimate fall short, the image is made again, larger by what was missing.
+    std::uint64_t size = image_size(limit_);
+    for (int attempt = 0;; ++attempt) {
+      format_and_mount(size);
+      const std::uint64_t room = available_bytes();
+      if (room >= room_needed(limit_)) break;
+      if (attempt == 2) {
+        throw Error(ErrorKind::kSandboxSetup, "disk_image_too_small",
+                    "the workspace image for a disk limit of " + std::to_string(limit_) +
+                        " bytes has room for only " + std::to_string(room) + " bytes");
+      }
+      spdlog::debug("workspace: a {} byte image has room for {} bytes, {} needed: made again", size,
+                    room, room_needed(limit_));
+      teardown();
+      size = round_up_mib(static_cast<std::uint64_t>(static_cast<double>(size) *
+                                                     static_cast<double>(room_needed(limit_)) /
+                                                     static_cast<double>(room) * 1.01));
+    }
+    fill_ballast();
+    // What the empty filesystem already uses (root directory, reserved inodes, the four
+    // directories, the ballast) is not the task's.
+    const struct statvfs empty = stat_fs();
+    base_bytes_ = (empty.f_blocks - empty.f_bfree) * empty.f_frsize;
+    base_inodes_ = empty.f_files - empty.f_ffree;
+  }
+
+  [[nodiscard]] const fs::path& path() const override { return work_; }
+  [[nodiscard]] const fs::path& task_dir() const override { return path_; }
+
+  [[nodiscard]] DiskUsage usage() const override {
+    const struct statvfs st = stat_fs();
+    DiskUsage usage;
+    const std::uint64_t used = (st.f_blocks - st.f_bfree) * st.f_frsize;
+    const std::uint64_t inodes = st.f_files - st.f_ffree;
+    usage.bytes = used > base_bytes_ ? used - base_bytes_ : 0;
+    usage.inodes = inodes > base_inodes_ ? inodes - base_inodes_ : 0;
+    // The task has room for limit + kLargestRefusedWrite (setup()), and ext4 refuses a write
+    // only with less room left than that write needs, at most kLargestRefusedWrite: whatever
+    // the tool and write size, a task that was told ENOSPC has used more than its limit. And a
+    // task that used more than its limit did exceed it. No guess, either way. (ext4's
+    // statfs counts delayed-allocation reservations as used, the same figure its refusal
+    // checks.) An inode table runs out exactly when no inode is left.
+    usage.full = usage.bytes >= limit_ || st.f_favail == 0;
+    return usage;
+  }
+
+  [[nodiscard]] std::optional<std::uint64_t> limit() const override { return limit_; }
+
+  fs::path keep(const fs::path& dest) override {
+    make_parents(dest);
+    copy_task_files(path_, dest);
+    return dest;
+  }
+
+ private:
+  // A sparse image of `size` bytes, formatted, attached, mounted on path_, holding the four
+  // empty task directories.
+  void format_and_mount(std::uint64_t size) {
     {
       UniqueFd image(::open(image_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
       if (!image) throw_errno("create " + image_.string());
       image_created_ = true;
       // Sparse: the host pays only for what the task writes.
-      if (::ftruncate(image.get(), static_cast<off_t>(limit_)) != 0) {
+      if (::ftruncate(image.get(), static_cast<off_t>(size)) != 0) {
         throw_errno("size " + image_.string());
       }
     }
@@ -556,35 +722,43 @@ class ImageWorkspace final : public Workspace {
     }
     if (::chmod(path_.c_str(), 0755) != 0) throw_errno("chmod " + path_.string());
     make_task_dirs(path_);
-    // What the empty filesystem already uses (root directory, reserved inodes, the four
-    // directories) is not the task's.
-    const struct statvfs empty = stat_fs();
-    base_bytes_ = (empty.f_blocks - empty.f_bfree) * empty.f_frsize;
-    base_inodes_ = empty.f_files - empty.f_ffree;
   }
 
-  [[nodiscard]] const fs::path& path() const override { return work_; }
-  [[nodiscard]] const fs::path& task_dir() const override { return path_; }
-
-  [[nodiscard]] DiskUsage usage() const override {
+  [[nodiscard]] std::uint64_t available_bytes() const {
     const struct statvfs st = stat_fs();
-    DiskUsage usage;
-    const std::uint64_t used = (st.f_blocks - st.f_bfree) * st.f_frsize;
-    const std::uint64_t inodes = st.f_files - st.f_ffree;
-    usage.bytes = used > base_bytes_ ? used - base_bytes_ : 0;
-    usage.inodes = inodes > base_inodes_ ? inodes - base_inodes_ : 0;
-    // ext4 refuses a write a little before the last block (it keeps reserved clusters and
-    // needs metadata blocks per allocation: a 16 MiB image answers ENOSPC with ~34 KiB
-    // free), so "full" is "less than 1% (at least 64 KiB) left", or no inode left.
-    const std::uint64_t available = st.f_bavail * st.f_frsize;
-    const std::uint64_t slack = std::max<std::uint64_t>(64 * 1024, st.f_blocks * st.f_frsize / 100);
-    usage.full = available < slack || st.f_favail == 0;
-    return usage;
+    return st.f_bavail * st.f_frsize;
   }
 
-  [[nodiscard]] std::optional<std::uint64_t> limit() const override { return limit_; }
+  // The task must have room for its limit plus the largest write ext4 may refuse whole, so
+  // that running out always means the limit was passed (usage()).
+  [[nodiscard]] static std::uint64_t room_needed(std::uint64_t limit) {
+    return limit + kLargestRefusedWrite;
+  }
+  [[nodiscard]] static std::uint64_t round_up_mib(std::uint64_t bytes) {
+    return (bytes + (1ull << 20) - 1) & ~((1ull << 20) - 1);
+  }
+  [[nodiscard]] static std::uint64_t image_size(std::uint64_t limit) {
+    const auto size =
+        static_cast<std::uint64_t>(static_cast<double>(room_needed(limit)) * kFilesystemOverhead);
+    return round_up_mib(size + (1ull << 20));  // + 1 MiB for the fixed parts
+  }
 
- private:
+  // mkfs.ext4 leaves more room than the task may have (image_size() errs on the large side):
+  // a file allocated (not written: the image stays sparse) at the root of the image takes the
+  // rest, so the kernel refuses the task's writes at room_needed(), not some percent later.
+  void fill_ballast() {
+    const struct statvfs st = stat_fs();
+    const std::uint64_t room = st.f_bavail * st.f_frsize;
+    const std::uint64_t excess = (room - room_needed(limit_)) / st.f_frsize * st.f_frsize;
+    if (excess == 0) return;
+    const fs::path ballast = path_ / kBallast;
+    UniqueFd fd(::open(ballast.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0));
+    if (!fd) throw_errno("create " + ballast.string());
+    if (::fallocate(fd.get(), 0, 0, static_cast<off_t>(excess)) != 0) {
+      throw_errno("allocate " + ballast.string());
+    }
+  }
+
   [[nodiscard]] struct statvfs stat_fs() const {
     struct statvfs st {};
     if (::statvfs(path_.c_str(), &st) != 0) throw_errno("statvfs " + path_.string());
@@ -602,6 +776,7 @@ class ImageWorkspace final : public Workspace {
         spdlog::error("workspace: cannot remove image {}: {}", image_.string(),
                       std::strerror(errno));
       }
+      mounted_ = dir_created_ = image_created_ = false;
     } catch (const std::exception& e) {
       spdlog::error("workspace: tearing down {} failed: {}", path_.string(), e.what());
     }

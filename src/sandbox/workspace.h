@@ -47,6 +47,11 @@ class Workspace {
   // What the task wrote in all four directories.
   [[nodiscard]] virtual DiskUsage usage() const = 0;
   [[nodiscard]] virtual std::optional<std::uint64_t> limit() const = 0;
+  // Keeps the task's files (work/, home/, tmp/, var-tmp/) at `dest`, which must not exist
+  // (its parents are made), for someone to look at after the task, instead of removing them
+  // with the workspace: moved when they can be, else copied (a disk-limited image is
+  // unmounted and deleted as ever). Fifos, sockets and devices are not kept. Returns dest.
+  virtual std::filesystem::path keep(const std::filesystem::path& dest) = 0;
 };
 
 }  // namespace tamma::sandbox
