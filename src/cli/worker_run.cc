@@ -12,6 +12,7 @@
 
 #include "cli/worker_cli.h"
 #include "cli/worker_console.h"
+#include "cli/worker_debug_shell.h"
 #include "common/error.h"
 #include "common/json_parse.h"
 #include "common/log.h"
@@ -45,6 +46,9 @@ struct RunOptions {
   std::vector<std::string> handlers;
   bool allow_degraded = false;
   bool no_isolate = false;
+  // Debugging a failed task locally.
+  bool keep_workspace = false;
+  bool shell_on_failure = false;
 };
 
 std::vector<std::string> current_environment() {
@@ -206,12 +210,13 @@ void write_result_file(const std::string& path, const nlohmann::json& document) 
 }
 
 // The JUnit report's path: the flag, else TAMMA_JUNIT_OUTPUT, else a default under GitLab
-// (where `artifacts:reports:junit` picks it up); elsewhere none.
+// (where `artifacts:reports:junit` picks it up) and Jenkins (the `junit` step); elsewhere none.
 std::string junit_path(const RunOptions& o, worker::ci::System ci) {
   if (!o.junit_out.empty()) return o.junit_out;
   if (const char* env = std::getenv("TAMMA_JUNIT_OUTPUT"); env != nullptr && *env != '\0')
     return env;
-  return ci == worker::ci::System::kGitlab ? "tamma-junit.xml" : "";
+  const bool reads_junit = ci == worker::ci::System::kGitlab || ci == worker::ci::System::kJenkins;
+  return reads_junit ? "tamma-junit.xml" : "";
 }
 
 // What the CI system reads after the task: annotations and the job summary on GitHub, the
@@ -246,6 +251,7 @@ int run_task(const RunOptions& o, const std::vector<std::string>& command) {
   int exit_code = 0;
   const worker::ci::System ci = worker::ci::detect(std::getenv);
   std::vector<std::string> secrets;
+  std::filesystem::path kept;
   try {
     worker::Config config = load_effective_config(o);
     setup_logging(config.log_level,
@@ -257,6 +263,22 @@ int run_task(const RunOptions& o, const std::vector<std::string>& command) {
         {.quiet = o.quiet, .json = o.json, .tty = ::isatty(STDERR_FILENO) == 1, .ci = ci});
     worker::RunOptions run_options;
     if (!o.artifacts_dir.empty()) run_options.artifacts_dir = o.artifacts_dir;
+    if (o.keep_workspace) {
+      // Under the workspace root, where a disk has been set aside for tasks, and with a name
+      // that the sweep of stale workspaces passes over.
+      run_options.keep_failed_in = config.workspace_root / ".kept";
+      run_options.kept = &kept;
+    }
+    if (o.shell_on_failure) {
+      if (!can_offer_debug_shell()) {
+        throw Error(ErrorKind::kConfig, "invalid_flag",
+                    "--shell-on-failure needs a terminal on stdin and stderr");
+      }
+      run_options.on_step_failure = [&observer](const worker::FailedStep& failed) {
+        observer.finish();
+        open_debug_shell(failed);
+      };
+    }
     result = engine.run(std::move(spec), cancellation, observer, run_options);
     observer.finish();
     exit_code = worker::exit_code_for(result);
@@ -281,6 +303,13 @@ int run_task(const RunOptions& o, const std::vector<std::string>& command) {
     std::fprintf(stderr, "%s (exit %d)\n", summary.c_str(), exit_code);
     for (const auto& hint : result.hints)
       std::fprintf(stderr, "tamma-worker: hint: %s\n", hint.c_str());
+    if (!kept.empty()) {
+      std::fprintf(stderr,
+                   "tamma-worker: the task's files are kept in %s (work/ is its workspace, "
+                   "home/ its HOME, tmp/ and var-tmp/ its /tmp and /var/tmp); remove them when "
+                   "done\n",
+                   kept.c_str());
+    }
   }
   return exit_code;
 }
@@ -295,8 +324,9 @@ Subcommand add_run_command(CLI::App& app, std::vector<std::string>& command) {
   run->add_flag("--json", options->json, "Print the result document on stdout");
   run->add_flag("-q,--quiet", options->quiet, "Do not stream the task's output");
   run->add_option("--artifacts-dir", options->artifacts_dir, "Copy matched artifacts here");
-  run->add_option("--junit-out", options->junit_out,
-                  "Write a JUnit report here (default under GitLab CI: tamma-junit.xml)");
+  run->add_option(
+      "--junit-out", options->junit_out,
+      "Write a JUnit report here (default under GitLab CI and Jenkins: tamma-junit.xml)");
   run->add_option("-c,--config", options->config_file, "Worker configuration file (JSON)");
   run->add_option("--type", options->type, "Task type (ad-hoc form: command)");
   run->add_option("--timeout", options->timeout, "Wall-clock limit, e.g. 30s, 10m");
@@ -325,6 +355,12 @@ Subcommand add_run_command(CLI::App& app, std::vector<std::string>& command) {
                 "Run even when the host cannot enforce an isolation or limit asked for");
   run->add_flag("--no-isolate", options->no_isolate,
                 "No namespaces or seccomp (cgroup limits still apply)");
+  run->add_flag("--keep-workspace", options->keep_workspace,
+                "When the task does not succeed, keep its files under the workspace root's "
+                ".kept/ and print where");
+  run->add_flag("--shell-on-failure", options->shell_on_failure,
+                "After a step fails, open an interactive shell in its sandbox (needs a "
+                "terminal)");
   return {run, [options, &command]() { return run_task(*options, command); }};
 }
 

@@ -131,7 +131,7 @@ class EngineContext : public TaskContext {
                 const sandbox::Workspace& workspace, Cancellation& cancellation,
                 RunObserver& observer, protocol::TaskResult& result,
                 Clock::time_point task_deadline, const sandbox::Policy& policy,
-                std::size_t planned_steps)
+                std::size_t planned_steps, const RunOptions& options)
       : spec_(spec),
         config_(config),
         sandbox_(sandbox),
@@ -142,6 +142,7 @@ class EngineContext : public TaskContext {
         observer_(observer),
         result_(result),
         task_deadline_(task_deadline),
+        options_(options),
         masker_(secret_values(spec)) {}
 
   const protocol::TaskSpec& spec() const override { return spec_; }
@@ -192,9 +193,10 @@ class EngineContext : public TaskContext {
       for (const auto& bind : command.readonly_binds_at) policy.readonly_binds_at.push_back(bind);
       own_sandbox = sandbox::Sandbox::create(policy);
     }
-    StepOutcome outcome =
-        run_step(own_sandbox ? *own_sandbox : sandbox_, workspace_.path().string(), request, limits,
-                 masker_, cancellation_, sink);
+    sandbox::Sandbox& step_sandbox = own_sandbox ? *own_sandbox : sandbox_;
+    StepOutcome outcome = run_step(step_sandbox, workspace_.path().string(), request, limits,
+                                   masker_, cancellation_, sink);
+    spdlog::debug("task {}: step '{}' ran in {} ms", spec_.id, command.name, outcome.duration_ms);
 
     protocol::StepResult step;
     step.name = command.name;
@@ -212,6 +214,14 @@ class EngineContext : public TaskContext {
     accumulate(result_.usage, step.usage);
     result_.steps.push_back(step);
     observer_.on_step_end(index, step);
+    if (options_.on_step_failure && step.status != TaskStatus::kSucceeded &&
+        step.status != TaskStatus::kCancelled && !cancellation_.requested()) {
+      sandbox::Command where;
+      where.env = request.env;
+      where.workspace = workspace_.path();
+      where.workdir = request.workdir;
+      options_.on_step_failure(FailedStep{step, step_sandbox, where, masker_, cancellation_});
+    }
     if (step.status == TaskStatus::kLimitExceeded && step.limit == LimitKind::kMemory &&
         outcome.usage.memory_limit_hits == 0) {
       // Killed for memory although the task's own limit was never reached: a parent cgroup's
@@ -288,7 +298,26 @@ class EngineContext : public TaskContext {
   RunObserver& observer_;
   protocol::TaskResult& result_;
   Clock::time_point task_deadline_;
+  const RunOptions& options_;
   SecretMasker masker_;
+};
+
+// Each phase of a task with its duration, in the debug log (`--log-level debug`): where the
+// time of a task goes, for whoever wonders why it is slow.
+class PhaseClock {
+ public:
+  explicit PhaseClock(std::string_view task_id) : task_id_(task_id), since_(Clock::now()) {}
+
+  void done(std::string_view phase) {
+    const auto now = Clock::now();
+    spdlog::debug("task {}: {} in {:.1f} ms", task_id_, phase,
+                  std::chrono::duration<double, std::milli>(now - since_).count());
+    since_ = now;
+  }
+
+ private:
+  std::string_view task_id_;
+  Clock::time_point since_;
 };
 
 bool is_step_based(std::string_view type) {
@@ -445,12 +474,15 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
   const SecretMasker error_masker(secret_values(spec));
   try {
     sandbox::Policy policy = make_policy(config_, spec, *handler);
+    PhaseClock phase(spec.id);
     auto workspace = allocate_workspace(spec, result);
+    phase.done("workspace made");
     // HOME, /tmp and /var/tmp come from the task's filesystem, next to the workspace.
     policy.task_dir = workspace->task_dir().string();
     auto sandbox = sandbox::Sandbox::create(policy);
+    phase.done("sandbox prepared");
     EngineContext ctx(spec, config_, *sandbox, *workspace, cancellation, observer, result, deadline,
-                      policy, spec.steps.size() + (spec.repository ? 1 : 0));
+                      policy, spec.steps.size() + (spec.repository ? 1 : 0), options);
     // The checkout is the first step of every task that names a repository, whatever its
     // handler; its details are added after the handler's own.
     nlohmann::json checkout;
@@ -461,6 +493,7 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
       if (result.details.is_null()) result.details = nlohmann::json::object();
       if (result.details.is_object()) result.details["checkout"] = checkout;
     }
+    phase.done("steps run");
     result.usage.disk_bytes = workspace->usage().bytes;
     const ArtifactLimits limits{config_.artifact_max_file_bytes, config_.artifact_max_total_bytes,
                                 config_.artifact_max_files};
@@ -473,7 +506,15 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
       collect_after_failure(workspace->path(), spec.artifacts, options.artifacts_dir, limits,
                             error_masker, result);
     }
+    if (!spec.artifacts.empty()) phase.done("artifacts collected");
+    if (options.keep_failed_in && result.status != TaskStatus::kSucceeded) {
+      const auto kept = workspace->keep(*options.keep_failed_in / spec.id);
+      if (options.kept) *options.kept = kept;
+      phase.done("workspace kept");
+    }
     // The workspace is destroyed here, before the result is handed out.
+    workspace.reset();
+    phase.done("workspace removed");
   } catch (const Error& error) {
     // A message may quote the command or its environment: it is masked like task output.
     const std::string message = error_masker.mask(error.what());

@@ -4,19 +4,40 @@
 // document; nothing of the task survives run().
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 
 #include "protocol/task_result.h"
 #include "protocol/task_spec.h"
+#include "sandbox/sandbox.h"
 #include "sandbox/workspace.h"
 #include "worker/cancellation.h"
 #include "worker/config.h"
 #include "worker/handler.h"
+#include "worker/secret_masker.h"
 
 namespace tamma::worker {
 
+// A step that did not succeed, and what it takes to start another process exactly where it
+// ran: its sandbox (mounts, limits, uid), workspace, working directory and environment.
+struct FailedStep {
+  const protocol::StepResult& result;
+  sandbox::Sandbox& sandbox;
+  sandbox::Command command;  // argv and stdio left for the caller
+  const SecretMasker& masker;
+  const Cancellation& cancellation;
+};
+
 struct RunOptions {
   std::optional<std::filesystem::path> artifacts_dir;  // where matched artifacts are copied
+  // Called after each step that failed, timed out or hit a limit, before the task goes on
+  // (`tamma-worker run --shell-on-failure`).
+  std::function<void(const FailedStep&)> on_step_failure;
+  // When the task does not succeed, its files (work/, home/, tmp/, var-tmp/) are kept in
+  // <keep_failed_in>/<task id> instead of removed (`--keep-workspace`); the path is stored
+  // in *kept when given.
+  std::optional<std::filesystem::path> keep_failed_in;
+  std::filesystem::path* kept = nullptr;
 };
 
 class Engine {
