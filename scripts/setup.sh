@@ -21,6 +21,12 @@ packages=(
   # tests/e2e/nginx_test.cc runs the real nginx in front of orchestrator replicas, with the
   # configuration users copy (docs/nginx/), as a child of the test on a free loopback port.
   nginx
+  # scripts/vm/: the sandbox, CLI and daemon tests again in a pure cgroup v2 VM (Debian's kernel,
+  # fetched by apt-get download; xz unpacks it), with a busybox initramfs (docs/testing.md).
+  qemu-system-x86 busybox-static cpio kmod xz-utils
+  # The Debian package (cpack DEB), its checks (lintian, systemd-analyze verify) and install
+  # test (dpkg), and the deployment manifests' test (python3-yaml): tests/packaging/.
+  dpkg-dev lintian systemd adduser python3-yaml
 )
 
 missing=()

@@ -72,7 +72,8 @@ worker::Config load_daemon_config(const StartOptions& o) {
   if (config.token.empty()) {
     throw Error(ErrorKind::kConfig, "missing_token",
                 "no registration token: give --token, --token-file, TAMMA_TOKEN, "
-                "TAMMA_TOKEN_FILE, or token/tokenFile in the config file");
+                "TAMMA_TOKEN_FILE, token/tokenFile in the config file, or the systemd "
+                "credential registration-token (LoadCredential=)");
   }
   return config;
 }

@@ -32,13 +32,19 @@ std::string path_of(const std::vector<Frame>& frames) {
   for (const auto& f : frames) {
     if (f.object) {
       if (f.key.empty() && f.keys.empty()) continue;  // no member read yet
+      // Appended piece by piece: `"." + key` into `path` trips GCC 12's -Wrestrict at -O3.
       if (plain_name(f.key)) {
-        path += "." + f.key;
+        path += '.';
+        path += f.key;
       } else {
-        path += "[" + json(f.key).dump(-1, ' ', false, json::error_handler_t::replace) + "]";
+        path += '[';
+        path += json(f.key).dump(-1, ' ', false, json::error_handler_t::replace);
+        path += ']';
       }
     } else if (f.has_element) {
-      path += "[" + std::to_string(f.index) + "]";
+      path += '[';
+      path += std::to_string(f.index);
+      path += ']';
     }
   }
   return path;

@@ -191,6 +191,13 @@ System detect(const std::function<const char*(const char*)>& getenv) {
   };
   if (is_true("GITHUB_ACTIONS")) return System::kGithub;
   if (is_true("GITLAB_CI")) return System::kGitlab;
+  const auto is_set = [&](const char* name) {
+    const char* value = getenv(name);
+    return value != nullptr && *value != '\0';
+  };
+  if (is_set("JENKINS_URL") || (is_set("JENKINS_HOME") && is_set("BUILD_ID"))) {
+    return System::kJenkins;
+  }
   return System::kNone;
 }
 

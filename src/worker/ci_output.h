@@ -14,9 +14,11 @@
 
 namespace tamma::worker::ci {
 
-enum class System { kNone, kGithub, kGitlab };
+enum class System { kNone, kGithub, kGitlab, kJenkins };
 
-// GITHUB_ACTIONS=true or GITLAB_CI=true, as the runners set them.
+// GITHUB_ACTIONS=true or GITLAB_CI=true, as the runners set them; Jenkins by JENKINS_URL (or
+// JENKINS_HOME with BUILD_ID, when no Jenkins URL is configured). Jenkins displays plain logs:
+// it only changes where the JUnit report goes by default.
 System detect(const std::function<const char*(const char*)>& getenv);
 
 // Workflow-command escaping, as actions/toolkit does it: data escapes % CR LF; a property

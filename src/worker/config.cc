@@ -26,6 +26,8 @@ using std::chrono::milliseconds;
 using Problem = std::optional<std::string>;
 
 constexpr const char* kDefaultConfigFile = "/etc/tamma-worker/config.json";
+// The name of the registration token's systemd credential (packaging/systemd).
+constexpr const char* kTokenCredential = "registration-token";
 constexpr std::uint64_t kMaxPids = 4'194'304;  // PID_MAX_LIMIT: pids.max refuses more
 constexpr double kMaxCpus = 1024;
 constexpr std::uint64_t kMaxSlots = 1024;
@@ -696,6 +698,18 @@ Config load_config(const ConfigOverrides& overrides, const std::vector<std::stri
   if (auto located = locate_config_file(overrides, env)) {
     const auto& [file, named_by] = *located;
     apply_config_file(loader, read_config_file(file, named_by), file.string());
+  }
+
+  // systemd's LoadCredential=registration-token:FILE (the packaged unit): the token from
+  // $CREDENTIALS_DIRECTORY, read as if TAMMA_TOKEN_FILE named it, so TAMMA_TOKEN and
+  // TAMMA_TOKEN_FILE still win. Never the command line, where ps would show it.
+  if (auto it = env.find("CREDENTIALS_DIRECTORY"); it != env.end()) {
+    const std::filesystem::path credential = std::filesystem::path(it->second) / kTokenCredential;
+    std::error_code ec;
+    if (std::filesystem::exists(credential, ec)) {
+      loader.apply("tokenFile", find_setting("tokenFile")->apply, json(credential.string()),
+                   fmt::format("systemd credential {} ($CREDENTIALS_DIRECTORY)", kTokenCredential));
+    }
   }
 
   for (const auto& seed : kSeedVariables) {

@@ -61,7 +61,7 @@ class CiRun : public ::testing::Test {
                     const std::filesystem::path& cwd = "/") {
     std::string command = "cd '" + cwd.string() +
                           "' && unset GITHUB_ACTIONS GITLAB_CI GITHUB_STEP_SUMMARY "
-                          "TAMMA_JUNIT_OUTPUT && exec env";
+                          "JENKINS_URL JENKINS_HOME BUILD_ID TAMMA_JUNIT_OUTPUT && exec env";
     for (const auto& e : env) command += " '" + e + "'";
     command += std::string(" '") + TAMMA_WORKER_BINARY + "' run --workspace-root '" +
                workspaces_.path().string() + "'";

@@ -187,7 +187,10 @@ class PostgresReplicas {
   // Every replica's URL, comma-separated, as `tamma-worker start --orchestrator` takes them.
   [[nodiscard]] std::string urls() const {
     std::string list;
-    for (const auto& n : nodes_) list += (list.empty() ? "" : ",") + n->url();
+    for (const auto& n : nodes_) {
+      if (!list.empty()) list += ',';  // not `(... ? "" : ",") + url`: GCC 12's -Wrestrict
+      list += n->url();
+    }
     return list;
   }
   [[nodiscard]] std::size_t running() const {

@@ -491,7 +491,10 @@ TEST_F(Faults, Partition) {
     if (!all) std::this_thread::sleep_for(100ms);
   }
   std::string resumed_text;
-  for (auto ms : resumed) resumed_text += " " + std::to_string(ms);
+  for (auto ms : resumed) {
+    resumed_text += ' ';  // appended: `" " + std::to_string(ms)` trips GCC 12's -Wrestrict
+    resumed_text += std::to_string(ms);
+  }
   std::printf(
       "[faults] partition: heartbeats resumed after (ms, per daemon):%s; interval %lld ms\n",
       resumed_text.c_str(), static_cast<long long>(std::chrono::milliseconds(kHeartbeat).count()));

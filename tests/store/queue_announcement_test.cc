@@ -12,8 +12,12 @@ namespace {
 
 TEST(QueueAnnouncement, CarriesTypeAndLabelsWhenKnown) {
   const Store::Queued queued{"test", {{"arch", "x86_64"}, {"os", "linux \"deb\",12"}}};
-  const std::string payload =
-      "[" + encode_announcement("t-1", &queued) + "," + encode_announcement("t-2", nullptr) + "]";
+  // Appended piece by piece: `"[" + ...` trips GCC 12's -Wrestrict at -O3.
+  std::string payload = "[";
+  payload += encode_announcement("t-1", &queued);
+  payload += ',';
+  payload += encode_announcement("t-2", nullptr);
+  payload += ']';
   auto tasks = decode_announcement(payload);
   ASSERT_TRUE(tasks.has_value());
   ASSERT_EQ(tasks->size(), 2U);

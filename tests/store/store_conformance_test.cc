@@ -926,7 +926,9 @@ TEST_P(StoreConformance, HostFailuresAreExcusedFromMaxRetriesUpToFive) {
   submit("broken-hosts", {.max_retries = 0});
   for (int attempt = 1; attempt <= 5; ++attempt) {
     SCOPED_TRACE("attempt " + std::to_string(attempt));
-    auto fence = claim_task("broken-hosts", w, "l" + std::to_string(attempt));
+    std::string lease = "l";  // appended: `"l" + std::to_string(...)` trips GCC 12's -Wrestrict
+    lease += std::to_string(attempt);
+    auto fence = claim_task("broken-hosts", w, lease);
     ASSERT_EQ(fence.attempt, attempt);
     ASSERT_EQ(store()
                   .fail("broken-hosts", "w1", failure(fence, "host_failure", true), kInstantRetry)

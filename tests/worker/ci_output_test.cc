@@ -101,6 +101,12 @@ TEST(CiOutput, DetectsTheRunner) {
   EXPECT_EQ(detect(env({{"GITHUB_ACTIONS", "true"}})), System::kGithub);
   EXPECT_EQ(detect(env({{"GITLAB_CI", "true"}})), System::kGitlab);
   EXPECT_EQ(detect(env({{"GITLAB_CI", "false"}})), System::kNone);
+  EXPECT_EQ(detect(env({{"JENKINS_URL", "https://ci.example.com/"}, {"BUILD_NUMBER", "7"}})),
+            System::kJenkins);
+  EXPECT_EQ(detect(env({{"JENKINS_HOME", "/var/lib/jenkins"}, {"BUILD_ID", "7"}})),
+            System::kJenkins);
+  EXPECT_EQ(detect(env({{"JENKINS_HOME", "/var/lib/jenkins"}})), System::kNone);
+  EXPECT_EQ(detect(env({{"JENKINS_URL", ""}})), System::kNone);
 }
 
 TEST(CiOutput, GithubEscaping) {
@@ -156,7 +162,9 @@ TEST(CiOutput, WhatIsLeftOutIsCountedWithWhatTheResultItselfLeftOut) {
   result.status = TaskStatus::kFailed;
   json findings = json::array();
   for (int i = 0; i < 200; ++i) {
-    findings.push_back({{"ruleId", "R" + std::to_string(i)}, {"level", "warning"}});
+    std::string rule = "R";  // appended: `"R" + std::to_string(i)` trips GCC 12's -Wrestrict
+    rule += std::to_string(i);
+    findings.push_back({{"ruleId", rule}, {"level", "warning"}});
   }
   result.details["scan"] = {
       {"tool", "semgrep"}, {"total", 604}, {"findings", findings}, {"findingsOmitted", 404}};

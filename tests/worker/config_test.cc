@@ -323,6 +323,24 @@ TEST_F(ConfigTest, TokenFromAFileIsTrimmed) {
   EXPECT_EQ(load_with_file(R"({"tokenFile": ")" + file.string() + R"("})").token, "s3cr3t-token");
 }
 
+// The packaged systemd unit hands the token over with LoadCredential= (packaging/systemd).
+TEST_F(ConfigTest, TokenFromTheSystemdCredentialsDirectory) {
+  const auto credentials = dir_.path() / "credentials";
+  std::filesystem::create_directories(credentials);
+  tamma::testing::write_file(credentials / "registration-token", "cred-token\n");
+  const std::string dir_variable = "CREDENTIALS_DIRECTORY=" + credentials.string();
+  EXPECT_EQ(load_config({}, {dir_variable}).token, "cred-token");
+  // The environment and flags still win; a directory without the credential gives nothing.
+  EXPECT_EQ(load_config({}, {dir_variable, "TAMMA_TOKEN=env-token"}).token, "env-token");
+  ConfigOverrides overrides;
+  overrides.values["token"] = "flag-token";
+  EXPECT_EQ(load_config(overrides, {dir_variable}).token, "flag-token");
+  EXPECT_EQ(load_config({}, {"CREDENTIALS_DIRECTORY=" + dir_.path().string()}).token, "");
+  tamma::testing::write_file(credentials / "registration-token", "\n");
+  EXPECT_THAT(env_error({dir_variable}),
+              HasSubstr("tokenFile from systemd credential registration-token"));
+}
+
 TEST_F(ConfigTest, TokenFileProblems) {
   const auto missing = dir_.path() / "missing";
   EXPECT_THAT(

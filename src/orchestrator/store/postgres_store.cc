@@ -280,7 +280,8 @@ std::string read_log_range(PgConnection& db, const std::string& task_id, int att
 // append_audit()). With `state_from_row` the detail's "state" is the state the row went to,
 // which only the statement knows.
 std::string audit_cte(std::size_t count, const char* source, bool state_from_row) {
-  const auto p = [count](std::size_t i) { return "$" + std::to_string(count + i); };
+  // fmt, not `"$" + std::to_string(...)`: that trips GCC 12's -Wrestrict at -O3.
+  const auto p = [count](std::size_t i) { return fmt::format("${}", count + i); };
   const std::string detail =
       state_from_row
           ? fmt::format("jsonb_set({}::jsonb, '{{state}}', to_jsonb({}.state))::text", p(5), source)
