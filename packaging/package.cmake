@@ -42,6 +42,9 @@ endforeach()
 file(RENAME ${tamma_generated}/changelog.gz ${tamma_generated}/changelog.Debian.gz)
 install(FILES ${TAMMA_PACKAGING_DIR}/debian/copyright ${tamma_generated}/changelog.Debian.gz
         DESTINATION share/doc/tamma-worker COMPONENT tamma)
+# For non-root workers on Ubuntu 23.10+ (userns restricted by AppArmor): an example, see the file.
+install(FILES ${TAMMA_PACKAGING_DIR}/apparmor/tamma-worker
+        DESTINATION share/doc/tamma-worker/examples/apparmor.d COMPONENT tamma)
 install(FILES ${tamma_generated}/tamma-worker.1.gz ${tamma_generated}/tamma-orchestrator.1.gz
         DESTINATION share/man/man1 COMPONENT tamma)
 install(FILES ${TAMMA_PACKAGING_DIR}/debian/lintian-overrides

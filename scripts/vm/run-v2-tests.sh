@@ -6,7 +6,8 @@
 # How it works and what it does not exercise: docs/testing.md, ADR 0028.
 #
 # Jobs: sandbox_tests, and cli_tests' RunCommand.*, TaskTypes.* and a few DaemonTest cases (a
-# loopback orchestrator), each in two shards. Up to TAMMA_VM_SHARDS VMs at once (default 2).
+# loopback orchestrator), each in two shards; and the sandbox's suites once more as a non-root
+# worker in a delegated group (rootless). Up to TAMMA_VM_SHARDS VMs at once (default 2).
 # A VM that ends without a status (a guest lockup or panic: softlockup_panic) or runs past
 # TAMMA_VM_TIMEOUT is booted once more, said loudly.
 #
@@ -16,7 +17,7 @@
 #
 # Settings (environment): TAMMA_VM_SHARDS, TAMMA_VM_TIMEOUT (seconds per VM, default 600),
 # TAMMA_VM_ACCEL (kvm|tcg), TAMMA_VM_CPUS, TAMMA_VM_MEMORY (MiB), TAMMA_VM_CACHE (kernel
-# cache, default build-vm-cache/), TAMMA_REQUIRE_VM.
+# cache, default build-vm-cache/), TAMMA_REQUIRE_VM, TAMMA_VM_JOBS (names of jobs to run).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -79,12 +80,28 @@ cli_filter="RunCommand.*:TaskTypes.*$(printf ':DaemonTest.%s' "${daemon_tests[@]
 cli_filter+="-$(IFS=:; echo "${left_out[*]}")"
 # name|binary|filter|shard index|shards. Each binary in two shards (GTEST_TOTAL_SHARDS), the
 # longest first: under TCG on 2 vCPUs the CLI shards take about 2 minutes, the sandbox's 1.
+# The rootless job runs the sandbox's own suites as uid 4242 (not root, not the task's 65534)
+# in a group delegated to it as systemd's Delegate=yes does (scripts/vm/guest.sh): the full
+# sandbox without root, through a user namespace.
+rootless_filter="HostileTest.*:SandboxTest.*:CgroupV2Test.*:UsernsProbe.*:HostProbe.*"
 jobs=(
-  "cli-1of2|$cli_tests|$cli_filter|0|2"
-  "cli-2of2|$cli_tests|$cli_filter|1|2"
-  "sandbox-1of2|$sandbox_tests|*|0|2"
-  "sandbox-2of2|$sandbox_tests|*|1|2"
+  "cli-1of2|$cli_tests|$cli_filter|0|2|"
+  "cli-2of2|$cli_tests|$cli_filter|1|2|"
+  "sandbox-1of2|$sandbox_tests|*|0|2|"
+  "sandbox-2of2|$sandbox_tests|*|1|2|"
+  "rootless|$sandbox_tests|$rootless_filter|||4242"
 )
+
+# TAMMA_VM_JOBS=name,name runs only those jobs (while working on one of them).
+if [ -n "${TAMMA_VM_JOBS:-}" ]; then
+  selected=()
+  for job in "${jobs[@]}"; do
+    case ",$TAMMA_VM_JOBS," in *",${job%%|*},"*) selected+=("$job") ;; esac
+  done
+  [ "${#selected[@]}" -gt 0 ] || { echo "vm: TAMMA_VM_JOBS names no job" >&2; exit 2; }
+  jobs=("${selected[@]}")
+  log "only the jobs TAMMA_VM_JOBS names: $TAMMA_VM_JOBS"
+fi
 
 results=$build/vm-results
 rm -rf "$results"
@@ -102,12 +119,13 @@ log "kernel $(basename "$kernel_dir"), accel $accel, ${#jobs[@]} VMs, $parallel 
 
 # One job: boot, and boot once more if the guest hung or died without a status.
 run_job() {
-  local name=$1 binary=$2 filter=$3 index=$4 shards=$5
+  local name=$1 binary=$2 filter=$3 index=$4 shards=$5 user=$6
   local dir=$results/$name attempt rc=0
   mkdir -p "$dir"
   {
     echo "TAMMA_VM_BINARY=$(printf '%q' "$binary")"
     echo "TAMMA_VM_FILTER=$(printf '%q' "$filter")"
+    echo "TAMMA_VM_USER=$(printf '%q' "$user")"
     if [ -n "$shards" ]; then
       echo "export GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$index"
     fi
@@ -137,13 +155,13 @@ run_job() {
 
 running=0
 for job in "${jobs[@]}"; do
-  IFS='|' read -r name binary filter index shards <<<"$job"
+  IFS='|' read -r name binary filter index shards user <<<"$job"
   if [ "$running" -ge "$parallel" ]; then
     wait -n
     running=$((running - 1))
   fi
   log "$name: booting"
-  run_job "$name" "$binary" "$filter" "$index" "$shards" &
+  run_job "$name" "$binary" "$filter" "$index" "$shards" "$user" &
   running=$((running + 1))
 done
 wait

@@ -30,8 +30,9 @@ Subcommand add_doctor_command(CLI::App& app) {
             const auto root = worker::load_config(overrides, env).workspace_root;
             const auto problem = worker::host_problem(root);
             if (problem) {
-              caps.missing.push_back({"host resources (" + root.string() + ")",
-                                      *problem + ": tasks would fail here; a daemon stands down"});
+              caps.missing.push_back(
+                  {"host resources (" + root.string() + ")",
+                   *problem + ": tasks would fail here; a daemon stands down", ""});
             }
             if (*json) {
               std::printf("%s\n", sandbox::to_json(caps).dump(2).c_str());
@@ -57,6 +58,7 @@ Subcommand add_doctor_command(CLI::App& app) {
                 std::printf("\nMissing:\n");
                 for (const auto& m : caps.missing) {
                   std::printf("  - %s: %s\n", m.what.c_str(), m.consequence.c_str());
+                  if (!m.fix.empty()) std::printf("    fix: %s\n", m.fix.c_str());
                 }
               }
             }

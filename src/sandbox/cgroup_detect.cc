@@ -425,6 +425,34 @@ std::unique_ptr<CgroupManager> make_v2(const MountInfo& mount, const std::vector
   return make_v2_manager(options);
 }
 
+// A worker that is not root cannot create groups in a hybrid host's root-owned v1
+// hierarchies, but its group in the unified hierarchy may be delegated to it (systemd does
+// that for a user's services): there it gets no limits (the controllers are v1's) but exact
+// tree kill and membership through cgroup.kill and cgroup.procs. Limits are then refused by
+// name, as on any host that lacks their controller.
+std::unique_ptr<CgroupManager> v1_or_unified(std::vector<V1Hierarchy> hierarchies,
+                                             const MountInfo* unified,
+                                             const std::vector<ProcCgroup>& own) {
+  try {
+    return make_v1_manager(std::move(hierarchies));
+  } catch (const Error& v1) {
+    if (::geteuid() == 0 || unified == nullptr) throw;
+    try {
+      auto manager = make_v2(*unified, own);
+      spdlog::warn(
+          "cgroup: the v1 hierarchies are not writable by uid {} ({}): using the delegated "
+          "group {} of the unified hierarchy, which has no memory, pids or cpu controller",
+          ::geteuid(), v1.what(), manager->subtree());
+      return manager;
+    } catch (const Error& v2) {
+      throw Error(ErrorKind::kSandboxSetup, "cgroup_not_delegated",
+                  std::string("no cgroup hierarchy is usable by uid ") +
+                      std::to_string(::geteuid()) + ": v1: " + v1.what() +
+                      "; unified: " + v2.what());
+    }
+  }
+}
+
 }  // namespace
 
 // root_override names the cgroup2 mount to use (tests point it at /sys/fs/cgroup/unified on
@@ -473,7 +501,7 @@ std::unique_ptr<CgroupManager> CgroupManager::create(const std::string& root_ove
   const bool v1_memory = std::any_of(hierarchies.begin(), hierarchies.end(), [](const auto& h) {
     return std::find(h.controllers.begin(), h.controllers.end(), kMemory) != h.controllers.end();
   });
-  if (v1_memory) return make_v1_manager(std::move(hierarchies));
+  if (v1_memory) return v1_or_unified(std::move(hierarchies), unified, own);
 
   // A hybrid host whose memory controller was given to the unified hierarchy limits there.
   if (unified != nullptr) {

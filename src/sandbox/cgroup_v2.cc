@@ -134,6 +134,42 @@ void set_limit(const fs::path& file, const std::string& value, std::string_view 
   }
 }
 
+// A worker that is not root may use its own group only if it was delegated to it (systemd's
+// Delegate=yes, or a directory chowned as systemd does for users): it must create groups in
+// it, and moving a process (the worker into its leaf, each task's PID 1 through
+// CLONE_INTO_CGROUP) needs write access to cgroup.procs of the common ancestor of the two
+// groups, which is `own`. Without the check the failures come late and bare: mkdir EACCES on
+// the first task, or every spawn failing with EACCES from clone3.
+void check_delegation(const fs::path& own, const std::vector<std::string>& to_enable) {
+  std::vector<fs::path> needed{own, own / "cgroup.procs"};
+  if (!to_enable.empty()) needed.push_back(own / "cgroup.subtree_control");
+  for (const auto& file : needed) {
+    if (::faccessat(AT_FDCWD, file.c_str(), W_OK, AT_EACCESS) == 0) continue;
+    const int err = errno;
+    if (err == EROFS) {
+      throw Error(ErrorKind::kSandboxSetup, "cgroup_read_only",
+                  "the cgroup filesystem holding " + own.string() +
+                      " is mounted read-only (as in a container by default): no task groups");
+    }
+    struct stat st {};
+    const std::string owner =
+        ::stat(file.c_str(), &st) == 0 ? "uid " + std::to_string(st.st_uid) : "unknown";
+    throw Error(
+        ErrorKind::kSandboxSetup, "cgroup_not_delegated",
+        "the worker's cgroup " + own.string() + " is not delegated to it: " + file.string() +
+            " (owned by " + owner + ") is not writable by uid " + std::to_string(::geteuid()) +
+            " (" + std::strerror(err) +
+            "); run the worker as a systemd service with Delegate=yes (as packaged), or chown " +
+            "the group, its cgroup.procs, cgroup.subtree_control and cgroup.threads to it");
+  }
+  // Below the root a domain group holds the task groups; a threaded one cannot.
+  if (auto type = try_read_file(own / "cgroup.type"); type && trim(*type) != "domain") {
+    throw Error(ErrorKind::kSandboxSetup, "cgroup_not_delegated",
+                "the worker's cgroup " + own.string() + " is of type '" + trim(*type) +
+                    "': task groups need a domain group");
+  }
+}
+
 class V2Cgroup final : public Cgroup {
  public:
   V2Cgroup(fs::path dir, UniqueFd dir_fd) : dir_(std::move(dir)), dir_fd_(std::move(dir_fd)) {}
@@ -231,6 +267,12 @@ class V2Manager final : public CgroupManager {
         not_offered_.push_back(name);
       }
     }
+    std::vector<std::string> to_enable;
+    const auto enabled = words(read_file(own_ / "cgroup.subtree_control"));
+    for (const auto& name : wanted) {
+      if (enabled.count(name) == 0) to_enable.push_back(name);
+    }
+    check_delegation(own_, to_enable);
     enable_in_own(wanted);
     ensure_dir(subtree_);
     subtree_fd_.reset(::open(subtree_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));

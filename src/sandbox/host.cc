@@ -23,6 +23,7 @@
 #include "sandbox/cgroup_internal.h"
 #include "sandbox/seccomp.h"
 #include "sandbox/shared_cgroups.h"
+#include "sandbox/userns_probe.h"
 
 namespace tamma::sandbox {
 
@@ -82,8 +83,8 @@ HostCapabilities probe_host() {
   struct utsname uts {};
   if (::uname(&uts) == 0) caps.kernel = uts.release;
 
-  auto missing = [&](std::string what, std::string consequence) {
-    caps.missing.push_back({std::move(what), std::move(consequence)});
+  auto missing = [&](std::string what, std::string consequence, std::string fix = {}) {
+    caps.missing.push_back({std::move(what), std::move(consequence), std::move(fix)});
   };
 
   std::string why;
@@ -123,8 +124,20 @@ HostCapabilities probe_host() {
     caps.ipc_ns = can_clone(base | CLONE_NEWIPC);
     caps.uts_ns = can_clone(base | CLONE_NEWUTS);
   }
-  if (!caps.user_ns && !caps.root) {
-    missing("user namespace", "the worker is not root: isolated tasks are refused");
+  // A worker that is not root isolates through a user namespace; that one can be created
+  // says little (AppArmor on Ubuntu lets the clone succeed and denies what comes after), so
+  // each step is tried.
+  if (caps.user_ns && !caps.root) {
+    const UsernsProbe probe = probe_userns();
+    if (!probe.usable()) {
+      caps.user_ns = false;
+      caps.userns_problem = probe.problem();
+      missing(caps.userns_problem, "the worker is not root: isolated tasks are refused",
+              probe.fix());
+    }
+  } else if (!caps.user_ns && !caps.root) {
+    missing("user namespace", "the worker is not root: isolated tasks are refused",
+            UsernsProbe{.created = false, .err = EPERM}.fix());
   }
   if (!caps.pid_ns || !caps.mount_ns) {
     missing("pid or mount namespace", "isolated tasks are refused");
@@ -160,7 +173,9 @@ HostCapabilities probe_host() {
 nlohmann::json to_json(const HostCapabilities& caps) {
   nlohmann::json missing = nlohmann::json::array();
   for (const auto& m : caps.missing) {
-    missing.push_back({{"what", m.what}, {"consequence", m.consequence}});
+    nlohmann::json item{{"what", m.what}, {"consequence", m.consequence}};
+    if (!m.fix.empty()) item["fix"] = m.fix;
+    missing.push_back(std::move(item));
   }
   return {
       {"cgroupVersion", caps.cgroup_version},

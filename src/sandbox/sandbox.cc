@@ -717,7 +717,9 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
     const bool core = caps.pid_ns && caps.mount_ns && (caps.root || caps.user_ns);
     if (!req.need(core,
                   caps.root ? "pid and mount namespaces"
-                            : "pid, mount and user namespaces (the worker is not root)",
+                  : caps.userns_problem.empty()
+                      ? "pid, mount and user namespaces (the worker is not root)"
+                      : "a usable user namespace (the worker is not root): " + caps.userns_problem,
                   "the task runs without isolation, as the worker's user")) {
       eff.isolate = false;
       eff.new_user = false;
@@ -735,11 +737,14 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
   // A root worker has the task enter its cgroup itself, before exec, and keeps PID 1
   // outside: a PID 1 sharing the worker's memory must never be the OOM killer's choice in
   // the task's group, since the kernel kills every process sharing the victim's memory.
-  // With a user namespace (a worker that is not root) the task may lack the right to move
-  // itself: PID 1 is then a copy that the worker places in the group. Without isolation the
-  // task shares the worker's memory only until its execve, suspending the worker meanwhile,
-  // so it too must enter the group itself.
-  eff.task_enters_cgroup = !eff.new_user;
+  // With a user namespace (a worker that is not root) PID 1 is a copy of the worker, as
+  // large as it is: on cgroup v2 the group is delegated to the worker (check_delegation), so
+  // PID 1 may still clone the task into it and stay outside, where the OOM killer never
+  // weighs it against the task's processes. On v1 it lacks that right: PID 1 is then placed
+  // in the group by the worker. Without isolation the task shares the worker's memory only
+  // until its execve, suspending the worker meanwhile, so it too must enter the group itself.
+  eff.task_enters_cgroup =
+      !eff.new_user || (eff.cgroups != nullptr && eff.cgroups->version() == CgroupVersion::kV2);
   eff.pooled_net = eff.new_net && !eff.new_user && policy.reuse_network_namespaces;
   eff.mount_template =
       eff.isolate && !eff.new_user && policy.reuse_mount_templates && mount_templates_supported();

@@ -629,6 +629,14 @@ class ImageWorkspace final : public Workspace {
 
   // Every step undoes itself through teardown() if a later one throws.
   void setup() {
+    // Loop devices and ext4 mounts need real root (ext4 cannot be mounted in a user
+    // namespace): a worker that is not root says so rather than failing on /dev/loop-control.
+    if (::geteuid() != 0) {
+      throw Error(ErrorKind::kSandboxSetup, "disk_limit_needs_root",
+                  "resources.disk needs a worker running as root (the limit is a loop-mounted "
+                  "ext4 image); this worker runs as uid " +
+                      std::to_string(::geteuid()));
+    }
     if (find_program("mkfs.ext4").empty()) {
       throw Error(ErrorKind::kSandboxSetup, "mkfs_ext4_missing",
                   "mkfs.ext4 not found (install e2fsprogs): cannot enforce resources.disk");

@@ -118,7 +118,8 @@ echo "== contents"
 contents=$(dpkg-deb --contents "$deb" | awk '{print $6}')
 for path in ./usr/bin/tamma-worker ./usr/bin/tamma-orchestrator ./etc/tamma-worker/config.json \
   ./etc/tamma-worker/orchestrator.env ./lib/systemd/system/tamma-worker.service \
-  ./lib/systemd/system/tamma-orchestrator.service ./usr/share/doc/tamma-worker/copyright; do
+  ./lib/systemd/system/tamma-orchestrator.service ./usr/share/doc/tamma-worker/copyright \
+  ./usr/share/doc/tamma-worker/examples/apparmor.d/tamma-worker; do
   grep -qx -- "$path" <<<"$contents" || fail "the package lacks $path"
 done
 dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles >"$work/conffiles"

@@ -204,7 +204,9 @@ TEST_F(SandboxTest, WorkspaceIsWritableAndPersists) {
   EXPECT_EQ(testing::slurp(dir_.path() / "out.txt"), "data\n");
   struct stat st {};
   ASSERT_EQ(::stat((dir_.path() / "out.txt").c_str(), &st), 0);
-  EXPECT_EQ(st.st_uid, 65534u);
+  // The task's uid; with a worker that is not root, the one uid mapped into the task's user
+  // namespace is the worker's own.
+  EXPECT_EQ(st.st_uid, ::geteuid() == 0 ? 65534u : ::geteuid());
 }
 
 TEST_F(SandboxTest, PrivateTmpAndDev) {
@@ -246,16 +248,20 @@ TEST_F(SandboxTest, HomeTmpAndVarTmpAreTheTasksOwnDirectories) {
     auto r = run(*sandbox, c);
     ASSERT_TRUE(r.exit);
     EXPECT_EQ(r.exit->code, 0) << r.err;
+    // /tmp and /var/tmp are made by the worker: root's, or (a worker that is not root)
+    // the worker's uid, which is the task's in its user namespace.
+    const std::string maker = ::geteuid() == 0 ? "root" : "tamma";
     EXPECT_EQ(r.out,
               "tamma:x:65534:65534:tamma:/home/tamma:/bin/sh\ntamma\ntamma\ntamma:x:65534:\n"
-              "/home/tamma 755 tamma\n/tmp 1777 root\n/var/tmp 1777 root\npasswd-read-only\n")
+              "/home/tamma 755 tamma\n/tmp 1777 " +
+                  maker + "\n/var/tmp 1777 " + maker + "\npasswd-read-only\n")
         << r.err;
     for (const auto& [file, content] :
          {std::pair{"home/h", "h\n"}, {"tmp/t", "t\n"}, {"var-tmp/v", "v\n"}, {"work/w", "w\n"}}) {
       EXPECT_EQ(testing::slurp(task_dir / file), content) << file;
       struct stat st {};
       ASSERT_EQ(::stat((task_dir / file).c_str(), &st), 0) << file;
-      EXPECT_EQ(st.st_uid, 65534u) << file;
+      EXPECT_EQ(st.st_uid, ::geteuid() == 0 ? 65534u : ::geteuid()) << file;
     }
     EXPECT_EQ(workspace->usage().inodes, 4u);
     // The host's passwd is untouched: 65534 keeps its own name there.

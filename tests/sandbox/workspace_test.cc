@@ -419,6 +419,9 @@ TEST_F(WorkspaceTest, BusyImageIsDetachedLazilyAndReleasedLater) {
       << device << " stayed attached after its last user went";
 }
 
+// What an image workspace costs. The times are printed, never asserted (a loaded machine or
+// a VM under TCG is slower, and that is no defect); what would make them grossly worse is
+// asserted instead: mkfs writing the whole image rather than its metadata.
 TEST_F(WorkspaceTest, ImageCost) {
   SKIP_WITHOUT_IMAGES();
   constexpr int kRounds = 20;
@@ -427,6 +430,14 @@ TEST_F(WorkspaceTest, ImageCost) {
     const auto start = std::chrono::steady_clock::now();
     auto workspace = Workspace::create(root_.path(), "cost", 64 * kMiB);
     const auto created = std::chrono::steady_clock::now();
+    if (i == 0) {
+      struct stat st {};
+      ASSERT_EQ(::stat((root_.path() / ".cost.img").c_str(), &st), 0);
+      EXPECT_GE(static_cast<std::uint64_t>(st.st_size), 64 * kMiB);
+      // Sparse: the image holds ext4's metadata, a few MiB, not its size in zeros.
+      EXPECT_LT(static_cast<std::uint64_t>(st.st_blocks) * 512, 16 * kMiB)
+          << "the image is written out in full";
+    }
     workspace.reset();
     const auto removed = std::chrono::steady_clock::now();
     up.push_back(std::chrono::duration<double, std::milli>(created - start).count());
@@ -436,9 +447,6 @@ TEST_F(WorkspaceTest, ImageCost) {
   std::sort(down.begin(), down.end());
   std::printf("64 MiB ext4 workspace: up_ms median %.1f (min %.1f), down_ms median %.1f\n",
               up[kRounds / 2], up.front(), down[kRounds / 2]);
-  // A bound that only catches gross regressions (e.g. mkfs writing the whole image).
-  EXPECT_LT(up[kRounds / 2], 500.0);
-  EXPECT_LT(down[kRounds / 2], 200.0);
 }
 
 }  // namespace
