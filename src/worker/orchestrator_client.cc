@@ -1,7 +1,7 @@
 #include "worker/orchestrator_client.h"
 #include "common/json_parse.h"
 
-#include <curl/curl.h>
+#include "worker/curl_library.h"
 
 #include <algorithm>
 #include <cctype>
@@ -14,16 +14,6 @@ namespace tamma::worker {
 namespace {
 
 using nlohmann::json;
-
-void global_init() {
-  // Before any thread uses libcurl; curl_global_init itself is not thread-safe.
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (::curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      throw Error(ErrorKind::kInfrastructure, "curl_init_failed", "libcurl could not initialise");
-    }
-  });
-}
 
 std::size_t on_body(char* data, std::size_t size, std::size_t count, void* user) {
   static_cast<std::string*>(user)->append(data, size * count);
@@ -154,26 +144,26 @@ OrchestratorClient::OrchestratorClient(std::string base_url, ClientTimeouts time
     : endpoints_(OrchestratorEndpoints::shared(base_url)),
       timeouts_(timeouts),
       ca_file_(std::move(ca_file)) {
-  global_init();
-  easy_ = ::curl_easy_init();
-  multi_ = ::curl_multi_init();
+  const CurlLibrary& curl = curl_library();
+  easy_ = curl.easy_init();
+  multi_ = curl.multi_init();
   if (easy_ == nullptr || multi_ == nullptr) {
-    if (easy_ != nullptr) ::curl_easy_cleanup(easy_);
-    if (multi_ != nullptr) ::curl_multi_cleanup(multi_);
+    if (easy_ != nullptr) curl.easy_cleanup(easy_);
+    if (multi_ != nullptr) curl.multi_cleanup(multi_);
     throw Error(ErrorKind::kInfrastructure, "curl_init_failed", "libcurl could not start");
   }
 }
 
 OrchestratorClient::~OrchestratorClient() {
-  ::curl_multi_cleanup(multi_);
-  ::curl_easy_cleanup(easy_);
+  curl_library().multi_cleanup(multi_);
+  curl_library().easy_cleanup(easy_);
 }
 
 std::string OrchestratorClient::escape(std::string_view text) {
-  char* escaped = ::curl_easy_escape(easy_, text.data(), static_cast<int>(text.size()));
+  char* escaped = curl_library().easy_escape(easy_, text.data(), static_cast<int>(text.size()));
   if (escaped == nullptr) throw std::bad_alloc();
   std::string out(escaped);
-  ::curl_free(escaped);
+  curl_library().free(escaped);
   return out;
 }
 
@@ -181,55 +171,56 @@ OrchestratorClient::Answer OrchestratorClient::send(const Call& call, const Stop
   if (stop != nullptr && stop->fired()) throw Interrupted();
   Answer answer;
   CURL* curl = easy_;
-  ::curl_easy_reset(curl);
+  curl_library().easy_reset(curl);
   const std::string base_url = endpoints_->current();
   const std::string url = base_url + call.path;
-  ::curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  ::curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, call.method);
-  ::curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  ::curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(timeouts_.connect.count()));
+  curl_library().easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_library().easy_setopt(curl, CURLOPT_CUSTOMREQUEST, call.method);
+  curl_library().easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_library().easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                             static_cast<long>(timeouts_.connect.count()));
   auto timeout = call.timeout.count() > 0 ? call.timeout : timeouts_.request;
-  ::curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
-  ::curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-  ::curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
-  ::curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-  if (!ca_file_.empty()) ::curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file_.c_str());
-  ::curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-  ::curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer.body);
-  ::curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-  ::curl_easy_setopt(curl, CURLOPT_HEADERDATA, &answer.headers);
+  curl_library().easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
+  curl_library().easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_library().easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_library().easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (!ca_file_.empty()) curl_library().easy_setopt(curl, CURLOPT_CAINFO, ca_file_.c_str());
+  curl_library().easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+  curl_library().easy_setopt(curl, CURLOPT_WRITEDATA, &answer.body);
+  curl_library().easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+  curl_library().easy_setopt(curl, CURLOPT_HEADERDATA, &answer.headers);
   if (std::string_view(call.method) == "POST" || !call.body.empty()) {
-    ::curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call.body.data());
-    ::curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
-                       static_cast<curl_off_t>(call.body.size()));
+    curl_library().easy_setopt(curl, CURLOPT_POSTFIELDS, call.body.data());
+    curl_library().easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                               static_cast<curl_off_t>(call.body.size()));
   }
   curl_slist* headers = nullptr;
   std::string authorization;
   if (call.bearer != nullptr) authorization = "Authorization: Bearer " + *call.bearer;
   std::string content_type = std::string("Content-Type: ") + call.content_type;
   for (const std::string* h : {&authorization, &content_type}) {
-    if (!h->empty()) headers = ::curl_slist_append(headers, h->c_str());
+    if (!h->empty()) headers = curl_library().slist_append(headers, h->c_str());
   }
   // A large body would otherwise wait for "100 Continue" first, a round trip for nothing.
-  headers = ::curl_slist_append(headers, "Expect:");
-  headers = ::curl_slist_append(headers, "Accept: application/json");
-  ::curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  headers = curl_library().slist_append(headers, "Expect:");
+  headers = curl_library().slist_append(headers, "Accept: application/json");
+  curl_library().easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   struct Cleanup {
     curl_slist* headers;
     std::string* authorization;
     ~Cleanup() {
-      ::curl_slist_free_all(headers);
+      curl_library().slist_free_all(headers);
       // The header text held a credential; do not leave it in freed heap memory.
       std::fill(authorization->begin(), authorization->end(), '\0');
     }
   } cleanup{headers, &authorization};
 
-  if (::curl_multi_add_handle(multi_, curl) != CURLM_OK) {
+  if (curl_library().multi_add_handle(multi_, curl) != CURLM_OK) {
     throw Error(ErrorKind::kInfrastructure, "curl_failed", "curl_multi_add_handle failed");
   }
   CURLM* multi = multi_;
   std::uint64_t waker = 0;
-  if (stop != nullptr) waker = stop->attach([multi] { ::curl_multi_wakeup(multi); });
+  if (stop != nullptr) waker = stop->attach([multi] { curl_library().multi_wakeup(multi); });
   struct Detach {
     const StopSignal* stop;
     std::uint64_t id;
@@ -237,28 +228,28 @@ OrchestratorClient::Answer OrchestratorClient::send(const Call& call, const Stop
     CURL* curl;
     ~Detach() {
       if (stop != nullptr && id != 0) stop->detach(id);
-      ::curl_multi_remove_handle(multi, curl);
+      curl_library().multi_remove_handle(multi, curl);
     }
   } detach{stop, waker, multi, curl};
 
   int running = 1;
   for (;;) {
-    CURLMcode mc = ::curl_multi_perform(multi, &running);
+    CURLMcode mc = curl_library().multi_perform(multi, &running);
     if (mc != CURLM_OK) {
       throw Error(ErrorKind::kInfrastructure, "curl_failed",
-                  std::string("curl_multi_perform: ") + ::curl_multi_strerror(mc));
+                  std::string("curl_multi_perform: ") + curl_library().multi_strerror(mc));
     }
     if (running == 0) break;
     if (stop != nullptr && stop->fired()) throw Interrupted();
-    mc = ::curl_multi_poll(multi, nullptr, 0, 1000, nullptr);
+    mc = curl_library().multi_poll(multi, nullptr, 0, 1000, nullptr);
     if (mc != CURLM_OK) {
       throw Error(ErrorKind::kInfrastructure, "curl_failed",
-                  std::string("curl_multi_poll: ") + ::curl_multi_strerror(mc));
+                  std::string("curl_multi_poll: ") + curl_library().multi_strerror(mc));
     }
   }
   CURLcode rc = CURLE_OK;
   int left = 0;
-  while (CURLMsg* msg = ::curl_multi_info_read(multi, &left)) {
+  while (CURLMsg* msg = curl_library().multi_info_read(multi, &left)) {
     if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) rc = msg->data.result;
   }
   if (rc != CURLE_OK) {
@@ -266,10 +257,10 @@ OrchestratorClient::Answer OrchestratorClient::send(const Call& call, const Stop
     throw OrchestratorError(
         0, "orchestrator_unreachable",
         fmt::format("{} {}{}: {}", call.method, base_url, call.path.substr(0, call.path.find('?')),
-                    ::curl_easy_strerror(rc)),
+                    curl_library().easy_strerror(rc)),
         true);
   }
-  ::curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &answer.status);
+  curl_library().easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &answer.status);
   // A proxy in front that lost its upstream, or a replica that cannot reach the database.
   if (answer.status == 502 || answer.status == 503 || answer.status == 504) {
     endpoints_->failed(base_url);

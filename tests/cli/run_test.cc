@@ -80,6 +80,21 @@ class RunCommand : public ::testing::Test {
   int count_ = 0;
 };
 
+// A one-shot run pays for every shared library the binary needs at start. libcurl and the
+// two dozen libraries it brings are loaded only when the worker first speaks HTTP (the daemon,
+// artifact uploads): `run` and `--version` never load them (issue 13).
+TEST_F(RunCommand, StartsWithoutLoadingTheHttpLibrary) {
+  for (std::vector<std::string> argv :
+       {std::vector<std::string>{TAMMA_WORKER_BINARY, "--version"},
+        worker({"--quiet", "--no-isolate", "--allow-degraded", "--", "/bin/true"})}) {
+    ProcessResult r = testing::run_process(argv, {"LD_DEBUG=libs"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    // The loader's trace names every library it maps, libseccomp among them.
+    EXPECT_NE(r.err.find("libseccomp.so"), std::string::npos) << r.err.substr(0, 2000);
+    EXPECT_EQ(r.err.find("libcurl"), std::string::npos) << argv[1] << " loaded libcurl";
+  }
+}
+
 TEST_F(RunCommand, SucceedsWithExitCode0AndReportsUsage) {
   auto result = run_json({"--", "/bin/sh", "-c", "echo hello-" + marker_}, 0);
   EXPECT_EQ(result["status"], "succeeded");
