@@ -25,6 +25,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "egress/http_target.h"
 #include "egress/relay.h"
 #include "egress/socks5.h"
 
@@ -280,38 +281,20 @@ struct Proxy::Impl {
       co_return;
     }
     // A plain http:// URL through HTTP_PROXY: the absolute form, "GET http://host:port/path".
-    if (!target.starts_with("http://")) {
+    if (!target.starts_with("http://") && !target.starts_with("HTTP://")) {
       const bool https = target.starts_with("https://");
       refuse(printable(target), https ? "https:// URLs go through CONNECT" : "not a proxy request", "http");
       co_await answer(400, "Bad Request",
                       "tamma egress proxy: only CONNECT host:port and absolute http:// URLs");
       co_return;
     }
-    const std::string rest_of_url = target.substr(7);
-    const auto path_start = rest_of_url.find_first_of("/?#");
-    const std::string authority_text = rest_of_url.substr(0, path_start);
-    std::string path = path_start == std::string::npos ? "/" : rest_of_url.substr(path_start);
-    if (path.front() != '/') path.insert(path.begin(), '/');
-    if (authority_text.find('@') != std::string::npos) {
-      refuse(authority_text, "user information in a proxied URL", "http");
-      co_await answer(400, "Bad Request", "tamma egress proxy: no user:password@ in proxied URLs");
-      co_return;
-    }
-    std::optional<Authority> authority;
-    if (authority_text.ends_with("]") || authority_text.find(':') == std::string::npos) {
-      authority = Authority{authority_text.front() == '[' && authority_text.back() == ']'
-                                ? authority_text.substr(1, authority_text.size() - 2)
-                                : authority_text,
-                            80};
-    } else {
-      authority = split_authority(authority_text);
-    }
-    if (!authority || authority->host.empty()) {
-      refuse(authority_text, "malformed URL", "http");
+    auto url = parse_absolute_http(target);
+    if (!url) {
+      refuse(printable(target.substr(0, 200)), "malformed URL (user information or no host)", "http");
       co_await answer(400, "Bad Request", "tamma egress proxy: malformed URL");
       co_return;
     }
-    Upstream upstream = co_await open_upstream(authority->host, authority->port, "http");
+    Upstream upstream = co_await open_upstream(url->host, url->port, "http");
     if (!upstream.socket) {
       if (upstream.refused) {
         co_await answer(403, "Forbidden",
@@ -324,13 +307,13 @@ struct Proxy::Impl {
     // The origin form to the server; the proxy's own headers stay here. One request per
     // connection: "Connection: close" both ways, so that a second request on the same client
     // connection cannot go to this server under another name.
-    request.target(path);
+    request.target(url->path);
     request.erase(http::field::proxy_authorization);
     request.erase("Proxy-Connection");
     request.erase(http::field::connection);
     request.erase(http::field::keep_alive);
     request.set(http::field::connection, "close");
-    if (request.find(http::field::host) == request.end()) request.set(http::field::host, authority_text);
+    if (request.find(http::field::host) == request.end()) request.set(http::field::host, url->authority);
     std::ostringstream head;
     head << request.base();
     const auto rest = buffer.data();
