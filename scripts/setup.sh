@@ -27,6 +27,9 @@ packages=(
   # The Debian package (cpack DEB), its checks (lintian, systemd-analyze verify) and install
   # test (dpkg), and the deployment manifests' test (python3-yaml): tests/packaging/.
   dpkg-dev lintian systemd adduser python3-yaml
+  # tests/egress: real clients in the sandbox (curl, git, pip) through the egress proxy to
+  # python3's HTTP(S) servers in a network namespace the test makes (iproute2, openssl above).
+  curl python3-pip
 )
 
 missing=()
