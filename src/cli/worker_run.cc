@@ -38,7 +38,7 @@ struct RunOptions {
   std::string config_file;
   // Task overrides (ad-hoc form, or on top of a task file).
   std::string timeout, memory, cpus, pids, disk, network, workdir, type;
-  std::vector<std::string> allow_net;  // --allow-net host:port, repeatable
+  std::vector<std::string> allow_net;    // --allow-net host:port, repeatable
   std::string repository, ref;           // check this out first (e.g. file://$PWD in a CI job)
   std::vector<std::string> env;          // NAME=value
   std::vector<std::string> secret_envs;  // NAME: value taken from the worker's environment

@@ -26,8 +26,8 @@ LedgerReport Ledger::report() const {
   std::lock_guard lock(mutex_);
   LedgerReport out;
   for (const auto& [destination, c] : traffic_) {
-    out.traffic.push_back(TrafficEntry{destination, c->bytes_out.load(), c->bytes_in.load(),
-                                       c->connections.load()});
+    out.traffic.push_back(
+        TrafficEntry{destination, c->bytes_out.load(), c->bytes_in.load(), c->connections.load()});
   }
   out.refused = refused_;
   out.refused_dropped = refused_dropped_;

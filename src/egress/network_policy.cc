@@ -32,13 +32,15 @@ void read_ranges(const json& object, const char* key, std::vector<Cidr>& out,
     return;
   }
   if (it->size() > kMaxAddressRanges) {
-    problems.push_back(fmt::format("{}: {} ranges; at most {}", key, it->size(), kMaxAddressRanges));
+    problems.push_back(
+        fmt::format("{}: {} ranges; at most {}", key, it->size(), kMaxAddressRanges));
     return;
   }
   for (std::size_t i = 0; i < it->size(); ++i) {
     const json& entry = (*it)[i];
     if (!entry.is_string()) {
-      problems.push_back(fmt::format("{}[{}]: must be a string, not {}", key, i, describe_json(entry)));
+      problems.push_back(
+          fmt::format("{}[{}]: must be a string, not {}", key, i, describe_json(entry)));
       continue;
     }
     auto parsed = parse_cidr(entry.get<std::string>());
@@ -94,10 +96,10 @@ std::vector<std::string> parse_network_policy(const json& given, NetworkPolicy& 
   for (const auto& [key, _] : value->items()) {
     if (key != "hostNetwork" && key != "allow" && key != "denyAddresses" &&
         key != "allowAddresses" && key != "denyHostAddresses") {
-      problems.push_back(fmt::format(
-          "{}: unknown member (the members are hostNetwork, allow, denyAddresses, "
-          "allowAddresses, denyHostAddresses)",
-          json_quote(key)));
+      problems.push_back(
+          fmt::format("{}: unknown member (the members are hostNetwork, allow, denyAddresses, "
+                      "allowAddresses, denyHostAddresses)",
+                      json_quote(key)));
     }
   }
   read_bool(*value, "hostNetwork", policy.host_network, problems);
@@ -109,13 +111,15 @@ std::vector<std::string> parse_network_policy(const json& given, NetworkPolicy& 
       problems.push_back(fmt::format("allow: must be an array of \"host:port\" entries, not {}",
                                      describe_json(*it)));
     } else if (it->size() > kMaxAllowEntries) {
-      problems.push_back(fmt::format("allow: {} entries; at most {}", it->size(), kMaxAllowEntries));
+      problems.push_back(
+          fmt::format("allow: {} entries; at most {}", it->size(), kMaxAllowEntries));
     } else {
       policy.allow.emplace();
       for (std::size_t i = 0; i < it->size(); ++i) {
         const json& entry = (*it)[i];
         if (!entry.is_string()) {
-          problems.push_back(fmt::format("allow[{}]: must be a string, not {}", i, describe_json(entry)));
+          problems.push_back(
+              fmt::format("allow[{}]: must be a string, not {}", i, describe_json(entry)));
           continue;
         }
         auto destination =

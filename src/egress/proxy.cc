@@ -7,6 +7,8 @@
 #include <string>
 #include <thread>
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -14,16 +16,14 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include "egress/http_target.h"
 #include "egress/relay.h"
@@ -69,15 +69,17 @@ struct Proxy::Impl {
   explicit Impl(ProxyOptions o) : options(std::move(o)) {}
 
   ProxyOptions options;
+  // Before io: pending connections are destroyed with io, and none may outlive the ledger.
+  Ledger ledger;
   asio::io_context io{1};
   std::thread thread;
   std::atomic<bool> stopped{false};
   std::atomic<std::size_t> open_connections{0};
-  Ledger ledger;
 
   void refuse(const std::string& destination, const std::string& reason, const char* protocol) {
     spdlog::info("egress: refused {} ({}): {}", printable(destination), protocol, reason);
-    ledger.refuse(Refusal{printable(destination), reason, protocol, std::chrono::system_clock::now()});
+    ledger.refuse(
+        Refusal{printable(destination), reason, protocol, std::chrono::system_clock::now()});
   }
 
   // The policy decision and the connection, for every protocol alike.
@@ -85,7 +87,8 @@ struct Proxy::Impl {
                                           const char* protocol) {
     Upstream out;
     auto host = normalise_host(host_text);
-    out.destination = fmt::format("{}:{}", printable(host ? host->text : std::string(host_text)), port);
+    out.destination =
+        fmt::format("{}:{}", printable(host ? host->text : std::string(host_text)), port);
     if (host && host->is_address && host->text.find(':') != std::string::npos) {
       out.destination = fmt::format("[{}]:{}", host->text, port);
     }
@@ -168,7 +171,8 @@ struct Proxy::Impl {
       if (ec) co_return;
       counters->bytes_out.fetch_add(early_bytes.size());
     }
-    auto ends = std::make_shared<RelayEnds>(RelayEnds{std::move(client), std::move(*upstream.socket)});
+    auto ends =
+        std::make_shared<RelayEnds>(RelayEnds{std::move(client), std::move(*upstream.socket)});
     co_await relay(ends, counters->bytes_out, counters->bytes_in);
   }
 
@@ -176,7 +180,8 @@ struct Proxy::Impl {
     error_code ec;
     auto bytes = [&] {
       auto data = buffer.data();
-      return std::span<const unsigned char>(static_cast<const unsigned char*>(data.data()), data.size());
+      return std::span<const unsigned char>(static_cast<const unsigned char*>(data.data()),
+                                            data.size());
     };
     auto more = [&]() -> asio::awaitable<bool> {
       if (buffer.size() >= 600) co_return false;  // a greeting and request are < 300 bytes each
@@ -220,7 +225,8 @@ struct Proxy::Impl {
     }
     Upstream upstream = co_await open_upstream(request.host, request.port, "socks5");
     if (!upstream.socket) {
-      const auto code = upstream.refused ? socks5::Reply::kNotAllowed : socks5::Reply::kHostUnreachable;
+      const auto code =
+          upstream.refused ? socks5::Reply::kNotAllowed : socks5::Reply::kHostUnreachable;
       const std::string answer = socks5::reply(code);
       co_await asio::async_write(client, asio::buffer(answer), asio::redirect_error(kAwait, ec));
       co_return;
@@ -240,14 +246,17 @@ struct Proxy::Impl {
     // A body, if any, is relayed as bytes, never read into the proxy.
     parser.eager(false);
     co_await http::async_read_header(client, buffer, parser, asio::redirect_error(kAwait, ec));
-    auto answer = [&](unsigned status, std::string_view reason, std::string text) -> asio::awaitable<void> {
+    auto answer = [&](unsigned status, std::string_view reason,
+                      std::string text) -> asio::awaitable<void> {
       const std::string bytes = http_answer(status, reason, text + "\n");
       error_code ignored;
-      co_await asio::async_write(client, asio::buffer(bytes), asio::redirect_error(kAwait, ignored));
+      co_await asio::async_write(client, asio::buffer(bytes),
+                                 asio::redirect_error(kAwait, ignored));
     };
     if (ec) {
       if (ec == http::error::header_limit) {
-        co_await answer(431, "Request Header Fields Too Large", "tamma egress proxy: request head too large");
+        co_await answer(431, "Request Header Fields Too Large",
+                        "tamma egress proxy: request head too large");
       } else if (ec != asio::error::eof && ec != asio::error::connection_reset) {
         co_await answer(400, "Bad Request", "tamma egress proxy: malformed request");
       }
@@ -266,14 +275,16 @@ struct Proxy::Impl {
       if (!upstream.socket) {
         if (upstream.refused) {
           co_await answer(403, "Forbidden",
-                          fmt::format("tamma egress proxy: {} refused: {}", upstream.destination, upstream.reason));
+                          fmt::format("tamma egress proxy: {} refused: {}", upstream.destination,
+                                      upstream.reason));
         } else {
           co_await answer(502, "Bad Gateway", "tamma egress proxy: " + upstream.reason);
         }
         co_return;
       }
       const std::string established = "HTTP/1.1 200 Connection established\r\n\r\n";
-      co_await asio::async_write(client, asio::buffer(established), asio::redirect_error(kAwait, ec));
+      co_await asio::async_write(client, asio::buffer(established),
+                                 asio::redirect_error(kAwait, ec));
       if (ec) co_return;
       const auto rest = buffer.data();
       const std::string early(static_cast<const char*>(rest.data()), rest.size());
@@ -283,14 +294,16 @@ struct Proxy::Impl {
     // A plain http:// URL through HTTP_PROXY: the absolute form, "GET http://host:port/path".
     if (!target.starts_with("http://") && !target.starts_with("HTTP://")) {
       const bool https = target.starts_with("https://");
-      refuse(printable(target), https ? "https:// URLs go through CONNECT" : "not a proxy request", "http");
+      refuse(printable(target), https ? "https:// URLs go through CONNECT" : "not a proxy request",
+             "http");
       co_await answer(400, "Bad Request",
                       "tamma egress proxy: only CONNECT host:port and absolute http:// URLs");
       co_return;
     }
     auto url = parse_absolute_http(target);
     if (!url) {
-      refuse(printable(target.substr(0, 200)), "malformed URL (user information or no host)", "http");
+      refuse(printable(target.substr(0, 200)), "malformed URL (user information or no host)",
+             "http");
       co_await answer(400, "Bad Request", "tamma egress proxy: malformed URL");
       co_return;
     }
@@ -298,7 +311,8 @@ struct Proxy::Impl {
     if (!upstream.socket) {
       if (upstream.refused) {
         co_await answer(403, "Forbidden",
-                        fmt::format("tamma egress proxy: {} refused: {}", upstream.destination, upstream.reason));
+                        fmt::format("tamma egress proxy: {} refused: {}", upstream.destination,
+                                    upstream.reason));
       } else {
         co_await answer(502, "Bad Gateway", "tamma egress proxy: " + upstream.reason);
       }
@@ -313,11 +327,13 @@ struct Proxy::Impl {
     request.erase(http::field::connection);
     request.erase(http::field::keep_alive);
     request.set(http::field::connection, "close");
-    if (request.find(http::field::host) == request.end()) request.set(http::field::host, url->authority);
+    if (request.find(http::field::host) == request.end())
+      request.set(http::field::host, url->authority);
     std::ostringstream head;
     head << request.base();
     const auto rest = buffer.data();
-    const std::string early = head.str() + std::string(static_cast<const char*>(rest.data()), rest.size());
+    const std::string early =
+        head.str() + std::string(static_cast<const char*>(rest.data()), rest.size());
     co_await carry(std::move(client), std::move(upstream), early);
   }
 
@@ -345,7 +361,8 @@ struct Proxy::Impl {
         continue;  // EMFILE and friends: the next accept may succeed
       }
       if (open_connections.load() >= options.max_connections) {
-        refuse("(any)", fmt::format("more than {} connections at once", options.max_connections), "tcp");
+        refuse("(any)", fmt::format("more than {} connections at once", options.max_connections),
+               "tcp");
         continue;  // closed by the destructor
       }
       open_connections.fetch_add(1);

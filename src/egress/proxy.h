@@ -40,7 +40,9 @@ class Proxy {
   // Serves a listening TCP socket (listener.h); may be called before or after start().
   void serve(UniqueFd listener);
   void start();
-  // Closes every connection and the listeners, and joins the thread. Idempotent.
+  // Stops the event loop and joins its thread: no byte moves and nothing is accepted after it
+  // returns, and report() is final. Connections and listeners are closed when the Proxy is
+  // destroyed. Idempotent.
   void stop();
   [[nodiscard]] LedgerReport report() const;
 

@@ -39,7 +39,8 @@ Pipe make_pipe() {
 }
 
 // One direction. Returns false on an error (the caller closes both sockets).
-asio::awaitable<bool> pump(tcp::socket& from, tcp::socket& to, std::atomic<std::uint64_t>& counter) {
+asio::awaitable<bool> pump(tcp::socket& from, tcp::socket& to,
+                           std::atomic<std::uint64_t>& counter) {
   Pipe pipe = make_pipe();
   if (!pipe.read) co_return false;
   boost::system::error_code ec;
@@ -49,7 +50,8 @@ asio::awaitable<bool> pump(tcp::socket& from, tcp::socket& to, std::atomic<std::
     if (got < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) co_return false;
-      co_await from.async_wait(tcp::socket::wait_read, asio::redirect_error(asio::use_awaitable, ec));
+      co_await from.async_wait(tcp::socket::wait_read,
+                               asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return false;
       continue;
     }
@@ -65,7 +67,8 @@ asio::awaitable<bool> pump(tcp::socket& from, tcp::socket& to, std::atomic<std::
       if (put < 0) {
         if (errno == EINTR) continue;
         if (errno != EAGAIN) co_return false;
-        co_await to.async_wait(tcp::socket::wait_write, asio::redirect_error(asio::use_awaitable, ec));
+        co_await to.async_wait(tcp::socket::wait_write,
+                               asio::redirect_error(asio::use_awaitable, ec));
         if (ec) co_return false;
         continue;
       }

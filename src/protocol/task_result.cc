@@ -373,7 +373,8 @@ nlohmann::json to_json(const TaskResult& result) {
                          {"at", r.at}});
     }
     out["egressRefused"] = std::move(refused);
-    if (result.egress_refused_dropped > 0) out["egressRefusedDropped"] = result.egress_refused_dropped;
+    if (result.egress_refused_dropped > 0)
+      out["egressRefusedDropped"] = result.egress_refused_dropped;
   }
   return out;
 }

@@ -473,7 +473,8 @@ void parse_network(const json& value, TaskSpec& spec, Problems& problems) {
   }
   auto allow = value.find("allow");
   if (allow == value.end()) {
-    add(problems, "$.network.allow", "is required: the \"host:port\" destinations the task may reach");
+    add(problems, "$.network.allow",
+        "is required: the \"host:port\" destinations the task may reach");
     return;
   }
   if (!allow->is_array()) {
@@ -496,7 +497,8 @@ void parse_network(const json& value, TaskSpec& spec, Problems& problems) {
     const std::string path = index_path("$.network.allow", i);
     const json& entry = (*allow)[i];
     if (!entry.is_string()) {
-      add(problems, path, fmt::format("must be a \"host:port\" string, not {}", describe_json(entry)));
+      add(problems, path,
+          fmt::format("must be a \"host:port\" string, not {}", describe_json(entry)));
       continue;
     }
     auto parsed = egress::parse_destination(entry.get<std::string>());

@@ -13,9 +13,9 @@
 #include <optional>
 #include <system_error>
 
-#include <boost/asio/ip/address.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <boost/asio/ip/address.hpp>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -424,14 +424,16 @@ void check_network(const protocol::TaskSpec& spec, const Config& config) {
     throw Error(ErrorKind::kConfig, "network_not_permitted", message);
   };
   if (spec.network == protocol::NetworkMode::kHost && !policy.host_network) {
-    refuse("$.network: \"host\" is not allowed by this worker's network policy "
-           "(networkPolicy.hostNetwork); list the destinations the task needs with "
-           "{\"allow\": [\"host:port\", ...]}");
+    refuse(
+        "$.network: \"host\" is not allowed by this worker's network policy "
+        "(networkPolicy.hostNetwork); list the destinations the task needs with "
+        "{\"allow\": [\"host:port\", ...]}");
   }
   if (spec.network != protocol::NetworkMode::kAllowList) return;
   if (!config.isolate) {
-    refuse("$.network: an allow-list needs the sandbox's isolation, which this worker runs "
-           "without (isolate: false): the task would have the host's whole network");
+    refuse(
+        "$.network: an allow-list needs the sandbox's isolation, which this worker runs "
+        "without (isolate: false): the task would have the host's whole network");
   }
   if (auto problem = policy.check(spec.network_allow)) refuse(*problem);
   const auto addresses = policy.address_policy();
@@ -442,7 +444,8 @@ void check_network(const protocol::TaskSpec& spec, const Config& config) {
     const auto address = boost::asio::ip::make_address(d.host, ec);
     if (ec) continue;
     if (auto why = addresses.refusal(address)) {
-      refuse(fmt::format("$.network.allow[{}]: {} is {}, which no task may reach", i, d.host, *why));
+      refuse(
+          fmt::format("$.network.allow[{}]: {} is {}, which no task may reach", i, d.host, *why));
     }
   }
 }
@@ -481,9 +484,9 @@ class TaskEgress {
     const std::string http = fmt::format("http://127.0.0.1:{}", port_);
     const std::string socks = fmt::format("socks5h://127.0.0.1:{}", port_);
     const std::string local = "localhost,127.0.0.1,::1";
-    return {{"HTTP_PROXY", http},  {"http_proxy", http},   {"HTTPS_PROXY", http},
-            {"https_proxy", http}, {"ALL_PROXY", socks},   {"all_proxy", socks},
-            {"NO_PROXY", local},   {"no_proxy", local},    {"TAMMA_EGRESS_PROXY", http}};
+    return {{"HTTP_PROXY", http},  {"http_proxy", http}, {"HTTPS_PROXY", http},
+            {"https_proxy", http}, {"ALL_PROXY", socks}, {"all_proxy", socks},
+            {"NO_PROXY", local},   {"no_proxy", local},  {"TAMMA_EGRESS_PROXY", http}};
   }
 
   // Ends the proxy (the task's processes are gone) and puts its ledger into the result.
@@ -497,7 +500,8 @@ class TaskEgress {
       result.egress_refused.push_back({r.destination, r.reason, r.protocol, rfc3339(r.at)});
     }
     result.egress_refused_dropped = report.refused_dropped;
-    const bool failed = result.status == TaskStatus::kFailed || result.status == TaskStatus::kTimeout;
+    const bool failed =
+        result.status == TaskStatus::kFailed || result.status == TaskStatus::kTimeout;
     if (failed && !report.refused.empty()) {
       std::string allowed;
       for (const auto& d : spec.network_allow) allowed += (allowed.empty() ? "" : ", ") + d.text();

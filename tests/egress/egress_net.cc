@@ -1,11 +1,11 @@
 #include "egress/egress_net.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -41,7 +41,8 @@ struct PrivateHosts {
       hosts_problem() = "the egress tests need root (network namespaces, veth pairs, mounts)";
       return;
     }
-    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) {
       hosts_problem() = "cannot make a private mount namespace for /etc/hosts";
       return;
     }
@@ -59,7 +60,8 @@ struct PrivateHosts {
 } private_hosts;
 
 bool have(const char* program) {
-  return run_process({"/bin/sh", "-c", fmt::format("command -v {} >/dev/null", program)}).exit_code == 0;
+  return run_process({"/bin/sh", "-c", fmt::format("command -v {} >/dev/null", program)})
+             .exit_code == 0;
 }
 
 // run_process execs a path; env finds the program on PATH.
@@ -166,8 +168,8 @@ void EgressNet::start_servers(const std::vector<std::string>& names) {
   const auto key = root() / "server.key";
   std::string san = "subjectAltName=";
   for (std::size_t i = 0; i < names.size(); ++i) san += (i ? ",DNS:" : "DNS:") + names[i];
-  must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-        "-nodes", "-keyout", key.string(), "-out", ca_.string(), "-days", "2", "-subj",
+  must({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", key.string(), "-out", ca_.string(), "-days", "2", "-subj",
         "/CN=" + names.front(), "-addext", san});
   write_file(root() / "servers.py", kServers);
   servers_.push_back(std::make_unique<ChildProcess>(std::vector<std::string>{

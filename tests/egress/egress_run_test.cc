@@ -15,8 +15,8 @@ namespace tamma {
 namespace {
 
 using nlohmann::json;
-using ::testing::HasSubstr;
 using testing::EgressNet;
+using ::testing::HasSubstr;
 using testing::ProcessResult;
 using testing::TempDir;
 using testing::write_file;
@@ -47,7 +47,8 @@ class EgressRun : public ::testing::Test {
       GTEST_SKIP() << "SKIPPED LOUDLY: " << why;
     }
     for (const char* tool : {"git --version", "python3 -m pip --version"}) {
-      if (testing::run_process({"/bin/sh", "-c", fmt::format("{} >/dev/null 2>&1", tool)}).exit_code != 0) {
+      if (testing::run_process({"/bin/sh", "-c", fmt::format("{} >/dev/null 2>&1", tool)})
+              .exit_code != 0) {
         GTEST_SKIP() << "SKIPPED LOUDLY: " << tool << " is not installed (scripts/setup.sh)";
       }
     }
@@ -56,10 +57,11 @@ class EgressRun : public ::testing::Test {
     write_file(www / "hello.txt", "hello through the proxy\n");
     // A repository served by plain files: git's "dumb" HTTP protocol, over http and https.
     const std::string repo = (net_->root() / "src").string();
-    sh(fmt::format("git init -q {0} && cd {0} && echo content > file.txt && git add file.txt && "
-                   "git -c user.name=t -c user.email=t@t commit -qm one && "
-                   "git clone -q --bare {0} {1}/repo.git && git -C {1}/repo.git update-server-info",
-                   repo, www.string()));
+    sh(fmt::format(
+        "git init -q {0} && cd {0} && echo content > file.txt && git add file.txt && "
+        "git -c user.name=t -c user.email=t@t commit -qm one && "
+        "git clone -q --bare {0} {1}/repo.git && git -C {1}/repo.git update-server-info",
+        repo, www.string()));
     // A package index in PEP 503's simple form with one wheel.
     std::filesystem::create_directories(www / "simple" / "demo");
     std::filesystem::create_directories(www / "packages");
@@ -170,8 +172,8 @@ TEST_F(EgressRun, CurlGitAndPipReachAllowedHttpsAndHttpServers) {
 TEST_F(EgressRun, EverythingElseFailsAndIsRecorded) {
   // Each attempt must fail; one that succeeds prints LEAK and fails the task.
   const std::string ip = net_->server_ip();
-  const json network = {{"allow", {"pkgs.egress.test:443", "rebind.egress.test:8080",
-                                   "metadata.egress.test:80"}}};
+  const json network = {
+      {"allow", {"pkgs.egress.test:443", "rebind.egress.test:8080", "metadata.egress.test:80"}}};
   const json result = run_task(
       network,
       {fmt::format(
@@ -226,7 +228,8 @@ TEST_F(EgressRun, SpecsOutsideTheOperatorsPolicyAreRefusedBeforeRunning) {
   json result = run_task({{"allow", {"127.0.0.1:80"}}}, {"true"}, 2);
   EXPECT_THAT(last_err_, HasSubstr("$.network.allow[0]: 127.0.0.1 is loopback"));
   const auto config = files_.path() / "worker.json";
-  write_file(config, R"({"networkPolicy": {"hostNetwork": false, "allow": ["*.egress.test:443"]}})");
+  write_file(config,
+             R"({"networkPolicy": {"hostNetwork": false, "allow": ["*.egress.test:443"]}})");
   result = run_task({{"allow", {"pkgs.egress.test:443", "pypi.org:443"}}}, {"true"}, 2,
                     {"--config", config.string()});
   EXPECT_THAT(last_err_, HasSubstr("$.network.allow[1]: \"pypi.org:443\" is not among"));

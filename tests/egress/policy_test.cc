@@ -106,10 +106,10 @@ TEST(Authority, SplitsHostAndPort) {
 TEST(AddressPolicy, BuiltInRangesAreAlwaysRefused) {
   AddressPolicy policy(false);
   policy.except(std::get<Cidr>(parse_cidr("0.0.0.0/0")));  // exceptions never open them
-  for (const char* a : {"127.0.0.1", "127.5.5.5", "169.254.169.254", "0.0.0.0", "224.0.0.1",
-                        "255.255.255.255", "100.100.100.200", "::1", "::", "fe80::1", "ff02::1",
-                        "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-                        "::127.0.0.1"}) {
+  for (const char* a :
+       {"127.0.0.1", "127.5.5.5", "169.254.169.254", "0.0.0.0", "224.0.0.1", "255.255.255.255",
+        "100.100.100.200", "::1", "::", "fe80::1", "ff02::1", "fd00:ec2::254", "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254", "::127.0.0.1"}) {
     EXPECT_TRUE(policy.refusal(make_address(a))) << a;
   }
   for (const char* a : {"10.0.0.5", "192.0.2.1", "8.8.8.8", "2001:db8::1", "100.64.0.1"}) {
@@ -164,16 +164,14 @@ TEST(Cidr, ParsesAndRefuses) {
 
 TEST(NetworkPolicy, ParsesAndBoundsTasks) {
   NetworkPolicy policy;
-  const auto problems = parse_network_policy(
-      json{{"hostNetwork", false},
-           {"allow", {"*.npmjs.org:443", "10.0.0.5:*"}},
-           {"denyAddresses", {"10.0.0.0/8"}},
-           {"allowAddresses", {"10.0.0.5"}}},
-      policy);
+  const auto problems = parse_network_policy(json{{"hostNetwork", false},
+                                                  {"allow", {"*.npmjs.org:443", "10.0.0.5:*"}},
+                                                  {"denyAddresses", {"10.0.0.0/8"}},
+                                                  {"allowAddresses", {"10.0.0.5"}}},
+                                             policy);
   ASSERT_THAT(problems, SizeIs(0));
   EXPECT_FALSE(policy.host_network);
-  EXPECT_EQ(policy.check({entry("registry.npmjs.org:443"), entry("10.0.0.5:5432")}),
-            std::nullopt);
+  EXPECT_EQ(policy.check({entry("registry.npmjs.org:443"), entry("10.0.0.5:5432")}), std::nullopt);
   EXPECT_THAT(policy.check({entry("registry.npmjs.org:443"), entry("pypi.org:443")}),
               Optional(HasSubstr("$.network.allow[1]: \"pypi.org:443\"")));
   const AddressPolicy addresses = policy.address_policy();
@@ -195,12 +193,11 @@ TEST(NetworkPolicy, TextFromTheEnvironmentIsJson) {
 TEST(NetworkPolicy, EveryProblemIsNamed) {
   NetworkPolicy policy;
   policy.host_network = false;
-  const auto problems = parse_network_policy(
-      json{{"hostNetwork", "no"},
-           {"allow", {"x.com", 5}},
-           {"denyAddresses", {"10.0.0.0/99"}},
-           {"frobnicate", 1}},
-      policy);
+  const auto problems = parse_network_policy(json{{"hostNetwork", "no"},
+                                                  {"allow", {"x.com", 5}},
+                                                  {"denyAddresses", {"10.0.0.0/99"}},
+                                                  {"frobnicate", 1}},
+                                             policy);
   ASSERT_THAT(problems, SizeIs(5));
   EXPECT_THAT(problems[0], HasSubstr("\"frobnicate\": unknown member"));
   EXPECT_THAT(problems[1], HasSubstr("hostNetwork: must be true or false"));

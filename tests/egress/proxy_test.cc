@@ -20,11 +20,11 @@
 namespace tamma::egress {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::SizeIs;
 using testing::EgressNet;
+using ::testing::HasSubstr;
 using testing::ProcessResult;
 using testing::run_process;
+using ::testing::SizeIs;
 
 Destination entry(std::string_view text) { return std::get<Destination>(parse_destination(text)); }
 
@@ -58,8 +58,8 @@ class ProxyTest : public ::testing::Test {
   }
 
   ProcessResult curl(std::vector<std::string> args) {
-    std::vector<std::string> argv{"/usr/bin/env", "curl", "-sS", "--max-time", "30", "--noproxy", "",
-                                  "--cacert", net_->ca().string()};
+    std::vector<std::string> argv{"/usr/bin/env", "curl", "-sS",      "--max-time",       "30",
+                                  "--noproxy",    "",     "--cacert", net_->ca().string()};
     argv.insert(argv.end(), args.begin(), args.end());
     // The test's own environment may name a proxy; curl must use only the one given.
     return run_process(argv, {"http_proxy=", "https_proxy=", "HTTPS_PROXY=", "ALL_PROXY=",
@@ -153,7 +153,8 @@ TEST_F(ProxyTest, AllowedNamesThatResolveToForbiddenAddressesAreRefused) {
   // The ledger's reasons tell a refusal from a failed connection (nothing listens there).
   auto r = curl({"-x", http_proxy(), "https://rebind.egress.test/"});
   EXPECT_NE(r.exit_code, 0);
-  r = curl({"-x", http_proxy(), "-w", "%{http_code}", "http://metadata.egress.test/latest/meta-data/"});
+  r = curl(
+      {"-x", http_proxy(), "-w", "%{http_code}", "http://metadata.egress.test/latest/meta-data/"});
   EXPECT_THAT(r.out, HasSubstr("169.254.169.254"));
   EXPECT_THAT(r.out, ::testing::EndsWith("403"));
   r = curl({"-x", socks_proxy(), "https://hostside.egress.test/"});

@@ -26,10 +26,10 @@ void expect_problem(const json& document, const std::string& path, const std::st
 }
 
 TEST(TaskSpecNetwork, AllowListIsReadNormalisedAndWrittenBack) {
-  const auto outcome = parse_task_spec(with_network(
-      {{"allow",
-        {"Registry.NPMJS.org.:443", "*.githubusercontent.com:443", "10.0.0.5:5432",
-         "[2001:db8::5]:8443", "registry.npmjs.org:443"}}}));
+  const auto outcome = parse_task_spec(
+      with_network({{"allow",
+                     {"Registry.NPMJS.org.:443", "*.githubusercontent.com:443", "10.0.0.5:5432",
+                      "[2001:db8::5]:8443", "registry.npmjs.org:443"}}}));
   ASSERT_TRUE(outcome.spec) << outcome.problems.front().path << outcome.problems.front().message;
   const TaskSpec& spec = *outcome.spec;
   EXPECT_EQ(spec.network, NetworkMode::kAllowList);
@@ -54,19 +54,19 @@ TEST(TaskSpecNetwork, NoneAndHostStillMeanWhatTheyDid) {
 }
 
 TEST(TaskSpecNetwork, EveryBadEntryIsNamedByItsPath) {
-  const auto outcome = parse_task_spec(with_network(
-      {{"allow",
-        {"ok.example.com:443", "no-port.example.com", "x.com:0", "x.com:65536", 443,
-         "https://x.com:443", "*.com:443", "a.*.x.com:443", "x.com:*", "::1:80", "bad_ name:1",
-         "127.1:80", "-lead.com:80"}}}));
+  const auto outcome = parse_task_spec(
+      with_network({{"allow",
+                     {"ok.example.com:443", "no-port.example.com", "x.com:0", "x.com:65536", 443,
+                      "https://x.com:443", "*.com:443", "a.*.x.com:443", "x.com:*", "::1:80",
+                      "bad_ name:1", "127.1:80", "-lead.com:80"}}}));
   EXPECT_FALSE(outcome.spec);
   std::vector<std::string> paths;
   for (const auto& p : outcome.problems) paths.push_back(p.path);
-  EXPECT_THAT(paths, ElementsAre("$.network.allow[1]", "$.network.allow[2]", "$.network.allow[3]",
-                                 "$.network.allow[4]", "$.network.allow[5]", "$.network.allow[6]",
-                                 "$.network.allow[7]", "$.network.allow[8]", "$.network.allow[9]",
-                                 "$.network.allow[10]", "$.network.allow[11]",
-                                 "$.network.allow[12]"));
+  EXPECT_THAT(paths,
+              ElementsAre("$.network.allow[1]", "$.network.allow[2]", "$.network.allow[3]",
+                          "$.network.allow[4]", "$.network.allow[5]", "$.network.allow[6]",
+                          "$.network.allow[7]", "$.network.allow[8]", "$.network.allow[9]",
+                          "$.network.allow[10]", "$.network.allow[11]", "$.network.allow[12]"));
   EXPECT_THAT(outcome.problems[0].message, HasSubstr("has no port"));
   EXPECT_THAT(outcome.problems[5].message, HasSubstr("two labels"));
   EXPECT_THAT(outcome.problems[7].message, HasSubstr("one port"));
