@@ -29,6 +29,9 @@ packages=(
   dpkg-dev lintian systemd adduser python3-yaml
   # bench/worker_run_bench's anchor, measured in the same run (not used by the product).
   bubblewrap
+  # tests/egress: real clients in the sandbox (curl, git, pip) through the egress proxy to
+  # python3's HTTP(S) servers in a network namespace the test makes (iproute2, openssl above).
+  curl python3-pip
 )
 
 missing=()

@@ -3,7 +3,10 @@
 #include <cstdio>
 
 #include "cli/worker_cli.h"
+#include "common/error.h"
+#include "egress/listener.h"
 #include "sandbox/host.h"
+#include "sandbox/net.h"
 #include "worker/config.h"
 #include "worker/engine.h"
 #include "worker/host_check.h"
@@ -11,6 +14,24 @@
 extern char** environ;
 
 namespace tamma::cli {
+namespace {
+
+// Whether tasks with a network allow-list can run here: the same steps a task's start takes
+// (a loopback-only namespace, the proxy's listener made inside it), for real. Empty when
+// they can, else why not.
+std::string egress_problem(const sandbox::HostCapabilities& caps) {
+  if (!caps.root) return "the worker is not root (the proxy listens in a namespace it makes)";
+  if (!caps.net_ns) return "no network namespaces";
+  try {
+    UniqueFd ns = sandbox::make_loopback_net_namespace();
+    (void)egress::listen_in_namespace(ns.get());
+    return {};
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+}  // namespace
 
 Subcommand add_doctor_command(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
@@ -34,8 +55,16 @@ Subcommand add_doctor_command(CLI::App& app) {
                   {"host resources (" + root.string() + ")",
                    *problem + ": tasks would fail here; a daemon stands down", ""});
             }
+            const std::string egress = egress_problem(caps);
+            if (!egress.empty()) {
+              caps.missing.push_back(
+                  {"network allow-lists (egress proxy)",
+                   egress + ": tasks with \"network\": {\"allow\": [...]} are refused"});
+            }
             if (*json) {
-              std::printf("%s\n", sandbox::to_json(caps).dump(2).c_str());
+              auto report = sandbox::to_json(caps);
+              report["egressProxy"] = egress.empty();
+              std::printf("%s\n", report.dump(2).c_str());
             } else {
               auto yes = [](bool b) { return b ? "yes" : "NO"; };
               std::printf("kernel           %s\n", caps.kernel.c_str());
@@ -52,6 +81,8 @@ Subcommand add_doctor_command(CLI::App& app) {
               std::printf("clone into cgroup %s\n", yes(caps.clone_into_cgroup));
               std::printf("disk limits      %s\n", caps.disk_limit_method.c_str());
               std::printf("host resources   %s\n", problem ? problem->c_str() : "ok");
+              std::printf("egress proxy     %s\n",
+                          egress.empty() ? "yes (network allow-lists can be enforced)" : "NO");
               if (caps.missing.empty()) {
                 std::printf("\nEverything tamma-worker uses is available.\n");
               } else {

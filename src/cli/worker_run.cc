@@ -38,6 +38,7 @@ struct RunOptions {
   std::string config_file;
   // Task overrides (ad-hoc form, or on top of a task file).
   std::string timeout, memory, cpus, pids, disk, network, workdir, type;
+  std::vector<std::string> allow_net;    // --allow-net host:port, repeatable
   std::string repository, ref;           // check this out first (e.g. file://$PWD in a CI job)
   std::vector<std::string> env;          // NAME=value
   std::vector<std::string> secret_envs;  // NAME: value taken from the worker's environment
@@ -119,6 +120,8 @@ protocol::TaskSpec build_spec(const RunOptions& o, const std::vector<std::string
   if (!o.type.empty()) document["type"] = o.type;
   if (!o.timeout.empty()) document["timeout"] = o.timeout;
   if (!o.network.empty()) document["network"] = o.network;
+  // --allow-net host:port (repeatable): the allow-list form, {"allow": [...]}.
+  if (!o.allow_net.empty()) document["network"] = nlohmann::json{{"allow", o.allow_net}};
   if (!o.workdir.empty()) document["workdir"] = o.workdir;
   if (!o.repository.empty()) {
     if (!document["repository"].is_object()) document["repository"] = nlohmann::json::object();
@@ -335,6 +338,8 @@ Subcommand add_run_command(CLI::App& app, std::vector<std::string>& command) {
   run->add_option("--pids", options->pids, "Maximum number of processes");
   run->add_option("--disk", options->disk, "Workspace disk limit, e.g. 1G");
   run->add_option("--network", options->network, "none (loopback only) or host");
+  run->add_option("--allow-net", options->allow_net,
+                  "host:port the task may reach through the egress proxy (repeatable)");
   run->add_option("--workdir", options->workdir, "Working directory inside the workspace");
   run->add_option("--repository", options->repository,
                   "Check this repository out into the workspace first (https://, git://, file://)");

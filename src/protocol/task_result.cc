@@ -56,7 +56,7 @@ json limit_json(LimitKind limit) {
 }
 
 json usage_json(const ResourceUsage& usage) {
-  return {
+  json out = {
       {"peakMemoryBytes", usage.peak_memory_bytes},
       {"cpuUserMs", usage.cpu_user_ms},
       {"cpuSystemMs", usage.cpu_system_ms},
@@ -68,6 +68,18 @@ json usage_json(const ResourceUsage& usage) {
       {"networkUnreachable", usage.network_unreachable},
       {"exact", usage.exact},
   };
+  // Only tasks with an allow-list have it; other results keep their shape.
+  if (!usage.egress.empty()) {
+    json egress = json::array();
+    for (const auto& e : usage.egress) {
+      egress.push_back({{"destination", valid_utf8(e.destination)},
+                        {"bytesOut", e.bytes_out},
+                        {"bytesIn", e.bytes_in},
+                        {"connections", e.connections}});
+    }
+    out["egress"] = std::move(egress);
+  }
+  return out;
 }
 
 json step_json(const StepResult& step) {
@@ -335,7 +347,7 @@ nlohmann::json to_json(const TaskResult& result) {
              {"message", valid_utf8(result.error->message)},
              {"retryable", result.error->retryable}};
   }
-  return {
+  json out = {
       {"taskId", valid_utf8(result.task_id)},
       {"type", valid_utf8(result.type)},
       {"status", to_string(result.status)},
@@ -352,6 +364,19 @@ nlohmann::json to_json(const TaskResult& result) {
       {"hints", std::move(hints)},
       {"details", result.details},
   };
+  if (!result.egress_refused.empty() || result.egress_refused_dropped > 0) {
+    json refused = json::array();
+    for (const auto& r : result.egress_refused) {
+      refused.push_back({{"destination", valid_utf8(r.destination)},
+                         {"reason", valid_utf8(r.reason)},
+                         {"protocol", r.protocol},
+                         {"at", r.at}});
+    }
+    out["egressRefused"] = std::move(refused);
+    if (result.egress_refused_dropped > 0)
+      out["egressRefusedDropped"] = result.egress_refused_dropped;
+  }
+  return out;
 }
 
 TaskResult task_result_from_json(const nlohmann::json& document) {

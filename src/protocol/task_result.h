@@ -17,6 +17,24 @@ enum class TaskStatus { kSucceeded, kFailed, kTimeout, kLimitExceeded, kCancelle
 // Which limit ended the task, when one did.
 enum class LimitKind { kNone, kMemory, kPids, kDisk, kOutput, kCpu };
 
+// What a task with a network allow-list sent and received through the worker's egress proxy,
+// per destination as the task asked for it ("registry.npmjs.org:443").
+struct EgressTraffic {
+  std::string destination;
+  std::uint64_t bytes_out = 0;  // task -> destination
+  std::uint64_t bytes_in = 0;   // destination -> task
+  std::uint64_t connections = 0;
+};
+
+// A connection the egress proxy refused: not in the allow-list, or resolving to an address no
+// task may reach (the reason says which), or a protocol it does not carry (SOCKS5 UDP).
+struct EgressRefusal {
+  std::string destination;
+  std::string reason;
+  std::string protocol;  // "connect", "http", "socks5", "tcp"
+  std::string at;        // RFC 3339 UTC time with milliseconds
+};
+
 struct ResourceUsage {
   std::uint64_t peak_memory_bytes = 0;
   std::uint64_t cpu_user_ms = 0;
@@ -28,6 +46,8 @@ struct ResourceUsage {
   // Without network: connection attempts and packets that found no way out.
   std::uint64_t network_unreachable = 0;
   bool exact = true;
+  // With a network allow-list (the task's usage only): bytes per destination.
+  std::vector<EgressTraffic> egress;
 };
 
 struct OutputCapture {
@@ -80,6 +100,10 @@ struct TaskResult {
   // What the user may want to know about why the task ended as it did (it tried to reach the
   // network it does not have); plain sentences.
   std::vector<std::string> hints;
+  // With a network allow-list: every connection the egress proxy refused, oldest first, and
+  // how many more there were beyond the ones listed (the list is bounded).
+  std::vector<EgressRefusal> egress_refused;
+  std::uint64_t egress_refused_dropped = 0;
   nlohmann::json details;  // handler-specific data (tests, findings)
 };
 

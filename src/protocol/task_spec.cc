@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/json_text.h"
 #include "common/units.h"
+#include "egress/network_policy.h"
 
 namespace tamma::protocol {
 namespace {
@@ -449,6 +450,71 @@ std::string joined(const auto& names) {
   return out;
 }
 
+// "none", "host", or {"allow": ["host:port", ...]} (egress/destination.h).
+void parse_network(const json& value, TaskSpec& spec, Problems& problems) {
+  constexpr std::string_view kForms =
+      "\"none\" (loopback only), \"host\", or {\"allow\": [\"registry.npmjs.org:443\", ...]}";
+  if (value == "none") {
+    spec.network = NetworkMode::kNone;
+    return;
+  }
+  if (value == "host") {
+    spec.network = NetworkMode::kHost;
+    return;
+  }
+  if (!value.is_object()) {
+    add(problems, "$.network", fmt::format("must be {}, not {}", kForms, describe_json(value)));
+    return;
+  }
+  for (const auto& [key, _] : value.items()) {
+    if (key != "allow") {
+      add(problems, member_path("$.network", key), "unknown member (the only member is \"allow\")");
+    }
+  }
+  auto allow = value.find("allow");
+  if (allow == value.end()) {
+    add(problems, "$.network.allow",
+        "is required: the \"host:port\" destinations the task may reach");
+    return;
+  }
+  if (!allow->is_array()) {
+    add(problems, "$.network.allow",
+        fmt::format("must be an array of \"host:port\" strings, not {}", describe_json(*allow)));
+    return;
+  }
+  if (allow->empty()) {
+    add(problems, "$.network.allow",
+        "is empty: a task that needs no destination has \"network\": \"none\"");
+    return;
+  }
+  if (allow->size() > egress::kMaxAllowEntries) {
+    add(problems, "$.network.allow",
+        fmt::format("has {} entries; at most {}", allow->size(), egress::kMaxAllowEntries));
+    return;
+  }
+  std::vector<egress::Destination> destinations;
+  for (std::size_t i = 0; i < allow->size(); ++i) {
+    const std::string path = index_path("$.network.allow", i);
+    const json& entry = (*allow)[i];
+    if (!entry.is_string()) {
+      add(problems, path,
+          fmt::format("must be a \"host:port\" string, not {}", describe_json(entry)));
+      continue;
+    }
+    auto parsed = egress::parse_destination(entry.get<std::string>());
+    if (auto* problem = std::get_if<std::string>(&parsed)) {
+      add(problems, path, *problem);
+      continue;
+    }
+    auto& d = std::get<egress::Destination>(parsed);
+    if (std::find(destinations.begin(), destinations.end(), d) == destinations.end()) {
+      destinations.push_back(std::move(d));
+    }
+  }
+  spec.network = NetworkMode::kAllowList;
+  spec.network_allow = std::move(destinations);
+}
+
 }  // namespace
 
 std::optional<std::string> workspace_glob_problem(std::string_view pattern) {
@@ -567,14 +633,7 @@ ParseOutcome parse_task_spec(const nlohmann::json& document) {
   }
 
   if (auto it = document.find("network"); it != document.end()) {
-    if (*it == "none") {
-      spec.network = NetworkMode::kNone;
-    } else if (*it == "host") {
-      spec.network = NetworkMode::kHost;
-    } else {
-      add(problems, "$.network",
-          fmt::format("must be \"none\" (loopback only) or \"host\", not {}", describe_json(*it)));
-    }
+    parse_network(*it, spec, problems);
   }
 
   if (auto it = document.find("artifacts"); it != document.end()) {
@@ -709,7 +768,13 @@ nlohmann::json to_json(const TaskSpec& spec) {
   set_or_erase(resources, "disk", r.disk_bytes.has_value(), [&] { return *r.disk_bytes; });
   set_or_erase(out, "resources", !resources.empty(), [&] { return resources; });
 
-  out["network"] = spec.network == NetworkMode::kHost ? "host" : "none";
+  if (spec.network == NetworkMode::kAllowList) {
+    json allow = json::array();
+    for (const auto& d : spec.network_allow) allow.push_back(d.text());
+    out["network"] = json{{"allow", std::move(allow)}};
+  } else {
+    out["network"] = spec.network == NetworkMode::kHost ? "host" : "none";
+  }
   set_or_erase(out, "artifacts", !spec.artifacts.empty(), [&] { return spec.artifacts; });
   set_or_erase(out, "reports", !spec.reports.empty(), [&] { return spec.reports; });
   set_or_erase(out, "sarif", !spec.sarif.empty(), [&] { return spec.sarif; });

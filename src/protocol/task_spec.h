@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "egress/destination.h"
+
 namespace tamma::protocol {
 
 struct Step {
@@ -28,7 +30,9 @@ struct Resources {
   std::optional<std::uint64_t> disk_bytes;
 };
 
-enum class NetworkMode { kNone, kHost };
+// kAllowList: loopback only, and the worker's egress proxy to the destinations of
+// TaskSpec::network_allow (docs/isolation.md, ADR 0032).
+enum class NetworkMode { kNone, kHost, kAllowList };
 
 // A repository checked out into the workspace before the steps (see src/worker/checkout.h).
 struct Repository {
@@ -48,6 +52,7 @@ struct TaskSpec {
   std::optional<std::chrono::milliseconds> timeout;
   Resources resources;
   NetworkMode network = NetworkMode::kNone;
+  std::vector<egress::Destination> network_allow;  // with kAllowList: "network": {"allow": [...]}
   std::vector<std::string> artifacts;  // globs relative to the workspace
   // When artifacts are collected: "on_success", "on_failure" or "always" (GitLab's names).
   std::string artifacts_when = "on_success";

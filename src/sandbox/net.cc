@@ -214,4 +214,6 @@ NetNamespaceLease lease_net_namespace() {
   return NetNamespaceLease(std::move(made.ns), std::move(made.counters), 0);
 }
 
+UniqueFd make_loopback_net_namespace() { return in_own_thread(make_namespace).ns; }
+
 }  // namespace tamma::sandbox

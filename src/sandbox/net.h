@@ -78,4 +78,9 @@ class NetNamespaceLease {
 // An idle namespace of the pool, or a new one. Throws Error(kSandboxSetup).
 NetNamespaceLease lease_net_namespace();
 
+// A new loopback-only namespace (loopback up, TIME_WAIT off) for the caller alone, never
+// pooled: a task with an allow-list network gets one, where the egress proxy's listener
+// lives for the task's lifetime. Throws Error(kSandboxSetup).
+UniqueFd make_loopback_net_namespace();
+
 }  // namespace tamma::sandbox

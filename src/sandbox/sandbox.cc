@@ -457,7 +457,8 @@ class SandboxImpl final : public Sandbox {
     SpawnSlotLease slot;
     if (eff_.share_memory) slot = lease_spawn_slot();
     NetNamespaceLease net;
-    if (eff_.isolate && eff_.new_net && eff_.pooled_net) net = lease_net_namespace();
+    const bool given_net = eff_.isolate && eff_.new_net && policy_.net_ns_fd >= 0;
+    if (eff_.isolate && eff_.new_net && eff_.pooled_net && !given_net) net = lease_net_namespace();
 
     ChildPlan plan;
     plan.isolate = eff_.isolate;
@@ -465,8 +466,8 @@ class SandboxImpl final : public Sandbox {
     plan.mount_template_fd = jail_template ? jail_template->ns.get() : -1;
     plan.workspace_tree_fd = workspace_tree.get();
     plan.hostname = eff_.isolate && eff_.new_uts ? kHostname : nullptr;
-    plan.loopback_up = eff_.isolate && eff_.new_net && !net;
-    plan.net_ns_fd = net ? net.fd() : -1;
+    plan.loopback_up = eff_.isolate && eff_.new_net && !net && !given_net;
+    plan.net_ns_fd = given_net ? policy_.net_ns_fd : net ? net.fd() : -1;
     plan.argv = argv.data();
     plan.envp = envp.data();
     plan.exec_candidates = candidate_ptrs.data();
@@ -508,7 +509,7 @@ class SandboxImpl final : public Sandbox {
 
     CloneRequest request{.isolate = eff_.isolate,
                          .new_mount = !jail_template,
-                         .new_net = eff_.new_net && !net,
+                         .new_net = eff_.new_net && !net && !given_net,
                          .new_ipc = eff_.new_ipc,
                          .new_uts = eff_.new_uts,
                          .new_user = eff_.new_user,
@@ -519,7 +520,7 @@ class SandboxImpl final : public Sandbox {
     // A namespace made by clone() is the child's from its first instruction on; the files
     // opened now keep counting it after the child is gone.
     NetCounters fresh_net;
-    if (eff_.isolate && eff_.new_net && !net) {
+    if (eff_.isolate && eff_.new_net && !net && !given_net) {
       fresh_net = NetCounters::open("/proc/" + std::to_string(spawned.pid) + "/net");
     }
     error.write.reset();
@@ -746,6 +747,15 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
   eff.task_enters_cgroup =
       !eff.new_user || (eff.cgroups != nullptr && eff.cgroups->version() == CgroupVersion::kV2);
   eff.pooled_net = eff.new_net && !eff.new_user && policy.reuse_network_namespaces;
+  // A given namespace (the egress proxy's) belongs to the initial user namespace: a task in a
+  // user namespace of its own could not enter it, and without isolation the task would have
+  // the host's network. Never degraded: the task asked for a bounded network.
+  if (policy.net_ns_fd >= 0 && (!eff.new_net || eff.new_user)) {
+    throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
+                !eff.new_net ? "a network allow-list needs isolation with a network namespace"
+                             : "a network allow-list needs a root worker (its egress proxy "
+                               "listens in a network namespace the worker makes)");
+  }
   eff.mount_template =
       eff.isolate && !eff.new_user && policy.reuse_mount_templates && mount_templates_supported();
   eff.share_memory = !eff.new_user && policy.share_worker_memory && can_share_memory();

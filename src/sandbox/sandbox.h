@@ -53,6 +53,10 @@ struct Policy {
   // a time instead of making and destroying one per task (ADR 0018). false: a fresh one for
   // every task, for comparison.
   bool reuse_network_namespaces = true;
+  // With network `kNone`: a loopback-only network namespace made by the caller (not owned
+  // here), which every process of the task enters instead of a pooled or fresh one: the one
+  // where the worker's egress proxy listens (egress/listener.h). Needs a root worker.
+  int net_ns_fd = -1;
   // A root worker copies the fixed part of the mount jail from a template built once instead
   // of building it for every task (ADR 0019). false: built for every task, for comparison.
   bool reuse_mount_templates = true;

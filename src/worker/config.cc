@@ -386,6 +386,13 @@ const Setting kSettings[] = {
     {"tmpSize", [](Config& c, const json& v) { return read_size(v, c.tmp_bytes); }},
     {"tmpOnTmpfs", [](Config& c, const json& v) { return read_bool(v, c.tmp_on_tmpfs); }},
     {"passEnv", [](Config& c, const json& v) { return read_variable_names(v, c.pass_env); }},
+    {"networkPolicy",
+     [](Config& c, const json& v) {
+       const auto problems = egress::parse_network_policy(v, c.network_policy);
+       std::string text;
+       for (const auto& p : problems) text += (text.empty() ? "" : "; ") + p;
+       return problems.empty() ? Problem() : Problem(text);
+     }},
     {"handlers",
      [](Config& c, const json& v) {
        std::vector<std::pair<std::string, std::string>> pairs;

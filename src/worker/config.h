@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "egress/network_policy.h"
+
 namespace tamma::worker {
 
 enum class LogFormat { kText, kJson };
@@ -48,6 +50,9 @@ struct Config {
   // Names of the worker's own environment variables every task gets (proxies, CA bundles), set
   // in the worker's environment when the task starts; a variable the spec sets wins.
   std::vector<std::string> pass_env;
+  // The operator's bound on tasks' network (egress/network_policy.h): whether "host" may be
+  // asked for, which allow-list entries, which addresses the egress proxy never reaches.
+  egress::NetworkPolicy network_policy;
 
   // External handlers: task type -> executable receiving the task JSON on stdin.
   std::map<std::string, std::filesystem::path> handlers;

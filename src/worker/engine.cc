@@ -7,15 +7,22 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <system_error>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <boost/asio/ip/address.hpp>
 
 #include "common/error.h"
+#include "common/unique_fd.h"
 #include "common/units.h"
+#include "egress/listener.h"
+#include "egress/proxy.h"
+#include "sandbox/net.h"
 #include "sandbox/sandbox.h"
 #include "sandbox/workspace.h"
 #include "worker/artifacts.h"
@@ -164,6 +171,7 @@ class EngineContext : public TaskContext {
   bool cancel_requested() const override { return cancellation_.requested(); }
   std::size_t step_count_hint() const override { return planned_steps_; }
   std::string mask(std::string_view text) const override { return masker_.mask(text); }
+  void set_network_env(std::map<std::string, std::string> env) { network_env_ = std::move(env); }
 
   protocol::StepResult run(const StepCommand& command, StepOutcome* raw) override {
     const std::size_t index = result_.steps.size();
@@ -189,7 +197,10 @@ class EngineContext : public TaskContext {
     std::unique_ptr<sandbox::Sandbox> own_sandbox;
     if (command.host_network || !command.readonly_binds_at.empty()) {
       sandbox::Policy policy = policy_;
-      if (command.host_network) policy.network = sandbox::Network::kHost;
+      if (command.host_network) {
+        policy.network = sandbox::Network::kHost;
+        policy.net_ns_fd = -1;  // the checkout is the worker's own fetch, not the task's
+      }
       for (const auto& bind : command.readonly_binds_at) policy.readonly_binds_at.push_back(bind);
       own_sandbox = sandbox::Sandbox::create(policy);
     }
@@ -279,6 +290,9 @@ class EngineContext : public TaskContext {
     for (const auto& name : config_.pass_env) {
       if (const char* value = ::getenv(name.c_str())) env[name] = value;
     }
+    // The egress proxy's variables win over the worker's own proxy settings (passEnv), which
+    // the task could not reach anyway; a spec may still set its own.
+    for (const auto& [k, v] : network_env_) env[k] = v;
     for (const auto& [k, v] : spec_.env) env[k] = v;
     for (const auto& [k, v] : spec_.secrets) env[k] = v;
     for (const auto& [k, v] : extra) env[k] = v;
@@ -299,6 +313,7 @@ class EngineContext : public TaskContext {
   protocol::TaskResult& result_;
   Clock::time_point task_deadline_;
   const RunOptions& options_;
+  std::map<std::string, std::string> network_env_;
   SecretMasker masker_;
 };
 
@@ -400,6 +415,111 @@ std::optional<std::string> no_network_hint(const protocol::TaskSpec& spec,
       attempts, attempts == 1 ? "" : "s", attempts == 1 ? "" : "s");
 }
 
+// What the operator's network policy says to the spec's network, before anything runs:
+// "host" when it is not allowed, allow-list entries outside the policy's, address literals no
+// task may reach. Throws Error(kConfig) naming the spec's field.
+void check_network(const protocol::TaskSpec& spec, const Config& config) {
+  const auto& policy = config.network_policy;
+  auto refuse = [](const std::string& message) {
+    throw Error(ErrorKind::kConfig, "network_not_permitted", message);
+  };
+  if (spec.network == protocol::NetworkMode::kHost && !policy.host_network) {
+    refuse(
+        "$.network: \"host\" is not allowed by this worker's network policy "
+        "(networkPolicy.hostNetwork); list the destinations the task needs with "
+        "{\"allow\": [\"host:port\", ...]}");
+  }
+  if (spec.network != protocol::NetworkMode::kAllowList) return;
+  if (!config.isolate) {
+    refuse(
+        "$.network: an allow-list needs the sandbox's isolation, which this worker runs "
+        "without (isolate: false): the task would have the host's whole network");
+  }
+  if (auto problem = policy.check(spec.network_allow)) refuse(*problem);
+  const auto addresses = policy.address_policy();
+  for (std::size_t i = 0; i < spec.network_allow.size(); ++i) {
+    const auto& d = spec.network_allow[i];
+    if (d.kind != egress::Destination::Kind::kAddress) continue;
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(d.host, ec);
+    if (ec) continue;
+    if (auto why = addresses.refusal(address)) {
+      refuse(
+          fmt::format("$.network.allow[{}]: {} is {}, which no task may reach", i, d.host, *why));
+    }
+  }
+}
+
+std::string rfc3339(std::chrono::system_clock::time_point at) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch());
+  const std::time_t seconds = static_cast<std::time_t>(ms.count() / 1000);
+  std::tm utc{};
+  ::gmtime_r(&seconds, &utc);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900,
+                     utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
+                     ms.count() % 1000);
+}
+
+// The network of a task with an allow-list (ADR 0032): a loopback-only namespace made for it,
+// the egress proxy's listener on its 127.0.0.1, and the proxy serving it from the worker until
+// the task is over. The task's processes enter the namespace; nothing else leaves it.
+class TaskEgress {
+ public:
+  TaskEgress(const protocol::TaskSpec& spec, const Config& config)
+      : netns_(sandbox::make_loopback_net_namespace()) {
+    egress::ProxyOptions options{.allow = spec.network_allow,
+                                 .addresses = config.network_policy.address_policy()};
+    proxy_ = std::make_unique<egress::Proxy>(std::move(options));
+    egress::Listener listener = egress::listen_in_namespace(netns_.get());
+    port_ = listener.port;
+    proxy_->serve(std::move(listener.fd));
+    proxy_->start();
+  }
+
+  [[nodiscard]] int netns_fd() const { return netns_.get(); }
+
+  // What clients honour: curl, git, pip, npm (HTTP(S)_PROXY, lower case for curl's
+  // http_proxy), SOCKS5 with names resolved by the proxy (socks5h) for the rest.
+  [[nodiscard]] std::map<std::string, std::string> environment() const {
+    const std::string http = fmt::format("http://127.0.0.1:{}", port_);
+    const std::string socks = fmt::format("socks5h://127.0.0.1:{}", port_);
+    const std::string local = "localhost,127.0.0.1,::1";
+    return {{"HTTP_PROXY", http},  {"http_proxy", http}, {"HTTPS_PROXY", http},
+            {"https_proxy", http}, {"ALL_PROXY", socks}, {"all_proxy", socks},
+            {"NO_PROXY", local},   {"no_proxy", local},  {"TAMMA_EGRESS_PROXY", http}};
+  }
+
+  // Ends the proxy (the task's processes are gone) and puts its ledger into the result.
+  void finish(const protocol::TaskSpec& spec, protocol::TaskResult& result) {
+    proxy_->stop();
+    const auto report = proxy_->report();
+    for (const auto& t : report.traffic) {
+      result.usage.egress.push_back({t.destination, t.bytes_out, t.bytes_in, t.connections});
+    }
+    for (const auto& r : report.refused) {
+      result.egress_refused.push_back({r.destination, r.reason, r.protocol, rfc3339(r.at)});
+    }
+    result.egress_refused_dropped = report.refused_dropped;
+    const bool failed =
+        result.status == TaskStatus::kFailed || result.status == TaskStatus::kTimeout;
+    if (failed && !report.refused.empty()) {
+      std::string allowed;
+      for (const auto& d : spec.network_allow) allowed += (allowed.empty() ? "" : ", ") + d.text();
+      const auto total = report.refused.size() + report.refused_dropped;
+      result.hints.push_back(fmt::format(
+          "the egress proxy refused {} connection{} (the first: {}: {}); the task's network "
+          "allows only {} (\"network\": {{\"allow\": [...]}}), see egressRefused",
+          total, total == 1 ? "" : "s", report.refused.front().destination,
+          report.refused.front().reason, allowed));
+    }
+  }
+
+ private:
+  UniqueFd netns_;
+  std::unique_ptr<egress::Proxy> proxy_;
+  std::uint16_t port_ = 0;
+};
+
 }  // namespace
 
 // A task that did not succeed on a host that is out of disk, descriptors or memory may well
@@ -472,9 +592,17 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
   const auto deadline = started + timeout;
 
   const SecretMasker error_masker(secret_values(spec));
+  // Declared outside the try: its ledger goes into the result whatever ended the task.
+  std::optional<TaskEgress> egress;
   try {
+    check_network(spec, config_);
     sandbox::Policy policy = make_policy(config_, spec, *handler);
     PhaseClock phase(spec.id);
+    if (spec.network == protocol::NetworkMode::kAllowList) {
+      egress.emplace(spec, config_);
+      policy.net_ns_fd = egress->netns_fd();
+      phase.done("egress proxy started");
+    }
     auto workspace = allocate_workspace(spec, result);
     phase.done("workspace made");
     // HOME, /tmp and /var/tmp come from the task's filesystem, next to the workspace.
@@ -483,6 +611,7 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
     phase.done("sandbox prepared");
     EngineContext ctx(spec, config_, *sandbox, *workspace, cancellation, observer, result, deadline,
                       policy, spec.steps.size() + (spec.repository ? 1 : 0), options);
+    if (egress) ctx.set_network_env(egress->environment());
     // The checkout is the first step of every task that names a repository, whatever its
     // handler; its details are added after the handler's own.
     nlohmann::json checkout;
@@ -546,6 +675,7 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
     result.status = TaskStatus::kError;
     result.error = protocol::TaskError{"internal_error", message, false};
   }
+  if (egress) egress->finish(spec, result);
   blame_host_if_broken(result);
   if (!result.error) {
     switch (result.status) {

@@ -49,5 +49,23 @@ TEST(Doctor, TextReportNamesEachLayer) {
   }
 }
 
+// Tasks with a network allow-list need a root worker that can make a network namespace and
+// the egress proxy's listener inside it (issue 15): doctor tries exactly that.
+TEST(Doctor, SaysWhetherNetworkAllowListsCanBeEnforced) {
+  auto r = testing::run_process({TAMMA_WORKER_BINARY, "doctor", "--json"});
+  auto report = nlohmann::json::parse(r.out);
+  const bool expected = report["root"].get<bool>() && report["namespaces"]["net"].get<bool>();
+  EXPECT_EQ(report["egressProxy"], expected) << report.dump(2);
+  bool listed = false;
+  for (const auto& m : report["missing"]) {
+    listed = listed || m.value("what", "") == "network allow-lists (egress proxy)";
+  }
+  EXPECT_EQ(listed, !expected);
+  auto text = testing::run_process({TAMMA_WORKER_BINARY, "doctor"});
+  EXPECT_NE(text.out.find(expected ? "egress proxy     yes" : "egress proxy     NO"),
+            std::string::npos)
+      << text.out;
+}
+
 }  // namespace
 }  // namespace tamma

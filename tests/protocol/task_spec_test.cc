@@ -355,7 +355,7 @@ TEST(TaskSpec, Network) {
   d["network"] = "host";
   EXPECT_EQ(parse_ok(d).network, NetworkMode::kHost);
   d["network"] = "bridge";
-  expect_problem(d, "$.network", "must be \"none\" (loopback only) or \"host\"");
+  expect_problem(d, "$.network", "must be \"none\" (loopback only), \"host\", or {\"allow\"");
   d["network"] = false;
   expect_problem(d, "$.network", "not false");
 }

@@ -573,3 +573,31 @@ TEST_F(ConfigTest, ArtifactLimitsHaveDefaultsAndCanBeSet) {
 
 }  // namespace
 }  // namespace tamma::worker
+
+namespace tamma::worker {
+namespace {
+
+// The operator's network policy (issue 15) comes from the file, or as JSON text from
+// TAMMA_NETWORK_POLICY; a bad one names its member.
+TEST(ConfigNetworkPolicy, FromFileAndEnvironment) {
+  const Config c = config_from_file_text(
+      R"({"networkPolicy": {"hostNetwork": false, "allow": ["*.npmjs.org:443"]}})", "inline.json");
+  EXPECT_FALSE(c.network_policy.host_network);
+  ASSERT_TRUE(c.network_policy.allow);
+  EXPECT_EQ(c.network_policy.allow->at(0).text(), "*.npmjs.org:443");
+  EXPECT_TRUE(Config{}.network_policy.host_network);
+  EXPECT_FALSE(Config{}.network_policy.allow);
+
+  const Config from_env =
+      load_config({}, {R"(TAMMA_NETWORK_POLICY={"denyAddresses": ["10.0.0.0/8"]})"});
+  EXPECT_THAT(from_env.network_policy.deny_addresses, ::testing::SizeIs(1));
+  try {
+    config_from_file_text(R"({"networkPolicy": {"allow": ["x.com"]}})", "inline.json");
+    ADD_FAILURE() << "a policy entry without a port was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("networkPolicy from config file inline.json: allow[0]"));
+  }
+}
+
+}  // namespace
+}  // namespace tamma::worker
