@@ -30,15 +30,40 @@ namespace {
 
 namespace ci = cgroup_internal;
 
-// A child created with `flags` that exits at once: the clone succeeding is the answer.
-bool can_clone(std::uint64_t flags, int cgroup_fd = -1) {
-  struct clone_args args {};
-  args.flags = flags;
-  args.exit_signal = SIGCHLD;
-  if (cgroup_fd >= 0) args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
-  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+// Whether a seccomp filter answers clone3 with ENOSYS, as Docker's and podman's default
+// profiles do (a filter cannot read clone3's flags, so they make runtimes fall back to
+// clone(2)). Without a filter, a clone3 with no arguments is EINVAL on every kernel that has
+// clone3 (5.3+), so this costs one system call and no child.
+bool clone3_is_filtered() {
+  return ::syscall(SYS_clone3, nullptr, std::size_t{0}) < 0 && errno == ENOSYS;
+}
+
+// A child created with `flags` that exits at once: the clone succeeding is the answer, and
+// *err says why not (EPERM: a seccomp filter or no privilege; EINVAL: not in this kernel).
+// With clone3 filtered, namespaces are asked of clone(2), as the sandbox then does; a
+// cgroup to be born in cannot be.
+bool can_clone(std::uint64_t flags, int cgroup_fd = -1, bool clone3_filtered = false,
+               int* err = nullptr) {
+  long pid;
+  if (clone3_filtered) {
+    if (cgroup_fd >= 0) {
+      if (err != nullptr) *err = ENOSYS;
+      return false;
+    }
+    pid = ::syscall(SYS_clone, static_cast<unsigned long>(flags) | SIGCHLD, nullptr, nullptr,
+                    nullptr, nullptr);
+  } else {
+    struct clone_args args {};
+    args.flags = flags;
+    args.exit_signal = SIGCHLD;
+    if (cgroup_fd >= 0) args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
+    pid = ::syscall(SYS_clone3, &args, sizeof args);
+  }
   if (pid == 0) ::_exit(0);
-  if (pid < 0) return false;
+  if (pid < 0) {
+    if (err != nullptr) *err = errno;
+    return false;
+  }
   int status = 0;
   while (::waitpid(static_cast<pid_t>(pid), &status, 0) < 0 && errno == EINTR) {
   }
@@ -112,16 +137,19 @@ HostCapabilities probe_host() {
   // fails is each namespace tried alone, to name what is missing.
   constexpr std::uint64_t kAll =
       CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
-  if (can_clone(kAll)) {
+  caps.clone3_filtered = clone3_is_filtered();
+  const bool f = caps.clone3_filtered;
+  if (can_clone(kAll, -1, f, &caps.namespace_errno)) {
     caps.user_ns = caps.pid_ns = caps.mount_ns = caps.net_ns = caps.ipc_ns = caps.uts_ns = true;
+    caps.namespace_errno = 0;
   } else {
-    caps.user_ns = can_clone(CLONE_NEWUSER);
+    caps.user_ns = can_clone(CLONE_NEWUSER, -1, f);
     const std::uint64_t base = caps.root ? 0 : CLONE_NEWUSER;
-    caps.pid_ns = can_clone(base | CLONE_NEWPID);
-    caps.mount_ns = can_clone(base | CLONE_NEWNS);
-    caps.net_ns = can_clone(base | CLONE_NEWNET);
-    caps.ipc_ns = can_clone(base | CLONE_NEWIPC);
-    caps.uts_ns = can_clone(base | CLONE_NEWUTS);
+    caps.pid_ns = can_clone(base | CLONE_NEWPID, -1, f);
+    caps.mount_ns = can_clone(base | CLONE_NEWNS, -1, f);
+    caps.net_ns = can_clone(base | CLONE_NEWNET, -1, f);
+    caps.ipc_ns = can_clone(base | CLONE_NEWIPC, -1, f);
+    caps.uts_ns = can_clone(base | CLONE_NEWUTS, -1, f);
   }
   if (!caps.user_ns && !caps.root) {
     missing("user namespace", "the worker is not root: isolated tasks are refused");
@@ -138,9 +166,15 @@ HostCapabilities probe_host() {
 
   if (auto dir = own_cgroup2_dir()) {
     UniqueFd fd(::open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    caps.clone_into_cgroup = fd && can_clone(CLONE_INTO_CGROUP, fd.get());
+    caps.clone_into_cgroup = fd && can_clone(CLONE_INTO_CGROUP, fd.get(), f);
   }
-  if (!caps.clone_into_cgroup && caps.cgroup_version == "v2") {
+  if (caps.clone3_filtered) {
+    // Not a loss of isolation: the sandbox falls back to clone(2) and places tasks in their
+    // group by writing cgroup.procs. Listed so that a slower start is explained.
+    missing("clone3 (filtered: ENOSYS from a seccomp profile)",
+            "sandboxes start with clone(2), as copies of the worker rather than sharing its "
+            "memory: slower starts");
+  } else if (!caps.clone_into_cgroup && caps.cgroup_version == "v2") {
     missing("clone3 CLONE_INTO_CGROUP (Linux 5.7+)",
             "tasks cannot be started on this cgroup v2 host: every spawn fails");
   }
@@ -175,6 +209,7 @@ nlohmann::json to_json(const HostCapabilities& caps) {
         {"uts", caps.uts_ns}}},
       {"seccomp", caps.seccomp},
       {"cloneIntoCgroup", caps.clone_into_cgroup},
+      {"clone3Filtered", caps.clone3_filtered},
       {"diskLimitMethod", caps.disk_limit_method},
       {"uid", caps.uid},
       {"root", caps.root},

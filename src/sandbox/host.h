@@ -21,6 +21,10 @@ struct HostCapabilities {
        uts_ns = false;
   bool seccomp = false;
   bool clone_into_cgroup = false;
+  // clone3 answers ENOSYS (a container's seccomp profile): spawns use clone(2).
+  bool clone3_filtered = false;
+  // Why a clone with every namespace failed (EPERM: a seccomp filter or no privilege).
+  int namespace_errno = 0;
   std::string disk_limit_method;  // "loop-ext4" or "none"
   unsigned uid = 0;
   bool root = false;

@@ -328,6 +328,9 @@ struct Effective {
   // The task enters its cgroup itself (v1 writes, v2 clone3 from PID 1) rather than
   // inheriting it from a PID 1 placed there by the worker.
   bool task_enters_cgroup = false;
+  // clone3 is filtered (host.h): no child is born in a v2 group; the task writes the group's
+  // cgroup.procs itself, or the worker writes a PID 1's pid there before the release.
+  bool clone3_filtered = false;
   std::shared_ptr<const SeccompProgram> seccomp;
   CgroupManager* cgroups = nullptr;
   std::vector<std::string> degradations;
@@ -439,8 +442,15 @@ class SandboxImpl final : public Sandbox {
       }
     }
     const bool task_enters = (cgroup || group_during_jail) && eff_.task_enters_cgroup;
+    // The v2 group a clone is born in; none when clone3 is filtered.
+    const int v2_group = cgroup && !eff_.clone3_filtered ? cgroup->clone_into_fd() : -1;
     std::vector<UniqueFd> procs_files;
     if (task_enters && cgroup) procs_files = cgroup->open_procs_files();
+    if (task_enters && cgroup && eff_.clone3_filtered && cgroup->clone_into_fd() >= 0) {
+      UniqueFd procs(::openat(cgroup->clone_into_fd(), "cgroup.procs", O_WRONLY | O_CLOEXEC));
+      if (!procs) throw_errno("open cgroup.procs of the task's group");
+      procs_files.push_back(std::move(procs));
+    }
     if (std::max(procs_files.size(), group_parents.size()) >
         static_cast<std::size_t>(kMaxCgroupProcsFds)) {
       throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
@@ -450,8 +460,8 @@ class SandboxImpl final : public Sandbox {
     // On v1 the child must wait until the worker has moved it into the cgroups (unless the
     // task enters them itself); with a user namespace, until the id maps exist; when the
     // group is made during the jail's construction, until it exists.
-    const bool needs_release = (cgroup && !task_enters && cgroup->clone_into_fd() < 0) ||
-                               eff_.new_user || group_during_jail;
+    const bool needs_release =
+        (cgroup && !task_enters && v2_group < 0) || eff_.new_user || group_during_jail;
     Pipe release;
     if (needs_release) release = make_pipe();
     SpawnSlotLease slot;
@@ -502,7 +512,6 @@ class SandboxImpl final : public Sandbox {
     plan.cgroup_v2 = group_v2;
     // v2: the clone below is born in the group, unless PID 1 stays outside and clones the
     // task into it.
-    const int v2_group = cgroup ? cgroup->clone_into_fd() : -1;
     const bool pid1_places_task = task_enters && eff_.isolate;
     plan.task_cgroup_fd = pid1_places_task ? v2_group : -1;
 
@@ -547,7 +556,7 @@ class SandboxImpl final : public Sandbox {
           if (group_during_jail) {
             cgroup = eff_.cgroups->create_group(group_name, eff_.limits, tree_kill);
           }
-          if (cgroup && !task_enters && cgroup->clone_into_fd() < 0) {
+          if (cgroup && !task_enters && v2_group < 0) {
             // The child leaves a real-time policy itself, but maybe not before this write,
             // which a v1 cpu group without an RT budget refuses for RT processes.
             const int sched = ::sched_getscheduler(0);
@@ -743,7 +752,11 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
   eff.pooled_net = eff.new_net && !eff.new_user && policy.reuse_network_namespaces;
   eff.mount_template =
       eff.isolate && !eff.new_user && policy.reuse_mount_templates && mount_templates_supported();
-  eff.share_memory = !eff.new_user && policy.share_worker_memory && can_share_memory();
+  // clone(2), the fallback for a filtered clone3, cannot clear the worker's signal handlers
+  // in a child that would share its memory: such a child is always a copy.
+  eff.clone3_filtered = caps.clone3_filtered;
+  eff.share_memory =
+      !eff.new_user && !eff.clone3_filtered && policy.share_worker_memory && can_share_memory();
   eff.degradations = std::move(req.degradations);
   for (const auto& d : eff.degradations) spdlog::warn("sandbox degraded: {}", d);
   return std::make_unique<SandboxImpl>(policy, std::move(eff));

@@ -136,7 +136,13 @@ struct Spawned {
 
 // clone3 with the namespaces of `request` and CLONE_PIDFD; the child runs `plan` and never
 // returns. Throws Error(kSandboxSetup) when the kernel refuses the clone.
+// Where clone3 answers ENOSYS (Docker's and podman's default seccomp profiles filter it,
+// since its flags are out of a filter's reach), the child is a copy made by clone(2) with
+// CLONE_PIDFD, never sharing the worker's memory; `request.cgroup_fd` must then be -1
+// (see clone3_seen_filtered), or this throws.
 Spawned clone_child(const CloneRequest& request, const ChildPlan& plan);
+// Whether clone_child has met a filtered clone3 in this process.
+bool clone3_seen_filtered();
 
 // Child side, used by pid_init: keeps only `fds` (at most 24; renumbered 3, 4, ... in place
 // if one of them is below 3), closes every other descriptor above 2. Returns 0 or an errno.
@@ -148,8 +154,9 @@ std::uint64_t ignored_signals();
 void wait_for_release(int release_fd);
 // Child side (PID 1): starts exec_task(plan) in a vfork-like child on plan.task_stack and
 // returns its pid, or -1 with errno, once it has exec'ed or failed. No atfork handlers, no
-// locks, no copy of the address space.
-pid_t start_task(const ChildPlan& plan);
+// locks, no copy of the address space. With clone3 filtered the task enters
+// plan.task_cgroup_fd itself (added to plan.cgroup_procs_fds).
+pid_t start_task(ChildPlan& plan);
 // Code that may run on plan.task_stack, a buffer AddressSanitizer takes for a huge stack: it
 // must not announce its noreturn calls to ASan, whose warning about them would otherwise land
 // in the task's output.
