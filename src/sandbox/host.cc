@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/magic.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -21,8 +23,10 @@
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "sandbox/cgroup_internal.h"
+#include "sandbox/landlock.h"
 #include "sandbox/seccomp.h"
 #include "sandbox/shared_cgroups.h"
+#include "sandbox/tier.h"
 
 namespace tamma::sandbox {
 
@@ -179,6 +183,21 @@ HostCapabilities probe_host() {
             "tasks cannot be started on this cgroup v2 host: every spawn fails");
   }
 
+  const LandlockSupport landlock = probe_landlock();
+  caps.landlock_abi = landlock.abi;
+  caps.landlock_errno = landlock.err;
+  caps.landlock_scopes = landlock.scopes;
+  caps.landlock_net = landlock.net;
+  {
+    struct __user_cap_header_struct header {};
+    header.version = _LINUX_CAPABILITY_VERSION_3;
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+    if (::syscall(SYS_capget, &header, data) == 0) {
+      auto has = [&](int cap) { return (data[cap / 32].effective & (1U << (cap % 32))) != 0; };
+      caps.can_switch_ids = has(CAP_SETUID) && has(CAP_SETGID);
+    }
+  }
+
   const bool loop = ::access("/dev/loop-control", F_OK) == 0;
   const bool mkfs = executable_exists("mkfs.ext4");
   caps.disk_limit_method = loop && mkfs && caps.root ? "loop-ext4" : "none";
@@ -191,10 +210,63 @@ HostCapabilities probe_host() {
   return caps;
 }
 
+std::vector<Missing> tier_missing(const HostCapabilities& caps) {
+  std::vector<Missing> out;
+  const Tier best = choose_tier(caps);
+  if (best < Tier::kFull) {
+    out.push_back({missing_for(Tier::kFull, caps),
+                   "no loop-mounted disk limits and no pooled network namespaces; limits need "
+                   "a delegated cgroup",
+                   "full", "run the worker as root on a host (or a privileged container)"});
+  }
+  if (best < Tier::kRootless) {
+    std::string what = missing_for(Tier::kRootless, caps);
+    if (caps.namespace_errno != 0) {
+      what += std::string(" (clone: ") + strerrorname_np(caps.namespace_errno) +
+              (caps.namespace_errno == EPERM ? ", a seccomp profile or no privilege)" : ")");
+    }
+    out.push_back({what,
+                   "no mount, pid or network isolation: host paths are visible (Landlock keeps "
+                   "them unreadable), /tmp is not private, no loopback for tasks without network",
+                   "rootless",
+                   "run the pod with a seccomp profile that allows CLONE_NEWUSER (or "
+                   "Unconfined) and unprivileged user namespaces, or run on a host"});
+  }
+  if (best <= Tier::kUnprivileged) {
+    if (caps.landlock_abi == 0) {
+      LandlockSupport landlock;
+      landlock.err = caps.landlock_errno;
+      out.push_back({landlock.why_unavailable(),
+                     "tasks are refused unless allowDegraded: nothing would confine their reads "
+                     "and writes",
+                     "unprivileged", "Linux 5.13+ with landlock in the lsm= boot parameter"});
+    }
+    if (caps.cgroup_version == "none") {
+      out.push_back({"memory, pids and cpu controllers (cgroup filesystem read-only)",
+                     "tasks with these limits are refused (exit 6) unless allowDegraded",
+                     "unprivileged",
+                     "limit the container itself (docker run --memory, --pids-limit)"});
+    }
+    if (!caps.landlock_scopes && !caps.can_switch_ids) {
+      out.push_back({"signal scoping (Landlock ABI 6, Linux 6.12) or a distinct task uid",
+                     "a task could signal the worker: refused unless allowDegraded", "unprivileged",
+                     "Linux 6.12+, or run the worker as root with CAP_SETUID"});
+    }
+  }
+  if (best == Tier::kNone) {
+    out.push_back({"seccomp filters", "every isolated task is refused", "unprivileged",
+                   "a kernel with CONFIG_SECCOMP_FILTER"});
+  }
+  return out;
+}
+
 nlohmann::json to_json(const HostCapabilities& caps) {
   nlohmann::json missing = nlohmann::json::array();
   for (const auto& m : caps.missing) {
-    missing.push_back({{"what", m.what}, {"consequence", m.consequence}});
+    nlohmann::json item{{"what", m.what}, {"consequence", m.consequence}};
+    if (!m.tier.empty()) item["tier"] = m.tier;
+    if (!m.fix.empty()) item["fix"] = m.fix;
+    missing.push_back(std::move(item));
   }
   return {
       {"cgroupVersion", caps.cgroup_version},
@@ -210,6 +282,8 @@ nlohmann::json to_json(const HostCapabilities& caps) {
       {"seccomp", caps.seccomp},
       {"cloneIntoCgroup", caps.clone_into_cgroup},
       {"clone3Filtered", caps.clone3_filtered},
+      {"landlock",
+       {{"abi", caps.landlock_abi}, {"scopes", caps.landlock_scopes}, {"net", caps.landlock_net}}},
       {"diskLimitMethod", caps.disk_limit_method},
       {"uid", caps.uid},
       {"root", caps.root},

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "sandbox/host.h"
+#include "sandbox/landlock.h"
 #include "sandbox/mount.h"
 #include "sandbox/mount_template.h"
 #include "sandbox/net.h"
@@ -135,12 +137,15 @@ class ProcessImpl final : public Process {
  public:
   // With a PID 1, `exit_poll` is an epoll set holding `status`, the pipe on which PID 1
   // reports; `init_outside_group`: PID 1 is not in the task's group.
-  ProcessImpl(Spawned spawned, bool has_init, UniqueFd status, UniqueFd exit_poll,
+  // `keeper`: PID 1 has no pid namespace (tree_kill.h) and is asked, not SIGKILLed, to end
+  // the tree.
+  ProcessImpl(Spawned spawned, bool has_init, bool keeper, UniqueFd status, UniqueFd exit_poll,
               bool init_outside_group, std::unique_ptr<Cgroup> cgroup, SpawnSlotLease slot,
               NetNamespaceLease net, NetCounters fresh_net, std::vector<std::string> degradations)
       : pid_(spawned.pid),
         pidfd_(spawned.pidfd),
         has_init_(has_init),
+        keeper_(keeper),
         status_(std::move(status)),
         exit_poll_(std::move(exit_poll)),
         init_outside_group_(init_outside_group),
@@ -179,9 +184,10 @@ class ProcessImpl final : public Process {
     if (reaped_ && !cgroup_ && has_init_) return;
     if (has_init_ && (sig == SIGKILL || is_forwarded_signal(sig))) {
       // PID 1 passes it to every process of the namespace, which holds the whole task;
-      // SIGKILL of PID 1 makes the kernel kill the namespace.
+      // SIGKILL of PID 1 makes the kernel kill the namespace. A keeper kills the tree when
+      // asked with its own signal.
       if (!reaped_) {
-        int err = send_signal(pidfd_.get(), sig);
+        int err = send_signal(pidfd_.get(), keeper_ && sig == SIGKILL ? kKeeperKillSignal : sig);
         if (err != 0 && err != ESRCH) throw_errno("pidfd_send_signal to the task", err);
       }
       return;
@@ -196,13 +202,16 @@ class ProcessImpl final : public Process {
   void kill_all() override {
     // The main process first, reaped, so the group below does not wait on our zombie.
     if (!reaped_) {
-      int err = send_signal(pidfd_.get(), SIGKILL);
+      // A keeper kills and reaps the tree, reports and exits; its exit is what to wait for.
+      int err = send_signal(pidfd_.get(), keeper_ ? kKeeperKillSignal : SIGKILL);
       if (err != 0 && err != ESRCH) throw_errno("pidfd_send_signal(SIGKILL) to the task", err);
       reap(true);
     }
     // A reaped PID 1 means an empty pid namespace, and nothing can leave one: only without
-    // isolation can processes of the task still be running.
-    if (has_init_) return;
+    // isolation can processes of the task still be running. A keeper that exited on its own
+    // killed the tree first; one that was killed (by a task of its uid) may have left
+    // descendants, which only a cgroup would still hold.
+    if (has_init_ && !(keeper_ && cgroup_)) return;
     if (cgroup_) {
       cgroup_->kill_all();
     } else if (::kill(-pid_, SIGKILL) != 0 && errno != ESRCH) {
@@ -295,6 +304,7 @@ class ProcessImpl final : public Process {
   pid_t pid_;
   UniqueFd pidfd_;
   bool has_init_;
+  bool keeper_;
   UniqueFd status_;     // until PID 1's report is read
   UniqueFd exit_poll_;  // with a PID 1: the status pipe, then (no report) PID 1's pidfd
   bool init_outside_group_;
@@ -328,6 +338,15 @@ struct Effective {
   // The task enters its cgroup itself (v1 writes, v2 clone3 from PID 1) rather than
   // inheriting it from a PID 1 placed there by the worker.
   bool task_enters_cgroup = false;
+  // The unprivileged tier (tier.h): no namespace; PID 1 is a keeper (tree_kill.h), the task
+  // is confined by Landlock (landlock_abi > 0) and the tier's seccomp additions, and keeps
+  // the worker's ids when it cannot switch (keep_ids).
+  Tier tier = Tier::kFull;
+  bool keeper = false;
+  bool keep_ids = false;
+  int landlock_abi = 0;
+  bool landlock_scope = false;
+  bool deny_tcp = false;
   // clone3 is filtered (host.h): no child is born in a v2 group; the task writes the group's
   // cgroup.procs itself, or the worker writes a PID 1's pid there before the release.
   bool clone3_filtered = false;
@@ -427,13 +446,46 @@ class SandboxImpl final : public Sandbox {
     } else {
       cwd = (command.workspace / workdir).lexically_normal().string();
     }
+    UniqueFd landlock;
+    if (eff_.keeper) {
+      // No mount namespace: the task works in the workspace where it is on the host, under
+      // a uid that may have to be given it.
+      if (!eff_.keep_ids) {
+        std::vector<fs::path> owned{command.workspace};
+        if (!policy_.task_dir.empty()) owned.push_back(fs::path(policy_.task_dir) / kHomeDir);
+        for (const auto& dir : owned) {
+          struct stat owner {};
+          if (::stat(dir.c_str(), &owner) == 0 &&
+              (owner.st_uid != policy_.uid || owner.st_gid != policy_.gid) &&
+              ::chown(dir.c_str(), policy_.uid, policy_.gid) != 0) {
+            throw_errno("chown of the task's workspace");
+          }
+        }
+      }
+      if (eff_.landlock_abi > 0) {
+        LandlockPlan plan{.abi = eff_.landlock_abi,
+                          .read_exec = policy_.readonly_binds,
+                          .read_only = {"/proc", "/sys"},
+                          .writable = {fs::absolute(command.workspace).string()},
+                          .devices = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                      "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"},
+                          .deny_tcp = eff_.deny_tcp,
+                          .scope = eff_.landlock_scope};
+        for (const auto& [source, target] : policy_.readonly_binds_at) {
+          plan.read_exec.push_back(source);
+        }
+        if (!policy_.task_dir.empty()) plan.writable.push_back(policy_.task_dir);
+        landlock = build_landlock_ruleset(plan);
+      }
+    }
+    const bool has_init = eff_.isolate || eff_.keeper;
 
     Pipe error = make_pipe();
     Pipe status = make_pipe();
     // With a PID 1 the caller waits on its report, in an epoll set so that the wait can move
     // to PID 1's pidfd if it dies without one.
     UniqueFd exit_poll;
-    if (eff_.isolate) {
+    if (has_init) {
       exit_poll.reset(::epoll_create1(EPOLL_CLOEXEC));
       epoll_event on_report{.events = EPOLLIN, .data = {}};
       if (!exit_poll ||
@@ -470,7 +522,11 @@ class SandboxImpl final : public Sandbox {
     if (eff_.isolate && eff_.new_net && eff_.pooled_net) net = lease_net_namespace();
 
     ChildPlan plan;
-    plan.isolate = eff_.isolate;
+    plan.isolate = has_init;
+    plan.own_pid_namespace = eff_.isolate;
+    plan.landlock_ruleset_fd = landlock.get();
+    plan.keep_ids = eff_.keep_ids;
+    plan.unprivileged = eff_.keeper;
     plan.mounts = eff_.isolate ? &mounts : nullptr;
     plan.mount_template_fd = jail_template ? jail_template->ns.get() : -1;
     plan.workspace_tree_fd = workspace_tree.get();
@@ -485,12 +541,12 @@ class SandboxImpl final : public Sandbox {
     plan.stdin_fd = command.stdin_fd;
     plan.stdout_fd = command.stdout_fd;
     plan.stderr_fd = command.stderr_fd;
-    plan.drop_privileges = eff_.isolate;
+    plan.drop_privileges = has_init;
     plan.in_user_ns = eff_.new_user;
     plan.uid = policy_.uid;
     plan.gid = policy_.gid;
     plan.cap_last = cap_last_;
-    plan.seccomp = eff_.isolate && eff_.seccomp ? &eff_.seccomp->program : nullptr;
+    plan.seccomp = has_init && eff_.seccomp ? &eff_.seccomp->program : nullptr;
     plan.release_fd = needs_release ? release.read.get() : -1;
     plan.release_before_setup = eff_.new_user;
     std::vector<char> task_stack;
@@ -592,7 +648,7 @@ class SandboxImpl final : public Sandbox {
       throw_errno("fcntl on the status pipe");
     }
     pidfd.release();
-    return std::make_unique<ProcessImpl>(spawned, eff_.isolate, std::move(status.read),
+    return std::make_unique<ProcessImpl>(spawned, has_init, eff_.keeper, std::move(status.read),
                                          std::move(exit_poll), task_enters, std::move(cgroup),
                                          std::move(slot), std::move(net), std::move(fresh_net),
                                          eff_.degradations);
@@ -661,6 +717,14 @@ class Requirements {
   bool allow_;
 };
 
+bool has_effective_capability(int cap) {
+  struct __user_cap_header_struct header {};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) return false;
+  return (data[cap / 32].effective & (1U << (cap % 32))) != 0;
+}
+
 bool has(const std::vector<std::string>& list, const char* item) {
   return std::find(list.begin(), list.end(), item) != list.end();
 }
@@ -692,16 +756,46 @@ CgroupManager* shared_cgroup_manager(std::string* why) {
   return manager.get();
 }
 
+bool isolated_tasks_see_sandbox_paths() { return choose_tier(host()) >= Tier::kRootless; }
+
 std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
   const HostCapabilities& caps = host();
   Requirements req(policy.allow_degraded);
   Effective eff;
   eff.limits = policy.limits;
 
+  // The tier first: it decides what a missing cgroup costs.
+  const Tier best = choose_tier(caps);
+  if (policy.isolate && best < policy.minimum_tier) {
+    throw Error(ErrorKind::kSandboxSetup, "sandbox_unavailable",
+                std::string("isolation \"") + to_string(policy.minimum_tier) +
+                    "\" is required, and this host offers only \"" + to_string(best) +
+                    "\": missing " + missing_for(policy.minimum_tier, caps) +
+                    (best == Tier::kUnprivileged
+                         ? " (isolation \"unprivileged\" runs tasks here under Landlock and "
+                           "seccomp, without namespaces)"
+                         : ""));
+  }
+  const bool unprivileged = policy.isolate && best == Tier::kUnprivileged;
+
   std::string why;
   eff.cgroups = shared_cgroup_manager(&why);
-  if (req.need(eff.cgroups != nullptr, "cgroups (" + why + ")",
-               "no limits, usage is inexact and escaped processes may survive the task")) {
+  if (unprivileged && eff.cgroups == nullptr) {
+    // Nothing to limit with (a container's cgroupfs is read-only): each limit asked for is
+    // refused by name; a task without limits needs no cgroup, since the keeper ends its tree.
+    const std::string cause = " (cgroups unavailable: " + why + ")";
+    if (policy.limits.memory_bytes) {
+      req.need(false, "memory limit" + cause, "the memory limit is not enforced");
+    }
+    if (policy.limits.pids) {
+      // RLIMIT_NPROC is no substitute: it counts every process of the uid, the worker's and
+      // other tasks' included, and only at fork.
+      req.need(false, "process limit" + cause, "the process limit is not enforced");
+    }
+    if (policy.limits.cpus) req.need(false, "CPU limit" + cause, "the CPU limit is not enforced");
+    eff.limits = {};
+  } else if (req.need(eff.cgroups != nullptr, "cgroups (" + why + ")",
+                      "no limits, usage is inexact and escaped processes may survive the task")) {
     const auto controllers = eff.cgroups->controllers();
     if (policy.limits.memory_bytes &&
         !req.need(has(controllers, "memory"), "memory cgroup controller",
@@ -720,7 +814,39 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
     eff.limits = {};
   }
 
-  eff.isolate = policy.isolate;
+  eff.isolate = policy.isolate && !unprivileged;
+  eff.tier = policy.isolate ? best : Tier::kNone;
+  if (unprivileged) {
+    eff.keeper = true;
+    static const LandlockSupport landlock = probe_landlock();
+    if (req.need(landlock.abi > 0, landlock.why_unavailable(),
+                 "the task can read and write whatever the worker's user can")) {
+      eff.landlock_abi = landlock.abi;
+      eff.landlock_scope = landlock.scopes;
+      eff.deny_tcp = policy.network == Network::kNone && landlock.net;
+    }
+    // A worker that cannot switch ids (a container's non-root user) runs the task as itself:
+    // only Landlock's signal scope then keeps the task from signalling the worker.
+    eff.keep_ids = !(has_effective_capability(CAP_SETUID) && has_effective_capability(CAP_SETGID));
+    req.need(!eff.keep_ids || eff.landlock_scope,
+             "signal scoping (Landlock ABI 6, Linux 6.12) or a distinct task uid (CAP_SETUID)",
+             "a task can signal the worker and other tasks");
+    eff.seccomp = task_seccomp_program(
+        {.deny_io_uring = true, .deny_inet = policy.network == Network::kNone});
+    // Not refusals: the operator chose this tier. Listed so that a result says how the task
+    // ran.
+    req.degradations.push_back(
+        "mount namespace (unprivileged tier): host paths are visible, Landlock keeps them "
+        "unreadable and unwritable outside the system directories and the workspace");
+    req.degradations.push_back(
+        "pid namespace (unprivileged tier): other processes are visible; the task's tree is "
+        "found and killed by walking it");
+    if (policy.network == Network::kNone) {
+      req.degradations.push_back(
+          "network namespace (unprivileged tier): no loopback either, IPv4/IPv6 sockets are "
+          "refused (EACCES)");
+    }
+  }
   if (eff.isolate) {
     eff.new_user = !caps.root;
     const bool core = caps.pid_ns && caps.mount_ns && (caps.root || caps.user_ns);

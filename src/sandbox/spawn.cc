@@ -19,6 +19,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "sandbox/landlock.h"
 #include "sandbox/pid_init.h"
 #include "sandbox/seccomp.h"
 #include "sandbox/spawn_slot.h"
@@ -149,11 +150,11 @@ int leave_real_time() {
     child_fail(shared.error_fd, ChildStage::kSignals, err, "sched_setscheduler(SCHED_OTHER)");
   }
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
-  int* keep[10 + 2 * kMaxCgroupProcsFds] = {
-      &plan.error_fd,          &plan.release_fd,       &plan.status_fd,      &plan.stdin_fd,
-      &plan.stdout_fd,         &plan.stderr_fd,        &plan.task_cgroup_fd, &plan.net_ns_fd,
-      &plan.mount_template_fd, &plan.workspace_tree_fd};
-  std::size_t kept = 10;
+  int* keep[11 + 2 * kMaxCgroupProcsFds] = {
+      &plan.error_fd,          &plan.release_fd,        &plan.status_fd,          &plan.stdin_fd,
+      &plan.stdout_fd,         &plan.stderr_fd,         &plan.task_cgroup_fd,     &plan.net_ns_fd,
+      &plan.mount_template_fd, &plan.workspace_tree_fd, &plan.landlock_ruleset_fd};
+  std::size_t kept = 11;
   for (int i = 0; i < plan.cgroup_procs_count; ++i) keep[kept++] = &plan.cgroup_procs_fds[i];
   for (int i = 0; i < plan.cgroup_parent_count; ++i) keep[kept++] = &plan.cgroup_parent_fds[i];
   if (int err = keep_only_fds(keep, kept); err != 0) {
@@ -205,6 +206,12 @@ const char* to_string(ChildStage stage) {
       return "enter the task's cgroup";
     case ChildStage::kNetNamespace:
       return "enter the network namespace";
+    case ChildStage::kLandlock:
+      return "Landlock";
+    case ChildStage::kSubreaper:
+      return "child subreaper";
+    case ChildStage::kRlimits:
+      return "resource limits";
   }
   return "?";
 }
@@ -370,11 +377,19 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
     // Core files of a sandboxed task could be handed to a host-side core handler.
     struct rlimit no_core {};
     ::setrlimit(RLIMIT_CORE, &no_core);
+    if (plan.unprivileged) {
+      // Real-time priority would let a task starve the worker of the CPU it shares.
+      struct rlimit no_rt {};
+      if (::setrlimit(RLIMIT_RTPRIO, &no_rt) != 0) {
+        child_fail(plan.error_fd, ChildStage::kRlimits, errno, "RLIMIT_RTPRIO");
+      }
+    }
     PrivilegeDrop drop{.uid = plan.uid,
                        .gid = plan.gid,
                        .cap_last = plan.cap_last,
                        .in_user_ns = plan.in_user_ns,
-                       .bounding_set_dropped = plan.bounding_set_dropped};
+                       .bounding_set_dropped = plan.bounding_set_dropped,
+                       .keep_ids = plan.keep_ids};
     DropStep step = DropStep::kNone;
     if (int err = drop_privileges(drop, &step); err != 0) {
       child_fail(plan.error_fd, ChildStage::kPrivileges, err, to_string(step));
@@ -383,6 +398,13 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
   // After the switch of uid, so the task can only work where its own uid may.
   if (::chdir(plan.workdir) != 0)
     child_fail(plan.error_fd, ChildStage::kChdir, errno, plan.workdir);
+  // After no_new_privs, which an unprivileged landlock_restrict_self needs.
+  if (plan.landlock_ruleset_fd >= 0) {
+    if (int err = landlock_enter(plan.landlock_ruleset_fd); err != 0) {
+      child_fail(plan.error_fd, ChildStage::kLandlock, err, "landlock_restrict_self");
+    }
+    ::close(plan.landlock_ruleset_fd);
+  }
   // Last: the filter also applies to everything above.
   if (plan.seccomp != nullptr) {
     if (int err = install_seccomp(*plan.seccomp); err != 0) {

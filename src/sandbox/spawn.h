@@ -40,6 +40,9 @@ enum class ChildStage : int {
   kParentDeath,
   kCgroup,
   kNetNamespace,
+  kLandlock,
+  kSubreaper,
+  kRlimits,
 };
 const char* to_string(ChildStage stage);
 
@@ -53,6 +56,16 @@ struct ChildPlan {
   // With isolation the clone3 child is PID 1 of new namespaces and forks the task; without,
   // the clone3 child is the task itself.
   bool isolate = true;
+  // false: the unprivileged tier's keeper (tree_kill.h), a PID 1 without a pid namespace: a
+  // child subreaper that forwards signals to, and kills, the task's descendants by walking
+  // them, never with kill(-1).
+  bool own_pid_namespace = true;
+  // Landlock ruleset the task enters after dropping privileges (landlock.h); -1: none.
+  int landlock_ruleset_fd = -1;
+  // The unprivileged tier: keep the worker's ids when it cannot switch (PrivilegeDrop), and
+  // leave RLIMIT_RTPRIO at 0.
+  bool keep_ids = false;
+  bool unprivileged = false;
   const MountPlan* mounts = nullptr;  // set when isolating
   // With a template (mount_template.h): the namespace PID 1 copies before `mounts`, which
   // then attaches the detached `workspace_tree`.
