@@ -7,6 +7,7 @@
 #include "egress/listener.h"
 #include "sandbox/host.h"
 #include "sandbox/net.h"
+#include "sandbox/tier.h"
 #include "worker/config.h"
 #include "worker/engine.h"
 #include "worker/host_check.h"
@@ -48,8 +49,15 @@ Subcommand add_doctor_command(CLI::App& app) {
             if (!workspace_root->empty()) overrides.values["workspaceRoot"] = *workspace_root;
             std::vector<std::string> env;
             for (char** e = environ; e && *e; ++e) env.emplace_back(*e);
-            const auto root = worker::load_config(overrides, env).workspace_root;
+            const auto config = worker::load_config(overrides, env);
+            const auto root = config.workspace_root;
             const auto problem = worker::host_problem(root);
+            // The tier (ADR 0030): the best this host offers against the configured minimum.
+            const sandbox::Tier best = sandbox::choose_tier(caps);
+            const sandbox::Tier minimum =
+                sandbox::parse_tier(config.isolation).value_or(sandbox::Tier::kRootless);
+            const bool meets = best >= minimum;
+            const auto tier_missing = sandbox::tier_missing(caps);
             if (problem) {
               caps.missing.push_back(
                   {"host resources (" + root.string() + ")",
@@ -64,6 +72,21 @@ Subcommand add_doctor_command(CLI::App& app) {
             if (*json) {
               auto report = sandbox::to_json(caps);
               report["egressProxy"] = egress.empty();
+              report["tier"] = sandbox::to_string(best);
+              report["minimumTier"] = sandbox::to_string(minimum);
+              report["meetsMinimum"] = meets;
+              nlohmann::json tiers = nlohmann::json::object();
+              for (auto t :
+                   {sandbox::Tier::kFull, sandbox::Tier::kRootless, sandbox::Tier::kUnprivileged}) {
+                tiers[sandbox::to_string(t)] = {{"available", best >= t}};
+              }
+              report["tiers"] = tiers;
+              for (const auto& m : tier_missing) {
+                report["missing"].push_back({{"tier", m.tier},
+                                             {"what", m.what},
+                                             {"consequence", m.consequence},
+                                             {"fix", m.fix}});
+              }
               std::printf("%s\n", report.dump(2).c_str());
             } else {
               auto yes = [](bool b) { return b ? "yes" : "NO"; };
@@ -80,9 +103,25 @@ Subcommand add_doctor_command(CLI::App& app) {
               std::printf("seccomp          %s\n", yes(caps.seccomp));
               std::printf("clone into cgroup %s\n", yes(caps.clone_into_cgroup));
               std::printf("disk limits      %s\n", caps.disk_limit_method.c_str());
+              std::printf("landlock         %s\n",
+                          caps.landlock_abi > 0 ? ("ABI " + std::to_string(caps.landlock_abi) +
+                                                   (caps.landlock_scopes ? ", signal scoping" : ""))
+                                                      .c_str()
+                                                : "NO");
+              std::printf("isolation tier   %s (minimum %s: %s)\n", sandbox::to_string(best),
+                          sandbox::to_string(minimum), meets ? "met" : "NOT MET");
+              for (auto t :
+                   {sandbox::Tier::kFull, sandbox::Tier::kRootless, sandbox::Tier::kUnprivileged}) {
+                std::printf("  %-13s %s\n", sandbox::to_string(t),
+                            best >= t ? "available" : "not available");
+              }
               std::printf("host resources   %s\n", problem ? problem->c_str() : "ok");
               std::printf("egress proxy     %s\n",
                           egress.empty() ? "yes (network allow-lists can be enforced)" : "NO");
+              for (const auto& m : tier_missing) {
+                std::printf("\nFor the %s tier: %s\n  consequence: %s\n  fix: %s\n", m.tier.c_str(),
+                            m.what.c_str(), m.consequence.c_str(), m.fix.c_str());
+              }
               if (caps.missing.empty()) {
                 std::printf("\nEverything tamma-worker uses is available.\n");
               } else {
@@ -93,7 +132,9 @@ Subcommand add_doctor_command(CLI::App& app) {
                 }
               }
             }
-            return caps.missing.empty() ? worker::kExitSucceeded : worker::kExitInfrastructure;
+            // Something missing within the tier costs only the tasks that need it (they are
+            // refused by name); a host below the configured tier refuses every task.
+            return meets && !problem ? worker::kExitSucceeded : worker::kExitInfrastructure;
           }};
 }
 

@@ -4,10 +4,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/magic.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -21,8 +23,10 @@
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "sandbox/cgroup_internal.h"
+#include "sandbox/landlock.h"
 #include "sandbox/seccomp.h"
 #include "sandbox/shared_cgroups.h"
+#include "sandbox/tier.h"
 #include "sandbox/userns_probe.h"
 
 namespace tamma::sandbox {
@@ -31,15 +35,40 @@ namespace {
 
 namespace ci = cgroup_internal;
 
-// A child created with `flags` that exits at once: the clone succeeding is the answer.
-bool can_clone(std::uint64_t flags, int cgroup_fd = -1) {
-  struct clone_args args {};
-  args.flags = flags;
-  args.exit_signal = SIGCHLD;
-  if (cgroup_fd >= 0) args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
-  long pid = ::syscall(SYS_clone3, &args, sizeof args);
+// Whether a seccomp filter answers clone3 with ENOSYS, as Docker's and podman's default
+// profiles do (a filter cannot read clone3's flags, so they make runtimes fall back to
+// clone(2)). Without a filter, a clone3 with no arguments is EINVAL on every kernel that has
+// clone3 (5.3+), so this costs one system call and no child.
+bool clone3_is_filtered() {
+  return ::syscall(SYS_clone3, nullptr, std::size_t{0}) < 0 && errno == ENOSYS;
+}
+
+// A child created with `flags` that exits at once: the clone succeeding is the answer, and
+// *err says why not (EPERM: a seccomp filter or no privilege; EINVAL: not in this kernel).
+// With clone3 filtered, namespaces are asked of clone(2), as the sandbox then does; a
+// cgroup to be born in cannot be.
+bool can_clone(std::uint64_t flags, int cgroup_fd = -1, bool clone3_filtered = false,
+               int* err = nullptr) {
+  long pid;
+  if (clone3_filtered) {
+    if (cgroup_fd >= 0) {
+      if (err != nullptr) *err = ENOSYS;
+      return false;
+    }
+    pid = ::syscall(SYS_clone, static_cast<unsigned long>(flags) | SIGCHLD, nullptr, nullptr,
+                    nullptr, nullptr);
+  } else {
+    struct clone_args args {};
+    args.flags = flags;
+    args.exit_signal = SIGCHLD;
+    if (cgroup_fd >= 0) args.cgroup = static_cast<std::uint64_t>(cgroup_fd);
+    pid = ::syscall(SYS_clone3, &args, sizeof args);
+  }
   if (pid == 0) ::_exit(0);
-  if (pid < 0) return false;
+  if (pid < 0) {
+    if (err != nullptr) *err = errno;
+    return false;
+  }
   int status = 0;
   while (::waitpid(static_cast<pid_t>(pid), &status, 0) < 0 && errno == EINTR) {
   }
@@ -84,7 +113,7 @@ HostCapabilities probe_host() {
   if (::uname(&uts) == 0) caps.kernel = uts.release;
 
   auto missing = [&](std::string what, std::string consequence, std::string fix = {}) {
-    caps.missing.push_back({std::move(what), std::move(consequence), std::move(fix)});
+    caps.missing.push_back({std::move(what), std::move(consequence), "", std::move(fix)});
   };
 
   std::string why;
@@ -113,16 +142,19 @@ HostCapabilities probe_host() {
   // fails is each namespace tried alone, to name what is missing.
   constexpr std::uint64_t kAll =
       CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
-  if (can_clone(kAll)) {
+  caps.clone3_filtered = clone3_is_filtered();
+  const bool f = caps.clone3_filtered;
+  if (can_clone(kAll, -1, f, &caps.namespace_errno)) {
     caps.user_ns = caps.pid_ns = caps.mount_ns = caps.net_ns = caps.ipc_ns = caps.uts_ns = true;
+    caps.namespace_errno = 0;
   } else {
-    caps.user_ns = can_clone(CLONE_NEWUSER);
+    caps.user_ns = can_clone(CLONE_NEWUSER, -1, f);
     const std::uint64_t base = caps.root ? 0 : CLONE_NEWUSER;
-    caps.pid_ns = can_clone(base | CLONE_NEWPID);
-    caps.mount_ns = can_clone(base | CLONE_NEWNS);
-    caps.net_ns = can_clone(base | CLONE_NEWNET);
-    caps.ipc_ns = can_clone(base | CLONE_NEWIPC);
-    caps.uts_ns = can_clone(base | CLONE_NEWUTS);
+    caps.pid_ns = can_clone(base | CLONE_NEWPID, -1, f);
+    caps.mount_ns = can_clone(base | CLONE_NEWNS, -1, f);
+    caps.net_ns = can_clone(base | CLONE_NEWNET, -1, f);
+    caps.ipc_ns = can_clone(base | CLONE_NEWIPC, -1, f);
+    caps.uts_ns = can_clone(base | CLONE_NEWUTS, -1, f);
   }
   // A worker that is not root isolates through a user namespace; that one can be created
   // says little (AppArmor on Ubuntu lets the clone succeed and denies what comes after), so
@@ -151,11 +183,32 @@ HostCapabilities probe_host() {
 
   if (auto dir = own_cgroup2_dir()) {
     UniqueFd fd(::open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    caps.clone_into_cgroup = fd && can_clone(CLONE_INTO_CGROUP, fd.get());
+    caps.clone_into_cgroup = fd && can_clone(CLONE_INTO_CGROUP, fd.get(), f);
   }
-  if (!caps.clone_into_cgroup && caps.cgroup_version == "v2") {
+  if (caps.clone3_filtered) {
+    // Not a loss of isolation: the sandbox falls back to clone(2) and places tasks in their
+    // group by writing cgroup.procs. Listed so that a slower start is explained.
+    missing("clone3 (filtered: ENOSYS from a seccomp profile)",
+            "sandboxes start with clone(2), as copies of the worker rather than sharing its "
+            "memory: slower starts");
+  } else if (!caps.clone_into_cgroup && caps.cgroup_version == "v2") {
     missing("clone3 CLONE_INTO_CGROUP (Linux 5.7+)",
             "tasks cannot be started on this cgroup v2 host: every spawn fails");
+  }
+
+  const LandlockSupport landlock = probe_landlock();
+  caps.landlock_abi = landlock.abi;
+  caps.landlock_errno = landlock.err;
+  caps.landlock_scopes = landlock.scopes;
+  caps.landlock_net = landlock.net;
+  {
+    struct __user_cap_header_struct header {};
+    header.version = _LINUX_CAPABILITY_VERSION_3;
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+    if (::syscall(SYS_capget, &header, data) == 0) {
+      auto has = [&](int cap) { return (data[cap / 32].effective & (1U << (cap % 32))) != 0; };
+      caps.can_switch_ids = has(CAP_SETUID) && has(CAP_SETGID);
+    }
   }
 
   const bool loop = ::access("/dev/loop-control", F_OK) == 0;
@@ -170,10 +223,61 @@ HostCapabilities probe_host() {
   return caps;
 }
 
+std::vector<Missing> tier_missing(const HostCapabilities& caps) {
+  std::vector<Missing> out;
+  const Tier best = choose_tier(caps);
+  if (best < Tier::kFull) {
+    out.push_back({missing_for(Tier::kFull, caps),
+                   "no loop-mounted disk limits and no pooled network namespaces; limits need "
+                   "a delegated cgroup",
+                   "full", "run the worker as root on a host (or a privileged container)"});
+  }
+  if (best < Tier::kRootless) {
+    std::string what = missing_for(Tier::kRootless, caps);
+    if (caps.namespace_errno != 0) {
+      what += std::string(" (clone: ") + strerrorname_np(caps.namespace_errno) +
+              (caps.namespace_errno == EPERM ? ", a seccomp profile or no privilege)" : ")");
+    }
+    out.push_back({what,
+                   "no mount, pid or network isolation: host paths are visible (Landlock keeps "
+                   "them unreadable), /tmp is not private, no loopback for tasks without network",
+                   "rootless",
+                   "run the pod with a seccomp profile that allows CLONE_NEWUSER (or "
+                   "Unconfined) and unprivileged user namespaces, or run on a host"});
+  }
+  if (best <= Tier::kUnprivileged) {
+    if (caps.landlock_abi == 0) {
+      LandlockSupport landlock;
+      landlock.err = caps.landlock_errno;
+      out.push_back({landlock.why_unavailable(),
+                     "tasks are refused unless allowDegraded: nothing would confine their reads "
+                     "and writes",
+                     "unprivileged", "Linux 5.13+ with landlock in the lsm= boot parameter"});
+    }
+    if (caps.cgroup_version == "none") {
+      out.push_back({"memory, pids and cpu controllers (cgroup filesystem read-only)",
+                     "tasks with these limits are refused (exit 6) unless allowDegraded",
+                     "unprivileged",
+                     "limit the container itself (docker run --memory, --pids-limit)"});
+    }
+    if (!caps.landlock_scopes && !caps.can_switch_ids) {
+      out.push_back({"signal scoping (Landlock ABI 6, Linux 6.12) or a distinct task uid",
+                     "a task could signal the worker: refused unless allowDegraded", "unprivileged",
+                     "Linux 6.12+, or run the worker as root with CAP_SETUID"});
+    }
+  }
+  if (best == Tier::kNone) {
+    out.push_back({"seccomp filters", "every isolated task is refused", "unprivileged",
+                   "a kernel with CONFIG_SECCOMP_FILTER"});
+  }
+  return out;
+}
+
 nlohmann::json to_json(const HostCapabilities& caps) {
   nlohmann::json missing = nlohmann::json::array();
   for (const auto& m : caps.missing) {
     nlohmann::json item{{"what", m.what}, {"consequence", m.consequence}};
+    if (!m.tier.empty()) item["tier"] = m.tier;
     if (!m.fix.empty()) item["fix"] = m.fix;
     missing.push_back(std::move(item));
   }
@@ -190,6 +294,9 @@ nlohmann::json to_json(const HostCapabilities& caps) {
         {"uts", caps.uts_ns}}},
       {"seccomp", caps.seccomp},
       {"cloneIntoCgroup", caps.clone_into_cgroup},
+      {"clone3Filtered", caps.clone3_filtered},
+      {"landlock",
+       {{"abi", caps.landlock_abi}, {"scopes", caps.landlock_scopes}, {"net", caps.landlock_net}}},
       {"diskLimitMethod", caps.disk_limit_method},
       {"uid", caps.uid},
       {"root", caps.root},

@@ -11,7 +11,8 @@ namespace tamma::sandbox {
 struct Missing {
   std::string what;         // e.g. "memory controller"
   std::string consequence;  // e.g. "tasks with resources.memory are refused"
-  std::string fix;          // what an operator can do about it; empty when nothing is known
+  std::string tier;         // the isolation tier (tier.h) it keeps from the host, if one
+  std::string fix;          // what an operator can do about it, if anything
 };
 
 struct HostCapabilities {
@@ -25,6 +26,17 @@ struct HostCapabilities {
   std::string userns_problem;
   bool seccomp = false;
   bool clone_into_cgroup = false;
+  // clone3 answers ENOSYS (a container's seccomp profile): spawns use clone(2).
+  bool clone3_filtered = false;
+  // Why a clone with every namespace failed (EPERM: a seccomp filter or no privilege).
+  int namespace_errno = 0;
+  // Landlock (landlock.h): ABI 0 when unavailable, and why (an errno).
+  int landlock_abi = 0;
+  int landlock_errno = 0;
+  bool landlock_scopes = false;
+  bool landlock_net = false;
+  // CAP_SETUID and CAP_SETGID: tasks can run as a uid of their own.
+  bool can_switch_ids = false;
   std::string disk_limit_method;  // "loop-ext4" or "none"
   unsigned uid = 0;
   bool root = false;
@@ -33,6 +45,9 @@ struct HostCapabilities {
 };
 
 HostCapabilities probe_host();
+// The tiers (tier.h) and what keeps this host from each one above its best, with its
+// consequence and fix: for `doctor`.
+std::vector<Missing> tier_missing(const HostCapabilities& caps);
 nlohmann::json to_json(const HostCapabilities& caps);
 
 }  // namespace tamma::sandbox

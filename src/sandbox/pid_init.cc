@@ -12,6 +12,7 @@
 #include "sandbox/mount.h"
 #include "sandbox/net.h"
 #include "sandbox/spawn.h"
+#include "sandbox/tree_kill.h"
 #include "sandbox/user.h"
 
 namespace tamma::sandbox {
@@ -68,14 +69,25 @@ TAMMA_ON_TASK_STACK void run_pid_init(ChildPlan& plan) {
     ::sigaction(sig, &action, nullptr);
   }
   ::sigaction(SIGCHLD, &action, nullptr);
+  const bool keeper = !plan.own_pid_namespace;
+  if (keeper) {
+    sigaddset(&waited, kKeeperKillSignal);
+    ::sigaction(kKeeperKillSignal, &action, nullptr);
+  }
   if (::sigprocmask(SIG_BLOCK, &waited, nullptr) != 0) {
     child_fail(plan.error_fd, ChildStage::kSignals, errno, "sigprocmask");
   }
   // If the worker dies, its tasks die with it instead of running on unsupervised. (The
   // signal follows the thread that cloned us: the worker spawns from the thread that then
   // supervises the task.)
-  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) {
+  // A keeper asks for its kill request instead: killed itself, it would leave the tree.
+  if (::prctl(PR_SET_PDEATHSIG, keeper ? kKeeperKillSignal : SIGKILL, 0, 0, 0) != 0) {
     child_fail(plan.error_fd, ChildStage::kParentDeath, errno, "PR_SET_PDEATHSIG");
+  }
+  // Without a pid namespace, orphans of the task would go to the host's (or container's)
+  // init, out of reach: as a subreaper the keeper gets them, and they stay in its tree.
+  if (keeper && ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) {
+    child_fail(plan.error_fd, ChildStage::kSubreaper, errno, "PR_SET_CHILD_SUBREAPER");
   }
   ::umask(022);
 
@@ -118,7 +130,9 @@ TAMMA_ON_TASK_STACK void run_pid_init(ChildPlan& plan) {
   }
 
   if (plan.drop_privileges) {
-    if (int err = drop_bounding_set(plan.cap_last); err != 0) {
+    // Without CAP_SETPCAP (a container's non-root user) the set cannot shrink; the task's
+    // no_new_privs makes it moot.
+    if (int err = drop_bounding_set(plan.cap_last); err != 0 && !(plan.keep_ids && err == EPERM)) {
       child_fail(plan.error_fd, ChildStage::kPrivileges, err, "drop capability bounding set");
     }
     plan.bounding_set_dropped = true;
@@ -146,9 +160,22 @@ TAMMA_ON_TASK_STACK void run_pid_init(ChildPlan& plan) {
     siginfo_t info;
     int sig = ::sigwaitinfo(&waited, &info);
     if (sig < 0) continue;  // EINTR
+    if (keeper && sig == kKeeperKillSignal) {
+      // The worker's kill_all (or its death): the whole tree, then the task's status.
+      int status = SIGKILL;  // as a wait status: killed by SIGKILL, if the walk misses it
+      kill_descendants(task, &status);
+      ssize_t ignored = ::write(plan.status_fd, &status, sizeof status);
+      (void)ignored;
+      ::_exit(0);
+    }
     if (sig != SIGCHLD) {
-      // From inside the namespace, -1 means every process in it but PID 1.
-      ::kill(-1, sig);
+      if (keeper) {
+        // Never kill(-1) here: outside a pid namespace it reaches every process of the uid.
+        signal_descendants(sig);
+      } else {
+        // From inside the namespace, -1 means every process in it but PID 1.
+        ::kill(-1, sig);
+      }
       continue;
     }
     int status = 0;
@@ -159,8 +186,12 @@ TAMMA_ON_TASK_STACK void run_pid_init(ChildPlan& plan) {
       // leaving it to the kernel when PID 1 exits, means that once the worker has the status
       // nothing of the task runs or waits to be reaped: it reads the final accounting and
       // removes the group while this exit tears the namespaces down.
-      ::kill(-1, SIGKILL);
-      while (::waitpid(-1, nullptr, __WALL) > 0 || errno == EINTR) {
+      if (keeper) {
+        kill_descendants(task, nullptr);
+      } else {
+        ::kill(-1, SIGKILL);
+        while (::waitpid(-1, nullptr, __WALL) > 0 || errno == EINTR) {
+        }
       }
       ssize_t ignored = ::write(plan.status_fd, &status, sizeof status);
       (void)ignored;  // the parent falls back to PID 1's own status

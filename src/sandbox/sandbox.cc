@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 #include "common/error.h"
 #include "common/unique_fd.h"
 #include "sandbox/host.h"
+#include "sandbox/landlock.h"
 #include "sandbox/mount.h"
 #include "sandbox/mount_template.h"
 #include "sandbox/net.h"
@@ -135,12 +137,15 @@ class ProcessImpl final : public Process {
  public:
   // With a PID 1, `exit_poll` is an epoll set holding `status`, the pipe on which PID 1
   // reports; `init_outside_group`: PID 1 is not in the task's group.
-  ProcessImpl(Spawned spawned, bool has_init, UniqueFd status, UniqueFd exit_poll,
+  // `keeper`: PID 1 has no pid namespace (tree_kill.h) and is asked, not SIGKILLed, to end
+  // the tree.
+  ProcessImpl(Spawned spawned, bool has_init, bool keeper, UniqueFd status, UniqueFd exit_poll,
               bool init_outside_group, std::unique_ptr<Cgroup> cgroup, SpawnSlotLease slot,
               NetNamespaceLease net, NetCounters fresh_net, std::vector<std::string> degradations)
       : pid_(spawned.pid),
         pidfd_(spawned.pidfd),
         has_init_(has_init),
+        keeper_(keeper),
         status_(std::move(status)),
         exit_poll_(std::move(exit_poll)),
         init_outside_group_(init_outside_group),
@@ -179,9 +184,10 @@ class ProcessImpl final : public Process {
     if (reaped_ && !cgroup_ && has_init_) return;
     if (has_init_ && (sig == SIGKILL || is_forwarded_signal(sig))) {
       // PID 1 passes it to every process of the namespace, which holds the whole task;
-      // SIGKILL of PID 1 makes the kernel kill the namespace.
+      // SIGKILL of PID 1 makes the kernel kill the namespace. A keeper kills the tree when
+      // asked with its own signal.
       if (!reaped_) {
-        int err = send_signal(pidfd_.get(), sig);
+        int err = send_signal(pidfd_.get(), keeper_ && sig == SIGKILL ? kKeeperKillSignal : sig);
         if (err != 0 && err != ESRCH) throw_errno("pidfd_send_signal to the task", err);
       }
       return;
@@ -196,13 +202,16 @@ class ProcessImpl final : public Process {
   void kill_all() override {
     // The main process first, reaped, so the group below does not wait on our zombie.
     if (!reaped_) {
-      int err = send_signal(pidfd_.get(), SIGKILL);
+      // A keeper kills and reaps the tree, reports and exits; its exit is what to wait for.
+      int err = send_signal(pidfd_.get(), keeper_ ? kKeeperKillSignal : SIGKILL);
       if (err != 0 && err != ESRCH) throw_errno("pidfd_send_signal(SIGKILL) to the task", err);
       reap(true);
     }
     // A reaped PID 1 means an empty pid namespace, and nothing can leave one: only without
-    // isolation can processes of the task still be running.
-    if (has_init_) return;
+    // isolation can processes of the task still be running. A keeper that exited on its own
+    // killed the tree first; one that was killed (by a task of its uid) may have left
+    // descendants, which only a cgroup would still hold.
+    if (has_init_ && !(keeper_ && cgroup_)) return;
     if (cgroup_) {
       cgroup_->kill_all();
     } else if (::kill(-pid_, SIGKILL) != 0 && errno != ESRCH) {
@@ -295,6 +304,7 @@ class ProcessImpl final : public Process {
   pid_t pid_;
   UniqueFd pidfd_;
   bool has_init_;
+  bool keeper_;
   UniqueFd status_;     // until PID 1's report is read
   UniqueFd exit_poll_;  // with a PID 1: the status pipe, then (no report) PID 1's pidfd
   bool init_outside_group_;
@@ -328,6 +338,18 @@ struct Effective {
   // The task enters its cgroup itself (v1 writes, v2 clone3 from PID 1) rather than
   // inheriting it from a PID 1 placed there by the worker.
   bool task_enters_cgroup = false;
+  // The unprivileged tier (tier.h): no namespace; PID 1 is a keeper (tree_kill.h), the task
+  // is confined by Landlock (landlock_abi > 0) and the tier's seccomp additions, and keeps
+  // the worker's ids when it cannot switch (keep_ids).
+  Tier tier = Tier::kFull;
+  bool keeper = false;
+  bool keep_ids = false;
+  int landlock_abi = 0;
+  bool landlock_scope = false;
+  bool deny_tcp = false;
+  // clone3 is filtered (host.h): no child is born in a v2 group; the task writes the group's
+  // cgroup.procs itself, or the worker writes a PID 1's pid there before the release.
+  bool clone3_filtered = false;
   std::shared_ptr<const SeccompProgram> seccomp;
   CgroupManager* cgroups = nullptr;
   std::vector<std::string> degradations;
@@ -424,13 +446,46 @@ class SandboxImpl final : public Sandbox {
     } else {
       cwd = (command.workspace / workdir).lexically_normal().string();
     }
+    UniqueFd landlock;
+    if (eff_.keeper) {
+      // No mount namespace: the task works in the workspace where it is on the host, under
+      // a uid that may have to be given it.
+      if (!eff_.keep_ids) {
+        std::vector<fs::path> owned{command.workspace};
+        if (!policy_.task_dir.empty()) owned.push_back(fs::path(policy_.task_dir) / kHomeDir);
+        for (const auto& dir : owned) {
+          struct stat owner {};
+          if (::stat(dir.c_str(), &owner) == 0 &&
+              (owner.st_uid != policy_.uid || owner.st_gid != policy_.gid) &&
+              ::chown(dir.c_str(), policy_.uid, policy_.gid) != 0) {
+            throw_errno("chown of the task's workspace");
+          }
+        }
+      }
+      if (eff_.landlock_abi > 0) {
+        LandlockPlan plan{.abi = eff_.landlock_abi,
+                          .read_exec = policy_.readonly_binds,
+                          .read_only = {"/proc", "/sys"},
+                          .writable = {fs::absolute(command.workspace).string()},
+                          .devices = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                      "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/pts"},
+                          .deny_tcp = eff_.deny_tcp,
+                          .scope = eff_.landlock_scope};
+        for (const auto& [source, target] : policy_.readonly_binds_at) {
+          plan.read_exec.push_back(source);
+        }
+        if (!policy_.task_dir.empty()) plan.writable.push_back(policy_.task_dir);
+        landlock = build_landlock_ruleset(plan);
+      }
+    }
+    const bool has_init = eff_.isolate || eff_.keeper;
 
     Pipe error = make_pipe();
     Pipe status = make_pipe();
     // With a PID 1 the caller waits on its report, in an epoll set so that the wait can move
     // to PID 1's pidfd if it dies without one.
     UniqueFd exit_poll;
-    if (eff_.isolate) {
+    if (has_init) {
       exit_poll.reset(::epoll_create1(EPOLL_CLOEXEC));
       epoll_event on_report{.events = EPOLLIN, .data = {}};
       if (!exit_poll ||
@@ -439,8 +494,15 @@ class SandboxImpl final : public Sandbox {
       }
     }
     const bool task_enters = (cgroup || group_during_jail) && eff_.task_enters_cgroup;
+    // The v2 group a clone is born in; none when clone3 is filtered.
+    const int v2_group = cgroup && !eff_.clone3_filtered ? cgroup->clone_into_fd() : -1;
     std::vector<UniqueFd> procs_files;
     if (task_enters && cgroup) procs_files = cgroup->open_procs_files();
+    if (task_enters && cgroup && eff_.clone3_filtered && cgroup->clone_into_fd() >= 0) {
+      UniqueFd procs(::openat(cgroup->clone_into_fd(), "cgroup.procs", O_WRONLY | O_CLOEXEC));
+      if (!procs) throw_errno("open cgroup.procs of the task's group");
+      procs_files.push_back(std::move(procs));
+    }
     if (std::max(procs_files.size(), group_parents.size()) >
         static_cast<std::size_t>(kMaxCgroupProcsFds)) {
       throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
@@ -450,8 +512,8 @@ class SandboxImpl final : public Sandbox {
     // On v1 the child must wait until the worker has moved it into the cgroups (unless the
     // task enters them itself); with a user namespace, until the id maps exist; when the
     // group is made during the jail's construction, until it exists.
-    const bool needs_release = (cgroup && !task_enters && cgroup->clone_into_fd() < 0) ||
-                               eff_.new_user || group_during_jail;
+    const bool needs_release =
+        (cgroup && !task_enters && v2_group < 0) || eff_.new_user || group_during_jail;
     Pipe release;
     if (needs_release) release = make_pipe();
     SpawnSlotLease slot;
@@ -461,7 +523,11 @@ class SandboxImpl final : public Sandbox {
     if (eff_.isolate && eff_.new_net && eff_.pooled_net && !given_net) net = lease_net_namespace();
 
     ChildPlan plan;
-    plan.isolate = eff_.isolate;
+    plan.isolate = has_init;
+    plan.own_pid_namespace = eff_.isolate;
+    plan.landlock_ruleset_fd = landlock.get();
+    plan.keep_ids = eff_.keep_ids;
+    plan.unprivileged = eff_.keeper;
     plan.mounts = eff_.isolate ? &mounts : nullptr;
     plan.mount_template_fd = jail_template ? jail_template->ns.get() : -1;
     plan.workspace_tree_fd = workspace_tree.get();
@@ -476,12 +542,12 @@ class SandboxImpl final : public Sandbox {
     plan.stdin_fd = command.stdin_fd;
     plan.stdout_fd = command.stdout_fd;
     plan.stderr_fd = command.stderr_fd;
-    plan.drop_privileges = eff_.isolate;
+    plan.drop_privileges = has_init;
     plan.in_user_ns = eff_.new_user;
     plan.uid = policy_.uid;
     plan.gid = policy_.gid;
     plan.cap_last = cap_last_;
-    plan.seccomp = eff_.isolate && eff_.seccomp ? &eff_.seccomp->program : nullptr;
+    plan.seccomp = has_init && eff_.seccomp ? &eff_.seccomp->program : nullptr;
     plan.release_fd = needs_release ? release.read.get() : -1;
     plan.release_before_setup = eff_.new_user;
     std::vector<char> task_stack;
@@ -503,7 +569,6 @@ class SandboxImpl final : public Sandbox {
     plan.cgroup_v2 = group_v2;
     // v2: the clone below is born in the group, unless PID 1 stays outside and clones the
     // task into it.
-    const int v2_group = cgroup ? cgroup->clone_into_fd() : -1;
     const bool pid1_places_task = task_enters && eff_.isolate;
     plan.task_cgroup_fd = pid1_places_task ? v2_group : -1;
 
@@ -548,7 +613,7 @@ class SandboxImpl final : public Sandbox {
           if (group_during_jail) {
             cgroup = eff_.cgroups->create_group(group_name, eff_.limits, tree_kill);
           }
-          if (cgroup && !task_enters && cgroup->clone_into_fd() < 0) {
+          if (cgroup && !task_enters && v2_group < 0) {
             // The child leaves a real-time policy itself, but maybe not before this write,
             // which a v1 cpu group without an RT budget refuses for RT processes.
             const int sched = ::sched_getscheduler(0);
@@ -584,7 +649,7 @@ class SandboxImpl final : public Sandbox {
       throw_errno("fcntl on the status pipe");
     }
     pidfd.release();
-    return std::make_unique<ProcessImpl>(spawned, eff_.isolate, std::move(status.read),
+    return std::make_unique<ProcessImpl>(spawned, has_init, eff_.keeper, std::move(status.read),
                                          std::move(exit_poll), task_enters, std::move(cgroup),
                                          std::move(slot), std::move(net), std::move(fresh_net),
                                          eff_.degradations);
@@ -653,6 +718,14 @@ class Requirements {
   bool allow_;
 };
 
+bool has_effective_capability(int cap) {
+  struct __user_cap_header_struct header {};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (::syscall(SYS_capget, &header, data) != 0) return false;
+  return (data[cap / 32].effective & (1U << (cap % 32))) != 0;
+}
+
 bool has(const std::vector<std::string>& list, const char* item) {
   return std::find(list.begin(), list.end(), item) != list.end();
 }
@@ -684,16 +757,46 @@ CgroupManager* shared_cgroup_manager(std::string* why) {
   return manager.get();
 }
 
+bool isolated_tasks_see_sandbox_paths() { return choose_tier(host()) >= Tier::kRootless; }
+
 std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
   const HostCapabilities& caps = host();
   Requirements req(policy.allow_degraded);
   Effective eff;
   eff.limits = policy.limits;
 
+  // The tier first: it decides what a missing cgroup costs.
+  const Tier best = choose_tier(caps);
+  if (policy.isolate && best < policy.minimum_tier) {
+    throw Error(ErrorKind::kSandboxSetup, "sandbox_unavailable",
+                std::string("isolation \"") + to_string(policy.minimum_tier) +
+                    "\" is required, and this host offers only \"" + to_string(best) +
+                    "\": missing " + missing_for(policy.minimum_tier, caps) +
+                    (best == Tier::kUnprivileged
+                         ? " (isolation \"unprivileged\" runs tasks here under Landlock and "
+                           "seccomp, without namespaces)"
+                         : ""));
+  }
+  const bool unprivileged = policy.isolate && best == Tier::kUnprivileged;
+
   std::string why;
   eff.cgroups = shared_cgroup_manager(&why);
-  if (req.need(eff.cgroups != nullptr, "cgroups (" + why + ")",
-               "no limits, usage is inexact and escaped processes may survive the task")) {
+  if (unprivileged && eff.cgroups == nullptr) {
+    // Nothing to limit with (a container's cgroupfs is read-only): each limit asked for is
+    // refused by name; a task without limits needs no cgroup, since the keeper ends its tree.
+    const std::string cause = " (cgroups unavailable: " + why + ")";
+    if (policy.limits.memory_bytes) {
+      req.need(false, "memory limit" + cause, "the memory limit is not enforced");
+    }
+    if (policy.limits.pids) {
+      // RLIMIT_NPROC is no substitute: it counts every process of the uid, the worker's and
+      // other tasks' included, and only at fork.
+      req.need(false, "process limit" + cause, "the process limit is not enforced");
+    }
+    if (policy.limits.cpus) req.need(false, "CPU limit" + cause, "the CPU limit is not enforced");
+    eff.limits = {};
+  } else if (req.need(eff.cgroups != nullptr, "cgroups (" + why + ")",
+                      "no limits, usage is inexact and escaped processes may survive the task")) {
     const auto controllers = eff.cgroups->controllers();
     if (policy.limits.memory_bytes &&
         !req.need(has(controllers, "memory"), "memory cgroup controller",
@@ -712,7 +815,39 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
     eff.limits = {};
   }
 
-  eff.isolate = policy.isolate;
+  eff.isolate = policy.isolate && !unprivileged;
+  eff.tier = policy.isolate ? best : Tier::kNone;
+  if (unprivileged) {
+    eff.keeper = true;
+    static const LandlockSupport landlock = probe_landlock();
+    if (req.need(landlock.abi > 0, landlock.why_unavailable(),
+                 "the task can read and write whatever the worker's user can")) {
+      eff.landlock_abi = landlock.abi;
+      eff.landlock_scope = landlock.scopes;
+      eff.deny_tcp = policy.network == Network::kNone && landlock.net;
+    }
+    // A worker that cannot switch ids (a container's non-root user) runs the task as itself:
+    // only Landlock's signal scope then keeps the task from signalling the worker.
+    eff.keep_ids = !(has_effective_capability(CAP_SETUID) && has_effective_capability(CAP_SETGID));
+    req.need(!eff.keep_ids || eff.landlock_scope,
+             "signal scoping (Landlock ABI 6, Linux 6.12) or a distinct task uid (CAP_SETUID)",
+             "a task can signal the worker and other tasks");
+    eff.seccomp = task_seccomp_program(
+        {.deny_io_uring = true, .deny_inet = policy.network == Network::kNone});
+    // Not refusals: the operator chose this tier. Listed so that a result says how the task
+    // ran.
+    req.degradations.push_back(
+        "mount namespace (unprivileged tier): host paths are visible, Landlock keeps them "
+        "unreadable and unwritable outside the system directories and the workspace");
+    req.degradations.push_back(
+        "pid namespace (unprivileged tier): other processes are visible; the task's tree is "
+        "found and killed by walking it");
+    if (policy.network == Network::kNone) {
+      req.degradations.push_back(
+          "network namespace (unprivileged tier): no loopback either, IPv4/IPv6 sockets are "
+          "refused (EACCES)");
+    }
+  }
   if (eff.isolate) {
     eff.new_user = !caps.root;
     const bool core = caps.pid_ns && caps.mount_ns && (caps.root || caps.user_ns);
@@ -758,7 +893,11 @@ std::unique_ptr<Sandbox> Sandbox::create(const Policy& policy) {
   }
   eff.mount_template =
       eff.isolate && !eff.new_user && policy.reuse_mount_templates && mount_templates_supported();
-  eff.share_memory = !eff.new_user && policy.share_worker_memory && can_share_memory();
+  // clone(2), the fallback for a filtered clone3, cannot clear the worker's signal handlers
+  // in a child that would share its memory: such a child is always a copy.
+  eff.clone3_filtered = caps.clone3_filtered;
+  eff.share_memory =
+      !eff.new_user && !eff.clone3_filtered && policy.share_worker_memory && can_share_memory();
   eff.degradations = std::move(req.degradations);
   for (const auto& d : eff.degradations) spdlog::warn("sandbox degraded: {}", d);
   return std::make_unique<SandboxImpl>(policy, std::move(eff));

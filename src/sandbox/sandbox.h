@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "sandbox/tier.h"
 #include "sandbox/types.h"
 
 namespace tamma::sandbox {
@@ -23,6 +24,11 @@ struct Policy {
   // Namespaces (pid, mount, ipc, uts, net per `network`), pivot_root into a minimal root,
   // seccomp, no_new_privs, all capabilities dropped, unprivileged uid/gid.
   bool isolate = true;
+  // With `isolate`, the least isolation tier (tier.h) a task may run in: a host whose best
+  // tier is below it refuses every task, naming what is missing (exit 6). On a host where no
+  // namespace can be made (a default container), "unprivileged" runs the task under
+  // Landlock, seccomp and a keeper process instead (docs/isolation.md).
+  Tier minimum_tier = Tier::kRootless;
   uid_t uid = 65534;
   gid_t gid = 65534;
   // Host paths bound read-only at the same place inside the sandbox (missing ones skipped).
@@ -99,6 +105,11 @@ class Process {
   [[nodiscard]] virtual Usage usage() const = 0;
   [[nodiscard]] virtual std::vector<std::string> degradations() const = 0;
 };
+
+// Whether an isolated task sees the sandbox's paths (kSandboxWorkspace, kSandboxHome, /tmp):
+// false in the unprivileged tier, where without a mount namespace it works in its
+// directories where they are on the host.
+bool isolated_tasks_see_sandbox_paths();
 
 class Sandbox {
  public:

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -108,7 +109,7 @@ class Context {
   scmp_filter_ctx ctx_;
 };
 
-std::shared_ptr<const SeccompProgram> build() {
+std::shared_ptr<const SeccompProgram> build(const SeccompOptions& options) {
   Context ctx;
   // Syscalls of another ABI (i386 via int 0x80, x32) are not covered by rules written for
   // the native one: kill the whole process instead of letting them through.
@@ -127,6 +128,21 @@ std::shared_ptr<const SeccompProgram> build() {
     Context::check(seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
                                     SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag)),
                    "clone flags");
+  }
+  if (options.deny_io_uring) {
+    for (const char* name : {"io_uring_setup", "io_uring_enter", "io_uring_register"}) {
+      int nr = seccomp_syscall_resolve_name(name);
+      if (nr == __NR_SCMP_ERROR) continue;
+      Context::check(seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), nr, 0), name);
+    }
+  }
+  if (options.deny_inet) {
+    // EACCES, as a firewall would answer: tools then report "permission denied", not a bug.
+    for (int family : {AF_INET, AF_INET6, AF_PACKET}) {
+      Context::check(seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EACCES), SCMP_SYS(socket), 1,
+                                      SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(family))),
+                     "socket family");
+    }
   }
   // clone3 passes its flags in memory that a filter cannot read; ENOSYS makes glibc and
   // other runtimes fall back to clone(2), whose flags are checked above.
@@ -154,12 +170,13 @@ std::shared_ptr<const SeccompProgram> build() {
 
 }  // namespace
 
-std::shared_ptr<const SeccompProgram> task_seccomp_program() {
+std::shared_ptr<const SeccompProgram> task_seccomp_program(const SeccompOptions& options) {
   static std::mutex mutex;
-  static std::shared_ptr<const SeccompProgram> cached;
+  static std::shared_ptr<const SeccompProgram> cached[4];
+  const int index = (options.deny_io_uring ? 1 : 0) | (options.deny_inet ? 2 : 0);
   std::lock_guard lock(mutex);
-  if (!cached) cached = build();
-  return cached;
+  if (!cached[index]) cached[index] = build(options);
+  return cached[index];
 }
 
 bool seccomp_available() {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -11,12 +12,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "common/error.h"
+#include "sandbox/landlock.h"
 #include "sandbox/pid_init.h"
 #include "sandbox/seccomp.h"
 #include "sandbox/spawn_slot.h"
@@ -147,11 +150,11 @@ int leave_real_time() {
     child_fail(shared.error_fd, ChildStage::kSignals, err, "sched_setscheduler(SCHED_OTHER)");
   }
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
-  int* keep[10 + 2 * kMaxCgroupProcsFds] = {
-      &plan.error_fd,          &plan.release_fd,       &plan.status_fd,      &plan.stdin_fd,
-      &plan.stdout_fd,         &plan.stderr_fd,        &plan.task_cgroup_fd, &plan.net_ns_fd,
-      &plan.mount_template_fd, &plan.workspace_tree_fd};
-  std::size_t kept = 10;
+  int* keep[11 + 2 * kMaxCgroupProcsFds] = {
+      &plan.error_fd,          &plan.release_fd,        &plan.status_fd,          &plan.stdin_fd,
+      &plan.stdout_fd,         &plan.stderr_fd,         &plan.task_cgroup_fd,     &plan.net_ns_fd,
+      &plan.mount_template_fd, &plan.workspace_tree_fd, &plan.landlock_ruleset_fd};
+  std::size_t kept = 11;
   for (int i = 0; i < plan.cgroup_procs_count; ++i) keep[kept++] = &plan.cgroup_procs_fds[i];
   for (int i = 0; i < plan.cgroup_parent_count; ++i) keep[kept++] = &plan.cgroup_parent_fds[i];
   if (int err = keep_only_fds(keep, kept); err != 0) {
@@ -203,6 +206,12 @@ const char* to_string(ChildStage stage) {
       return "enter the task's cgroup";
     case ChildStage::kNetNamespace:
       return "enter the network namespace";
+    case ChildStage::kLandlock:
+      return "Landlock";
+    case ChildStage::kSubreaper:
+      return "child subreaper";
+    case ChildStage::kRlimits:
+      return "resource limits";
   }
   return "?";
 }
@@ -291,7 +300,7 @@ TAMMA_ON_TASK_STACK void wait_for_release(int release_fd) {
   ::close(release_fd);
 }
 
-TAMMA_ON_TASK_STACK pid_t start_task(const ChildPlan& plan) {
+TAMMA_ON_TASK_STACK pid_t start_task(ChildPlan& plan) {
   if (plan.task_cgroup_fd >= 0) {
 #ifdef TAMMA_HAS_CLONE3_CALL
     // v2, PID 1 outside the task's group: the task is born in it.
@@ -301,16 +310,23 @@ TAMMA_ON_TASK_STACK pid_t start_task(const ChildPlan& plan) {
     args.stack = reinterpret_cast<std::uint64_t>(plan.task_stack);
     args.stack_size = plan.task_stack_size & ~static_cast<std::size_t>(15);
     args.cgroup = static_cast<std::uint64_t>(plan.task_cgroup_fd);
-    long pid = tamma_clone3_call(&args, sizeof args, task_main, const_cast<ChildPlan*>(&plan));
-    if (pid < 0) {
+    long pid = tamma_clone3_call(&args, sizeof args, task_main, &plan);
+    if (pid >= 0) return static_cast<pid_t>(pid);
+    if (pid != -ENOSYS) {
       errno = static_cast<int>(-pid);
       return -1;
     }
-    return static_cast<pid_t>(pid);
-#else
-    errno = ENOSYS;  // the parent only asks for this where the assembly entry exists
-    return -1;
 #endif
+    // clone3 filtered (a container's seccomp profile answers it with ENOSYS): the task enters
+    // the group itself before exec, as on v1, through the group's cgroup.procs. The task
+    // shares PID 1's memory until execve, a window v1 has as well.
+    if (plan.cgroup_procs_count >= kMaxCgroupProcsFds) {
+      errno = EMFILE;
+      return -1;
+    }
+    const int procs = ::openat(plan.task_cgroup_fd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+    if (procs < 0) return -1;
+    plan.cgroup_procs_fds[plan.cgroup_procs_count++] = procs;
   }
   // glibc's clone() is a bare system call stub: unlike fork() it runs no atfork handlers and
   // takes none of the locks that some thread of the worker may have held at clone3 time.
@@ -361,11 +377,19 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
     // Core files of a sandboxed task could be handed to a host-side core handler.
     struct rlimit no_core {};
     ::setrlimit(RLIMIT_CORE, &no_core);
+    if (plan.unprivileged) {
+      // Real-time priority would let a task starve the worker of the CPU it shares.
+      struct rlimit no_rt {};
+      if (::setrlimit(RLIMIT_RTPRIO, &no_rt) != 0) {
+        child_fail(plan.error_fd, ChildStage::kRlimits, errno, "RLIMIT_RTPRIO");
+      }
+    }
     PrivilegeDrop drop{.uid = plan.uid,
                        .gid = plan.gid,
                        .cap_last = plan.cap_last,
                        .in_user_ns = plan.in_user_ns,
-                       .bounding_set_dropped = plan.bounding_set_dropped};
+                       .bounding_set_dropped = plan.bounding_set_dropped,
+                       .keep_ids = plan.keep_ids};
     DropStep step = DropStep::kNone;
     if (int err = drop_privileges(drop, &step); err != 0) {
       child_fail(plan.error_fd, ChildStage::kPrivileges, err, to_string(step));
@@ -374,6 +398,13 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
   // After the switch of uid, so the task can only work where its own uid may.
   if (::chdir(plan.workdir) != 0)
     child_fail(plan.error_fd, ChildStage::kChdir, errno, plan.workdir);
+  // After no_new_privs, which an unprivileged landlock_restrict_self needs.
+  if (plan.landlock_ruleset_fd >= 0) {
+    if (int err = landlock_enter(plan.landlock_ruleset_fd); err != 0) {
+      child_fail(plan.error_fd, ChildStage::kLandlock, err, "landlock_restrict_self");
+    }
+    ::close(plan.landlock_ruleset_fd);
+  }
   // Last: the filter also applies to everything above.
   if (plan.seccomp != nullptr) {
     if (int err = install_seccomp(*plan.seccomp); err != 0) {
@@ -423,9 +454,49 @@ long clone_sharing_memory(const clone_args& base, bool isolate, const SpawnSlot&
 #endif
 }
 
+// Set once clone3 answered ENOSYS: a seccomp filter (Docker's and podman's default profiles)
+// or a kernel before 5.3. Later spawns go straight to clone(2).
+std::atomic<bool> clone3_filtered{false};
+
+// The signal handlers of the worker, reset in a copy made by clone(2), which has no
+// CLONE_CLEAR_SIGHAND; signals stay blocked until then (see clone_copy).
+void reset_handlers() {
+  for (int sig = 1; sig < NSIG; ++sig) {
+    struct sigaction current {};
+    if (::sigaction(sig, nullptr, &current) != 0) continue;  // glibc's own signals: EINVAL
+    if (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN) continue;
+    struct sigaction reset {};
+    reset.sa_handler = SIG_DFL;
+    ::sigaction(sig, &reset, nullptr);
+  }
+}
+
+// A fork-style copy through clone(2), for hosts where clone3 is filtered. The pidfd comes
+// back through the parent_tid argument (CLONE_PIDFD, Linux 5.2). clone(2) takes no flag
+// above bit 31, so neither CLONE_CLEAR_SIGHAND nor CLONE_INTO_CGROUP: every signal is
+// blocked around the call, and the child resets the handlers before it unblocks them, so
+// no handler of the worker ever runs in the copy.
+long clone_copy(std::uint64_t flags, int* pidfd, const ChildPlan& plan) {
+  const auto low = static_cast<unsigned long>(flags & 0xffffffffULL & ~0xffULL) | SIGCHLD;
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  long pid = ::syscall(SYS_clone, low, nullptr, pidfd, nullptr, nullptr);
+  if (pid == 0) {
+    reset_handlers();
+    ::sigprocmask(SIG_SETMASK, &old, nullptr);
+    child_main(plan);
+  }
+  const int err = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  errno = err;
+  return pid;
+}
+
 [[noreturn]] void throw_clone_failed(const CloneRequest& request, int err) {
   throw Error(ErrorKind::kSandboxSetup, "sandbox_setup_failed",
-              std::string("clone3 of the sandbox (namespaces") +
+              std::string(clone3_filtered.load(std::memory_order_relaxed) ? "clone" : "clone3") +
+                  " of the sandbox (namespaces" +
                   (request.cgroup_fd >= 0 ? ", into the task cgroup" : "") +
                   "): " + strerrordesc_np(err));
 }
@@ -454,24 +525,43 @@ Spawned clone_child(const CloneRequest& request, const ChildPlan& plan) {
     args.cgroup = static_cast<std::uint64_t>(request.cgroup_fd);
   }
   args.flags = flags;
-  if (request.shared_slot != nullptr) {
+  const bool filtered = clone3_filtered.load(std::memory_order_relaxed);
+  if (request.shared_slot != nullptr && !filtered) {
     long pid = clone_sharing_memory(args, request.isolate, *request.shared_slot, plan);
     if (pid >= 0) return Spawned{.pid = static_cast<pid_t>(pid), .pidfd = pidfd};
     // EINVAL: a kernel without CLONE_CLEAR_SIGHAND, where a worker handler could run in the
-    // child on the worker's own memory. A copy is safe there; it is made below.
-    if (pid != -EINVAL) throw_clone_failed(request, static_cast<int>(-pid));
+    // child on the worker's own memory. ENOSYS: clone3 filtered, and clone(2) has no
+    // CLONE_CLEAR_SIGHAND either. A copy is safe in both cases; it is made below.
+    if (pid == -ENOSYS) clone3_filtered.store(true, std::memory_order_relaxed);
+    if (pid != -EINVAL && pid != -ENOSYS) throw_clone_failed(request, static_cast<int>(-pid));
   }
-  // No stack: like fork, the child continues on a copy of this one.
-  long pid = ::syscall(SYS_clone3, &args, sizeof args);
-  if (pid < 0 && errno == EINVAL) {
-    // Kernels before 5.5 lack CLONE_CLEAR_SIGHAND: there a worker handler stays installed in
-    // the child until execve resets it, a window accepted on such kernels.
-    args.flags &= ~static_cast<std::uint64_t>(CLONE_CLEAR_SIGHAND);
+  long pid = -1;
+  if (!clone3_filtered.load(std::memory_order_relaxed)) {
+    // No stack: like fork, the child continues on a copy of this one.
     pid = ::syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0 && errno == EINVAL) {
+      // Kernels before 5.5 lack CLONE_CLEAR_SIGHAND: there a worker handler stays installed
+      // in the child until execve resets it, a window accepted on such kernels.
+      args.flags &= ~static_cast<std::uint64_t>(CLONE_CLEAR_SIGHAND);
+      pid = ::syscall(SYS_clone3, &args, sizeof args);
+    }
+    if (pid == 0) child_main(plan);
+    if (pid < 0 && errno == ENOSYS) clone3_filtered.store(true, std::memory_order_relaxed);
   }
-  if (pid == 0) child_main(plan);
+  if (clone3_filtered.load(std::memory_order_relaxed)) {
+    if (request.cgroup_fd >= 0) {
+      // Only clone3 can place a child in a v2 group at birth; the caller places it by
+      // writing cgroup.procs instead (host().clone3_filtered), so this is a caller's bug.
+      throw Error(ErrorKind::kSandboxSetup, "sandbox_unavailable",
+                  "clone3 is filtered (ENOSYS, a seccomp profile such as a container's "
+                  "default), so the sandbox cannot be started inside its cgroup v2 group");
+    }
+    pid = clone_copy(flags & ~static_cast<std::uint64_t>(CLONE_CLEAR_SIGHAND), &pidfd, plan);
+  }
   if (pid < 0) throw_clone_failed(request, errno);
   return Spawned{.pid = static_cast<pid_t>(pid), .pidfd = pidfd};
 }
+
+bool clone3_seen_filtered() { return clone3_filtered.load(std::memory_order_relaxed); }
 
 }  // namespace tamma::sandbox

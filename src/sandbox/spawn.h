@@ -40,6 +40,9 @@ enum class ChildStage : int {
   kParentDeath,
   kCgroup,
   kNetNamespace,
+  kLandlock,
+  kSubreaper,
+  kRlimits,
 };
 const char* to_string(ChildStage stage);
 
@@ -53,6 +56,16 @@ struct ChildPlan {
   // With isolation the clone3 child is PID 1 of new namespaces and forks the task; without,
   // the clone3 child is the task itself.
   bool isolate = true;
+  // false: the unprivileged tier's keeper (tree_kill.h), a PID 1 without a pid namespace: a
+  // child subreaper that forwards signals to, and kills, the task's descendants by walking
+  // them, never with kill(-1).
+  bool own_pid_namespace = true;
+  // Landlock ruleset the task enters after dropping privileges (landlock.h); -1: none.
+  int landlock_ruleset_fd = -1;
+  // The unprivileged tier: keep the worker's ids when it cannot switch (PrivilegeDrop), and
+  // leave RLIMIT_RTPRIO at 0.
+  bool keep_ids = false;
+  bool unprivileged = false;
   const MountPlan* mounts = nullptr;  // set when isolating
   // With a template (mount_template.h): the namespace PID 1 copies before `mounts`, which
   // then attaches the detached `workspace_tree`.
@@ -136,7 +149,13 @@ struct Spawned {
 
 // clone3 with the namespaces of `request` and CLONE_PIDFD; the child runs `plan` and never
 // returns. Throws Error(kSandboxSetup) when the kernel refuses the clone.
+// Where clone3 answers ENOSYS (Docker's and podman's default seccomp profiles filter it,
+// since its flags are out of a filter's reach), the child is a copy made by clone(2) with
+// CLONE_PIDFD, never sharing the worker's memory; `request.cgroup_fd` must then be -1
+// (see clone3_seen_filtered), or this throws.
 Spawned clone_child(const CloneRequest& request, const ChildPlan& plan);
+// Whether clone_child has met a filtered clone3 in this process.
+bool clone3_seen_filtered();
 
 // Child side, used by pid_init: keeps only `fds` (at most 24; renumbered 3, 4, ... in place
 // if one of them is below 3), closes every other descriptor above 2. Returns 0 or an errno.
@@ -148,8 +167,9 @@ std::uint64_t ignored_signals();
 void wait_for_release(int release_fd);
 // Child side (PID 1): starts exec_task(plan) in a vfork-like child on plan.task_stack and
 // returns its pid, or -1 with errno, once it has exec'ed or failed. No atfork handlers, no
-// locks, no copy of the address space.
-pid_t start_task(const ChildPlan& plan);
+// locks, no copy of the address space. With clone3 filtered the task enters
+// plan.task_cgroup_fd itself (added to plan.cgroup_procs_fds).
+pid_t start_task(ChildPlan& plan);
 // Code that may run on plan.task_stack, a buffer AddressSanitizer takes for a huge stack: it
 // must not announce its noreturn calls to ASan, whose warning about them would otherwise land
 // in the task's output.

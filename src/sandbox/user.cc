@@ -60,7 +60,10 @@ int drop_privileges(const PrivilegeDrop& drop, DropStep* step) {
   // The bounding set can only shrink while CAP_SETPCAP is still effective, so it goes first.
   *step = DropStep::kBoundingSet;
   if (!drop.bounding_set_dropped) {
-    if (int err = drop_bounding_set(drop.cap_last); err != 0) return err;
+    // Without CAP_SETPCAP the set cannot shrink; exec with no_new_privs gains nothing from it.
+    if (int err = drop_bounding_set(drop.cap_last); err != 0 && !(drop.keep_ids && err == EPERM)) {
+      return err;
+    }
   }
   *step = DropStep::kAmbient;
   if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
@@ -69,13 +72,16 @@ int drop_privileges(const PrivilegeDrop& drop, DropStep* step) {
   // Raw system calls: glibc's wrappers would signal every thread of the parent to change
   // ids in lockstep, and those threads do not exist in this child.
   *step = DropStep::kGroups;
-  if (::syscall(SYS_setgroups, 0, nullptr) != 0 && !(drop.in_user_ns && errno == EPERM)) {
+  if (::syscall(SYS_setgroups, 0, nullptr) != 0 &&
+      !((drop.in_user_ns || drop.keep_ids) && errno == EPERM)) {
     return errno;
   }
-  *step = DropStep::kGid;
-  if (::syscall(SYS_setresgid, drop.gid, drop.gid, drop.gid) != 0) return errno;
-  *step = DropStep::kUid;
-  if (::syscall(SYS_setresuid, drop.uid, drop.uid, drop.uid) != 0) return errno;
+  if (!drop.keep_ids) {
+    *step = DropStep::kGid;
+    if (::syscall(SYS_setresgid, drop.gid, drop.gid, drop.gid) != 0) return errno;
+    *step = DropStep::kUid;
+    if (::syscall(SYS_setresuid, drop.uid, drop.uid, drop.uid) != 0) return errno;
+  }
   // Leaving uid 0 already cleared the sets; a task uid of 0, or a user namespace where the
   // task uid owns the namespace, would keep them, so clear them explicitly.
   *step = DropStep::kCapset;

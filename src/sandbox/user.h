@@ -12,6 +12,11 @@ struct PrivilegeDrop {
   int cap_last = 0;                   // from cap_last_cap(), read by the parent
   bool in_user_ns = false;            // setgroups is denied in a user namespace we mapped
   bool bounding_set_dropped = false;  // by PID 1, which the task inherits it from
+  // The unprivileged tier without CAP_SETUID/CAP_SETGID/CAP_SETPCAP (a container's
+  // non-root user): the task keeps the worker's ids, and what needs those capabilities
+  // (the bounding set, setgroups) is skipped when refused. Capabilities are still cleared
+  // and no_new_privs set.
+  bool keep_ids = false;
 };
 
 // What failed while dropping privileges, for the error record.

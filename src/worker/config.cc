@@ -369,6 +369,10 @@ const Setting kSettings[] = {
      }},
     {"isolate", [](Config& c, const json& v) { return read_bool(v, c.isolate); }, "--no-isolate"},
     {"allowDegraded", [](Config& c, const json& v) { return read_bool(v, c.allow_degraded); }},
+    {"isolation",
+     [](Config& c, const json& v) {
+       return read_choice(v, {"full", "rootless", "unprivileged"}, c.isolation);
+     }},
     {"taskUid",
      [](Config& c, const json& v) {
        std::uint64_t id = 0;

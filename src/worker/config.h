@@ -39,7 +39,10 @@ struct Config {
   std::uint64_t artifact_max_files = 1000;
 
   // Sandbox
-  bool isolate = true;          // namespaces, seccomp, dropped privileges
+  bool isolate = true;  // namespaces, seccomp, dropped privileges
+  // The least isolation tier tasks may run in (sandbox/tier.h): "full", "rootless" or
+  // "unprivileged" (no namespaces: Landlock, seccomp and a keeper, for default containers).
+  std::string isolation = "rootless";
   bool allow_degraded = false;  // run anyway when the host cannot enforce a limit
   uid_t task_uid = 65534;
   gid_t task_gid = 65534;

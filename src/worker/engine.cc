@@ -49,6 +49,7 @@ sandbox::Policy make_policy(const Config& config, const protocol::TaskSpec& spec
   policy.network = spec.network == protocol::NetworkMode::kHost ? sandbox::Network::kHost
                                                                 : sandbox::Network::kNone;
   policy.isolate = config.isolate;
+  policy.minimum_tier = sandbox::parse_tier(config.isolation).value_or(sandbox::Tier::kRootless);
   policy.uid = config.task_uid;
   policy.gid = config.task_gid;
   policy.tmp_bytes = config.tmp_bytes;
@@ -154,18 +155,23 @@ class EngineContext : public TaskContext {
 
   const protocol::TaskSpec& spec() const override { return spec_; }
   const Config& config() const override { return config_; }
+  // Whether the task sees the sandbox's own paths: not without isolation, nor in the
+  // unprivileged tier, which has no mount namespace to show them there.
+  bool sandbox_paths() const {
+    return config_.isolate && sandbox::isolated_tasks_see_sandbox_paths();
+  }
   std::string task_workspace() const override {
-    return config_.isolate ? std::string(sandbox::kSandboxWorkspace) : workspace_.path().string();
+    return sandbox_paths() ? std::string(sandbox::kSandboxWorkspace) : workspace_.path().string();
   }
   const std::filesystem::path& host_workspace() const override { return workspace_.path(); }
   // HOME and TMPDIR as the task sees them: without isolation, the task's own directories on
   // the host (there is no mount namespace to show them at the usual places).
   std::string task_home() const {
-    return config_.isolate ? std::string(sandbox::kSandboxHome)
+    return sandbox_paths() ? std::string(sandbox::kSandboxHome)
                            : (workspace_.task_dir() / sandbox::kHomeDir).string();
   }
   std::string task_tmp() const {
-    return config_.isolate ? std::string("/tmp")
+    return sandbox_paths() ? std::string("/tmp")
                            : (workspace_.task_dir() / sandbox::kTmpDir).string();
   }
   bool cancel_requested() const override { return cancellation_.requested(); }

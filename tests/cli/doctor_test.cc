@@ -1,10 +1,10 @@
 // `tamma-worker doctor` against what this host really offers.
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 
@@ -31,20 +31,50 @@ TEST(Doctor, JsonReportMatchesThisHost) {
   } else {
     EXPECT_TRUE(version == "v1" || version == "hybrid") << version;
   }
-  // Every missing feature is named with its consequence, and the exit code says whether any is.
+  // Every missing feature is named with its consequence; one that keeps the host from a
+  // tier names the tier and a fix.
   const auto& missing = report["missing"];
   ASSERT_TRUE(missing.is_array());
+  bool host_resources = false;
   for (const auto& m : missing) {
     EXPECT_FALSE(m.value("what", "").empty());
     EXPECT_FALSE(m.value("consequence", "").empty());
+    if (m.contains("tier")) {
+      EXPECT_FALSE(m.value("fix", "").empty()) << m.dump();
+    }
+    host_resources |= m.value("what", "").rfind("host resources", 0) == 0;
   }
-  EXPECT_EQ(r.exit_code, missing.empty() ? 0 : 6);
+  // The exit code says whether tasks can run here: the best tier meets the configured
+  // minimum (ADR 0030), and the host's resources are fine. A piece missing within the tier
+  // only refuses the tasks that need it.
+  ASSERT_TRUE(report["meetsMinimum"].is_boolean());
+  EXPECT_EQ(r.exit_code, report["meetsMinimum"].get<bool>() && !host_resources ? 0 : 6);
+}
+
+// As root on a host with namespaces, cgroups and seccomp (this machine), the full tier; the
+// unprivileged case is tested under the container imitation (UnprivilegedTier.*).
+TEST(Doctor, NamesTheIsolationTier) {
+  auto r = testing::run_process({TAMMA_WORKER_BINARY, "doctor", "--json"});
+  auto report = nlohmann::json::parse(r.out);
+  const std::string tier = report.value("tier", "");
+  EXPECT_TRUE(tier == "full" || tier == "rootless" || tier == "unprivileged" || tier == "none")
+      << tier;
+  EXPECT_EQ(report.value("minimumTier", ""), "rootless");  // the default
+  for (const char* t : {"full", "rootless", "unprivileged"}) {
+    EXPECT_TRUE(report["tiers"][t]["available"].is_boolean()) << t;
+  }
+  EXPECT_EQ(report["tiers"][tier == "none" ? "unprivileged" : tier]["available"], tier != "none");
+  EXPECT_TRUE(report["landlock"]["abi"].is_number());
+  if (::geteuid() == 0 && report["namespaces"]["pid"] == true &&
+      report["cgroupVersion"] != "none" && report["seccomp"] == true) {
+    EXPECT_EQ(tier, "full");
+  }
 }
 
 TEST(Doctor, TextReportNamesEachLayer) {
   auto r = testing::run_process({TAMMA_WORKER_BINARY, "doctor"});
   ASSERT_TRUE(r.exit_code == 0 || r.exit_code == 6) << r.err;
-  for (const char* word : {"cgroup", "namespaces", "seccomp", "disk limits"}) {
+  for (const char* word : {"cgroup", "namespaces", "seccomp", "disk limits", "isolation tier"}) {
     EXPECT_NE(r.out.find(word), std::string::npos) << word << " missing from:\n" << r.out;
   }
 }

@@ -304,9 +304,12 @@ for where, document, pod_spec, container, args in workers:
         for _, cm in by_kind.get("ConfigMap", []):
             if cm["metadata"]["name"] == config_name:
                 settings = json.loads(cm["data"]["config.json"])
-                if settings.get("isolate") is not False or settings.get("allowDegraded") is not True:
-                    problem(where, "an unprivileged worker's config.json needs isolate: false and "
-                                   "allowDegraded: true")
+                # The unprivileged tier (ADR 0030): isolated without namespaces; the limits
+                # the pod cannot enforce per task run degraded, each result saying so.
+                if (settings.get("isolation") != "unprivileged" or settings.get("isolate") is False
+                        or settings.get("allowDegraded") is not True):
+                    problem(where, "an unprivileged worker's config.json needs isolation: "
+                                   "unprivileged (not isolate: false) and allowDegraded: true")
 if not privileged_seen:
     problem("deploy/k8s", "no privileged worker (the full sandbox)")
 if not unprivileged_seen:

@@ -92,6 +92,10 @@ static int foreign_abi(const char* which) {
 
 static int connect_to(int port) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0) { /* no network without a network namespace: the socket itself is refused */
+    report("socket", -1);
+    return 0;
+  }
   struct sockaddr_in addr = {0};
   addr.sin_family = AF_INET;
   addr.sin_port = htons((unsigned short)port);
@@ -102,6 +106,7 @@ static int connect_to(int port) {
 
 static int bound_socket(int port, struct sockaddr_in* addr) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
+  if (s < 0) return -1;
   memset(addr, 0, sizeof *addr);
   addr->sin_family = AF_INET;
   addr->sin_port = htons((unsigned short)port);
