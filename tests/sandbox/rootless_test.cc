@@ -35,6 +35,7 @@
 #include "sandbox/host.h"
 #include "sandbox/run_helpers.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/tier.h"
 #include "sandbox/userns_probe.h"
 #include "sandbox/workspace.h"
 #include "support/test_support.h"
@@ -244,6 +245,8 @@ TEST(RootlessWorker, DISABLED_NonRootHalf) {
   const HostCapabilities caps = probe_host();
   EXPECT_TRUE(caps.user_ns) << caps.userns_problem;
   EXPECT_EQ(caps.disk_limit_method, "none");
+  // What doctor names this host: the rootless tier, and it meets the default minimum.
+  EXPECT_EQ(choose_tier(caps), Tier::kRootless) << missing_for(Tier::kRootless, caps);
 
   Command c;
   c.env = {"PATH=/usr/bin:/bin"};
