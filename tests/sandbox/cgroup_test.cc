@@ -736,11 +736,14 @@ TEST_F(CgroupV2Test, CloneIntoCgroupAndCpuStat) {
   EXPECT_GE(total, 196ms);
   // The group counts all of the child's CPU and nothing else: what the kernel accounted to
   // the child itself, its start and exit included (a few ms here, tens of ms in a VM under
-  // emulation), within 10 ms.
+  // emulation), within 10 ms or 5%, whichever is more: rusage derives user and system time
+  // from ticks, the group from exact run time, and under emulation they part further (a VM
+  // under TCG once measured 240.0 ms against 229.8 ms).
   const auto own = std::chrono::seconds(child.ru_utime.tv_sec + child.ru_stime.tv_sec) +
                    std::chrono::microseconds(child.ru_utime.tv_usec + child.ru_stime.tv_usec);
-  EXPECT_LE(total, own + 10ms) << "the child itself used " << own.count() << " us";
-  EXPECT_GE(total, own - 10ms) << "the child itself used " << own.count() << " us";
+  const auto slack = std::max<std::chrono::microseconds>(10ms, own / 20);
+  EXPECT_LE(total, own + slack) << "the child itself used " << own.count() << " us";
+  EXPECT_GE(total, own - slack) << "the child itself used " << own.count() << " us";
 }
 
 TEST_F(CgroupV2Test, CpuOfAnOrphanedGrandchildIsCounted) { check_cpu_of_orphan(*manager_); }
