@@ -69,8 +69,14 @@ std::vector<std::string> host_addresses() {
 
 }  // namespace
 
+// An address carrying an IPv4 one is in the range if either form of it is: ::2 is in ::2/128
+// (found by the egress_destination fuzz target) and 0.0.0.2 in 0.0.0.0/8.
 bool Cidr::contains(const ip::address& candidate) const {
-  const ip::address a = effective(candidate);
+  const ip::address carried = effective(candidate);
+  return contains_as_is(carried) || (carried != candidate && contains_as_is(candidate));
+}
+
+bool Cidr::contains_as_is(const ip::address& a) const {
   if (a.is_v4() != network.is_v4()) return false;
   auto compare = [&](const auto& x, const auto& y) {
     unsigned bits = prefix;

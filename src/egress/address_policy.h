@@ -30,6 +30,8 @@ struct Cidr {
   boost::asio::ip::address network;
   unsigned prefix = 0;
   [[nodiscard]] bool contains(const boost::asio::ip::address& address) const;
+  // The plain prefix comparison, without the IPv4-in-IPv6 forms.
+  [[nodiscard]] bool contains_as_is(const boost::asio::ip::address& address) const;
   [[nodiscard]] std::string text() const;
 };
 
