@@ -313,19 +313,7 @@ LoopFs::LoopFs(const fs::path& work_dir, std::uint64_t size_mb)
     run_checked({"mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0",
                  image_.string()});
     fs::create_directories(mount_point_);
-    {
-      // losetup prints the device it took.
-      const fs::path out = work_dir / "losetup.out";
-      run_checked(
-          {"sh", "-c", "losetup --find --show '" + image_.string() + "' > '" + out.string() + "'"});
-      device_ = read_text(out);
-      while (!device_.empty() && (device_.back() == '\n' || device_.back() == ' ')) {
-        device_.pop_back();
-      }
-      if (device_.rfind("/dev/loop", 0) != 0) {
-        throw std::runtime_error("losetup gave no device: '" + device_ + "'");
-      }
-    }
+    attach();
     if (::mount(device_.c_str(), mount_point_.c_str(), "ext4", 0, nullptr) != 0) {
       throw std::runtime_error(errno_text("mount " + device_ + " on " + mount_point_.string()));
     }
@@ -337,6 +325,20 @@ LoopFs::LoopFs(const fs::path& work_dir, std::uint64_t size_mb)
 }
 
 LoopFs::~LoopFs() { cleanup(); }
+
+void LoopFs::attach() {
+  // losetup prints the device it took.
+  const fs::path out = image_.parent_path() / "losetup.out";
+  run_checked(
+      {"sh", "-c", "losetup --find --show '" + image_.string() + "' > '" + out.string() + "'"});
+  device_ = read_text(out);
+  while (!device_.empty() && (device_.back() == '\n' || device_.back() == ' ')) {
+    device_.pop_back();
+  }
+  if (device_.rfind("/dev/loop", 0) != 0) {
+    throw std::runtime_error("losetup gave no device: '" + device_ + "'");
+  }
+}
 
 void LoopFs::cleanup() noexcept {
   thaw();
@@ -467,6 +469,18 @@ void LoopFs::remount() {
     }
     mounted_ = false;
   }
+  // The image comes back on a new loop device. Mounting the old one again would hand back
+  // its superblock, still shut down, whenever a mount namespace made meanwhile (a sandbox
+  // of a test running beside this one, `ip netns exec`) still holds a copy of the mount:
+  // the umount above then only took this namespace's. A fresh device is a fresh mount,
+  // its journal replayed from what reached the image.
+  try {
+    run_checked({"losetup", "-d", device_});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[faults] %s\n", e.what());
+  }
+  device_.clear();
+  attach();
   if (::mount(device_.c_str(), mount_point_.c_str(), "ext4", 0, nullptr) != 0) {
     throw std::runtime_error(errno_text("mount " + device_ + " on " + mount_point_.string()));
   }

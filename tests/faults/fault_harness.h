@@ -134,6 +134,7 @@ class LoopFs {
 
  private:
   void cleanup() noexcept;
+  void attach();  // the image on a free loop device, into device_
   fs::path image_;
   fs::path mount_point_;
   std::string device_;
