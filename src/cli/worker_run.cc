@@ -265,6 +265,7 @@ int run_task(const RunOptions& o, const std::vector<std::string>& command) {
     ConsoleObserver observer(
         {.quiet = o.quiet, .json = o.json, .tty = ::isatty(STDERR_FILENO) == 1, .ci = ci});
     worker::RunOptions run_options;
+    run_options.only_task_of_process = true;
     if (!o.artifacts_dir.empty()) run_options.artifacts_dir = o.artifacts_dir;
     if (o.keep_workspace) {
       // Under the workspace root, where a disk has been set aside for tasks, and with a name

@@ -1,7 +1,6 @@
 #include "worker/artifacts.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,28 +15,10 @@
 #include "common/json_text.h"
 #include "common/units.h"
 #include "protocol/task_spec.h"
+#include "worker/sha256.h"
 
 namespace tamma::worker {
 namespace {
-
-using Digest = std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)>;
-
-Digest new_digest() {
-  Digest ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    throw Error(ErrorKind::kInfrastructure, "sha256_failed", "cannot start a SHA-256 digest");
-  }
-  return ctx;
-}
-
-std::string hex_digest(EVP_MD_CTX* ctx) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_DigestFinal_ex(ctx, digest, &length);
-  std::string hex;
-  for (unsigned int i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
-  return hex;
-}
 
 void write_all(int fd, const char* data, std::size_t size, const std::filesystem::path& target) {
   while (size > 0) {
@@ -69,7 +50,7 @@ protocol::Artifact hash_and_copy(const std::filesystem::path& workspace,
       throw_errno("setting the mode of artifact copy " + target.string());
     }
   }
-  Digest ctx = new_digest();
+  Sha256 digest;
   protocol::Artifact artifact;
   artifact.path = relative;
   char buffer[1 << 16];
@@ -78,11 +59,11 @@ protocol::Artifact hash_and_copy(const std::filesystem::path& workspace,
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) throw_errno("reading artifact " + relative);
     if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buffer, static_cast<std::size_t>(n));
+    digest.update(buffer, static_cast<std::size_t>(n));
     if (out) write_all(out.get(), buffer, static_cast<std::size_t>(n), target);
     artifact.size += static_cast<std::uint64_t>(n);
   }
-  artifact.sha256 = hex_digest(ctx.get());
+  artifact.sha256 = digest.hex();
   return artifact;
 }
 
@@ -94,9 +75,9 @@ protocol::Artifact record_link(const WorkspaceLink& link,
   protocol::Artifact artifact;
   artifact.path = link.path;
   artifact.link = link.target;
-  Digest ctx = new_digest();
-  EVP_DigestUpdate(ctx.get(), link.target.data(), link.target.size());
-  artifact.sha256 = hex_digest(ctx.get());
+  Sha256 digest;
+  digest.update(link.target.data(), link.target.size());
+  artifact.sha256 = digest.hex();
   if (copy_to) {
     const std::filesystem::path target = *copy_to / link.path;
     std::filesystem::create_directories(target.parent_path());
@@ -121,12 +102,12 @@ std::string sha256_file(const std::filesystem::path& file) {
   if (!in)
     throw Error(ErrorKind::kInfrastructure, "artifact_unreadable",
                 "cannot read artifact " + file.string());
-  Digest ctx = new_digest();
+  Sha256 digest;
   char buffer[1 << 16];
   while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    EVP_DigestUpdate(ctx.get(), buffer, static_cast<std::size_t>(in.gcount()));
+    digest.update(buffer, static_cast<std::size_t>(in.gcount()));
   }
-  return hex_digest(ctx.get());
+  return digest.hex();
 }
 
 std::vector<protocol::Artifact> collect_artifacts(

@@ -603,6 +603,10 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
   try {
     check_network(spec, config_);
     sandbox::Policy policy = make_policy(config_, spec, *handler);
+    if (options.only_task_of_process && spec.steps.size() <= 1 && !spec.repository) {
+      policy.reuse_mount_templates = false;
+      policy.reuse_network_namespaces = false;
+    }
     PhaseClock phase(spec.id);
     if (spec.network == protocol::NetworkMode::kAllowList) {
       egress.emplace(spec, config_);

@@ -38,6 +38,10 @@ struct RunOptions {
   // in *kept when given.
   std::optional<std::filesystem::path> keep_failed_in;
   std::filesystem::path* kept = nullptr;
+  // The process runs this task and exits (`tamma-worker run`): with a single step, the
+  // sandbox builds nothing that pays off only when reused (a mount template, a pooled network
+  // namespace, ADRs 0018 and 0019); each costs a thread and more than it saves once.
+  bool only_task_of_process = false;
 };
 
 class Engine {

@@ -83,6 +83,8 @@ class RunCommand : public ::testing::Test {
 // A one-shot run pays for every shared library the binary needs at start. libcurl and the
 // two dozen libraries it brings are loaded only when the worker first speaks HTTP (the daemon,
 // artifact uploads): `run` and `--version` never load them (issue 13).
+// Neither libcurl nor libcrypto (issue 13: together most of a start's cost) is mapped by a
+// command that does not speak HTTP nor hash an artifact.
 TEST_F(RunCommand, StartsWithoutLoadingTheHttpLibrary) {
   for (std::vector<std::string> argv :
        {std::vector<std::string>{TAMMA_WORKER_BINARY, "--version"},
@@ -92,6 +94,7 @@ TEST_F(RunCommand, StartsWithoutLoadingTheHttpLibrary) {
     // The loader's trace names every library it maps, libseccomp among them.
     EXPECT_NE(r.err.find("libseccomp.so"), std::string::npos) << r.err.substr(0, 2000);
     EXPECT_EQ(r.err.find("libcurl"), std::string::npos) << argv[1] << " loaded libcurl";
+    EXPECT_EQ(r.err.find("libcrypto"), std::string::npos) << argv[1] << " loaded libcrypto";
   }
 }
 
