@@ -83,7 +83,12 @@ TEST(TaskSpecNetwork, ShapeOfTheObjectIsChecked) {
 
 TEST(TaskSpecNetwork, ListAndEntriesAreBounded) {
   json many = json::array();
-  for (int i = 0; i < 257; ++i) many.push_back("h" + std::to_string(i) + ".example.com:443");
+  for (int i = 0; i < 257; ++i) {
+    std::string host = "h";  // appended: `"h" + std::to_string(i)` trips GCC 12's -Wrestrict
+    host += std::to_string(i);
+    host += ".example.com:443";
+    many.push_back(host);
+  }
   expect_problem(with_network({{"allow", many}}), "$.network.allow", "at most 256");
   const std::string long_name = std::string(300, 'a') + ".com:443";
   expect_problem(with_network({{"allow", {long_name}}}), "$.network.allow[0]", "at most 270");
