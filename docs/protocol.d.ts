@@ -139,6 +139,10 @@ export interface CompleteRequest {
   logBytes?: number;
   /** output the worker could not deliver at all; kept on the task */
   logMissingBytes?: number;
+  /** the attempt's last progress when the worker did not send it (a task under 50 ms sends none) */
+  progress?: Progress;
+  /** hand back this worker's next task, claimed in this report's transaction, if one is queued for it now */
+  next?: boolean;
 }
 
 export interface FailRequest {
@@ -150,10 +154,21 @@ export interface FailRequest {
   logBytes?: number;
   /** output the worker could not deliver at all; kept on the task */
   logMissingBytes?: number;
+  /** as CompleteRequest.progress */
+  progress?: Progress;
+  /** as CompleteRequest.next */
+  next?: boolean;
 }
 
 export interface FencedWriteResponse {
   state: TaskState;
+}
+
+/** the answer to complete and fail */
+export interface ReportResponse {
+  state: TaskState;
+  /** the worker's next task, when the report asked (next: true) and one was queued for it */
+  next?: Assignment;
 }
 
 export interface ArtifactInfo {

@@ -61,6 +61,7 @@ constexpr Message kMessages[] = {
     {"error_body", [](const json& j) { return to_json(wire::error_body_from_json(j)); }},
     {"capabilities", [](const json& j) { return to_json(wire::capabilities_from_json(j)); }},
     {"platform", [](const json& j) { return to_json(wire::platform_from_json(j)); }},
+    {"report_answer", [](const json& j) { return to_json(wire::report_answer_from_json(j)); }},
 };
 static_assert(std::size(kMessages) <= 32);
 

@@ -128,20 +128,22 @@ void Core::check_fence(const FenceOutcome& outcome, const std::string& task_id) 
 }
 
 void Core::deliver(PollWaiters::Waiter waiter, const Claim& claim) {
+  send_assignment(waiter.exchange, Response::json(200, wire::to_json(claim.assignment)), claim);
+}
+
+void Core::send_assignment(const ExchangePtr& exchange, Response response, const Claim& claim) {
   metrics.task_assigned();
   metrics.pickup_latency(static_cast<double>(claim.pickup_latency_ms) / 1000.0);
   update_gauges();
-  auto assignment = claim.assignment;
-  waiter.exchange->reply(
-      Response::json(200, wire::to_json(assignment)), [this, assignment](bool written) {
-        if (written) return;
-        // The worker never got it: give it back now rather than after a lease TTL.
-        spdlog::warn("task {} attempt {} could not be delivered; releasing it", assignment.task_id,
-                     assignment.attempt);
-        if (store.release(assignment.task_id, assignment.attempt, assignment.lease_id)) {
-          offer(assignment.task_id);
-        }
-      });
+  exchange->reply(std::move(response), [this, assignment = claim.assignment](bool written) {
+    if (written) return;
+    // The worker never got it: give it back now rather than after a lease TTL.
+    spdlog::warn("task {} attempt {} could not be delivered; releasing it", assignment.task_id,
+                 assignment.attempt);
+    if (store.release(assignment.task_id, assignment.attempt, assignment.lease_id)) {
+      offer(assignment.task_id);
+    }
+  });
 }
 
 void Core::offer(const std::string& task_id, bool announce, const Store::Queued* known) {

@@ -64,6 +64,9 @@ class Core {
   void offer_announced(const std::vector<Store::Announced>& tasks);
   // Hands a claimed task to a parked poll; undoes the claim if the answer cannot be written.
   void deliver(PollWaiters::Waiter waiter, const Claim& claim);
+  // Sends `response`, which carries `claim`'s assignment (a poll's answer, or a report's with
+  // the next task); undoes the claim if it cannot be written.
+  void send_assignment(const ExchangePtr& exchange, Response response, const Claim& claim);
   // After tasks left "running" without their worker: wake followers, offer re-queued ones.
   void after_requeue(const std::vector<Requeued>& requeued);
   // Answers every parked request (polls with 204) for a graceful shutdown.

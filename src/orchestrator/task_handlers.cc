@@ -190,19 +190,42 @@ void require_whole_log(Core& core, const std::string& id, const wire::Fence& fen
   throw error;
 }
 
+// A report that asks for the worker's next task ("next": true) claims it in the report's own
+// transaction, unless the worker may not take tasks now (draining, gone, this process
+// shutting down); the slot count is checked again inside that transaction.
+std::optional<NextClaim> next_claim_for(Core& core, const std::string& worker, bool asked) {
+  if (!asked || core.shutting_down) return std::nullopt;
+  auto info = core.store.worker(worker);
+  if (!info || info->gone || info->draining || info->drain_requested) return std::nullopt;
+  return NextClaim{std::move(*info), random_hex(16), core.config.lease_ttl};
+}
+
+// The report's answer, with the next assignment when one was claimed.
+void reply_to_report(Core& core, const ExchangePtr& exchange, const FenceOutcome& outcome) {
+  wire::ReportAnswer answer{outcome.state, std::nullopt};
+  if (outcome.next) answer.next = outcome.next->assignment;
+  Response response = fenced_ok(200, wire::to_json(answer), outcome);
+  if (outcome.next) {
+    core.send_assignment(exchange, std::move(response), *outcome.next);
+  } else {
+    exchange->reply(std::move(response));
+  }
+}
+
 void complete(Core& core, Request& request, const ExchangePtr& exchange) {
   std::string worker = core.require_worker(request);
   Store::ActorScope as(core.store, Actor::worker(worker, request.remote_address));
   const std::string& id = request.params.at(0);
   auto body = wire::complete_request_from_json(json_body(request));
   require_whole_log(core, id, body.fence, body.log);
-  auto outcome = core.store.complete(id, worker, body);
+  const auto next = next_claim_for(core, worker, body.next);
+  auto outcome = core.store.complete(id, worker, body, next ? &*next : nullptr);
   Core::check_fence(outcome, id);
   spdlog::info("task {} attempt {} {} on worker {}", id, outcome.attempt,
                wire::to_string(outcome.state), worker);
   core.log_followers.notify(id);
   core.update_gauges();
-  exchange->reply(fenced_ok(200, {{"state", wire::to_string(outcome.state)}}, outcome));
+  reply_to_report(core, exchange, outcome);
 }
 
 void fail(Core& core, Request& request, const ExchangePtr& exchange) {
@@ -211,14 +234,15 @@ void fail(Core& core, Request& request, const ExchangePtr& exchange) {
   const std::string& id = request.params.at(0);
   auto body = wire::fail_request_from_json(json_body(request));
   require_whole_log(core, id, body.fence, body.log);
-  auto outcome = core.store.fail(id, worker, body, core.retry_policy());
+  const auto next = next_claim_for(core, worker, body.next);
+  auto outcome = core.store.fail(id, worker, body, core.retry_policy(), next ? &*next : nullptr);
   Core::check_fence(outcome, id);
   spdlog::info("task {} attempt {} failed on worker {} ({}): now {}", id, outcome.attempt, worker,
                body.error.code, wire::to_string(outcome.state));
   core.log_followers.notify(id);
   if (outcome.state == wire::TaskState::kRetryWait && core.poke_reaper) core.poke_reaper();
   core.update_gauges();
-  exchange->reply(fenced_ok(200, {{"state", wire::to_string(outcome.state)}}, outcome));
+  reply_to_report(core, exchange, outcome);
 }
 
 // An artifact is named by its path relative to the task's workspace ("dist/app.tar.gz"):

@@ -504,6 +504,11 @@ void put_log_summary(json& j, const LogSummary& log) {
   if (log.missing_bytes > 0) j["logMissingBytes"] = log.missing_bytes;
 }
 
+std::optional<Progress> report_progress_from(const ObjectReader& r) {
+  if (r.find("progress") == nullptr) return std::nullopt;
+  return progress_from(ObjectReader(r.object("progress"), r.at("progress")));
+}
+
 LogSummary log_summary_from(const ObjectReader& r) {
   LogSummary log;
   log.bytes = r.opt_uint("logBytes");
@@ -518,6 +523,8 @@ json to_json(const CompleteRequest& v) {
   put_fence(j, v.fence);
   j["result"] = v.result;
   put_log_summary(j, v.log);
+  if (v.progress) put_progress(j["progress"] = json::object(), *v.progress);
+  if (v.next) j["next"] = true;
   return j;
 }
 
@@ -527,6 +534,14 @@ json to_json(const FailRequest& v) {
   j["error"] = to_json(v.error);
   if (v.result) j["result"] = *v.result;
   put_log_summary(j, v.log);
+  if (v.progress) put_progress(j["progress"] = json::object(), *v.progress);
+  if (v.next) j["next"] = true;
+  return j;
+}
+
+json to_json(const ReportAnswer& v) {
+  json j = {{"state", to_string(v.state)}};
+  if (v.next) j["next"] = to_json(*v.next);
   return j;
 }
 
@@ -721,8 +736,10 @@ PollRequest poll_request_from_json(const json& j) {
   return {r.opt_int("waitMs", 0, INT64_MAX)};
 }
 
-Assignment assignment_from_json(const json& j) {
-  ObjectReader r(j, "$");
+namespace {
+
+Assignment assignment_from(const json& j, const std::string& path) {
+  ObjectReader r(j, path);
   Assignment v;
   v.task = r.object("task");
   v.task_id = r.non_empty_string("taskId");
@@ -731,6 +748,10 @@ Assignment assignment_from_json(const json& j) {
   v.lease_ttl_ms = r.int_value("leaseTtlMs", 1, INT64_MAX);
   return v;
 }
+
+}  // namespace
+
+Assignment assignment_from_json(const json& j) { return assignment_from(j, "$"); }
 
 StartedRequest started_request_from_json(const json& j) {
   ObjectReader r(j, "$");
@@ -780,6 +801,8 @@ CompleteRequest complete_request_from_json(const json& j) {
                         "error");
   }
   v.log = log_summary_from(r);
+  v.progress = report_progress_from(r);
+  v.next = r.opt_bool("next").value_or(false);
   return v;
 }
 
@@ -793,6 +816,19 @@ FailRequest fail_request_from_json(const json& j) {
     v.result = *result;
   }
   v.log = log_summary_from(r);
+  v.progress = report_progress_from(r);
+  v.next = r.opt_bool("next").value_or(false);
+  return v;
+}
+
+ReportAnswer report_answer_from_json(const json& j) {
+  ObjectReader r(j, "$");
+  ReportAnswer v;
+  const std::string state = r.non_empty_string("state");
+  auto parsed = task_state_from_string(state);
+  if (!parsed) throw WireError(r.at("state"), "'" + state + "' is not a task state");
+  v.state = *parsed;
+  if (const json* next = r.find("next")) v.next = assignment_from(*next, r.at("next"));
   return v;
 }
 

@@ -126,6 +126,12 @@ struct StartedRequest {
   Fence fence;
 };
 
+struct Progress {
+  std::optional<double> percent;
+  std::optional<std::string> step;
+  std::optional<std::string> message;
+};
+
 struct ProgressRequest {
   Fence fence;
   std::optional<double> percent;  // 0..100
@@ -164,6 +170,11 @@ struct CompleteRequest {
   Fence fence;
   nlohmann::json result;  // the result document (protocol/task_result.h); "status" is required
   LogSummary log;
+  // The attempt's last progress, when the worker had not sent it (a short task sends none).
+  std::optional<Progress> progress;
+  // "next": the worker's next task, if one is queued for it now, comes back in the answer,
+  // claimed in the same transaction as this report (one commit, no poll round trip).
+  bool next = false;
 };
 
 struct FailRequest {
@@ -171,6 +182,8 @@ struct FailRequest {
   TaskFailure error;
   std::optional<nlohmann::json> result;
   LogSummary log;
+  std::optional<Progress> progress;  // as CompleteRequest::progress
+  bool next = false;                 // as CompleteRequest::next
 };
 
 struct ArtifactInfo {
@@ -191,12 +204,6 @@ struct SubmitRequest {
   std::optional<std::string> idempotency_key;
 };
 
-struct Progress {
-  std::optional<double> percent;
-  std::optional<std::string> step;
-  std::optional<std::string> message;
-};
-
 // States of a task; see docs/protocol.md for the transitions.
 enum class TaskState {
   kQueued,
@@ -212,6 +219,13 @@ enum class TaskState {
 std::string_view to_string(TaskState state);
 std::optional<TaskState> task_state_from_string(std::string_view text);
 bool is_final(TaskState state);
+
+// The answer to complete and fail: the task's state after the report and, when the request
+// asked for it and a task was queued for this worker, the worker's next assignment.
+struct ReportAnswer {
+  TaskState state = TaskState::kQueued;
+  std::optional<Assignment> next;
+};
 
 struct TaskView {
   std::string id;
@@ -356,6 +370,7 @@ nlohmann::json to_json(const LogAppendResponse& v);
 nlohmann::json to_json(const TaskFailure& v);
 nlohmann::json to_json(const CompleteRequest& v);
 nlohmann::json to_json(const FailRequest& v);
+nlohmann::json to_json(const ReportAnswer& v);
 nlohmann::json to_json(const ArtifactInfo& v);
 nlohmann::json to_json(const SubmitRequest& v);
 nlohmann::json to_json(const Progress& v);
@@ -382,6 +397,7 @@ LogAppendRequest log_append_request_from_json(const nlohmann::json& j);
 LogAppendResponse log_append_response_from_json(const nlohmann::json& j);
 CompleteRequest complete_request_from_json(const nlohmann::json& j);
 FailRequest fail_request_from_json(const nlohmann::json& j);
+ReportAnswer report_answer_from_json(const nlohmann::json& j);
 SubmitRequest submit_request_from_json(const nlohmann::json& j);
 TaskView task_view_from_json(const nlohmann::json& j, const std::string& path = "$");
 TaskList task_list_from_json(const nlohmann::json& j);

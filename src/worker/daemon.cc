@@ -81,6 +81,8 @@ struct Report {
   std::optional<protocol::TaskResult> result;
   std::string status;  // for the log line
   wire::LogSummary log;
+  // The task's last progress when it was never sent (a short task's): goes with the report.
+  std::optional<wire::Progress> progress;
   // The orchestrator holds less of the log than `log` says (409 log_incomplete): sends the
   // rest from `held` and returns the new summary. Keeps the task's output alive until then.
   std::function<wire::LogSummary(std::uint64_t held)> resend_log;
@@ -95,6 +97,10 @@ constexpr int kHostFailuresToStandDown = 3;
 constexpr std::chrono::milliseconds kFitnessCheckEvery{5000};
 constexpr std::chrono::milliseconds kFirstFitnessCheck{5000};
 constexpr std::chrono::milliseconds kMaxFitnessCheck{300000};
+
+// A task says "started" only once it has run this long (ADR 0033): shorter ones are reported
+// by their result alone, one request and one commit instead of two.
+constexpr std::chrono::milliseconds kStartedAfter{50};
 
 // Heartbeats never wait longer than one interval for an answer (nor 10 s to connect), so
 // after a silent partition they resume within about one interval.
@@ -576,49 +582,60 @@ struct Daemon::Impl {
   void slot_loop(int slot) {
     OrchestratorClient client(options.config.orchestrator_url, {}, options.config.ca_file);
     Backoff backoff(options.backoff);
-    while (!drain_stop.fired()) {
-      if (!wait_until_fit()) break;
-      auto current = current_session();
-      if (!current) break;
-      auto wait = current->poll_timeout;
-      if (options.poll_wait) wait = std::min(wait, *options.poll_wait);
-      const auto asked = Clock::now();
+    // The task the last report brought back ("next"): claimed for this worker already, so it
+    // runs even if a drain began meanwhile (it finishes like the tasks running then).
+    std::optional<wire::Assignment> next;
+    std::shared_ptr<const Session> next_session;
+    while (next || !drain_stop.fired()) {
       std::optional<wire::Assignment> assignment;
-      try {
-        assignment = client.poll(current->credentials, wait, &drain_stop);
-      } catch (const Interrupted&) {
-        break;
-      } catch (const OrchestratorError& e) {
-        if (e.unauthorized()) {
-          session_rejected(current, client);
+      auto current = std::move(next_session);
+      if (next) {
+        assignment = std::move(next);
+        next.reset();
+      } else {
+        if (!wait_until_fit()) break;
+        current = current_session();
+        if (!current) break;
+        auto wait = current->poll_timeout;
+        if (options.poll_wait) wait = std::min(wait, *options.poll_wait);
+        const auto asked = Clock::now();
+        try {
+          assignment = client.poll(current->credentials, wait, &drain_stop);
+        } catch (const Interrupted&) {
+          break;
+        } catch (const OrchestratorError& e) {
+          if (e.unauthorized()) {
+            session_rejected(current, client);
+            continue;
+          }
+          const auto pause = backoff.next();
+          spdlog::warn("worker {}: slot {}: poll failed (attempt {}): {}; retrying in {} ms",
+                       current->credentials.worker_id, slot, backoff.failures(), e.what(),
+                       pause.count());
+          if (reconnected.wait_for(pause, drain_stop)) break;
+          continue;
+        } catch (const std::exception& e) {
+          const auto pause = backoff.next();
+          spdlog::error("worker {}: slot {}: poll failed here: {}; retrying in {} ms",
+                        current->credentials.worker_id, slot, e.what(), pause.count());
+          if (reconnected.wait_for(pause, drain_stop)) break;
           continue;
         }
-        const auto pause = backoff.next();
-        spdlog::warn("worker {}: slot {}: poll failed (attempt {}): {}; retrying in {} ms",
-                     current->credentials.worker_id, slot, backoff.failures(), e.what(),
-                     pause.count());
-        if (reconnected.wait_for(pause, drain_stop)) break;
-        continue;
-      } catch (const std::exception& e) {
-        const auto pause = backoff.next();
-        spdlog::error("worker {}: slot {}: poll failed here: {}; retrying in {} ms",
-                      current->credentials.worker_id, slot, e.what(), pause.count());
-        if (reconnected.wait_for(pause, drain_stop)) break;
-        continue;
-      }
-      if (!assignment) {
-        // An orchestrator that is shutting down or draining us answers at once: do not spin.
-        if (Clock::now() - asked <
-            std::min<std::chrono::milliseconds>(wait, std::chrono::seconds(1))) {
-          if (drain_stop.wait_for(backoff.next())) break;
-        } else {
-          backoff.reset();
+        if (!assignment) {
+          // An orchestrator that is shutting down or draining us answers at once: do not spin.
+          if (Clock::now() - asked <
+              std::min<std::chrono::milliseconds>(wait, std::chrono::seconds(1))) {
+            if (drain_stop.wait_for(backoff.next())) break;
+          } else {
+            backoff.reset();
+          }
+          continue;
         }
-        continue;
       }
       backoff.reset();
       try {
-        run_assignment(client, current, std::move(*assignment));
+        next = run_assignment(client, current, std::move(*assignment));
+        if (next) next_session = current;
       } catch (const std::exception& e) {
         // Its lease is no longer renewed: the orchestrator re-queues it after the lease TTL.
         spdlog::error("worker {}: slot {}: task abandoned after a failure of the worker: {}",
@@ -631,8 +648,10 @@ struct Daemon::Impl {
     changed.notify_all();
   }
 
-  void run_assignment(OrchestratorClient& client, const std::shared_ptr<const Session>& current,
-                      wire::Assignment assignment) {
+  // Runs the task and reports it; returns the next task when the report brought one back.
+  std::optional<wire::Assignment> run_assignment(OrchestratorClient& client,
+                                                 const std::shared_ptr<const Session>& current,
+                                                 wire::Assignment assignment) {
     auto task = std::make_shared<ActiveTask>();
     task->task_id = assignment.task_id;
     task->attempt = assignment.attempt;
@@ -648,7 +667,6 @@ struct Daemon::Impl {
     const std::string& worker = current->credentials.worker_id;
     spdlog::info("worker {}: task {} attempt {} assigned (type {})", worker, task->task_id,
                  task->attempt, assignment.task.value("type", "?"));
-    send_started(client, *task);
     std::unique_ptr<StagingDir> staging;
     Report report = execute(*task, assignment.task, staging);
     task->running = false;
@@ -664,9 +682,9 @@ struct Daemon::Impl {
     if (task->lease_lost.load()) {
       spdlog::info("worker {}: task {} attempt {} ended {}; not reported (lease lost)", worker,
                    task->task_id, task->attempt, report.status);
-    } else {
-      deliver(client, *task, report);
+      return std::nullopt;
     }
+    return deliver(client, *task, report);
   }
 
   // ---- standing down on a broken host ----
@@ -827,9 +845,19 @@ struct Daemon::Impl {
     return !reconnected.wait_for(wait, task.stop);
   }
 
+  // True when this worker takes new tasks now (not draining, not standing down).
+  bool taking_tasks() const {
+    if (drain_stop.fired()) return false;
+    std::lock_guard lock(mutex);
+    return !unfit;
+  }
+
   // Sends the report until the orchestrator has it. Lease lost (409), task gone (404) or
   // token revoked (401/403) drop it: the orchestrator has decided about that attempt already.
-  void deliver(OrchestratorClient& client, ActiveTask& task, const Report& report) {
+  // While this worker takes tasks, the report asks for the next one ("next"), which the
+  // orchestrator claims with the report and returns here: no poll, one commit.
+  std::optional<wire::Assignment> deliver(OrchestratorClient& client, ActiveTask& task,
+                                          const Report& report) {
     const std::string& worker = task.session->credentials.worker_id;
     Backoff backoff(options.backoff);
     std::size_t budget = 768 << 10;  // below the orchestrator's default 1 MiB JSON body limit
@@ -838,11 +866,14 @@ struct Daemon::Impl {
     for (;;) {
       try {
         FencedAnswer answer;
+        const bool next = taking_tasks();
         if (report.fail) {
           wire::FailRequest request;
           request.fence = task.fence();
           request.error = report.error;
           request.log = log;
+          request.progress = report.progress;
+          request.next = next;
           if (report.result) request.result = fit_result(*report.result, budget);
           answer = client.fail(task.session->credentials, task.task_id, request, &task.stop);
         } else {
@@ -850,24 +881,26 @@ struct Daemon::Impl {
           request.fence = task.fence();
           request.result = fit_result(*report.result, budget);
           request.log = log;
+          request.progress = report.progress;
+          request.next = next;
           answer = client.complete(task.session->credentials, task.task_id, request, &task.stop);
         }
         spdlog::info("worker {}: task {} attempt {} {}, reported (now {})", worker, task.task_id,
                      task.attempt, report.status,
                      answer.task_state.empty() ? "state not said" : answer.task_state);
-        return;
+        return std::move(answer.next);
       } catch (const Interrupted&) {
         if (!task.lease_lost.load()) {
           undelivered.fetch_add(1);
           spdlog::error("worker {}: task {} attempt {} {}: result NOT delivered (shutting down)",
                         worker, task.task_id, task.attempt, report.status);
         }
-        return;
+        return std::nullopt;
       } catch (const OrchestratorError& e) {
         if (e.ends_the_attempt()) {
           spdlog::warn("worker {}: task {} attempt {} {}: result dropped: {}", worker, task.task_id,
                        task.attempt, report.status, e.what());
-          return;
+          return std::nullopt;
         }
         if (e.status() == 409 && e.code() == "log_incomplete" && e.log_length() &&
             report.resend_log) {
@@ -898,11 +931,11 @@ struct Daemon::Impl {
           undelivered.fetch_add(1);
           spdlog::error("worker {}: task {} attempt {} {}: result refused: {}", worker,
                         task.task_id, task.attempt, report.status, e.what());
-          return;
+          return std::nullopt;
         }
-        if (!wait_before_retry(task, report, backoff, e.what())) return;
+        if (!wait_before_retry(task, report, backoff, e.what())) return std::nullopt;
       } catch (const std::exception& e) {
-        if (!wait_before_retry(task, report, backoff, e.what())) return;
+        if (!wait_before_retry(task, report, backoff, e.what())) return std::nullopt;
       }
     }
   }
@@ -1046,6 +1079,13 @@ class TaskReporter : public RunObserver {
     return summary();
   }
 
+  // The progress the orchestrator has not heard yet (a task that ended before it was sent).
+  std::optional<wire::Progress> unsent_progress() {
+    std::lock_guard lock(mutex_);
+    if (!progress_dirty_) return std::nullopt;
+    return progress_;
+  }
+
   // The orchestrator holds only `held` bytes: sends from there again.
   wire::LogSummary resend_from(std::uint64_t held) {
     shipper_.rewind(held);
@@ -1057,7 +1097,7 @@ class TaskReporter : public RunObserver {
   void ship_until_done() {
     bool said = false;
     while (!task_.stop.fired()) {
-      if (ship() && shipper_.acknowledged() >= shipper_.produced()) break;
+      if (ship(false) && shipper_.acknowledged() >= shipper_.produced()) break;
       if (!shipper_.stopped_reason().empty()) break;
       if (!said) {
         said = true;
@@ -1118,6 +1158,14 @@ class TaskReporter : public RunObserver {
   void loop() {
     auto not_before = Clock::now();
     std::unique_lock lock(mutex_);
+    // "started" waits a moment: a task that ends within it is reported once, by its result
+    // (which records the start and acknowledges the assignment), and one that runs on says so
+    // without holding up the start of its sandbox (ADR 0033).
+    if (!wakeup_.wait_for(lock, kStartedAfter, [this] { return closing_; })) {
+      lock.unlock();
+      daemon_.send_started(client_, task_);
+      lock.lock();
+    }
     for (;;) {
       wakeup_.wait_for(lock, std::chrono::milliseconds(500), [this] { return closing_ || wake_; });
       if (closing_) return;
@@ -1131,8 +1179,9 @@ class TaskReporter : public RunObserver {
     }
   }
 
-  // One round of log and progress; false when a retryable failure left something unsent.
-  bool ship() {
+  // One round of log and progress (only the log when `progress` is false: at the end the last
+  // progress goes with the report); false when a retryable failure left something unsent.
+  bool ship(bool progress = true) {
     bool ok = true;
     try {
       shipper_.flush(sink_);
@@ -1147,7 +1196,7 @@ class TaskReporter : public RunObserver {
       ok = false;
     }
     std::optional<wire::ProgressRequest> request;
-    {
+    if (progress) {
       std::lock_guard lock(mutex_);
       if (progress_dirty_) {
         request = wire::ProgressRequest{task_.fence(), progress_.percent, progress_.step, {}};
@@ -1247,6 +1296,7 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
     report.error = {"internal_error", e.what(), true};
   }
   report.log = reporter.finish();
+  report.progress = reporter.unsent_progress();
   report.resend_log = [shared_reporter](std::uint64_t held) {
     return shared_reporter->resend_from(held);
   };

@@ -336,7 +336,18 @@ FencedAnswer OrchestratorClient::fenced_json(const WorkerCredentials& worker,
   call.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
   call.bearer = &worker.token;
   auto answer = expect_success(call, stop);
-  return {header_or_empty(answer.headers, "x-tamma-task-state")};
+  FencedAnswer out{header_or_empty(answer.headers, "x-tamma-task-state"), std::nullopt};
+  if (body.contains("next")) {
+    // The report is in whatever this answer holds: an unreadable next assignment is only
+    // logged (the orchestrator re-queues an assignment nobody acknowledges), never retried.
+    try {
+      out.next = wire::report_answer_from_json(parse_answer(answer.body, answer.status, what)).next;
+    } catch (const std::exception& e) {
+      spdlog::error("the answer to {} of task {} has an unreadable next assignment: {}", what,
+                    task_id, e.what());
+    }
+  }
+  return out;
 }
 
 FencedAnswer OrchestratorClient::started(const WorkerCredentials& worker,

@@ -62,6 +62,8 @@ struct WorkerCredentials {
 // is seen on the next log flush instead of waiting for a heartbeat.
 struct FencedAnswer {
   std::string task_state;
+  // complete/fail sent with "next": the worker's next task, claimed with the report.
+  std::optional<wire::Assignment> next;
 };
 
 struct LogAppendAnswer {

@@ -259,6 +259,37 @@ TEST_F(DaemonTest, RunsASubmittedTaskAndStoresItsResultLogsAndProgress) {
       << "the worker id is logged instead";
 }
 
+// Queued tasks run back to back: each report brings back the next task (ADR 0033), so one poll
+// hands out the first and none of the others needs one.
+TEST_F(DaemonTest, QueuedTasksRunBackToBackEachReportBringingTheNext) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(orchestrator.submit(
+        {{"type", "command"},
+         {"steps",
+          {{{"name", "only"}, {"run", "echo task " + std::to_string(i) + " # " + marker_}}}}}));
+  }
+  auto worker = start_worker(orchestrator.url());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    auto task = orchestrator.wait_task(ids[i], in_state({"succeeded", "failed", "dead"}));
+    ASSERT_EQ(task["state"], "succeeded") << task.dump(2);
+    EXPECT_EQ(task["attempt"], 1);
+    EXPECT_EQ(orchestrator.logs(ids[i]), "task " + std::to_string(i) + "\n");
+    EXPECT_EQ(task["progress"]["percent"], 100) << "the last progress goes with the report";
+    EXPECT_TRUE(task.contains("startedAt")) << task.dump(2);
+  }
+  auto [status, metrics] = http_get(orchestrator.port(), "/metrics", kAdminToken);
+  ASSERT_EQ(status, 200);
+  const std::regex polls_answered(
+      R"(tamma_http_requests_total\{route="/api/v1/workers/\{id\}/poll",method="POST",code="200"\} ([0-9]+))");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(metrics, m, polls_answered)) << metrics;
+  EXPECT_EQ(m[1], "1") << "only the first task came by poll; each report brought the next";
+  worker->send_signal(SIGTERM);
+  EXPECT_EQ(worker->wait(30s).exit_code, 0);
+}
+
 TEST_F(DaemonTest, ACancelFromTheOrchestratorReachesTheRunningTaskWithinOneHeartbeat) {
   Orchestrator orchestrator(dir_.path(), fast_orchestrator());
   auto worker = start_worker(orchestrator.url());

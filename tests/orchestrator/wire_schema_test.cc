@@ -312,7 +312,7 @@ TEST(WireSchema, ServerAnswersConformToTheSchema) {
   conforms(admin->get("/ready").json(), "HealthStatus");
   conforms(server.anonymous()->get("/health").json(), "HealthStatus");
   conforms(admin->post_json("/api/v1/tasks", {{"task", {{"type", 1}}}}).json(), "ErrorBody");
-  conforms(worker.complete(id, 1, a["leaseId"]).json(), "FencedWriteResponse");
+  conforms(worker.complete(id, 1, a["leaseId"]).json(), "ReportResponse");
   conforms(admin->get("/api/v1/nope").json(), "ErrorBody");
 }
 

@@ -859,7 +859,7 @@ LogAppendOutcome PostgresStore::append_log(const std::string& task_id, const std
 }
 
 FenceOutcome PostgresStore::complete(const std::string& task_id, const std::string& worker_id,
-                                     const wire::CompleteRequest& request) {
+                                     const wire::CompleteRequest& request, const NextClaim* next) {
   std::string status = request.result.value("status", "");
   std::string state = status == "succeeded"   ? "succeeded"
                       : status == "cancelled" ? "cancelled"
@@ -871,13 +871,14 @@ FenceOutcome PostgresStore::complete(const std::string& task_id, const std::stri
   // The task, its attempt's end and the audit record: one statement, one round trip.
   static const std::string sql =
       "WITH u AS (UPDATE tasks SET state = $5, result = $6, error = $7, lease_expires_at = NULL, "
-      "  log_missing_bytes = $8::bigint, finished_at = " TAMMA_NOW ", updated_at = " TAMMA_NOW
+      "  log_missing_bytes = $8::bigint, started_at = COALESCE(started_at, claimed_at), "
+      "  progress = COALESCE($9, progress), finished_at = " TAMMA_NOW ", updated_at = " TAMMA_NOW
       "  WHERE " TAMMA_FENCE
       " RETURNING id, attempt, worker_id, state), "
       "a AS (UPDATE attempts SET ended_at = " TAMMA_NOW
       ", outcome = u.state FROM u "
       "  WHERE attempts.task_id = u.id AND attempts.attempt = u.attempt), " +
-      audit_cte(8, "u", false) + " SELECT state, attempt FROM u";
+      audit_cte(9, "u", false) + " SELECT state, attempt FROM u";
   std::vector<PgParam> params{task_id,
                               request.fence.attempt,
                               request.fence.lease_id,
@@ -885,17 +886,26 @@ FenceOutcome PostgresStore::complete(const std::string& task_id, const std::stri
                               state,
                               request.result.dump(),
                               error,
-                              i64(request.log.missing_bytes)};
+                              i64(request.log.missing_bytes),
+                              progress_text(request.progress)};
   append_audit(
       params, actor(), wire::AuditAction::kComplete,
       complete_entry(task_id, request.fence.attempt, worker_id, state_of(state), status).detail);
   auto s = db_->write(sql, params);
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, request.fence.attempt);
-  return fenced(s);
+  return with_next_claim(fenced(s), next);
+}
+
+// The report is committed on its own; the claim follows as its own pipeline (one more round
+// trip, not one more request from the worker).
+FenceOutcome PostgresStore::with_next_claim(FenceOutcome out, const NextClaim* next) {
+  if (next) out.next = claim(next->worker, next->lease_id, next->lease_ttl);
+  return out;
 }
 
 FenceOutcome PostgresStore::fail(const std::string& task_id, const std::string& worker_id,
-                                 const wire::FailRequest& request, const RetryPolicy& policy) {
+                                 const wire::FailRequest& request, const RetryPolicy& policy,
+                                 const NextClaim* next) {
   // A host failure ($10) is excused from maxRetries up to kExcusedHostFailures ($11): EXCUSED
   // is the count after this one. Every expression reads the row as it was. The attempt's end
   // ($14) and the audit record come in the same statement.
@@ -919,14 +929,15 @@ FenceOutcome PostgresStore::fail(const std::string& task_id, const std::string& 
       "  avoid_worker = CASE WHEN $10::boolean THEN worker_id ELSE avoid_worker END, "
       "  avoid_until = CASE WHEN $10::boolean THEN " TAMMA_NOW
       " + $13::bigint ELSE avoid_until END, "
-      "  log_missing_bytes = $12::bigint, "
+      "  log_missing_bytes = $12::bigint, started_at = COALESCE(started_at, claimed_at), "
+      "  progress = COALESCE($15, progress), "
       "  error = $6, result = $7, lease_expires_at = NULL, updated_at = " TAMMA_NOW
       " WHERE " TAMMA_FENCE
       " RETURNING id, attempt, worker_id, state), "
       "a AS (UPDATE attempts SET ended_at = " TAMMA_NOW
       ", outcome = $14 FROM u "
       "  WHERE attempts.task_id = u.id AND attempts.attempt = u.attempt), " +
-      audit_cte(14, "u", true) + " SELECT state, attempt FROM u";
+      audit_cte(15, "u", true) + " SELECT state, attempt FROM u";
 #undef EXCUSED
   std::vector<PgParam> params{
       task_id,
@@ -942,12 +953,13 @@ FenceOutcome PostgresStore::fail(const std::string& task_id, const std::string& 
       kExcusedHostFailures,
       i64(request.log.missing_bytes),
       ms(policy.avoid_failed_host),
-      "failed: " + request.error.code};
+      "failed: " + request.error.code,
+      progress_text(request.progress)};
   append_audit(params, actor(), wire::AuditAction::kFail,
                fail_detail(TaskState::kFailed, request.error));
   auto s = db_->write(sql, params);
   if (s.rows() == 0) return diagnose(*db_, task_id, worker_id, request.fence.attempt);
-  return fenced(s);
+  return with_next_claim(fenced(s), next);
 }
 
 FenceOutcome PostgresStore::add_artifact(const std::string& task_id, const std::string& worker_id,

@@ -67,9 +67,11 @@ class PostgresStore : public Store {
                               const wire::Fence& fence, std::uint64_t offset, std::string_view data,
                               std::uint64_t max_bytes) override;
   FenceOutcome complete(const std::string& task_id, const std::string& worker_id,
-                        const wire::CompleteRequest& request) override;
+                        const wire::CompleteRequest& request,
+                        const NextClaim* next = nullptr) override;
   FenceOutcome fail(const std::string& task_id, const std::string& worker_id,
-                    const wire::FailRequest& request, const RetryPolicy& policy) override;
+                    const wire::FailRequest& request, const RetryPolicy& policy,
+                    const NextClaim* next = nullptr) override;
   FenceOutcome add_artifact(const std::string& task_id, const std::string& worker_id,
                             const wire::Fence& fence, const wire::ArtifactInfo& info,
                             const std::string& stored_path) override;
@@ -111,6 +113,8 @@ class PostgresStore : public Store {
   std::vector<PgStatement> claim_statements(const WorkerInfo& worker, const std::string& lease_id,
                                             std::chrono::milliseconds lease_ttl,
                                             const std::string* new_task_id);
+  // `out` with the next claim a report asked for, when one was asked for.
+  FenceOutcome with_next_claim(FenceOutcome out, const NextClaim* next);
   // The claim the last statement of claim_statements() returned, if any.
   static std::optional<Claim> claim_from(const PgResult& result, const std::string& lease_id,
                                          std::chrono::milliseconds lease_ttl);

@@ -841,7 +841,7 @@ LogAppendOutcome SqliteStore::append_log(const std::string& task_id, const std::
 }
 
 FenceOutcome SqliteStore::complete(const std::string& task_id, const std::string& worker_id,
-                                   const wire::CompleteRequest& request) {
+                                   const wire::CompleteRequest& request, const NextClaim* next) {
   std::string status = request.result.value("status", "");
   std::string state = status == "succeeded"   ? "succeeded"
                       : status == "cancelled" ? "cancelled"
@@ -853,15 +853,18 @@ FenceOutcome SqliteStore::complete(const std::string& task_id, const std::string
   }
   auto s = db_.prepare(
       "UPDATE tasks SET state = ?5, result = ?6, error = ?7, lease_expires_at = NULL, "
-      "log_missing_bytes = ?8, finished_at = " TAMMA_NOW ", updated_at = " TAMMA_NOW
-      " WHERE " TAMMA_FENCE " RETURNING state, attempt");
+      "log_missing_bytes = ?8, started_at = COALESCE(started_at, claimed_at), "
+      "progress = COALESCE(?9, progress), "
+      "finished_at = " TAMMA_NOW ", updated_at = " TAMMA_NOW " WHERE " TAMMA_FENCE
+      " RETURNING state, attempt");
   s.bind(1, task_id)
       .bind(2, request.fence.attempt)
       .bind(3, request.fence.lease_id)
       .bind(4, worker_id)
       .bind(5, state)
       .bind(6, request.result.dump())
-      .bind(8, static_cast<std::int64_t>(request.log.missing_bytes));
+      .bind(8, static_cast<std::int64_t>(request.log.missing_bytes))
+      .bind(9, progress_text(request.progress));
   if (error.is_object()) {
     s.bind(7, error.dump());
   } else {
@@ -873,12 +876,14 @@ FenceOutcome SqliteStore::complete(const std::string& task_id, const std::string
   }
   end_attempt(task_id, out.attempt, state);
   record(complete_entry(task_id, out.attempt, worker_id, out.state, status));
+  if (next) out.next = claim_in_transaction(next->worker, next->lease_id, next->lease_ttl);
   tx.commit();
   return out;
 }
 
 FenceOutcome SqliteStore::fail(const std::string& task_id, const std::string& worker_id,
-                               const wire::FailRequest& request, const RetryPolicy& policy) {
+                               const wire::FailRequest& request, const RetryPolicy& policy,
+                               const NextClaim* next) {
   Transaction tx(db_);
   // A host failure (?10) is excused from maxRetries up to kExcusedHostFailures (?11): EXCUSED
   // below is the count after this one. Every expression reads the row as it was.
@@ -902,7 +907,8 @@ FenceOutcome SqliteStore::fail(const std::string& task_id, const std::string& wo
       "  avoid_worker = CASE WHEN ?10 THEN worker_id ELSE avoid_worker END, "
       "  avoid_until = CASE WHEN ?10 THEN " TAMMA_NOW
       " + ?13 ELSE avoid_until END, "
-      "  log_missing_bytes = ?12, "
+      "  log_missing_bytes = ?12, started_at = COALESCE(started_at, claimed_at), "
+      "  progress = COALESCE(?14, progress), "
       "  error = ?6, result = ?7, lease_expires_at = NULL, updated_at = " TAMMA_NOW
       " "
       "WHERE " TAMMA_FENCE " RETURNING state, attempt");
@@ -919,7 +925,8 @@ FenceOutcome SqliteStore::fail(const std::string& task_id, const std::string& wo
       .bind(10, host_failure ? 1 : 0)
       .bind(11, kExcusedHostFailures)
       .bind(12, static_cast<std::int64_t>(request.log.missing_bytes))
-      .bind(13, static_cast<std::int64_t>(policy.avoid_failed_host.count()));
+      .bind(13, static_cast<std::int64_t>(policy.avoid_failed_host.count()))
+      .bind(14, progress_text(request.progress));
   if (request.result) {
     s.bind(7, request.result->dump());
   } else {
@@ -932,6 +939,7 @@ FenceOutcome SqliteStore::fail(const std::string& task_id, const std::string& wo
   end_attempt(task_id, out.attempt, "failed: " + request.error.code);
   record({wire::AuditAction::kFail, task_id, out.attempt, worker_id,
           fail_detail(out.state, request.error)});
+  if (next) out.next = claim_in_transaction(next->worker, next->lease_id, next->lease_ttl);
   tx.commit();
   return out;
 }

@@ -59,9 +59,11 @@ class SqliteStore : public Store {
                               const wire::Fence& fence, std::uint64_t offset, std::string_view data,
                               std::uint64_t max_bytes) override;
   FenceOutcome complete(const std::string& task_id, const std::string& worker_id,
-                        const wire::CompleteRequest& request) override;
+                        const wire::CompleteRequest& request,
+                        const NextClaim* next = nullptr) override;
   FenceOutcome fail(const std::string& task_id, const std::string& worker_id,
-                    const wire::FailRequest& request, const RetryPolicy& policy) override;
+                    const wire::FailRequest& request, const RetryPolicy& policy,
+                    const NextClaim* next = nullptr) override;
   FenceOutcome add_artifact(const std::string& task_id, const std::string& worker_id,
                             const wire::Fence& fence, const wire::ArtifactInfo& info,
                             const std::string& stored_path) override;

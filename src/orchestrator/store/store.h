@@ -81,6 +81,15 @@ struct FenceOutcome {
   FenceStatus status = FenceStatus::kOk;
   wire::TaskState state = wire::TaskState::kQueued;  // the task's state after the call
   int attempt = 0;                                   // the task's current attempt
+  std::optional<Claim> next;                         // complete/fail with a NextClaim: its claim
+};
+
+// A report (complete or fail) that asks for the reporting worker's next task: claimed in the
+// report's own transaction, so the slot the report frees is filled with one commit, not two.
+struct NextClaim {
+  WorkerInfo worker;  // as read before the report (capabilities; the slot count is re-checked)
+  std::string lease_id;
+  std::chrono::milliseconds lease_ttl{0};
 };
 
 struct LogAppendOutcome {
@@ -257,10 +266,14 @@ class Store {
   virtual LogAppendOutcome append_log(const std::string& task_id, const std::string& worker_id,
                                       const wire::Fence& fence, std::uint64_t offset,
                                       std::string_view data, std::uint64_t max_bytes) = 0;
+  // `next` (may be null): claim the worker's next task in the same transaction, once the
+  // report was accepted.
   virtual FenceOutcome complete(const std::string& task_id, const std::string& worker_id,
-                                const wire::CompleteRequest& request) = 0;
+                                const wire::CompleteRequest& request,
+                                const NextClaim* next = nullptr) = 0;
   virtual FenceOutcome fail(const std::string& task_id, const std::string& worker_id,
-                            const wire::FailRequest& request, const RetryPolicy& policy) = 0;
+                            const wire::FailRequest& request, const RetryPolicy& policy,
+                            const NextClaim* next = nullptr) = 0;
   // Checks the fence, then records the artifact (its bytes are already on disk).
   virtual FenceOutcome add_artifact(const std::string& task_id, const std::string& worker_id,
                                     const wire::Fence& fence, const wire::ArtifactInfo& info,

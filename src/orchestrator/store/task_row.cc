@@ -39,4 +39,9 @@ nlohmann::json labels_json(const std::map<std::string, std::string>& labels) {
   return j;
 }
 
+std::optional<std::string> progress_text(const std::optional<wire::Progress>& progress) {
+  if (!progress) return std::nullopt;
+  return wire::to_json(*progress).dump();
+}
+
 }  // namespace tamma::orchestrator

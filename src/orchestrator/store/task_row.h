@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,8 @@ std::string rfc3339(std::int64_t ms);
 wire::TaskState state_of(const std::string& text);
 std::map<std::string, std::string> labels_of(const std::string& text);
 nlohmann::json labels_json(const std::map<std::string, std::string>& labels);
+// A report's progress as the progress column holds it; nullopt (NULL) keeps the task's own.
+std::optional<std::string> progress_text(const std::optional<wire::Progress>& progress);
 
 // The columns, in this order: id, type, state, attempt, max_retries, priority, labels,
 // worker_id, idempotency_key, progress, result, error, retry_in_ms, log_length, created_at,
