@@ -139,7 +139,7 @@ export interface CompleteRequest {
   logBytes?: number;
   /** output the worker could not deliver at all; kept on the task */
   logMissingBytes?: number;
-  /** the attempt's last progress when the worker did not send it (a task under 50 ms sends none) */
+  /** the attempt's last progress when the worker did not send it (sent every 500 ms: a shorter task sends none) */
   progress?: Progress;
   /** hand back this worker's next task, claimed in this report's transaction, if one is queued for it now */
   next?: boolean;

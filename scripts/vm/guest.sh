@@ -69,7 +69,7 @@ if [ -n "${TAMMA_VM_USER:-}" ]; then
   # The subshell enters the group and becomes the worker: the only process in it.
   (
     echo "$BASHPID" >"$group/cgroup.procs"
-    HOME=$home TMPDIR=$home exec setpriv --reuid="$user" --regid="$user" --clear-groups \
+    HOME=$home TMPDIR=$home EXPECT_ISOLATION_TIER=rootless exec setpriv --reuid="$user" --regid="$user" --clear-groups \
       --inh-caps=-all --bounding-set=-all "$TAMMA_VM_BINARY" "--gtest_filter=$TAMMA_VM_FILTER" \
       "--gtest_output=xml:$home/report.xml" --gtest_color=no
   ) || rc=$?

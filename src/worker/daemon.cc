@@ -98,10 +98,6 @@ constexpr std::chrono::milliseconds kFitnessCheckEvery{5000};
 constexpr std::chrono::milliseconds kFirstFitnessCheck{5000};
 constexpr std::chrono::milliseconds kMaxFitnessCheck{300000};
 
-// A task says "started" only once it has run this long (ADR 0033): shorter ones are reported
-// by their result alone, one request and one commit instead of two.
-constexpr std::chrono::milliseconds kStartedAfter{50};
-
 // Heartbeats never wait longer than one interval for an answer (nor 10 s to connect), so
 // after a silent partition they resume within about one interval.
 ClientTimeouts heartbeat_timeouts(std::chrono::milliseconds interval) {
@@ -1049,9 +1045,9 @@ class TaskReporter : public RunObserver {
     steps_ = std::max<std::size_t>(count, 1);
     progress_.percent = 100.0 * static_cast<double>(index) / static_cast<double>(steps_);
     progress_.step = name;
+    // Sent on the next tick, not now: a task that ends before it sends its last progress with
+    // its report (ADR 0033).
     progress_dirty_ = true;
-    wake_ = true;
-    wakeup_.notify_one();
   }
 
   void on_step_end(std::size_t index, const protocol::StepResult&) override {
@@ -1158,14 +1154,12 @@ class TaskReporter : public RunObserver {
   void loop() {
     auto not_before = Clock::now();
     std::unique_lock lock(mutex_);
-    // "started" waits a moment: a task that ends within it is reported once, by its result
-    // (which records the start and acknowledges the assignment), and one that runs on says so
-    // without holding up the start of its sandbox (ADR 0033).
-    if (!wakeup_.wait_for(lock, kStartedAfter, [this] { return closing_; })) {
-      lock.unlock();
-      daemon_.send_started(client_, task_);
-      lock.lock();
-    }
+    // "started" goes first, from this thread: it acknowledges the assignment at once (a
+    // worker that dies in the task's first moments still spends an attempt, ADR 0022) without
+    // holding up the start of the sandbox (ADR 0033).
+    lock.unlock();
+    daemon_.send_started(client_, task_);
+    lock.lock();
     for (;;) {
       wakeup_.wait_for(lock, std::chrono::milliseconds(500), [this] { return closing_ || wake_; });
       if (closing_) return;
