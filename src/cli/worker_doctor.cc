@@ -4,6 +4,7 @@
 
 #include "cli/worker_cli.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "egress/listener.h"
 #include "sandbox/host.h"
 #include "sandbox/net.h"
@@ -42,6 +43,9 @@ Subcommand add_doctor_command(CLI::App& app) {
   doctor->add_option("--workspace-root", *workspace_root,
                      "Where task workspaces are made (its disk is checked)");
   return {doctor, [json, workspace_root]() {
+            // Warnings on the way (a worker moving itself into a leaf cgroup, say) go to
+            // stderr: the report on stdout stays one JSON document.
+            setup_logging("warn", "text");
             sandbox::HostCapabilities caps = sandbox::probe_host();
             // What a task needs from the host right now: the same check a daemon makes before
             // it takes tasks again after standing down.

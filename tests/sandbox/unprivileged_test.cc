@@ -276,6 +276,26 @@ TEST(UnprivilegedTier, TheCliRefusesWithExit6AndDoctorNamesTheTier) {
   EXPECT_EQ(ran.exit_code, 0) << ran.out << ran.err;
   EXPECT_NE(ran.out.find("ran\\n"), std::string::npos) << ran.out;
 
+  // A disk limit cannot be enforced either (no loop mount): with allowDegraded the task runs
+  // and its result says the limit was not there.
+  std::vector<std::string> with_disk = run;
+  with_disk.insert(with_disk.begin() + 2, {"--disk", "50M"});
+  auto disk = tamma::testing::run_process(
+      with_disk, {"TAMMA_ISOLATION=unprivileged", "TAMMA_ALLOW_DEGRADED=true"});
+  EXPECT_EQ(disk.exit_code, 0) << disk.out << disk.err;
+  EXPECT_NE(disk.out.find("disk limit not enforced"), std::string::npos) << disk.out;
+  // A background child holding the output pipe does not keep the task (nor the worker) alive:
+  // the tree is killed when the main process ends.
+  const std::string sleeper = "sleep 600." + std::to_string(::getpid());
+  std::vector<std::string> held = run;
+  held.back() = sleeper + " & echo started";
+  auto pipe = tamma::testing::run_process(
+      held, {"TAMMA_ISOLATION=unprivileged", "TAMMA_ALLOW_DEGRADED=true"},
+      std::chrono::seconds(60));
+  EXPECT_FALSE(pipe.timed_out) << "a held pipe hung the worker";
+  EXPECT_EQ(pipe.exit_code, 0) << pipe.out << pipe.err;
+  EXPECT_TRUE(tamma::testing::processes_with(sleeper).empty()) << "the background child lived on";
+
   auto doctor = tamma::testing::run_process(
       {TAMMA_WORKER_BINARY, "doctor", "--json", "--workspace-root", root.path().string()},
       {"TAMMA_ISOLATION=unprivileged"});
