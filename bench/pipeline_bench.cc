@@ -17,6 +17,9 @@
 //   --throughput-tasks  tasks per throughput configuration (default 1000)
 //   --keep              keep the scratch directory (logs, database) and print where it is
 //
+// TAMMA_BENCH_WORKER and TAMMA_BENCH_ORCHESTRATOR name other binaries than this build's (an
+// older build, for a before/after comparison in one run).
+//
 // Needs root (the sandbox's cgroups and namespaces). Leaves nothing behind: the programs are
 // stopped (and die with this one, PR_SET_PDEATHSIG) and the scratch directory is removed.
 
@@ -31,6 +34,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -63,6 +67,16 @@ constexpr const char* kAdmin = "bench-admin-token-0123456789";
 constexpr const char* kRegistration = "bench-registration-token-0123456789";
 
 std::atomic<bool> g_interrupted{false};
+
+// This build's programs, unless the environment names others.
+std::string binary(const char* variable, const char* built) {
+  const char* other = std::getenv(variable);
+  return other != nullptr && *other != '\0' ? other : built;
+}
+std::string worker_binary() { return binary("TAMMA_BENCH_WORKER", TAMMA_WORKER_BINARY); }
+std::string orchestrator_binary() {
+  return binary("TAMMA_BENCH_ORCHESTRATOR", TAMMA_ORCHESTRATOR_BINARY);
+}
 void on_signal(int) { g_interrupted = true; }
 void check_interrupted() {
   if (g_interrupted) throw std::runtime_error("interrupted");
@@ -226,8 +240,8 @@ class Orchestrator {
   explicit Orchestrator(const fs::path& dir) {
     fs::create_directories(dir);
     program_ = std::make_unique<Program>(
-        std::vector<std::string>{TAMMA_ORCHESTRATOR_BINARY, "serve", "--listen", "127.0.0.1:0",
-                                 "--db", "sqlite:" + (dir / "db.sqlite").string(), "--data-dir",
+        std::vector<std::string>{orchestrator_binary(), "serve", "--listen", "127.0.0.1:0", "--db",
+                                 "sqlite:" + (dir / "db.sqlite").string(), "--data-dir",
                                  (dir / "data").string(), "--sqlite-synchronous", "full"},
         std::vector<std::string>{std::string("TAMMA_ADMIN_TOKEN=") + kAdmin,
                                  std::string("TAMMA_REGISTRATION_TOKEN=") + kRegistration},
@@ -242,7 +256,8 @@ class Orchestrator {
         url_ = "http://127.0.0.1:" + std::to_string(std::stoi(log.substr(at + kAnnounce.size())));
         break;
       }
-      if (Clock::now() >= until) throw std::runtime_error("the orchestrator did not start:\n" + log);
+      if (Clock::now() >= until)
+        throw std::runtime_error("the orchestrator did not start:\n" + log);
       std::this_thread::sleep_for(10ms);
     }
     admin_ = std::make_unique<orch::HttpClient>(url_, kAdmin);
@@ -278,7 +293,7 @@ std::unique_ptr<Program> start_daemon(const Orchestrator& orchestrator, const fs
                                       int slots, const std::string& log_level) {
   fs::create_directories(dir / "workspaces");
   return std::make_unique<Program>(
-      std::vector<std::string>{TAMMA_WORKER_BINARY, "start", "--orchestrator", orchestrator.url(),
+      std::vector<std::string>{worker_binary(), "start", "--orchestrator", orchestrator.url(),
                                "--workspace-root", (dir / "workspaces").string(), "--slots",
                                std::to_string(slots), "--log-level", log_level},
       std::vector<std::string>{std::string("TAMMA_TOKEN=") + kRegistration}, dir / "worker.log");
@@ -381,9 +396,9 @@ PickupFigures measure_pickup(const fs::path& dir, const Options& options) {
 
 // The anchor: bench/celery_pickup.py; nullopt (and why) when it cannot run here.
 std::optional<json> measure_celery(const Options& options, std::string& why) {
-  const std::string command = fmt::format(
-      "/usr/bin/python3 {}/bench/celery_pickup.py --json --tasks {} --warmup {} 2>&1",
-      TAMMA_SOURCE_DIR, options.tasks, options.warmup);
+  const std::string command =
+      fmt::format("/usr/bin/python3 {}/bench/celery_pickup.py --json --tasks {} --warmup {} 2>&1",
+                  TAMMA_SOURCE_DIR, options.tasks, options.warmup);
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) {
     why = "cannot start python3";
@@ -445,8 +460,7 @@ ThroughputFigures measure_throughput(const fs::path& dir, int slots, int tasks) 
   const auto began = Clock::now();
   std::vector<std::unique_ptr<Program>> daemons;
   for (int d = 0; d < 2; ++d) {
-    daemons.push_back(
-        start_daemon(orchestrator, dir / fmt::format("worker-{}", d), slots, "warn"));
+    daemons.push_back(start_daemon(orchestrator, dir / fmt::format("worker-{}", d), slots, "warn"));
   }
   const std::string done_metric = "tamma_tasks{state=\"succeeded\"}";
   const auto until = Clock::now() + std::chrono::seconds(60 + tasks / 10);
@@ -474,8 +488,8 @@ ThroughputFigures measure_throughput(const fs::path& dir, int slots, int tasks) 
 }
 
 void print_spread(const char* label, const Spread& s) {
-  std::printf("  %-44s p50 %7.2f  p90 %7.2f  p99 %7.2f  max %7.2f ms\n", label, s.p50, s.p90,
-              s.p99, s.max);
+  std::printf("  %-44s p50 %7.2f  p90 %7.2f  p99 %7.2f  max %7.2f ms\n", label, s.p50, s.p90, s.p99,
+              s.max);
 }
 
 Spread spread_from_json(const json& j) {
@@ -485,7 +499,7 @@ Spread spread_from_json(const json& j) {
 int run(const Options& options) {
   ScratchDir scratch;
   scratch.keep = options.keep;
-  std::printf("pipeline_bench: %s, %u CPUs, load %s", TAMMA_WORKER_BINARY,
+  std::printf("pipeline_bench: %s, %u CPUs, load %s", worker_binary().c_str(),
               std::thread::hardware_concurrency(), read_text("/proc/loadavg").c_str());
 
   std::fprintf(stderr, "pipeline_bench: pickup, %d tasks ...\n", options.tasks);
@@ -569,8 +583,10 @@ int main(int argc, char** argv) {
       } else if (arg == "--keep") {
         options.keep = true;
       } else {
-        std::fprintf(stderr, "usage: %s [--tasks N] [--warmup N] [--throughput-tasks N] "
-                     "[--slots 1,2,4] [--no-celery] [--keep]\n", argv[0]);
+        std::fprintf(stderr,
+                     "usage: %s [--tasks N] [--warmup N] [--throughput-tasks N] "
+                     "[--slots 1,2,4] [--no-celery] [--keep]\n",
+                     argv[0]);
         return 2;
       }
     } catch (const std::exception& e) {
@@ -582,7 +598,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pipeline_bench: --tasks and --throughput-tasks must be at least 1\n");
     return 2;
   }
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
