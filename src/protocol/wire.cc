@@ -516,15 +516,29 @@ LogSummary log_summary_from(const ObjectReader& r) {
   return log;
 }
 
+// What complete and fail both carry after their own members: the log summary, the last
+// progress the worker did not send, and whether the next task may come back.
+template <class Report>
+void put_report_tail(json& j, const Report& v) {
+  put_log_summary(j, v.log);
+  if (v.progress) put_progress(j["progress"] = json::object(), *v.progress);
+  if (v.next) j["next"] = true;
+}
+
+template <class Report>
+void read_report_tail(const ObjectReader& r, Report& v) {
+  v.log = log_summary_from(r);
+  v.progress = report_progress_from(r);
+  v.next = r.opt_bool("next").value_or(false);
+}
+
 }  // namespace
 
 json to_json(const CompleteRequest& v) {
   json j = json::object();
   put_fence(j, v.fence);
   j["result"] = v.result;
-  put_log_summary(j, v.log);
-  if (v.progress) put_progress(j["progress"] = json::object(), *v.progress);
-  if (v.next) j["next"] = true;
+  put_report_tail(j, v);
   return j;
 }
 
@@ -533,9 +547,7 @@ json to_json(const FailRequest& v) {
   put_fence(j, v.fence);
   j["error"] = to_json(v.error);
   if (v.result) j["result"] = *v.result;
-  put_log_summary(j, v.log);
-  if (v.progress) put_progress(j["progress"] = json::object(), *v.progress);
-  if (v.next) j["next"] = true;
+  put_report_tail(j, v);
   return j;
 }
 
@@ -800,9 +812,7 @@ CompleteRequest complete_request_from_json(const json& j) {
                         "' is not one of succeeded, failed, timeout, limit_exceeded, cancelled, "
                         "error");
   }
-  v.log = log_summary_from(r);
-  v.progress = report_progress_from(r);
-  v.next = r.opt_bool("next").value_or(false);
+  read_report_tail(r, v);
   return v;
 }
 
@@ -815,9 +825,7 @@ FailRequest fail_request_from_json(const json& j) {
     if (!result->is_object()) throw WireError(r.at("result"), "expected an object");
     v.result = *result;
   }
-  v.log = log_summary_from(r);
-  v.progress = report_progress_from(r);
-  v.next = r.opt_bool("next").value_or(false);
+  read_report_tail(r, v);
   return v;
 }
 
