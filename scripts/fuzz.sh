@@ -75,6 +75,7 @@ dictionary_of() {
   mkdir -p "$build_dir/fuzz-dict"
   local parts=(fuzz/dict/json.dict)
   [ "$name" != junit ] || parts=(fuzz/dict/xml.dict)
+  [ "$name" != lone_command ] || parts=()
   [ ! -f "fuzz/dict/$name.dict" ] || parts+=("fuzz/dict/$name.dict")
   cat "${parts[@]}" >"$out"
   echo "$out"

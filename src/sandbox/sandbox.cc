@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -50,6 +51,8 @@ constexpr const char* kHostname = "tamma-task";
 constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 // A jail is built in about a millisecond; this only bounds a child stuck in the kernel.
 constexpr int kSetupTimeoutMs = 30'000;
+// PWD=... or _=... of a lone command's environment: a path, with its name.
+constexpr std::size_t kExportSlotBytes = PATH_MAX + 8;
 // The task's code between clone and execve uses a few hundred bytes of stack.
 constexpr std::size_t kTaskStackBytes = 64 * 1024;
 
@@ -399,6 +402,20 @@ class SandboxImpl final : public Sandbox {
     candidate_ptrs.push_back(nullptr);
     std::vector<char*> argv = c_strings(command.argv);
     std::vector<char*> envp = c_strings(command.env);
+    std::vector<char*> shell_argv;
+    std::vector<char> exported_slots;
+    std::vector<char*> exported_envp;
+    if (!command.shell_argv.empty()) {
+      shell_argv = c_strings(command.shell_argv);
+      // What bash exports when it execs a command: SHLVL as it got it (lone_command() leaves
+      // a set SHLVL to the shell, so 0), PWD and _ filled in by the child.
+      exported_slots.assign(2 * kExportSlotBytes, '\0');
+      exported_envp.assign(envp.begin(), envp.end() - 1);
+      exported_envp.push_back(const_cast<char*>("SHLVL=0"));
+      exported_envp.push_back(exported_slots.data());
+      exported_envp.push_back(exported_slots.data() + kExportSlotBytes);
+      exported_envp.push_back(nullptr);
+    }
     std::string cwd;
     MountPlan mounts;
     std::shared_ptr<const MountTemplate> jail_template;
@@ -538,6 +555,14 @@ class SandboxImpl final : public Sandbox {
     plan.envp = envp.data();
     plan.exec_candidates = candidate_ptrs.data();
     plan.workdir = cwd.c_str();
+    if (!shell_argv.empty()) {
+      plan.envp = exported_envp.data();
+      plan.fallback_argv = shell_argv.data();
+      plan.fallback_envp = envp.data();
+      plan.pwd_slot = exported_slots.data();
+      plan.underscore_slot = exported_slots.data() + kExportSlotBytes;
+      plan.slot_bytes = kExportSlotBytes;
+    }
     plan.ignored_signals = ignored_signals();
     plan.stdin_fd = command.stdin_fd;
     plan.stdout_fd = command.stdout_fd;

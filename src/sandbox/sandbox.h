@@ -84,6 +84,10 @@ struct Command {
   int stdout_fd = -1;               // write ends owned by the caller; dup'ed into the task
   int stderr_fd = -1;
   int stdin_fd = -1;  // read end owned by the caller; -1 gives the task /dev/null
+  // A lone command in place of the shell that would exec it (worker/lone_command.h): the task
+  // also gets PWD, SHLVL and _ as bash exports them, and when argv cannot be exec'ed,
+  // `shell_argv` runs with `env` unchanged.
+  std::vector<std::string> shell_argv;
 };
 
 struct ExitStatus {

@@ -119,6 +119,15 @@ int setup_stdio(const ChildPlan& plan) {
   return 0;
 }
 
+// "<prefix><value>" into slot (bytes long), cut to fit; no allocation after the clone.
+TAMMA_ON_TASK_STACK void fill_slot(char* slot, std::size_t bytes, const char* prefix,
+                                   const char* value) {
+  std::size_t at = 0;
+  for (const char* p = prefix; *p != '\0' && at + 1 < bytes; ++p) slot[at++] = *p;
+  for (const char* p = value; *p != '\0' && at + 1 < bytes; ++p) slot[at++] = *p;
+  slot[at] = '\0';
+}
+
 [[noreturn]] TAMMA_ON_TASK_STACK void exec_failed(const ChildPlan& plan, int err) {
   put(2, "tamma-worker: cannot execute ");
   put(2, plan.argv[0]);
@@ -411,9 +420,19 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
       child_fail(plan.error_fd, ChildStage::kSeccomp, err, "seccomp(SET_MODE_FILTER)");
     }
   }
+  if (plan.pwd_slot != nullptr) {
+    fill_slot(plan.pwd_slot, plan.slot_bytes, "PWD=", plan.workdir);
+    // The directory as the kernel names it, as bash's getcwd() would (symlinks resolved).
+    if (::getcwd(plan.pwd_slot + 4, plan.slot_bytes - 4) == nullptr) {
+      fill_slot(plan.pwd_slot, plan.slot_bytes, "PWD=", plan.workdir);
+    }
+  }
   int err = ENOENT;
   bool denied = false;
   for (const char* const* candidate = plan.exec_candidates; *candidate != nullptr; ++candidate) {
+    if (plan.underscore_slot != nullptr) {
+      fill_slot(plan.underscore_slot, plan.slot_bytes, "_=", *candidate);
+    }
     ::execve(*candidate, plan.argv, plan.envp);
     err = errno;
     // As execvp: keep looking after "not here"; report "no permission" if nothing else runs.
@@ -422,6 +441,13 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
     } else if (err != ENOENT && err != ENOTDIR && err != ELOOP && err != ENAMETOOLONG) {
       break;
     }
+  }
+  if (plan.fallback_argv != nullptr) {
+    // Not found, not permitted, no #! line, ...: the shell reports it (or runs the file as a
+    // script) exactly as if it had been asked first.
+    ::execve(plan.fallback_argv[0], plan.fallback_argv, plan.fallback_envp);
+    err = errno;
+    denied = false;
   }
   exec_failed(plan, denied && (err == ENOENT || err == ENOTDIR) ? EACCES : err);
 }

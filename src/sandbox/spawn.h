@@ -81,6 +81,15 @@ struct ChildPlan {
   // the task will see); null-terminated.
   const char* const* exec_candidates = nullptr;
   const char* workdir = nullptr;  // absolute, as the task sees it
+  // A lone command run without its shell (worker/lone_command.h): when no candidate can be
+  // exec'ed, this shell command runs instead, with `fallback_envp`, and answers as before.
+  char* const* fallback_argv = nullptr;
+  char* const* fallback_envp = nullptr;
+  // Entries of envp the child fills in as bash would export them when it execs a command:
+  // "PWD=" the working directory, "_=" the file executed. Each holds `slot_bytes`.
+  char* pwd_slot = nullptr;
+  char* underscore_slot = nullptr;
+  std::size_t slot_bytes = 0;
 
   // Signals the worker ignores (bit n-1 for signal n): execve keeps them ignored, so the task
   // resets them. Handled signals need nothing: clone3 clears them and execve resets PID 1's.

@@ -28,6 +28,7 @@
 #include "worker/artifacts.h"
 #include "worker/checkout.h"
 #include "worker/host_check.h"
+#include "worker/lone_command.h"
 #include "worker/secret_masker.h"
 
 namespace tamma::worker {
@@ -187,6 +188,12 @@ class EngineContext : public TaskContext {
     StepRequest request;
     request.argv = command.argv;
     request.env = environment(command.env);
+    if (command.script) {
+      if (auto words = lone_command(*command.script, request.env)) {
+        request.shell_argv = std::move(request.argv);
+        request.argv = std::move(*words);
+      }
+    }
     request.workdir = command.workdir.empty() ? spec_.workdir : command.workdir;
     request.deadline = task_deadline_;
     if (command.timeout)
@@ -213,7 +220,8 @@ class EngineContext : public TaskContext {
     sandbox::Sandbox& step_sandbox = own_sandbox ? *own_sandbox : sandbox_;
     StepOutcome outcome = run_step(step_sandbox, workspace_.path().string(), request, limits,
                                    masker_, cancellation_, sink);
-    spdlog::debug("task {}: step '{}' ran in {} ms", spec_.id, command.name, outcome.duration_ms);
+    spdlog::debug("task {}: step '{}' ran in {} ms{}", spec_.id, command.name, outcome.duration_ms,
+                  request.shell_argv.empty() ? "" : " (a lone command: exec'ed directly, by bash only if that failed)");
 
     protocol::StepResult step;
     step.name = command.name;

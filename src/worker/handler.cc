@@ -51,6 +51,7 @@ void StepsHandler::execute(TaskContext& ctx, protocol::TaskResult& result) {
     StepCommand command;
     command.name = spec_step.name.empty() ? fmt::format("step-{}", i + 1) : spec_step.name;
     command.argv = spec_step.run ? shell_argv(*spec_step.run) : spec_step.argv;
+    if (spec_step.run && command.argv.front() == "/bin/bash") command.script = *spec_step.run;
     command.env = spec_step.env;
     command.timeout = spec_step.timeout;
     protocol::StepResult step = ctx.run(command);

@@ -34,6 +34,9 @@ class RunObserver {
 struct StepCommand {
   std::string name;
   std::vector<std::string> argv;
+  // The step's `run` script when argv is bash running it: a lone command in it may run
+  // without bash (lone_command.h).
+  std::optional<std::string> script;
   std::map<std::string, std::string> env;  // added to the task's environment
   std::string workdir;                     // relative to the workspace; empty = task workdir
   std::optional<std::chrono::milliseconds> timeout;

@@ -49,11 +49,13 @@ class StepWatch {
         limits_(limits),
         cancellation_(cancellation),
         out_(masker, limits.keep_bytes,
-             request.forward_stdout && sink
-                 ? OutputCapture::Sink([&sink](std::string_view s) { sink(StreamKind::kStdout, s); })
-                 : OutputCapture::Sink()),
+             request.forward_stdout && sink ? OutputCapture::Sink([&sink](std::string_view s) {
+               sink(StreamKind::kStdout, s);
+             })
+                                            : OutputCapture::Sink()),
         err_(masker, limits.keep_bytes,
-             sink ? OutputCapture::Sink([&sink](std::string_view s) { sink(StreamKind::kStderr, s); })
+             sink ? OutputCapture::Sink(
+                        [&sink](std::string_view s) { sink(StreamKind::kStderr, s); })
                   : OutputCapture::Sink()) {}
 
   StepOutcome run(sandbox::Sandbox& sandbox, const std::string& workspace) {
@@ -66,6 +68,7 @@ class StepWatch {
     sandbox::Command command;
     command.argv = request_.argv;
     command.env = request_.env;
+    command.shell_argv = request_.shell_argv;
     command.workspace = workspace;
     command.workdir = request_.workdir;
     command.stdout_fd = out.write.get();
@@ -231,8 +234,7 @@ class StepWatch {
 
 StepOutcome run_step(sandbox::Sandbox& sandbox, const std::string& workspace,
                      const StepRequest& request, const StepLimits& limits,
-                     const SecretMasker& masker, Cancellation& cancellation,
-                     const LiveSink& sink) {
+                     const SecretMasker& masker, Cancellation& cancellation, const LiveSink& sink) {
   StepWatch watch(request, limits, masker, cancellation, sink);
   return watch.run(sandbox, workspace);
 }

@@ -24,6 +24,8 @@ enum class StepEnd { kExited, kTimeout, kCancelled, kOutputLimit };
 struct StepRequest {
   std::vector<std::string> argv;
   std::vector<std::string> env;
+  // When argv is a lone command in place of its shell: the shell command (sandbox::Command).
+  std::vector<std::string> shell_argv;
   std::string workdir = ".";
   std::chrono::steady_clock::time_point deadline;
   std::string stdin_data;  // written to the task's stdin, then closed (external handlers)
@@ -43,16 +45,15 @@ struct StepOutcome {
 };
 
 struct StepLimits {
-  std::uint64_t keep_bytes;        // per stream, in the result
-  std::uint64_t hard_limit_bytes;  // both streams together; over it the tree is killed
-  std::chrono::milliseconds grace; // between SIGTERM and SIGKILL
+  std::uint64_t keep_bytes;         // per stream, in the result
+  std::uint64_t hard_limit_bytes;   // both streams together; over it the tree is killed
+  std::chrono::milliseconds grace;  // between SIGTERM and SIGKILL
 };
 
 using LiveSink = std::function<void(StreamKind, std::string_view masked)>;
 
 StepOutcome run_step(sandbox::Sandbox& sandbox, const std::string& workspace,
                      const StepRequest& request, const StepLimits& limits,
-                     const SecretMasker& masker, Cancellation& cancellation,
-                     const LiveSink& sink);
+                     const SecretMasker& masker, Cancellation& cancellation, const LiveSink& sink);
 
 }  // namespace tamma::worker

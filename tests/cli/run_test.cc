@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -142,6 +143,96 @@ TEST_F(RunCommand, AStepRunsUnderBashWithErrexitAndPipefail) {
   EXPECT_EQ(result["steps"][0]["stdout"], "2 \n");
   EXPECT_EQ(result["steps"][1]["stdout"], "y\ny\ny\n");
   EXPECT_EQ(result["steps"][1]["exitCode"], 141);
+}
+
+// A script that is one plain command runs without bash (ADR 0034), and nothing a user can
+// see changes: the command gets the environment bash would have exported, ...
+TEST_F(RunCommand, ALoneCommandRunsWithoutBashAndSeesWhatBashWouldHaveExported) {
+  const std::vector<std::string> bash{"/bin/bash", "--noprofile", "--norc",
+                                      "-eo",       "pipefail",    "-c"};
+  auto through_bash = [&](const std::string& script) {
+    auto argv = bash;
+    argv.push_back(script);
+    return argv;
+  };
+  auto spec = nlohmann::json{{"type", "command"},
+                             {"workdir", "sub/dir"},
+                             {"steps",
+                              {{{"name", "lone"}, {"run", "env"}},
+                               {{"name", "bash"}, {"argv", through_bash("env")}},
+                               {{"name", "lone-status"}, {"run", "false"}}}}};
+  ProcessResult r = run({"--json", "--log-level", "debug", task_file(spec)});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  auto result = nlohmann::json::parse(r.out);
+  ASSERT_EQ(result["steps"].size(), 3u) << result.dump(2);
+  auto lines = [](std::string text) {
+    std::vector<std::string> out;
+    for (std::size_t at; (at = text.find('\n')) != std::string::npos; text.erase(0, at + 1)) {
+      out.push_back(text.substr(0, at));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const auto lone = lines(result["steps"][0]["stdout"]);
+  EXPECT_EQ(lone, lines(result["steps"][1]["stdout"]));
+  EXPECT_NE(std::find(lone.begin(), lone.end(), "PWD=/workspace/sub/dir"), lone.end());
+  EXPECT_NE(std::find(lone.begin(), lone.end(), "SHLVL=0"), lone.end());
+  EXPECT_NE(std::find(lone.begin(), lone.end(), "_=/usr/bin/env"), lone.end());
+  EXPECT_EQ(result["steps"][2]["exitCode"], 1);
+  // The debug log says which steps went without bash: the two lone ones.
+  EXPECT_NE(r.err.find("step 'lone' ran in"), std::string::npos) << r.err;
+  std::size_t said = 0;
+  for (std::size_t at = 0; (at = r.err.find("a lone command", at)) != std::string::npos; ++at) {
+    ++said;
+  }
+  EXPECT_EQ(said, 2u) << r.err;
+}
+
+// ... and what cannot be exec'ed is bash's to answer, as before: not found (127 and bash's
+// message), not executable (126), a file without #! (bash runs it as a script).
+TEST_F(RunCommand, ALoneCommandThatCannotBeExecedIsAnsweredByBash) {
+  auto spec =
+      nlohmann::json{{"type", "command"},
+                     {"steps",
+                      {{{"name", "write"},
+                        {"run",
+                         "printf 'echo from the script\\n' > noshebang && chmod +x noshebang && "
+                         "echo data > plain.txt"}},
+                       {{"name", "script"}, {"run", "./noshebang"}},
+                       {{"name", "missing"}, {"run", "no-such-command-here --flag"}}}}};
+  auto result = run_json({task_file(spec)}, 1);
+  ASSERT_EQ(result["steps"].size(), 3u) << result.dump(2);
+  EXPECT_EQ(result["steps"][1]["stdout"], "from the script\n");
+  EXPECT_EQ(result["steps"][2]["exitCode"], 127);
+  EXPECT_NE(result["steps"][2]["stderr"].get<std::string>().find(
+                "no-such-command-here: command not found"),
+            std::string::npos)
+      << result["steps"][2].dump();
+
+  auto denied = nlohmann::json{{"type", "command"},
+                               {"steps",
+                                {{{"name", "write"}, {"run", "echo data > plain.txt"}},
+                                 {{"name", "denied"}, {"run", "./plain.txt"}}}}};
+  result = run_json({task_file(denied)}, 1);
+  ASSERT_EQ(result["steps"].size(), 2u) << result.dump(2);
+  EXPECT_EQ(result["steps"][1]["exitCode"], 126);
+  EXPECT_NE(result["steps"][1]["stderr"].get<std::string>().find("Permission denied"),
+            std::string::npos)
+      << result["steps"][1].dump();
+}
+
+// A start-up file named by BASH_ENV is bash's: the command after it runs as bash would run it.
+TEST_F(RunCommand, BashEnvInTheTaskEnvironmentKeepsTheScriptInBash) {
+  auto spec =
+      nlohmann::json{{"type", "command"},
+                     {"env", {{"BASH_ENV", "/workspace/startup.sh"}}},
+                     {"steps",
+                      {{{"name", "write"},
+                        {"argv", {"/bin/sh", "-c", "echo 'export FROM_STARTUP=yes' > startup.sh"}}},
+                       {{"name", "read"}, {"run", "printenv FROM_STARTUP"}}}}};
+  auto result = run_json({task_file(spec)}, 0);
+  ASSERT_EQ(result["steps"].size(), 2u) << result.dump(2);
+  EXPECT_EQ(result["steps"][1]["stdout"], "yes\n");
 }
 
 TEST_F(RunCommand, SignalledTaskIsReportedWithItsSignal) {
