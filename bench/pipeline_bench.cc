@@ -7,7 +7,9 @@
 //     (bench/celery_pickup.py), when `python3-celery` and `redis-server` are installed;
 //   - where the pickup time goes: the daemon's own phase timings (its debug log), medians;
 //   - throughput: trivial sandboxed tasks (`true`) per second through 2 daemons x 1, 2 and 4
-//     slots, tasks queued first, and the CPU each party spent per task.
+//     slots, tasks queued first, and the CPU each party spent per task;
+//   - the machine's floor under both: `date` spawned alone (no queue, no sandbox), and how many
+//     /usr/bin/true and `bash -c true` two threads spawn per second with nothing else running.
 // The goals of the issue are printed next to the figures, never asserted (machines are noisy).
 //
 //   pipeline_bench [--tasks N] [--warmup N] [--throughput-tasks N] [--slots 1,2,4]
@@ -25,12 +27,14 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -423,6 +427,75 @@ std::optional<json> measure_celery(const Options& options, std::string& why) {
   }
 }
 
+// ---- the machine's floor ---------------------------------------------------------------------
+// What the step's command costs with no queue, no daemon and no sandbox: what no worker can go
+// below on this machine. Printed next to the figures so that a goal is read against it.
+
+extern "C" char** environ;
+
+// posix_spawn(argv) with stdout into `out_fd` (-1: /dev/null), waited for.
+void spawn_and_wait(const std::vector<std::string>& argv, int out_fd) {
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (out_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  }
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, cargv[0], &actions, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("posix_spawn " + argv[0] + ": " + std::strerror(rc));
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw std::runtime_error(argv[0] + " failed in the floor measurement");
+  }
+}
+
+// From before posix_spawn of `date +%s%N` to the time it prints, as the pickup is measured.
+Spread date_floor(int runs) {
+  std::vector<double> ms;
+  for (int i = 0; i < runs + 5; ++i) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+    const std::int64_t sent = realtime_ns();
+    spawn_and_wait({"/usr/bin/date", "+%s%N"}, fds[1]);
+    ::close(fds[1]);
+    char buf[64] = {};
+    const ssize_t n = ::read(fds[0], buf, sizeof buf - 1);
+    ::close(fds[0]);
+    if (n <= 0) throw std::runtime_error("date printed nothing");
+    if (i >= 5) ms.push_back(static_cast<double>(std::stoll(buf) - sent) / 1e6);
+  }
+  return spread(ms);
+}
+
+// Commands per second that two threads spawn and wait for, nothing else running.
+double spawn_rate(const std::vector<std::string>& argv, int per_thread) {
+  const auto began = Clock::now();
+  std::vector<std::thread> threads;
+  std::string failure;
+  std::mutex failure_mutex;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      try {
+        for (int i = 0; i < per_thread; ++i) spawn_and_wait(argv, -1);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(failure_mutex);
+        failure = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (!failure.empty()) throw std::runtime_error(failure);
+  return 2.0 * per_thread / std::chrono::duration<double>(Clock::now() - began).count();
+}
+
 // ---- throughput ------------------------------------------------------------------------------
 
 struct ThroughputFigures {
@@ -532,6 +605,7 @@ int run(const Options& options) {
   } else {
     std::printf("  Celery+Redis: not measured (%s)\n", why_not.c_str());
   }
+  print_spread("floor: date spawned alone, no queue/sandbox", date_floor(options.tasks));
   std::printf("where the daemon's time goes (median per task, its debug log):\n");
   for (const auto& [phase, ms] : ours.phases) std::printf("  %-44s %7.2f ms\n", phase.c_str(), ms);
 
@@ -548,6 +622,13 @@ int run(const Options& options) {
         slots, slots == 1 ? " " : "s", f.tasks, f.seconds, f.tasks / f.seconds,
         f.orchestrator_cpu_ms, f.daemons_cpu_ms, f.machine_cpu_ms);
   }
+  const int per_thread = std::max(100, options.throughput_tasks / 2);
+  std::printf(
+      "  floor: 2 threads spawning the step's command, no queue/daemon/sandbox: /usr/bin/true "
+      "%.1f/s, bash -c true %.1f/s\n",
+      spawn_rate({"/usr/bin/true"}, per_thread),
+      spawn_rate({"/bin/bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", "true"},
+                 per_thread));
   return 0;
 }
 
