@@ -351,8 +351,13 @@ std::string Session::framing_problem() const {
 }
 
 void Session::authenticate(Access access) {
-  if (route_->runs == Runs::kEdge) {
-    // Fixed token hashes only (Router::add allows nothing else here): no trip to the core.
+  // The admin and registration tokens are fixed hashes, read-only after start: they are
+  // checked here, with no trip to the core and back (two thread hand-offs of a submit's
+  // pickup, issue 13). A worker's token is looked up in the store, which only the core
+  // touches. Edge routes take fixed hashes only (Router::add).
+  const bool fixed_hash =
+      access == Access::kPublic || access == Access::kAdmin || access == Access::kRegistration;
+  if (route_->runs == Runs::kEdge || fixed_hash) {
     try {
       if (shared_->options.authenticate)
         shared_->options.authenticate(access, request_.authorization);
