@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <optional>
 
 #include "common/error.h"
@@ -96,6 +98,43 @@ std::optional<std::string> own_cgroup2_dir() {
   return std::nullopt;
 }
 
+// A /proc/sys/user/max_*_namespaces above 0; false when unreadable.
+bool positive_number_in(const char* file) {
+  UniqueFd fd(::open(file, O_RDONLY | O_CLOEXEC));
+  char text[32] = {};
+  return fd && ::read(fd.get(), text, sizeof text - 1) > 0 && std::strtoull(text, nullptr, 10) > 0;
+}
+
+// A root worker's sandbox makes pid, mount, net, ipc and uts namespaces (never a user
+// namespace), and the kernel refuses them only for want of CAP_SYS_ADMIN, of the namespace in
+// its build, of room under /proc/sys/user/max_*_namespaces (0 disables one), or because a
+// seccomp filter says no, which only a clone can tell. When none of these can stand in the
+// way, the probe's fork (a copy of the worker, a network namespace made and torn down: a few
+// milliseconds on a slow VM, on every `run`) answers nothing new. false: ask the kernel.
+bool root_namespaces_without_fork() {
+  if (::prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 0) return false;
+  struct __user_cap_header_struct header {};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (::syscall(SYS_capget, &header, data) != 0 ||
+      (data[CAP_SYS_ADMIN / 32].effective & (1U << (CAP_SYS_ADMIN % 32))) == 0) {
+    return false;
+  }
+  struct Namespace {
+    const char* proc_ns;
+    const char* max;
+  };
+  for (const Namespace& ns :
+       {Namespace{"/proc/self/ns/pid", "/proc/sys/user/max_pid_namespaces"},
+        Namespace{"/proc/self/ns/mnt", "/proc/sys/user/max_mnt_namespaces"},
+        Namespace{"/proc/self/ns/net", "/proc/sys/user/max_net_namespaces"},
+        Namespace{"/proc/self/ns/ipc", "/proc/sys/user/max_ipc_namespaces"},
+        Namespace{"/proc/self/ns/uts", "/proc/sys/user/max_uts_namespaces"}}) {
+    if (::access(ns.proc_ns, F_OK) != 0 || !positive_number_in(ns.max)) return false;
+  }
+  return true;
+}
+
 bool executable_exists(const char* name) {
   for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
     if (::access((std::string(dir) + name).c_str(), X_OK) == 0) return true;
@@ -103,14 +142,11 @@ bool executable_exists(const char* name) {
   return false;
 }
 
-}  // namespace
-
-HostCapabilities probe_host() {
+// What Sandbox::create needs (host.h); `exact`: every answer from a clone (doctor).
+HostCapabilities probe_isolation(bool exact) {
   HostCapabilities caps;
   caps.uid = ::geteuid();
   caps.root = caps.uid == 0;
-  struct utsname uts {};
-  if (::uname(&uts) == 0) caps.kernel = uts.release;
 
   auto missing = [&](std::string what, std::string consequence, std::string fix = {}) {
     caps.missing.push_back({std::move(what), std::move(consequence), "", std::move(fix)});
@@ -144,7 +180,13 @@ HostCapabilities probe_host() {
       CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
   caps.clone3_filtered = clone3_is_filtered();
   const bool f = caps.clone3_filtered;
-  if (can_clone(kAll, -1, f, &caps.namespace_errno)) {
+  if (!exact && caps.root && root_namespaces_without_fork()) {
+    // The user namespace is not the sandbox's for a root worker: told from the kernel's
+    // build and limit alone (doctor tries it).
+    caps.pid_ns = caps.mount_ns = caps.net_ns = caps.ipc_ns = caps.uts_ns = true;
+    caps.user_ns = ::access("/proc/self/ns/user", F_OK) == 0 &&
+                   positive_number_in("/proc/sys/user/max_user_namespaces");
+  } else if (can_clone(kAll, -1, f, &caps.namespace_errno)) {
     caps.user_ns = caps.pid_ns = caps.mount_ns = caps.net_ns = caps.ipc_ns = caps.uts_ns = true;
     caps.namespace_errno = 0;
   } else {
@@ -180,7 +222,21 @@ HostCapabilities probe_host() {
 
   caps.seccomp = seccomp_available();
   if (!caps.seccomp) missing("seccomp filters", "isolated tasks are refused");
+  return caps;
+}
 
+}  // namespace
+
+HostCapabilities probe_sandbox_host() { return probe_isolation(/*exact=*/false); }
+
+HostCapabilities probe_host() {
+  HostCapabilities caps = probe_isolation(/*exact=*/true);
+  struct utsname uts {};
+  if (::uname(&uts) == 0) caps.kernel = uts.release;
+  const bool f = caps.clone3_filtered;
+  auto missing = [&](std::string what, std::string consequence, std::string fix = {}) {
+    caps.missing.push_back({std::move(what), std::move(consequence), "", std::move(fix)});
+  };
   if (auto dir = own_cgroup2_dir()) {
     UniqueFd fd(::open(dir->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     caps.clone_into_cgroup = fd && can_clone(CLONE_INTO_CGROUP, fd.get(), f);

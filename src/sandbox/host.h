@@ -44,7 +44,16 @@ struct HostCapabilities {
   std::vector<Missing> missing;
 };
 
+// Everything, each answer tried for real (a child cloned into every namespace, another into
+// a cgroup): for `doctor`.
 HostCapabilities probe_host();
+// What Sandbox::create decides with (the cgroup version, the namespaces, the user namespace's
+// usability, seccomp, a filtered clone3), without the doctor-only fields (clone_into_cgroup,
+// Landlock, can_switch_ids, disk_limit_method, kernel, missing). A root worker that nothing
+// can refuse a namespace (no seccomp filter, CAP_SYS_ADMIN, the namespaces in the kernel and
+// not limited to none) is known to get them without a fork; otherwise as probe_host. An
+// answer that turns out wrong fails the task's own clone: it never loosens isolation.
+HostCapabilities probe_sandbox_host();
 // The tiers (tier.h) and what keeps this host from each one above its best, with its
 // consequence and fix: for `doctor`.
 std::vector<Missing> tier_missing(const HostCapabilities& caps);

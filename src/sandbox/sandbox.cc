@@ -68,7 +68,7 @@ Pipe make_pipe() {
 
 const HostCapabilities& host() {
   // Namespaces and seccomp do not come and go while the worker runs.
-  static const HostCapabilities caps = probe_host();
+  static const HostCapabilities caps = probe_sandbox_host();
   return caps;
 }
 

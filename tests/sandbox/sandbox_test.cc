@@ -28,6 +28,7 @@
 #include "sandbox/host.h"
 #include "sandbox/run_helpers.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/tier.h"
 #include "sandbox/workspace.h"
 #include "support/test_support.h"
 
@@ -782,6 +783,29 @@ TEST(HostProbe, ReportsThisMachine) {
     EXPECT_FALSE(m.what.empty());
     EXPECT_FALSE(m.consequence.empty());
   }
+}
+
+// Sandbox::create decides with probe_sandbox_host(), which for a root worker tells the
+// namespaces without a fork: it must come to the same answers as the full probe.
+TEST(HostProbe, SandboxProbeAgreesWithTheFullOne) {
+  const HostCapabilities full = probe_host();
+  const HostCapabilities fast = probe_sandbox_host();
+  EXPECT_EQ(fast.root, full.root);
+  EXPECT_EQ(fast.cgroup_version, full.cgroup_version);
+  EXPECT_EQ(fast.pid_ns, full.pid_ns);
+  EXPECT_EQ(fast.mount_ns, full.mount_ns);
+  EXPECT_EQ(fast.net_ns, full.net_ns);
+  EXPECT_EQ(fast.ipc_ns, full.ipc_ns);
+  EXPECT_EQ(fast.uts_ns, full.uts_ns);
+  // A root worker's sandbox makes no user namespace.
+  if (!full.root) {
+    EXPECT_EQ(fast.user_ns, full.user_ns);
+  }
+  EXPECT_EQ(fast.userns_problem, full.userns_problem);
+  EXPECT_EQ(fast.seccomp, full.seccomp);
+  EXPECT_EQ(fast.clone3_filtered, full.clone3_filtered);
+  EXPECT_EQ(choose_tier(fast), choose_tier(full));
+  EXPECT_EQ(missing_for(Tier::kFull, fast), missing_for(Tier::kFull, full));
 }
 
 }  // namespace
