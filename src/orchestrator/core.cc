@@ -71,19 +71,41 @@ std::string Core::require_worker(const Request& request) const {
   // The lookup is by hash, so its timing says nothing about the token itself.
   const std::string hash = sha256_hex(presented_token(request));
   const auto now = std::chrono::steady_clock::now();
-  if (auto it = worker_tokens_.find(hash); it != worker_tokens_.end()) {
-    if (now < it->second.until) return it->second.id;
-    worker_tokens_.erase(it);
+  {
+    std::lock_guard lock(worker_tokens_mutex_);
+    if (auto it = worker_tokens_.find(hash); it != worker_tokens_.end()) {
+      if (now < it->second.until) return it->second.id;
+      worker_tokens_.erase(it);
+    }
   }
   auto worker = store.worker_by_token_hash(hash);
   if (!worker) throw HttpError(401, "invalid_token", "unknown or revoked worker token");
+  std::lock_guard lock(worker_tokens_mutex_);
   // Bounded: tokens of workers long gone must not pile up.
   if (worker_tokens_.size() >= kWorkerTokenCacheSize) worker_tokens_.clear();
   worker_tokens_[hash] = {*worker, now + kWorkerTokenCacheFor};
   return *worker;
 }
 
+std::optional<std::string> Core::recently_authenticated(Access access,
+                                                        const std::string& authorization) const {
+  if (access != Access::kWorker && access != Access::kAdminOrWorker) return std::nullopt;
+  Request request;
+  request.authorization = authorization;
+  const std::string hash = sha256_hex(presented_token(request));
+  if (access == Access::kAdminOrWorker && constant_time_equal(hash, tokens_.admin_hash)) {
+    return std::string();
+  }
+  std::lock_guard lock(worker_tokens_mutex_);
+  auto it = worker_tokens_.find(hash);
+  if (it == worker_tokens_.end() || std::chrono::steady_clock::now() >= it->second.until) {
+    return std::nullopt;
+  }
+  return it->second.id;
+}
+
 void Core::forget_worker(const std::string& worker_id) {
+  std::lock_guard lock(worker_tokens_mutex_);
   std::erase_if(worker_tokens_, [&](const auto& entry) { return entry.second.id == worker_id; });
 }
 

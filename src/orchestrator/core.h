@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -78,6 +80,11 @@ class Core {
 
   // After an unregistration through this orchestrator: its token stops working at once.
   void forget_worker(const std::string& worker_id);
+  // Any thread: the worker (or "" for the admin) a kWorker or kAdminOrWorker request's token
+  // names, when that needs no store read (a worker found by authenticate() within
+  // kWorkerTokenCacheFor); nullopt otherwise, and for every other access.
+  std::optional<std::string> recently_authenticated(Access access,
+                                                    const std::string& authorization) const;
 
  private:
   SharedTokens tokens_;
@@ -90,6 +97,8 @@ class Core {
     std::string id;
     std::chrono::steady_clock::time_point until;
   };
+  // Written on the core thread, read from the I/O threads too (recently_authenticated).
+  mutable std::mutex worker_tokens_mutex_;
   mutable std::unordered_map<std::string, CachedWorker> worker_tokens_;
 };
 

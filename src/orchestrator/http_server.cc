@@ -357,6 +357,16 @@ void Session::authenticate(Access access) {
   // touches. Edge routes take fixed hashes only (Router::add).
   const bool fixed_hash =
       access == Access::kPublic || access == Access::kAdmin || access == Access::kRegistration;
+  std::optional<std::string> known;
+  if (!fixed_hash && route_->runs != Runs::kEdge && shared_->options.recently_authenticated) {
+    known = shared_->options.recently_authenticated(access, request_.authorization);
+  }
+  if (known) {
+    prove();
+    request_.authenticated_worker = std::move(*known);
+    continue_request();
+    return;
+  }
   if (route_->runs == Runs::kEdge || fixed_hash) {
     try {
       if (shared_->options.authenticate)

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -48,6 +49,10 @@ struct HttpServerOptions {
   // returns the worker the token belongs to, if it is a worker's. Runs on the core thread, or
   // on an I/O thread for an edge route (kPublic/kAdmin only, which must need no core state).
   std::function<std::string(Access, const std::string& authorization)> authenticate;
+  // On an I/O thread: the worker a worker's token belongs to when the core recently looked it
+  // up (no store read); nullopt sends the check to the core thread.
+  std::function<std::optional<std::string>(Access, const std::string& authorization)>
+      recently_authenticated;
 };
 
 // What every session shares with the server.

@@ -158,6 +158,10 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
   options.authenticate = [core = core_.get()](Access access, const std::string& authorization) {
     return core->authenticate(access, authorization);
   };
+  options.recently_authenticated = [core = core_.get()](Access access,
+                                                        const std::string& authorization) {
+    return core->recently_authenticated(access, authorization);
+  };
   http_ = std::make_unique<HttpServer>(io_, core_io_, router_, metrics_, options);
   reaper_ = std::make_unique<LeaseReaper>(*core_);
 }

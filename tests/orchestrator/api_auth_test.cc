@@ -61,6 +61,32 @@ TEST(OrchestratorAuth, WorkerTokenReachesOnlyItsOwnWorkerAndTasks) {
   EXPECT_EQ(a->complete(id, lease["attempt"], lease["leaseId"]).status, 200);
 }
 
+// A worker's token, once looked up, is known to the I/O threads for a while (no trip to the
+// core for each of its requests); an unregistration through this orchestrator still ends it
+// at once, for the worker itself and for an admin-side unregistration alike.
+TEST(OrchestratorAuth, AnUnregisteredWorkersTokenStopsWorkingAtOnce) {
+  TestServer server;
+  auto a = server.register_worker();
+  auto b = server.register_worker();
+  for (int i = 0; i < 3; ++i) {  // looked up, then known
+    ASSERT_EQ(
+        a->http.post_json("/api/v1/workers/" + a->id + "/heartbeat", {{"leases", json::array()}})
+            .status,
+        200);
+    ASSERT_EQ(b->http.request("POST", "/api/v1/workers/" + b->id + "/poll?waitMs=0").status, 204);
+  }
+  ASSERT_EQ(a->http.request("DELETE", "/api/v1/workers/" + a->id).status, 204);
+  EXPECT_EQ(
+      a->http.post_json("/api/v1/workers/" + a->id + "/heartbeat", {{"leases", json::array()}})
+          .status,
+      401);
+  EXPECT_EQ(a->http.request("POST", "/api/v1/workers/" + a->id + "/poll?waitMs=0").status, 401);
+
+  HttpClient admin(server.url(), kAdminToken);
+  ASSERT_EQ(admin.request("DELETE", "/api/v1/workers/" + b->id).status, 204);
+  EXPECT_EQ(b->http.request("POST", "/api/v1/workers/" + b->id + "/poll?waitMs=0").status, 401);
+}
+
 TEST(OrchestratorAuth, MalformedBodiesAre400NamingTheField) {
   TestServer server;
   HttpClient reg(server.url(), kRegistrationToken);
