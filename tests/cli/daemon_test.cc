@@ -224,12 +224,10 @@ TEST_F(DaemonTest, RunsASubmittedTaskAndStoresItsResultLogsAndProgress) {
                {"steps",
                 {{{"name", "compile"}, {"run", "echo compiling; echo key=$API_KEY # " + marker_}},
                  {{"name", "check"}, {"run", "echo checked >&2"}}}}};
-  const auto submitted = Clock::now();
+  // How fast: pipeline_bench (issue 13: no timed assertions in tests).
   const std::string id = orchestrator.submit(spec, {"--label", "pool=e2e"});
   auto task = orchestrator.wait_task(id, in_state({"succeeded", "failed", "dead"}));
-  const auto took = Clock::now() - submitted;
   ASSERT_EQ(task["state"], "succeeded") << task.dump(2);
-  EXPECT_LT(took, 10s);
   EXPECT_EQ(task["attempt"], 1);
   EXPECT_EQ(task["result"]["status"], "succeeded");
   ASSERT_EQ(task["result"]["steps"].size(), 2u);
@@ -308,8 +306,8 @@ TEST_F(DaemonTest, ACancelFromTheOrchestratorReachesTheRunningTaskWithinOneHeart
   const auto took = Clock::now() - asked;
   ASSERT_EQ(task["state"], "cancelled") << task.dump(2);
   // One heartbeat interval (500 ms) to hear of it, then SIGTERM ends `sleep` at once and the
-  // result is posted; the slack is for a loaded machine, the task alone would run 60 s.
-  EXPECT_LT(took, 500ms + 1500ms);
+  // result is posted. The bound only tells that from the task running its 60 s out.
+  EXPECT_LT(took, 30s);
   EXPECT_EQ(task["result"]["status"], "cancelled");
   EXPECT_EQ(task["attempt"], 1) << "a cancelled task is not run again";
 
@@ -427,7 +425,7 @@ TEST_F(DaemonTest, TheDrainTimeoutCancelsTasksThatTakeTooLong) {
   const auto took = Clock::now() - signalled;
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_GE(took, 1s);
-  EXPECT_LT(took, 5s);
+  EXPECT_LT(took, 30s) << "the drain waited for the task's 60 s instead of its 1 s timeout";
   EXPECT_NE(r.err.find("drain timeout"), std::string::npos) << r.err;
   EXPECT_EQ(orchestrator.task(id)["error"]["code"], "worker_shutdown");
 }

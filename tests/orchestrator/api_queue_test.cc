@@ -76,11 +76,14 @@ TEST(OrchestratorQueue, IdempotencyKeyReturnsTheSameTask) {
   EXPECT_EQ(list["tasks"].size(), 1u);
 }
 
-TEST(OrchestratorQueue, LongPollWakesWithinMillisecondsOfASubmit) {
+// The submit itself answers a parked poll; how fast is pipeline_bench's to say (issue 13: no
+// timed assertions), so the bound here only tells the submit's answer from the poll's own
+// timeout (30 s).
+TEST(OrchestratorQueue, AParkedLongPollIsAnsweredByTheSubmitNotByItsTimeout) {
   TestServer server;
   auto worker = server.register_worker();
   auto waiting = std::async(std::launch::async, [&] {
-    auto r = worker->poll(5000);
+    auto r = worker->poll(30000);
     return std::make_pair(r, std::chrono::steady_clock::now());
   });
   // Let the poll park first.
@@ -96,7 +99,7 @@ TEST(OrchestratorQueue, LongPollWakesWithinMillisecondsOfASubmit) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json()["taskId"], id);
   auto latency = std::chrono::duration_cast<std::chrono::milliseconds>(answered_at - submitted_at);
-  EXPECT_LT(latency.count(), 250) << "a parked poll must answer right after the submit";
+  EXPECT_LT(latency.count(), 15000) << "the poll was answered by its timeout, not the submit";
 }
 
 TEST(OrchestratorQueue, OneTaskWakesOnlyOneOfTwoWaiters) {
