@@ -83,6 +83,7 @@ class Core {
   // Any thread: the worker (or "" for the admin) a kWorker or kAdminOrWorker request's token
   // names, when that needs no store read (a worker found by authenticate() within
   // kWorkerTokenCacheFor); nullopt otherwise, and for every other access.
+  // Never throws: whatever it cannot decide (a malformed header too) is the core's.
   std::optional<std::string> recently_authenticated(Access access,
                                                     const std::string& authorization) const;
 

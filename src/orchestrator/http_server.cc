@@ -359,7 +359,11 @@ void Session::authenticate(Access access) {
       access == Access::kPublic || access == Access::kAdmin || access == Access::kRegistration;
   std::optional<std::string> known;
   if (!fixed_hash && route_->runs != Runs::kEdge && shared_->options.recently_authenticated) {
-    known = shared_->options.recently_authenticated(access, request_.authorization);
+    try {
+      known = shared_->options.recently_authenticated(access, request_.authorization);
+    } catch (const std::exception&) {
+      known.reset();  // nothing may escape an I/O thread's handler: the core decides
+    }
   }
   if (known) {
     prove();

@@ -87,6 +87,26 @@ TEST(OrchestratorAuth, AnUnregisteredWorkersTokenStopsWorkingAtOnce) {
   EXPECT_EQ(b->http.request("POST", "/api/v1/workers/" + b->id + "/poll?waitMs=0").status, 401);
 }
 
+// Found by the http_request fuzzer: a malformed Authorization header on a worker's route once
+// threw on an I/O thread and ended the orchestrator. It is a 401, and the server goes on.
+TEST(OrchestratorAuth, AMalformedAuthorizationHeaderOnAWorkersRouteIs401) {
+  TestServer server;
+  auto a = server.register_worker();
+  for (const char* header : {"Authorization: Bearer[ x", "Authorization: Basic abc",
+                             "Authorization: Bearer", "Authorization: bearer  "}) {
+    HttpClient raw(server.url(), "");
+    auto r = raw.request("POST", "/api/v1/workers/" + a->id + "/heartbeat",
+                         R"({"leases":[],"draining":false})",
+                         {"Content-Type: application/json", header});
+    EXPECT_EQ(r.status, 401) << header << ": " << r.body;
+  }
+  EXPECT_EQ(
+      a->http.post_json("/api/v1/workers/" + a->id + "/heartbeat", {{"leases", json::array()}})
+          .status,
+      200)
+      << "the orchestrator still answers";
+}
+
 TEST(OrchestratorAuth, MalformedBodiesAre400NamingTheField) {
   TestServer server;
   HttpClient reg(server.url(), kRegistrationToken);
