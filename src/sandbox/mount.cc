@@ -35,6 +35,11 @@ class PlanBuilder {
   const char* inside(const std::string& path) { return keep(root_ + path); }
 
   void add(MountOp op) { plan_.ops.push_back(op); }
+  // The index of a new detached tree of host directory `source` (MountPlan::trees).
+  int add_tree(std::string source) {
+    plan_.trees.push_back(std::move(source));
+    return static_cast<int>(plan_.trees.size()) - 1;
+  }
 
   // mkdir -p of `path` (absolute, inside the new root) without its last component.
   void parents(const std::string& path) {
@@ -107,7 +112,7 @@ int apply_bind_attributes(const MountOp& op) {
   return ::mount(nullptr, op.target, nullptr, flags, nullptr) == 0 ? 0 : errno;
 }
 
-int apply_one(const MountOp& op, int workspace_tree) {
+int apply_one(const MountOp& op, const int* trees, int tree_count) {
   switch (op.kind) {
     case MountOpKind::kMakePrivate:
       return ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 ? 0 : errno;
@@ -175,8 +180,9 @@ int apply_one(const MountOp& op, int workspace_tree) {
       return ::umount2(op.target, MNT_DETACH) == 0 ? 0 : errno;
     case MountOpKind::kDevpts:
       return ::mount("devpts", op.target, "devpts", op.flags, op.data) == 0 ? 0 : errno;
-    case MountOpKind::kAttachWorkspace:
-      if (::syscall(SYS_move_mount, workspace_tree, "", AT_FDCWD, op.target,
+    case MountOpKind::kAttachTree:
+      if (op.tree < 0 || op.tree >= tree_count) return EBADF;
+      if (::syscall(SYS_move_mount, trees[op.tree], "", AT_FDCWD, op.target,
                     MOVE_MOUNT_F_EMPTY_PATH) != 0) {
         return errno;
       }
@@ -349,51 +355,46 @@ void add_tmpfs(PlanBuilder& b, const char* target, const std::string& data) {
 // filesystem next to the workspace (or tmpfs without one); a /proc of its own pid namespace,
 // a /dev/shm, and a devpts instance of its own. The mount points exist already.
 //
-// `from_tree`: the sources are in the detached tree given to apply_mount_plan (a copy of the
-// template cannot see host paths). With a task directory the tree is that directory, attached
-// on /proc for as long as the pieces are bound from it: the one empty directory of the jail,
-// mounted over right after.
+// `from_tree`: each of them comes as a detached tree of its own (MountPlan::trees), moved to
+// its place (a copy of the template cannot see host paths). One tree of the task directory,
+// attached somewhere to bind the pieces from and then unmounted, would cost every start the
+// RCU grace period an unmount waits for.
 void add_task_filesystems(PlanBuilder& b, const MountRequest& request, bool from_tree) {
   const std::string workspace = normalized_absolute(request.workspace, "workspace");
   std::string task_dir;
-  std::string relative_workspace;
   if (!request.task_dir.empty()) {
     task_dir = normalized_absolute(request.task_dir, "task directory");
     if (workspace == task_dir || !is_inside(workspace, task_dir)) {
       throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
                   "the workspace " + workspace + " is not inside the task directory " + task_dir);
     }
-    relative_workspace = workspace.substr(task_dir == "/" ? 1 : task_dir.size() + 1);
   }
   const std::string size = ",size=" + std::to_string(request.tmp_bytes);
 
-  std::string source_dir = task_dir;  // where home/, tmp/ and var-tmp/ are found
-  if (from_tree && task_dir.empty()) {
-    b.add({.kind = MountOpKind::kAttachWorkspace, .target = b.inside(kSandboxWorkspace)});
-  } else if (from_tree) {
-    source_dir = b.inside("/proc");
-    b.add({.kind = MountOpKind::kAttachWorkspace, .target = b.keep(source_dir)});
-    bind_writable(b, source_dir + "/" + relative_workspace, kSandboxWorkspace);
-  } else {
-    bind_writable(b, workspace, kSandboxWorkspace);
-  }
-
+  // The task's own directory `source` (a host path) at `target` inside the jail.
+  auto writable = [&](const std::string& source, const char* target) {
+    if (from_tree) {
+      b.add({.kind = MountOpKind::kAttachTree,
+             .target = b.inside(target),
+             .tree = b.add_tree(source)});
+    } else {
+      bind_writable(b, source, target);
+    }
+  };
+  writable(workspace, kSandboxWorkspace);
   if (task_dir.empty()) {
     add_tmpfs(b, kSandboxHome,
               "mode=0755,uid=" + std::to_string(request.uid) +
                   ",gid=" + std::to_string(request.gid) + size);
   } else {
-    bind_writable(b, source_dir + "/" + kHomeDir, kSandboxHome);
+    writable(task_dir + "/" + kHomeDir, kSandboxHome);
   }
   if (task_dir.empty() || request.tmp_on_tmpfs) {
     add_tmpfs(b, "/tmp", "mode=1777" + size);
     add_tmpfs(b, "/var/tmp", "mode=1777" + size);
   } else {
-    bind_writable(b, source_dir + "/" + kTmpDir, "/tmp");
-    bind_writable(b, source_dir + "/" + kVarTmpDir, "/var/tmp");
-  }
-  if (from_tree && !task_dir.empty()) {
-    b.add({.kind = MountOpKind::kUnmount, .target = b.keep(source_dir)});
+    writable(task_dir + "/" + kTmpDir, "/tmp");
+    writable(task_dir + "/" + kVarTmpDir, "/var/tmp");
   }
   if (!from_tree) {
     // Their mount points are made in the task's /var/tmp, and go with it.
@@ -540,9 +541,10 @@ MountPlan build_task_mount_plan(const MountRequest& request) {
   return b.take();
 }
 
-int apply_mount_plan(const MountPlan& plan, int workspace_tree, const MountOp** failed) {
+int apply_mount_plan(const MountPlan& plan, const int* trees, int tree_count,
+                     const MountOp** failed) {
   for (const MountOp& op : plan.ops) {
-    int err = apply_one(op, workspace_tree);
+    int err = apply_one(op, trees, tree_count);
     if (err != 0 && !op.optional) {
       *failed = &op;
       return err;

@@ -18,20 +18,20 @@
 namespace tamma::sandbox {
 
 enum class MountOpKind {
-  kMakePrivate,      // stop propagation both ways before touching anything
-  kTmpfs,            // target, data, flags
-  kMkdir,            // target, mode; an existing directory is fine
-  kTouch,            // target: an empty file to bind a file over
-  kSymlink,          // source = link text, target
-  kBind,             // source, target, recursive; then attributes per `flags`
-  kProc,             // target; tries hidepid=invisible, then hidepid=2, then none
-  kRemountRo,        // target; flags (default read-only, nosuid, nodev)
-  kPivot,            // target = new root; detaches the old root
-  kAttachWorkspace,  // target: moves the workspace tree given to apply_mount_plan there
-  kDeviceNode,       // target, mode (type and permissions), device
-  kWriteFile,        // target, data (NUL-terminated), mode: a new file holding data
-  kUnmount,          // target: detached (MNT_DETACH)
-  kDevpts,           // target, data, flags: a devpts instance of its own
+  kMakePrivate,  // stop propagation both ways before touching anything
+  kTmpfs,        // target, data, flags
+  kMkdir,        // target, mode; an existing directory is fine
+  kTouch,        // target: an empty file to bind a file over
+  kSymlink,      // source = link text, target
+  kBind,         // source, target, recursive; then attributes per `flags`
+  kProc,         // target; tries hidepid=invisible, then hidepid=2, then none
+  kRemountRo,    // target; flags (default read-only, nosuid, nodev)
+  kPivot,        // target = new root; detaches the old root
+  kAttachTree,   // target: moves detached tree number `tree` given to apply_mount_plan there
+  kDeviceNode,   // target, mode (type and permissions), device
+  kWriteFile,    // target, data (NUL-terminated), mode: a new file holding data
+  kUnmount,      // target: detached (MNT_DETACH)
+  kDevpts,       // target, data, flags: a devpts instance of its own
 };
 
 struct MountOp {
@@ -44,11 +44,18 @@ struct MountOp {
   bool recursive = false;
   bool optional = false;  // a failure is ignored (e.g. a device the host lacks)
   dev_t device = 0;       // kDeviceNode
+  int tree = 0;           // kAttachTree: index into the trees given to apply_mount_plan
 };
+
+// At most this many detached trees per plan: the workspace, HOME, /tmp and /var/tmp.
+inline constexpr int kMaxMountTrees = 4;
 
 struct MountPlan {
   std::vector<MountOp> ops;
   std::deque<std::string> strings;  // owns every path; deque keeps c_str() stable
+  // Host directories the parent hands over as detached trees (open_tree), in the order of
+  // their kAttachTree indices (build_task_mount_plan); empty for the other plans.
+  std::vector<std::string> trees;
 };
 
 struct MountRequest {
@@ -76,8 +83,9 @@ MountPlan build_mount_plan(const MountRequest& request);
 // The same jail in two parts (mount_template.h). The template: everything but the task's own
 // file systems, read-only, pivoted into (only the binds and the ids of `request` are used).
 // The task's part, applied inside a copy of the template: its workspace, HOME, /tmp and
-// /var/tmp, /proc, /dev/shm and /dev/pts. The detached tree given to apply_mount_plan is
-// request.task_dir when set (bound from in pieces), else request.workspace.
+// /var/tmp, /proc, /dev/shm and /dev/pts. Each of the task's own directories comes as a
+// detached tree of its own (MountPlan::trees), moved straight to its place: nothing is
+// mounted only to be unmounted again, which would cost the task's start an RCU grace period.
 MountPlan build_template_plan(const MountRequest& request);
 MountPlan build_task_mount_plan(const MountRequest& request);
 // Whether the binds of `request` can be part of a template: none may lie below /var/tmp,
@@ -89,7 +97,8 @@ bool fits_a_template(const MountRequest& request);
 std::string choose_root_mount_point(const std::vector<std::string>& must_stay_visible);
 
 // Child side: returns 0, or an errno with *failed pointing at the op that failed.
-// `workspace_tree`: a detached mount (open_tree) for kAttachWorkspace, else -1.
-int apply_mount_plan(const MountPlan& plan, int workspace_tree, const MountOp** failed);
+// `trees`: `tree_count` detached mounts (open_tree) for kAttachTree, in plan.trees' order.
+int apply_mount_plan(const MountPlan& plan, const int* trees, int tree_count,
+                     const MountOp** failed);
 
 }  // namespace tamma::sandbox

@@ -69,7 +69,7 @@ UniqueFd build_template(const MountRequest& request) {
     if (!ns) throw_setup("open /proc/thread-self/ns/mnt", errno);
     ::umask(022);  // the worker's own umask must not shape the jail's directories
     const MountOp* failed = nullptr;
-    if (int err = apply_mount_plan(plan, -1, &failed); err != 0) {
+    if (int err = apply_mount_plan(plan, nullptr, 0, &failed); err != 0) {
       throw_setup(failed != nullptr && failed->target != nullptr ? failed->target : "/", err);
     }
     return ns;
@@ -101,10 +101,17 @@ std::shared_ptr<const MountTemplate> mount_template(const MountRequest& request)
   return made;
 }
 
-UniqueFd detached_workspace(const std::string& workspace) {
-  UniqueFd tree(static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, workspace.c_str(),
-                                           OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)));
-  if (!tree) throw_setup("open_tree of the workspace " + workspace, errno);
+UniqueFd detached_tree(const std::string& directory) {
+  // The task's directories are the worker's own entries, which no task can reach; still, a
+  // symlink in their place must not carry a host tree into the jail.
+  UniqueFd tree(static_cast<int>(
+      ::syscall(SYS_open_tree, AT_FDCWD, directory.c_str(),
+                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW)));
+  if (!tree) throw_setup("open_tree of the task's directory " + directory, errno);
+  struct stat st {};
+  if (::fstat(tree.get(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw_setup("open_tree of the task's directory " + directory, ENOTDIR);
+  }
   // A clone of a shared host mount would join its peer group: private, as after the
   // MS_PRIVATE that starts a jail built in place.
   struct mount_attr attr {};
@@ -112,7 +119,7 @@ UniqueFd detached_workspace(const std::string& workspace) {
   attr.propagation = MS_PRIVATE;
   if (::syscall(SYS_mount_setattr, tree.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr,
                 sizeof attr) != 0) {
-    throw_setup("mount_setattr of the workspace " + workspace, errno);
+    throw_setup("mount_setattr of the task's directory " + directory, errno);
   }
   return tree;
 }

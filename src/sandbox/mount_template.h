@@ -27,9 +27,9 @@ struct MountTemplate {
 // host mounts later below a bound directory shows up. Throws Error(kSandboxSetup).
 std::shared_ptr<const MountTemplate> mount_template(const MountRequest& request);
 
-// The task's workspace, or its task directory (build_task_mount_plan), as a detached mount
-// tree (private, nosuid, nodev) for kAttachWorkspace. Throws Error(kSandboxSetup).
-UniqueFd detached_workspace(const std::string& workspace);
+// One of the task's own directories (MountPlan::trees of build_task_mount_plan) as a detached
+// mount tree (private, nosuid, nodev) for kAttachTree. Throws Error(kSandboxSetup).
+UniqueFd detached_tree(const std::string& directory);
 
 // Whether this kernel has what templates need (open_tree, move_mount, mount_setattr).
 bool mount_templates_supported();

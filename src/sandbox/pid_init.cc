@@ -110,13 +110,13 @@ TAMMA_ON_TASK_STACK void run_pid_init(ChildPlan& plan) {
   }
   if (plan.mounts != nullptr) {
     const MountOp* failed = nullptr;
-    int err = apply_mount_plan(*plan.mounts, plan.workspace_tree_fd, &failed);
+    int err = apply_mount_plan(*plan.mounts, plan.mount_tree_fds, plan.mount_tree_count, &failed);
     if (err != 0) {
       child_fail(plan.error_fd, ChildStage::kMounts, err,
                  failed != nullptr && failed->target != nullptr ? failed->target : "/");
     }
   }
-  close_if_open(plan.workspace_tree_fd);
+  for (int i = 0; i < plan.mount_tree_count; ++i) close_if_open(plan.mount_tree_fds[i]);
   if (plan.hostname != nullptr) {
     std::size_t length = 0;
     while (plan.hostname[length] != '\0') ++length;

@@ -419,7 +419,7 @@ class SandboxImpl final : public Sandbox {
     std::string cwd;
     MountPlan mounts;
     std::shared_ptr<const MountTemplate> jail_template;
-    UniqueFd workspace_tree;
+    std::vector<UniqueFd> mount_trees;
     if (eff_.isolate) {
       cwd = (fs::path(kSandboxWorkspace) / workdir).lexically_normal().string();
       const std::string workspace = fs::absolute(command.workspace).lexically_normal().string();
@@ -437,10 +437,10 @@ class SandboxImpl final : public Sandbox {
                            .device_nodes = !eff_.new_user};
       if (eff_.mount_template && fits_a_template(request)) {
         jail_template = mount_template(request);
-        // Built first: it refuses a workspace outside the task directory before a tree of
-        // the task directory is cloned.
+        // Built first: it refuses a workspace outside the task directory before any tree
+        // is cloned.
         mounts = build_task_mount_plan(request);
-        workspace_tree = detached_workspace(task_dir.empty() ? workspace : task_dir);
+        for (const auto& directory : mounts.trees) mount_trees.push_back(detached_tree(directory));
       } else {
         std::vector<std::string> visible = policy_.readonly_binds;
         visible.push_back(workspace);
@@ -547,7 +547,7 @@ class SandboxImpl final : public Sandbox {
     plan.unprivileged = eff_.keeper;
     plan.mounts = eff_.isolate ? &mounts : nullptr;
     plan.mount_template_fd = jail_template ? jail_template->ns.get() : -1;
-    plan.workspace_tree_fd = workspace_tree.get();
+    for (const auto& tree : mount_trees) plan.mount_tree_fds[plan.mount_tree_count++] = tree.get();
     plan.hostname = eff_.isolate && eff_.new_uts ? kHostname : nullptr;
     plan.loopback_up = eff_.isolate && eff_.new_net && !net && !given_net;
     plan.net_ns_fd = given_net ? policy_.net_ns_fd : net ? net.fd() : -1;

@@ -159,11 +159,12 @@ int leave_real_time() {
     child_fail(shared.error_fd, ChildStage::kSignals, err, "sched_setscheduler(SCHED_OTHER)");
   }
   ChildPlan plan = shared;  // our own copy of the fds, renumbered below
-  int* keep[11 + 2 * kMaxCgroupProcsFds] = {
-      &plan.error_fd,          &plan.release_fd,        &plan.status_fd,          &plan.stdin_fd,
-      &plan.stdout_fd,         &plan.stderr_fd,         &plan.task_cgroup_fd,     &plan.net_ns_fd,
-      &plan.mount_template_fd, &plan.workspace_tree_fd, &plan.landlock_ruleset_fd};
-  std::size_t kept = 11;
+  int* keep[10 + kMaxMountTrees + 2 * kMaxCgroupProcsFds] = {
+      &plan.error_fd,          &plan.release_fd,         &plan.status_fd,      &plan.stdin_fd,
+      &plan.stdout_fd,         &plan.stderr_fd,          &plan.task_cgroup_fd, &plan.net_ns_fd,
+      &plan.mount_template_fd, &plan.landlock_ruleset_fd};
+  std::size_t kept = 10;
+  for (int i = 0; i < plan.mount_tree_count; ++i) keep[kept++] = &plan.mount_tree_fds[i];
   for (int i = 0; i < plan.cgroup_procs_count; ++i) keep[kept++] = &plan.cgroup_procs_fds[i];
   for (int i = 0; i < plan.cgroup_parent_count; ++i) keep[kept++] = &plan.cgroup_parent_fds[i];
   if (int err = keep_only_fds(keep, kept); err != 0) {

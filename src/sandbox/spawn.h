@@ -12,9 +12,10 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "sandbox/mount.h"
+
 namespace tamma::sandbox {
 
-struct MountPlan;
 struct SpawnSlot;
 
 // v1 hierarchies a task may have to enter itself (memory, pids, cpu, cpuacct, freezer, and
@@ -68,9 +69,10 @@ struct ChildPlan {
   bool unprivileged = false;
   const MountPlan* mounts = nullptr;  // set when isolating
   // With a template (mount_template.h): the namespace PID 1 copies before `mounts`, which
-  // then attaches the detached `workspace_tree`.
+  // then attaches the detached `mount_tree_fds` (MountPlan::trees).
   int mount_template_fd = -1;
-  int workspace_tree_fd = -1;
+  int mount_tree_fds[kMaxMountTrees] = {-1, -1, -1, -1};
+  int mount_tree_count = 0;
   const char* hostname = nullptr;  // set with a new uts namespace
   bool loopback_up = false;        // with a new net namespace
   int net_ns_fd = -1;              // a pooled network namespace PID 1 enters (net.h)
