@@ -373,8 +373,8 @@ void add_task_filesystems(PlanBuilder& b, const MountRequest& request, bool from
 
   // The task's own directory `source` (a host path) at `target` inside the jail.
   auto writable = [&](const std::string& source, const char* target) {
-    // Checked here for both ways of building the jail: a bind by host path would follow a
-    // symlink left in the directory's place (open_tree, for a template, refuses it again).
+    // Checked here, once, for both ways of building the jail: a bind by host path would
+    // follow a symlink left in the directory's place.
     struct stat st {};
     if (::lstat(source.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       throw Error(ErrorKind::kSandboxSetup, "sandbox_bad_path",
