@@ -594,6 +594,7 @@ class PlainWorkspace final : public Workspace {
   [[nodiscard]] const fs::path& task_dir() const override { return dir_; }
 
   [[nodiscard]] DiskUsage usage() const override { return walk_task_dirs(dir_); }
+  [[nodiscard]] bool full() const override { return false; }
 
   [[nodiscard]] std::optional<std::uint64_t> limit() const override { return std::nullopt; }
 
@@ -687,6 +688,8 @@ class ImageWorkspace final : public Workspace {
     usage.full = usage.bytes >= limit_ || st.f_favail == 0;
     return usage;
   }
+
+  [[nodiscard]] bool full() const override { return usage().full; }  // one statvfs
 
   [[nodiscard]] std::optional<std::uint64_t> limit() const override { return limit_; }
 

@@ -44,8 +44,13 @@ class Workspace {
   [[nodiscard]] virtual const std::filesystem::path& path() const = 0;
   // <root>/<task_id>, holding path(), home/, tmp/ and var-tmp/.
   [[nodiscard]] virtual const std::filesystem::path& task_dir() const = 0;
-  // What the task wrote in all four directories.
+  // What the task wrote in all four directories. Without a disk limit this walks the whole
+  // tree: once per task, for the result.
   [[nodiscard]] virtual DiskUsage usage() const = 0;
+  // Whether the disk limit was reached (usage().full), answered without a walk: asked after
+  // every step, where a walk of a checkout with its dependencies (hundreds of thousands of
+  // files) would cost more than most steps. Always false without a limit.
+  [[nodiscard]] virtual bool full() const = 0;
   [[nodiscard]] virtual std::optional<std::uint64_t> limit() const = 0;
   // Keeps the task's files (work/, home/, tmp/, var-tmp/) at `dest`, which must not exist
   // (its parents are made), for someone to look at after the task, instead of removing them

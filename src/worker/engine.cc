@@ -221,7 +221,9 @@ class EngineContext : public TaskContext {
     StepOutcome outcome = run_step(step_sandbox, workspace_.path().string(), request, limits,
                                    masker_, cancellation_, sink);
     spdlog::debug("task {}: step '{}' ran in {} ms{}", spec_.id, command.name, outcome.duration_ms,
-                  request.shell_argv.empty() ? "" : " (a lone command: exec'ed directly, by bash only if that failed)");
+                  request.shell_argv.empty()
+                      ? ""
+                      : " (a lone command: exec'ed directly, by bash only if that failed)");
 
     protocol::StepResult step;
     step.name = command.name;
@@ -229,7 +231,7 @@ class EngineContext : public TaskContext {
     step.stdout_capture = outcome.out;
     step.stderr_capture = outcome.err;
     step.usage = to_result_usage(outcome.usage);
-    classify(outcome, workspace_.usage().full, step);
+    classify(outcome, workspace_.full(), step);
     for (auto& d : outcome.degradations) {
       if (std::find(result_.degradations.begin(), result_.degradations.end(), d) ==
           result_.degradations.end()) {

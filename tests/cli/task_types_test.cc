@@ -191,12 +191,12 @@ TEST_F(TaskTypes, OnFailureArtifactsAreNotCollectedFromASucceededTask) {
 // and only the next step has the deadline: on a slow host (a TCG VM beside two builds) a
 // task-wide 1 s deadline sometimes passed before `head` had written anything.
 TEST_F(TaskTypes, ArtifactLimitOnAFailedTaskKeepsTheTasksOwnOutcome) {
-  const json spec = {{"type", "build"},
-                     {"steps",
-                      {{{"run", "head -c 4096 /dev/zero > big.bin"}},
-                       {{"run", "sleep 30"}, {"timeout", "1s"}}}},
-                     {"artifacts", {"*.bin"}},
-                     {"artifactsWhen", "always"}};
+  const json spec = {
+      {"type", "build"},
+      {"steps",
+       {{{"run", "head -c 4096 /dev/zero > big.bin"}}, {{"run", "sleep 30"}, {"timeout", "1s"}}}},
+      {"artifacts", {"*.bin"}},
+      {"artifactsWhen", "always"}};
   const json result = run(spec, 3, {}, {"TAMMA_ARTIFACT_MAX_FILE_SIZE=1K"});
   EXPECT_EQ(result["status"], "timeout");
   EXPECT_EQ(result["error"]["code"], "timeout");

@@ -177,6 +177,7 @@ TEST_F(WorkspaceTest, PlainDirectoryIsCreatedEmptyAndRemoved) {
     EXPECT_LT(usage.bytes, 1'000'000u);
     EXPECT_EQ(usage.inodes, 5u);
     EXPECT_FALSE(usage.full);
+    EXPECT_FALSE(workspace->full());  // no limit, nothing to reach
 
     // What tools leave in HOME and the temporary directories is the task's too; a hard link
     // between them still counts once.
@@ -332,6 +333,7 @@ TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForBytes) {
     EXPECT_EQ(empty.bytes, 0u);
     EXPECT_EQ(empty.inodes, 0u);
     EXPECT_FALSE(empty.full);
+    EXPECT_FALSE(workspace->full());
 
     std::uint64_t written = 0;
     EXPECT_EQ(fill_file(workspace->path() / "big", 32 * kMiB, &written), ENOSPC);
@@ -342,6 +344,7 @@ TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForBytes) {
     EXPECT_LE(written, 18 * kMiB);
     const DiskUsage usage = workspace->usage();
     EXPECT_TRUE(usage.full);
+    EXPECT_TRUE(workspace->full());  // what the engine asks after each step
     EXPECT_GE(usage.bytes, written);
     EXPECT_LE(usage.bytes, 18 * kMiB + 64 * 1024);
     EXPECT_EQ(usage.inodes, 1u);
@@ -389,6 +392,7 @@ TEST_F(WorkspaceTest, DiskLimitAnswersEnospcForInodes) {
   const DiskUsage usage = workspace->usage();
   std::printf("16 MiB image: %d empty files before ENOSPC\n", created);
   EXPECT_TRUE(usage.full);
+  EXPECT_TRUE(workspace->full());
   EXPECT_EQ(usage.inodes, static_cast<std::uint64_t>(created));
   // Space was not the limit: empty files take no blocks.
   EXPECT_LT(usage.bytes, 8 * kMiB);
