@@ -386,12 +386,18 @@ class V1Manager final : public CgroupManager {
   std::size_t remove_stale() override {
     // One stale worker has a subtree in every hierarchy; count it once.
     std::map<std::string, std::vector<Dir>> stale;
+    // Each owner is looked up in /proc once, not once per hierarchy (this worker's own
+    // subtree is in all five of them).
+    std::map<std::string, bool> alive;
     for (const auto& hierarchy : hierarchies_) {
       std::error_code ec;
       for (fs::directory_iterator it(hierarchy.path, ec), end; !ec && it != end; it.increment(ec)) {
         const std::string entry = it->path().filename().string();
         auto owner = parse_subtree_name(entry);
-        if (!owner || owner_alive(*owner)) continue;
+        if (!owner) continue;
+        auto [known, inserted] = alive.try_emplace(entry, false);
+        if (inserted) known->second = owner_alive(*owner);
+        if (known->second) continue;
         stale[entry].push_back(Dir{hierarchy.controllers, it->path()});
       }
     }
