@@ -577,6 +577,11 @@ struct Daemon::Impl {
 
   void slot_loop(int slot) {
     OrchestratorClient client(options.config.orchestrator_url, {}, options.config.ca_file);
+    // The running task's output and progress go out on a connection of their own, kept for
+    // the slot's life: a task no longer pays for a connect (and the orchestrator for an
+    // accept) while its sandbox starts. Only the task's reporter thread uses it while the task
+    // runs; the slot thread only after that thread has been joined (a resend of the log).
+    OrchestratorClient reporter_client(options.config.orchestrator_url, {}, options.config.ca_file);
     Backoff backoff(options.backoff);
     // The task the last report brought back ("next"): claimed for this worker already, so it
     // runs even if a drain began meanwhile (it finishes like the tasks running then).
@@ -630,7 +635,7 @@ struct Daemon::Impl {
       }
       backoff.reset();
       try {
-        next = run_assignment(client, current, std::move(*assignment));
+        next = run_assignment(client, reporter_client, current, std::move(*assignment));
         if (next) next_session = current;
       } catch (const std::exception& e) {
         // Its lease is no longer renewed: the orchestrator re-queues it after the lease TTL.
@@ -646,6 +651,7 @@ struct Daemon::Impl {
 
   // Runs the task and reports it; returns the next task when the report brought one back.
   std::optional<wire::Assignment> run_assignment(OrchestratorClient& client,
+                                                 OrchestratorClient& reporter_client,
                                                  const std::shared_ptr<const Session>& current,
                                                  wire::Assignment assignment) {
     auto task = std::make_shared<ActiveTask>();
@@ -664,7 +670,7 @@ struct Daemon::Impl {
     spdlog::info("worker {}: task {} attempt {} assigned (type {})", worker, task->task_id,
                  task->attempt, assignment.task.value("type", "?"));
     std::unique_ptr<StagingDir> staging;
-    Report report = execute(*task, assignment.task, staging);
+    Report report = execute(*task, assignment.task, reporter_client, staging);
     task->running = false;
     note_host_outcome(report);
     if (!task->lease_lost.load() && staging && report.result) {
@@ -775,7 +781,8 @@ struct Daemon::Impl {
     }
   }
 
-  Report execute(ActiveTask& task, const json& document, std::unique_ptr<StagingDir>& staging);
+  Report execute(ActiveTask& task, const json& document, OrchestratorClient& reporter_client,
+                 std::unique_ptr<StagingDir>& staging);
 
   // Each matched artifact goes up before the result, fenced and retried like the result, so
   // an admin who sees the task succeeded can download them. One the orchestrator refuses for
@@ -1026,13 +1033,14 @@ LogShipperLimits spooled_limits(const Config& config) {
 }
 
 // Output and progress of one running task, on their way to the orchestrator from a thread of
-// their own: the task's output pipe is never held up by the network.
+// their own: the task's output pipe is never held up by the network. `client` is the slot's
+// (its connection outlives the task); no one else uses it until finish() has returned.
 class TaskReporter : public RunObserver {
  public:
-  TaskReporter(Daemon::Impl& daemon, ActiveTask& task)
+  TaskReporter(Daemon::Impl& daemon, ActiveTask& task, OrchestratorClient& client)
       : daemon_(daemon),
         task_(task),
-        client_(daemon.options.config.orchestrator_url, {}, daemon.options.config.ca_file),
+        client_(client),
         shipper_(spooled_limits(daemon.options.config)),
         sink_(*this),
         backoff_(daemon.options.backoff),
@@ -1241,7 +1249,7 @@ class TaskReporter : public RunObserver {
 
   Daemon::Impl& daemon_;
   ActiveTask& task_;
-  OrchestratorClient client_;
+  OrchestratorClient& client_;
   LogShipper shipper_;
   Sink sink_;
   Backoff backoff_;
@@ -1258,6 +1266,7 @@ class TaskReporter : public RunObserver {
 }  // namespace
 
 Report Daemon::Impl::execute(ActiveTask& task, const json& document,
+                             OrchestratorClient& reporter_client,
                              std::unique_ptr<StagingDir>& staging) {
   Report report;
   auto parsed = protocol::parse_task_spec(document);
@@ -1271,7 +1280,7 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
   }
   protocol::TaskSpec spec = std::move(*parsed.spec);
   spec.id = task.task_id;
-  auto shared_reporter = std::make_shared<TaskReporter>(*this, task);
+  auto shared_reporter = std::make_shared<TaskReporter>(*this, task, reporter_client);
   TaskReporter& reporter = *shared_reporter;
   try {
     RunOptions run_options;
