@@ -29,6 +29,7 @@
 #include "worker/host_check.h"
 #include "worker/log_shipper.h"
 #include "worker/orchestrator_client.h"
+#include "worker/workspace_reaper.h"
 
 namespace tamma::worker {
 namespace {
@@ -248,6 +249,9 @@ struct Daemon::Impl {
   DaemonOptions options;
   Engine engine;
   wire::Capabilities capabilities;
+  // Removes finished tasks' workspaces after their reports; made before the slots start and
+  // destroyed (everything queued removed) after they have all stopped.
+  std::unique_ptr<WorkspaceReaper> reaper;
 
   // ---- state shared by the threads ----
   mutable std::mutex mutex;
@@ -1284,6 +1288,9 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
   TaskReporter& reporter = *shared_reporter;
   try {
     RunOptions run_options;
+    run_options.dispose_workspace = [this](std::unique_ptr<sandbox::Workspace> workspace) {
+      reaper->add(std::move(workspace));
+    };
     if (!spec.artifacts.empty()) {
       staging = make_staging_dir(options.config.workspace_root);
       run_options.artifacts_dir = staging->path();
@@ -1358,6 +1365,7 @@ int Daemon::Impl::run() {
     if (phase == Phase::kStarting) phase = Phase::kRunning;
     live_slots = capabilities.slots;
   }
+  reaper = std::make_unique<WorkspaceReaper>(static_cast<std::size_t>(capabilities.slots));
   std::thread heartbeat([this] { heartbeat_loop(); });
   std::vector<std::thread> slots;
   for (int i = 0; i < capabilities.slots; ++i) slots.emplace_back([this, i] { slot_loop(i); });
@@ -1382,6 +1390,7 @@ int Daemon::Impl::run() {
   }
   lock.unlock();
   for (auto& t : slots) t.join();
+  reaper.reset();  // the last workspaces are removed before the worker says it stopped
   {
     std::lock_guard stop(mutex);
     heartbeat_stop = true;

@@ -661,9 +661,14 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
       if (options.kept) *options.kept = kept;
       phase.done("workspace kept");
     }
-    // The workspace is destroyed here, before the result is handed out.
-    workspace.reset();
-    phase.done("workspace removed");
+    if (options.dispose_workspace) {
+      options.dispose_workspace(std::move(workspace));
+      phase.done("workspace handed over");
+    } else {
+      // Destroyed here, before the result is handed out (`run` exits once it is printed).
+      workspace.reset();
+      phase.done("workspace removed");
+    }
   } catch (const Error& error) {
     // A message may quote the command or its environment: it is masked like task output.
     const std::string message = error_masker.mask(error.what());

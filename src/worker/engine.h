@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 
 #include "protocol/task_result.h"
@@ -42,6 +43,11 @@ struct RunOptions {
   // sandbox builds nothing that pays off only when reused (a mount template, a pooled network
   // namespace, ADRs 0018 and 0019); each costs a thread and more than it saves once.
   bool only_task_of_process = false;
+  // Given the task's workspace once the task is over (its files kept and artifacts collected
+  // as asked), instead of removing it before the result is handed out: the daemon reports the
+  // task first and removes the workspace on a thread of its own. When a failure of the worker
+  // ended the task, the workspace is removed before the result as ever.
+  std::function<void(std::unique_ptr<sandbox::Workspace>)> dispose_workspace;
 };
 
 class Engine {

@@ -258,7 +258,8 @@ TEST_F(DaemonTest, RunsASubmittedTaskAndStoresItsResultLogsAndProgress) {
 }
 
 // Queued tasks run back to back: each report brings back the next task (ADR 0033), so one poll
-// hands out the first and none of the others needs one.
+// hands out the first and none of the others needs one. Each workspace is removed after its
+// report, off the slot's path; none is left once the worker has stopped.
 TEST_F(DaemonTest, QueuedTasksRunBackToBackEachReportBringingTheNext) {
   Orchestrator orchestrator(dir_.path(), fast_orchestrator());
   std::vector<std::string> ids;
@@ -266,7 +267,11 @@ TEST_F(DaemonTest, QueuedTasksRunBackToBackEachReportBringingTheNext) {
     ids.push_back(orchestrator.submit(
         {{"type", "command"},
          {"steps",
-          {{{"name", "only"}, {"run", "echo task " + std::to_string(i) + " # " + marker_}}}}}));
+          {{{"name", "only"},
+            {"run",
+             "mkdir -p a/b \"$HOME/.cache\" && touch a/b/c \"$HOME/.cache/d\" /tmp/e && "
+             "echo task " +
+                 std::to_string(i) + " # " + marker_}}}}}));
   }
   auto worker = start_worker(orchestrator.url());
   for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -286,6 +291,11 @@ TEST_F(DaemonTest, QueuedTasksRunBackToBackEachReportBringingTheNext) {
   EXPECT_EQ(m[1], "1") << "only the first task came by poll; each report brought the next";
   worker->send_signal(SIGTERM);
   EXPECT_EQ(worker->wait(30s).exit_code, 0);
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path() / "workspaces-1")) {
+    left.push_back(e.path().filename());
+  }
+  EXPECT_TRUE(left.empty()) << "left behind: " << ::testing::PrintToString(left);
 }
 
 TEST_F(DaemonTest, ACancelFromTheOrchestratorReachesTheRunningTaskWithinOneHeartbeat) {

@@ -1,0 +1,60 @@
+#include "worker/workspace_reaper.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <utility>
+
+namespace tamma::worker {
+
+WorkspaceReaper::WorkspaceReaper(std::size_t max_pending)
+    : max_pending_(std::max<std::size_t>(max_pending, 1)), thread_([this] { loop(); }) {}
+
+WorkspaceReaper::~WorkspaceReaper() {
+  {
+    std::lock_guard lock(mutex_);
+    closing_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+void WorkspaceReaper::add(std::unique_ptr<sandbox::Workspace> workspace) {
+  if (!workspace) return;
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [this] { return queue_.size() + (removing_ ? 1 : 0) < max_pending_; });
+  queue_.push_back(std::move(workspace));
+  changed_.notify_all();
+}
+
+void WorkspaceReaper::wait_idle() {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [this] { return queue_.empty() && !removing_; });
+}
+
+void WorkspaceReaper::loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [this] { return closing_ || !queue_.empty(); });
+    // Closing drains the queue first: a workspace handed over is always removed.
+    if (queue_.empty()) return;
+    auto workspace = std::move(queue_.front());
+    queue_.pop_front();
+    removing_ = true;
+    lock.unlock();
+    const std::string task = workspace->task_dir().filename().string();
+    const auto began = std::chrono::steady_clock::now();
+    workspace.reset();  // the destructor unmounts and removes; it never throws
+    spdlog::debug(
+        "task {}: workspace removed in {:.1f} ms (after the report)", task,
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began)
+            .count());
+    lock.lock();
+    removing_ = false;
+    changed_.notify_all();
+  }
+}
+
+}  // namespace tamma::worker

@@ -1,0 +1,44 @@
+#pragma once
+// Finished tasks' workspaces, removed on a thread of their own: a daemon reports a task before
+// its workspace is gone, since removing a checkout with its dependencies (hundreds of thousands
+// of files) takes seconds that nobody waiting for the result needs to spend.
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "sandbox/workspace.h"
+
+namespace tamma::worker {
+
+class WorkspaceReaper {
+ public:
+  // At most `max_pending` workspaces wait for removal (the one being removed included).
+  explicit WorkspaceReaper(std::size_t max_pending);
+  WorkspaceReaper(const WorkspaceReaper&) = delete;
+  WorkspaceReaper& operator=(const WorkspaceReaper&) = delete;
+  // Removes everything still queued before it returns: nothing is left behind.
+  ~WorkspaceReaper();
+
+  // Queues `workspace` for removal. Waits while `max_pending` are queued already, so that a
+  // slow disk holds the slots back rather than piling up workspaces.
+  void add(std::unique_ptr<sandbox::Workspace> workspace);
+  // Returns once everything queued so far is removed.
+  void wait_idle();
+
+ private:
+  void loop();
+
+  const std::size_t max_pending_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::unique_ptr<sandbox::Workspace>> queue_;
+  bool removing_ = false;
+  bool closing_ = false;
+  std::thread thread_;  // last: started once everything it uses exists
+};
+
+}  // namespace tamma::worker
