@@ -1291,6 +1291,8 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
     run_options.dispose_workspace = [this](std::unique_ptr<sandbox::Workspace> workspace) {
       reaper->add(std::move(workspace));
     };
+    // An earlier attempt of this task on this worker may still be on its way out.
+    reaper->wait_until_gone(task.task_id);
     if (!spec.artifacts.empty()) {
       staging = make_staging_dir(options.config.workspace_root);
       run_options.artifacts_dir = staging->path();

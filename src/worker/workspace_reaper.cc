@@ -34,6 +34,18 @@ void WorkspaceReaper::wait_idle() {
   changed_.wait(lock, [this] { return queue_.empty() && !removing_; });
 }
 
+void WorkspaceReaper::wait_until_gone(const std::string& task_id) {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [&] { return !pending(task_id); });
+}
+
+bool WorkspaceReaper::pending(const std::string& task_id) const {
+  if (removing_ && removing_task_ == task_id) return true;
+  return std::any_of(queue_.begin(), queue_.end(), [&](const auto& workspace) {
+    return workspace->task_dir().filename() == task_id;
+  });
+}
+
 void WorkspaceReaper::loop() {
   std::unique_lock lock(mutex_);
   for (;;) {
@@ -43,8 +55,9 @@ void WorkspaceReaper::loop() {
     auto workspace = std::move(queue_.front());
     queue_.pop_front();
     removing_ = true;
+    removing_task_ = workspace->task_dir().filename().string();
+    const std::string task = removing_task_;
     lock.unlock();
-    const std::string task = workspace->task_dir().filename().string();
     const auto began = std::chrono::steady_clock::now();
     workspace.reset();  // the destructor unmounts and removes; it never throws
     spdlog::debug(

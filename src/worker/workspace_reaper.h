@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include "sandbox/workspace.h"
@@ -28,14 +29,20 @@ class WorkspaceReaper {
   void add(std::unique_ptr<sandbox::Workspace> workspace);
   // Returns once everything queued so far is removed.
   void wait_idle();
+  // Returns once no workspace of this task waits for removal: a task run again on this worker
+  // (its next attempt) makes its workspace under the same name, and its lock is held until the
+  // old one is gone.
+  void wait_until_gone(const std::string& task_id);
 
  private:
+  [[nodiscard]] bool pending(const std::string& task_id) const;  // with mutex_ held
   void loop();
 
   const std::size_t max_pending_;
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<std::unique_ptr<sandbox::Workspace>> queue_;
+  std::string removing_task_;  // the one being removed, when removing_
   bool removing_ = false;
   bool closing_ = false;
   std::thread thread_;  // last: started once everything it uses exists

@@ -227,6 +227,51 @@ TEST(DaemonWithScriptedOrchestrator, KeepsTheResultAndItsLeaseWhileTheOrchestrat
   EXPECT_FALSE(holds_lease(heartbeats.back().body)) << "delivered: the lease is let go";
 }
 
+// The report of a task's first attempt brings back its second (a task retried on the same
+// worker) while the first attempt's 20,000 files are still being removed after that report:
+// the second attempt waits for them to go and gets a fresh workspace of the same name,
+// instead of finding the old one's lock held and failing as a task already running.
+TEST(DaemonWithScriptedOrchestrator, AnAttemptRunOnTheSameWorkerWaitsForItsOldWorkspaceToGo) {
+  const json task = {{"type", "command"},
+                     {"steps",
+                      {{{"name", "s"},
+                        {"run",
+                         "test ! -e leftover && touch leftover && mkdir many && cd many && "
+                         "seq 20000 | xargs touch"}}}}};
+  ScriptedOrchestrator orchestrator(task, [&](const std::string&, int n) -> HttpReply {
+    if (n == 1) {
+      const json again = {{"task", task},
+                          {"taskId", "tsk_1"},
+                          {"attempt", 2},
+                          {"leaseId", "L2"},
+                          {"leaseTtlMs", 2000}};
+      return {200, json{{"state", "queued"}, {"next", again}}.dump(), {}};
+    }
+    return {200, R"({"state":"succeeded"})", {}};
+  });
+  tamma::testing::TempDir workspaces;
+  Daemon daemon(options_for(orchestrator.url(), workspaces.path()));
+  auto exit_code = std::async(std::launch::async, [&] { return daemon.run(); });
+  const auto deadline = Clock::now() + 30s;
+  while (orchestrator.results().size() < 2 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  daemon.drain("test");
+  EXPECT_EQ(exit_code.get(), 0);
+  auto results = orchestrator.results();
+  ASSERT_EQ(results.size(), 2u);
+  for (const auto& [at, what] : results) {
+    EXPECT_EQ(what.rfind("complete ", 0), 0u) << what;
+    EXPECT_NE(what.find(R"("status":"succeeded")"), std::string::npos) << what;
+  }
+  EXPECT_NE(results[1].second.find(R"("leaseId":"L2")"), std::string::npos) << results[1].second;
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(workspaces.path())) {
+    left.push_back(e.path().filename());
+  }
+  EXPECT_TRUE(left.empty()) << ::testing::PrintToString(left);
+}
+
 TEST(DaemonWithScriptedOrchestrator, UploadsArtifactsRetriedUntilStoredAndOnlyThenCompletes) {
   json task = {{"type", "command"},
                {"steps", {{{"name", "s"}, {"run", "mkdir -p d && echo hi > d/a.txt"}}}},

@@ -4,9 +4,11 @@
 
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -73,6 +75,56 @@ TEST(WorkspaceReaper, NoMoreThanMaxPendingWaitForRemoval) {
   }
   reaper.wait_idle();
   EXPECT_TRUE(entries(root.path()).empty());
+}
+
+namespace {
+
+// Holds the reaper's thread in its destructor until released: what a workspace of a million
+// files does for seconds, made deterministic.
+class SlowToRemove final : public Workspace {
+ public:
+  SlowToRemove(fs::path dir, std::shared_future<void> released)
+      : dir_(std::move(dir)), work_(dir_ / "work"), released_(std::move(released)) {}
+  ~SlowToRemove() override { released_.wait(); }
+  [[nodiscard]] const fs::path& path() const override { return work_; }
+  [[nodiscard]] const fs::path& task_dir() const override { return dir_; }
+  [[nodiscard]] tamma::sandbox::DiskUsage usage() const override { return {}; }
+  [[nodiscard]] bool full() const override { return false; }
+  [[nodiscard]] std::optional<std::uint64_t> limit() const override { return std::nullopt; }
+  fs::path keep(const fs::path& dest) override { return dest; }
+
+ private:
+  fs::path dir_, work_;
+  std::shared_future<void> released_;
+};
+
+}  // namespace
+
+// A task that failed and is assigned to the same worker again (its next attempt) makes its
+// workspace under the same name: the daemon waits until the old one is gone, whose lock
+// would refuse the new one as a task already running.
+TEST(WorkspaceReaper, ATaskCanMakeItsWorkspaceAgainOnceTheOldOneIsGone) {
+  tamma::testing::TempDir root;
+  std::promise<void> release;
+  WorkspaceReaper reaper(4);
+  reaper.add(std::make_unique<SlowToRemove>(root.path() / "other", release.get_future().share()));
+  reaper.add(written_workspace(root.path(), "t1"));
+
+  // Still queued behind the slow one: its lock is held.
+  try {
+    Workspace::create(root.path(), "t1", std::nullopt);
+    ADD_FAILURE() << "made while the old workspace still held its lock";
+  } catch (const tamma::Error& e) {
+    EXPECT_EQ(e.code(), "task_already_running");
+  }
+  auto gone = std::async(std::launch::async, [&] { reaper.wait_until_gone("t1"); });
+  reaper.wait_until_gone("t2");  // nothing of t2 is queued: returns at once
+  release.set_value();
+  gone.get();
+  EXPECT_FALSE(fs::exists(root.path() / "t1"));
+  EXPECT_FALSE(fs::exists(root.path() / ".t1.lock"));
+  auto again = Workspace::create(root.path(), "t1", std::nullopt);
+  EXPECT_TRUE(fs::is_directory(again->path()));
 }
 
 TEST(WorkspaceReaper, NothingHandedOverIsNothingToDo) {
