@@ -40,7 +40,7 @@ void WorkspaceReaper::wait_until_gone(const std::string& task_id) {
 }
 
 bool WorkspaceReaper::pending(const std::string& task_id) const {
-  if (removing_ && removing_task_ == task_id) return true;
+  if (removing_ == task_id) return true;
   return std::any_of(queue_.begin(), queue_.end(), [&](const auto& workspace) {
     return workspace->task_dir().filename() == task_id;
   });
@@ -54,9 +54,8 @@ void WorkspaceReaper::loop() {
     if (queue_.empty()) return;
     auto workspace = std::move(queue_.front());
     queue_.pop_front();
-    removing_ = true;
-    removing_task_ = workspace->task_dir().filename().string();
-    const std::string task = removing_task_;
+    const std::string task = workspace->task_dir().filename().string();
+    removing_ = task;
     lock.unlock();
     const auto began = std::chrono::steady_clock::now();
     workspace.reset();  // the destructor unmounts and removes; it never throws
@@ -65,7 +64,7 @@ void WorkspaceReaper::loop() {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began)
             .count());
     lock.lock();
-    removing_ = false;
+    removing_.reset();
     changed_.notify_all();
   }
 }

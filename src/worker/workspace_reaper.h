@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -42,8 +43,7 @@ class WorkspaceReaper {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<std::unique_ptr<sandbox::Workspace>> queue_;
-  std::string removing_task_;  // the one being removed, when removing_
-  bool removing_ = false;
+  std::optional<std::string> removing_;  // the task whose workspace is being removed
   bool closing_ = false;
   std::thread thread_;  // last: started once everything it uses exists
 };

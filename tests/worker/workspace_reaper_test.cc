@@ -29,6 +29,13 @@ std::unique_ptr<Workspace> written_workspace(const fs::path& root, const std::st
   return workspace;
 }
 
+// Hands `count` written workspaces, task-0 to task-<count - 1>, to the reaper.
+void hand_over(WorkspaceReaper& reaper, const fs::path& root, int count) {
+  for (int i = 0; i < count; ++i) {
+    reaper.add(written_workspace(root, "task-" + std::to_string(i)));
+  }
+}
+
 std::vector<std::string> entries(const fs::path& root) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(root)) names.push_back(e.path().filename());
@@ -40,9 +47,7 @@ std::vector<std::string> entries(const fs::path& root) {
 TEST(WorkspaceReaper, HandedOverWorkspacesAreRemovedLockFilesIncluded) {
   tamma::testing::TempDir root;
   WorkspaceReaper reaper(2);
-  for (int i = 0; i < 5; ++i) {
-    reaper.add(written_workspace(root.path(), "task-" + std::to_string(i)));
-  }
+  hand_over(reaper, root.path(), 5);
   reaper.wait_idle();
   EXPECT_TRUE(entries(root.path()).empty()) << ::testing::PrintToString(entries(root.path()));
 }
@@ -53,9 +58,7 @@ TEST(WorkspaceReaper, DestroyingTheReaperRemovesWhatIsStillQueued) {
   tamma::testing::TempDir root;
   {
     WorkspaceReaper reaper(8);
-    for (int i = 0; i < 8; ++i) {
-      reaper.add(written_workspace(root.path(), "task-" + std::to_string(i)));
-    }
+    hand_over(reaper, root.path(), 8);
   }
   EXPECT_TRUE(entries(root.path()).empty()) << ::testing::PrintToString(entries(root.path()));
 }
@@ -67,8 +70,8 @@ TEST(WorkspaceReaper, NoMoreThanMaxPendingWaitForRemoval) {
   WorkspaceReaper reaper(1);
   for (int i = 0; i < 20; ++i) {
     reaper.add(written_workspace(root.path(), "task-" + std::to_string(i)));
-    // Two at most exist: the one just handed over, and the one made for the next add (none
-    // yet). Every earlier one was removed before add() took this one.
+    // At most the one just handed over is left: every earlier one was removed before add()
+    // took this one.
     std::size_t task_dirs = 0;
     for (const auto& name : entries(root.path())) task_dirs += name.front() != '.';
     EXPECT_LE(task_dirs, 1u) << "after add " << i;
