@@ -536,6 +536,11 @@ class TaskEgress {
   std::uint16_t port_ = 0;
 };
 
+// A succeeded or cancelled task is never blamed on the host; any other may be.
+bool host_may_be_blamed(const protocol::TaskResult& result) {
+  return result.status != TaskStatus::kSucceeded && result.status != TaskStatus::kCancelled;
+}
+
 }  // namespace
 
 // A task that did not succeed on a host that is out of disk, descriptors or memory may well
@@ -543,7 +548,7 @@ class TaskEgress {
 // also counts towards standing down (docs/daemon.md, "Faults"). Checked after the workspace
 // is gone, so space the task itself filled does not count against the host.
 void Engine::blame_host_if_broken(protocol::TaskResult& result) const {
-  if (result.status == TaskStatus::kSucceeded || result.status == TaskStatus::kCancelled) return;
+  if (!host_may_be_blamed(result)) return;
   if (result.error && result.error->code == kHostFailure) return;
   const auto problem = host_problem(config_.workspace_root);
   if (!problem) return;
@@ -661,11 +666,14 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
       if (options.kept) *options.kept = kept;
       phase.done("workspace kept");
     }
-    if (options.dispose_workspace) {
+    if (options.dispose_workspace && !host_may_be_blamed(result)) {
       options.dispose_workspace(std::move(workspace));
       phase.done("workspace handed over");
     } else {
-      // Destroyed here, before the result is handed out (`run` exits once it is printed).
+      // Destroyed here, before the result is handed out (`run` exits once it is printed),
+      // and before blame_host_if_broken looks at the disk: a task that filled it must find
+      // it empty again, or its own failure passes for the host's (a retryable host_failure
+      // that would fill the next worker's disk too).
       workspace.reset();
       phase.done("workspace removed");
     }

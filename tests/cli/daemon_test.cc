@@ -588,5 +588,43 @@ TEST_F(DaemonTest, AWorkerWhoseHostFailsTasksStandsDownSaysWhyAndRecovers) {
   EXPECT_EQ(worker.wait(30s).exit_code, 0);
 }
 
+// The other side of the rule above: a task that fills the disk itself fails as itself. The
+// daemon removes a succeeded task's workspace after the report (ADR 0035); a failed one's must
+// be gone before the host is checked, or the task's own files pass for a full host and its
+// failure becomes a retryable host_failure, run again on the next worker's disk.
+TEST_F(DaemonTest, ATaskThatFillsTheDiskFailsAsItselfAndTheWorkerStaysHealthy) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  testing::SmallTmpfs disk(dir_.path() / "small-disk", "64m");
+  ASSERT_TRUE(disk.mounted()) << "mounting a tmpfs needs root: " << std::strerror(errno);
+  const int health = free_port();
+  std::vector<std::string> argv = {
+      TAMMA_WORKER_BINARY, "start",
+      "--orchestrator",    orchestrator.url(),
+      "--workspace-root",  (dir_.path() / "small-disk" / "ws").string(),
+      "--health-listen",   "127.0.0.1:" + std::to_string(health)};
+  ChildProcess worker(argv, {"TAMMA_TOKEN=" + kRegistrationToken});
+  ASSERT_TRUE(worker.wait_for_output("registered with", 20s));
+
+  // Many files (their removal takes a while), then every byte left: no disk limit is set.
+  json spec = {{"type", "command"},
+               {"steps",
+                {{{"name", "fill"},
+                  {"run",
+                   "for i in $(seq 5000); do : > f$i; done; "
+                   "dd if=/dev/zero of=big bs=1M 2>/dev/null; exit 1"}}}}};
+  const std::string id = orchestrator.submit(spec, {"--max-retries", "0"});
+  auto t = orchestrator.wait_task(id, in_state({"succeeded", "failed", "dead"}), 60s);
+  EXPECT_EQ(t["state"], "failed") << t.dump(2);
+  if (t.contains("error")) {
+    EXPECT_NE(t["error"]["code"], "host_failure") << "its own full disk blamed on the host";
+  }
+  auto [code, body] = http_get(health, "/health");
+  EXPECT_EQ(code, 200) << body;
+  worker.send_signal(SIGTERM);
+  EXPECT_EQ(worker.wait(30s).exit_code, 0);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.path() / "small-disk" / "ws"))
+      << "workspace left behind";
+}
+
 }  // namespace
 }  // namespace tamma
