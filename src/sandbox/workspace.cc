@@ -32,9 +32,11 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -838,27 +840,32 @@ std::unique_ptr<Workspace> Workspace::create(const fs::path& root, const std::st
 std::size_t Workspace::remove_stale(const fs::path& root) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) return 0;
-  std::size_t removed = 0;
+  // One listing serves both sweeps: `run` pays for this at every start.
+  std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(root, ec)) {
-    const std::string name = entry.path().filename();
+    names.push_back(entry.path().filename());
+  }
+  std::size_t removed = 0;
+  for (const std::string& name : names) {
     if (name.empty() || name.front() == '.') continue;
+    const fs::path dir = root / name;
     const fs::path lock = lock_path(root, name);
     UniqueFd fd(::open(lock.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     if (fd && ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;  // its worker is alive
     // No lock file, or one nobody holds: the worker that made it is gone.
-    spdlog::warn("workspace: removing {} left by a worker that is gone", entry.path().string());
-    unmount_all_under(entry.path());
-    if (!remove_tree(entry.path())) {
-      spdlog::error("workspace: cannot remove stale {}", entry.path().string());
+    spdlog::warn("workspace: removing {} left by a worker that is gone", dir.string());
+    unmount_all_under(dir);
+    if (!remove_tree(dir)) {
+      spdlog::error("workspace: cannot remove stale {}", dir.string());
       continue;
     }
     ::unlink(image_path(root, name).c_str());
     ::unlink(lock.c_str());
     ++removed;
   }
-  // Images and locks whose directory is already gone (a crash between the two removals).
-  for (const auto& entry : fs::directory_iterator(root, ec)) {
-    const std::string name = entry.path().filename();
+  // Images and locks whose directory is already gone (a crash between the two removals; the
+  // ones the sweep above just removed with their directory are gone already).
+  for (const std::string& name : names) {
     for (const char* suffix : {".img", ".lock"}) {
       const std::string s(suffix);
       if (name.size() <= s.size() + 1 || name.front() != '.' ||
@@ -869,7 +876,7 @@ std::size_t Workspace::remove_stale(const fs::path& root) {
       if (fs::exists(fs::symlink_status(root / task_id, ec))) continue;
       UniqueFd fd(::open(lock_path(root, task_id).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
       if (fd && ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
-      ::unlink(entry.path().c_str());
+      ::unlink((root / name).c_str());
     }
   }
   return removed;
