@@ -418,8 +418,42 @@ struct Daemon::Impl {
   }
 
   void remove_active(const std::shared_ptr<ActiveTask>& task) {
-    std::lock_guard lock(mutex);
-    std::erase(active, task);
+    {
+      std::lock_guard lock(mutex);
+      std::erase(active, task);
+    }
+    changed.notify_all();  // supersede_older_attempts waits for this
+  }
+
+  // The orchestrator assigns a task again only once the lease before has ended: an attempt of
+  // the same task still running here lost its lease while this worker could not say it
+  // held it (a partition longer than the lease), and the heartbeat has not told it yet. It
+  // is stopped now, unreported, and its end awaited: both would use one workspace name, and
+  // the new one would be refused as task_already_running, failing the task for good.
+  void supersede_older_attempts(const ActiveTask& task) {
+    auto older_running = [&] {
+      return std::any_of(active.begin(), active.end(), [&](const auto& t) {
+        return t.get() != &task && t->task_id == task.task_id;
+      });
+    };
+    std::vector<std::shared_ptr<ActiveTask>> older;
+    {
+      std::lock_guard lock(mutex);
+      for (const auto& t : active) {
+        if (t.get() != &task && t->task_id == task.task_id) older.push_back(t);
+      }
+    }
+    if (older.empty()) return;
+    for (const auto& t : older) {
+      lose_lease(*t, fmt::format("attempt {} of it is assigned to this worker", task.attempt));
+    }
+    older.clear();
+    std::unique_lock lock(mutex);
+    // Its engine is stopped at once; this wait is its teardown. The new attempt's own stop
+    // (lease lost, the worker aborting) ends the wait too.
+    while (older_running() && !task.stop.fired()) {
+      changed.wait_for(lock, std::chrono::milliseconds(100));
+    }
   }
 
   void lose_lease(ActiveTask& task, const std::string& why) {
@@ -1291,7 +1325,8 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
     run_options.dispose_workspace = [this](std::unique_ptr<sandbox::Workspace> workspace) {
       reaper->add(std::move(workspace));
     };
-    // An earlier attempt of this task on this worker may still be on its way out.
+    // An earlier attempt of this task on this worker may still run, or be on its way out.
+    supersede_older_attempts(task);
     reaper->wait_until_gone(task.task_id);
     if (!spec.artifacts.empty()) {
       staging = make_staging_dir(options.config.workspace_root);

@@ -58,6 +58,11 @@ class ScriptedOrchestrator {
     std::lock_guard lock(mutex_);
     return log_;
   }
+  // The next poll after the first assignment answers with this one.
+  void assign_next(json assignment) {
+    std::lock_guard lock(mutex_);
+    next_assignment_ = std::move(assignment);
+  }
 
  private:
   HttpReply handle(const HttpRequest& r) {
@@ -88,6 +93,11 @@ class ScriptedOrchestrator {
                        {"leaseTtlMs", 2000}}
                       .dump(),
                   {}};
+        }
+        if (next_assignment_) {
+          const std::string body = next_assignment_->dump();
+          next_assignment_.reset();
+          return {200, body, {}};
         }
       }
       std::this_thread::sleep_for(300ms);
@@ -145,6 +155,7 @@ class ScriptedOrchestrator {
   std::function<json(const json&)> heartbeat_answer_;
   std::mutex mutex_;
   bool assigned_ = false;
+  std::optional<json> next_assignment_;
   bool unregistered_ = false;
   std::string log_;
   std::vector<Heartbeat> heartbeats_;
@@ -265,6 +276,58 @@ TEST(DaemonWithScriptedOrchestrator, AnAttemptRunOnTheSameWorkerWaitsForItsOldWo
     EXPECT_NE(what.find(R"("status":"succeeded")"), std::string::npos) << what;
   }
   EXPECT_NE(results[1].second.find(R"("leaseId":"L2")"), std::string::npos) << results[1].second;
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(workspaces.path())) {
+    left.push_back(e.path().filename());
+  }
+  EXPECT_TRUE(left.empty()) << ::testing::PrintToString(left);
+}
+
+// Attempt 1 runs on one slot; the orchestrator, which could not hear from this worker for
+// longer than the lease, assigns attempt 2 to its other slot before the heartbeat has told
+// attempt 1 its lease is gone. Attempt 1 is stopped unreported and attempt 2 runs in a fresh
+// workspace of the same name, instead of failing for good as task_already_running.
+TEST(DaemonWithScriptedOrchestrator, ANewAttemptOnAnotherSlotStopsTheOlderOneAndRuns) {
+  const json task = {{"type", "command"},
+                     {"steps",
+                      {{{"name", "s"},
+                        {"run",
+                         "if test -e mine; then echo found an old workspace; exit 3; fi; "
+                         "touch mine; echo begun; sleep 30"}}}}};
+  ScriptedOrchestrator orchestrator(task, [&](const std::string&, int) -> HttpReply {
+    return {200, R"({"state":"succeeded"})", {}};
+  });
+  tamma::testing::TempDir workspaces;
+  DaemonOptions options = options_for(orchestrator.url(), workspaces.path());
+  options.config.slots = 2;
+  Daemon daemon(options);
+  auto exit_code = std::async(std::launch::async, [&] { return daemon.run(); });
+  auto log_has = [&](const std::string& text, std::size_t times) {
+    const std::string log = orchestrator.log();
+    std::size_t n = 0;
+    for (auto at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++n;
+    return n >= times;
+  };
+  const auto deadline = Clock::now() + 30s;
+  while (!log_has("begun", 1) && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(log_has("begun", 1)) << orchestrator.log();
+  orchestrator.assign_next({{"task", task},
+                            {"taskId", "tsk_1"},
+                            {"attempt", 2},
+                            {"leaseId", "L2"},
+                            {"leaseTtlMs", 2000}});
+  while (!log_has("begun", 2) && !log_has("found an old", 1) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(log_has("begun", 2)) << orchestrator.log();
+  EXPECT_FALSE(log_has("found an old", 1)) << orchestrator.log();
+  // Attempt 1 said nothing (its lease is gone); attempt 2 is the one that reports.
+  daemon.cancel_tasks("test");
+  EXPECT_EQ(exit_code.get(), 0);
+  for (const auto& [at, what] : orchestrator.results()) {
+    EXPECT_EQ(what.find(R"("leaseId":"L1")"), std::string::npos) << what;
+    EXPECT_EQ(what.find("task_already_running"), std::string::npos) << what;
+  }
   std::vector<std::string> left;
   for (const auto& e : std::filesystem::directory_iterator(workspaces.path())) {
     left.push_back(e.path().filename());
