@@ -187,10 +187,12 @@ class DaemonTest : public ::testing::Test {
             "--retry-base",         "100ms", "--poll-timeout", "5s"};
   }
 
+  // `root`: the workspace root, a directory of its own under the test's when empty.
   std::unique_ptr<ChildProcess> start_worker(const std::string& url,
                                              std::vector<std::string> extra = {},
-                                             std::vector<std::string> env = {}) {
-    auto root = dir_.path() / ("workspaces-" + std::to_string(++workers_));
+                                             std::vector<std::string> env = {},
+                                             std::filesystem::path root = {}) {
+    if (root.empty()) root = dir_.path() / ("workspaces-" + std::to_string(++workers_));
     std::vector<std::string> argv = {TAMMA_WORKER_BINARY, "start",       "--orchestrator", url,
                                      "--workspace-root",  root.string(), "--grace-period", "2s",
                                      "--label",           "pool=e2e"};
@@ -531,13 +533,10 @@ TEST_F(DaemonTest, AWorkerWhoseHostFailsTasksStandsDownSaysWhyAndRecovers) {
   ASSERT_TRUE(disk.mounted()) << "mounting a tmpfs needs root: " << std::strerror(errno);
   disk.fill();
   const int health = free_port();
-  std::vector<std::string> argv = {
-      TAMMA_WORKER_BINARY, "start",
-      "--orchestrator",    orchestrator.url(),
-      "--workspace-root",  (dir_.path() / "small-disk" / "ws").string(),
-      "--health-listen",   "127.0.0.1:" + std::to_string(health)};
-  ChildProcess worker(argv, {"TAMMA_TOKEN=" + kRegistrationToken});
-  ASSERT_TRUE(worker.wait_for_output("registered with", 20s));
+  auto worker =
+      start_worker(orchestrator.url(), {"--health-listen", "127.0.0.1:" + std::to_string(health)},
+                   {}, dir_.path() / "small-disk" / "ws");
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
 
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) {
@@ -584,8 +583,8 @@ TEST_F(DaemonTest, AWorkerWhoseHostFailsTasksStandsDownSaysWhyAndRecovers) {
   }
   auto [after, after_body] = http_get(health, "/health");
   EXPECT_EQ(after, 200) << after_body;
-  worker.send_signal(SIGTERM);
-  EXPECT_EQ(worker.wait(30s).exit_code, 0);
+  worker->send_signal(SIGTERM);
+  EXPECT_EQ(worker->wait(30s).exit_code, 0);
 }
 
 // The other side of the rule above: a task that fills the disk itself fails as itself. The
@@ -597,13 +596,10 @@ TEST_F(DaemonTest, ATaskThatFillsTheDiskFailsAsItselfAndTheWorkerStaysHealthy) {
   testing::SmallTmpfs disk(dir_.path() / "small-disk", "64m");
   ASSERT_TRUE(disk.mounted()) << "mounting a tmpfs needs root: " << std::strerror(errno);
   const int health = free_port();
-  std::vector<std::string> argv = {
-      TAMMA_WORKER_BINARY, "start",
-      "--orchestrator",    orchestrator.url(),
-      "--workspace-root",  (dir_.path() / "small-disk" / "ws").string(),
-      "--health-listen",   "127.0.0.1:" + std::to_string(health)};
-  ChildProcess worker(argv, {"TAMMA_TOKEN=" + kRegistrationToken});
-  ASSERT_TRUE(worker.wait_for_output("registered with", 20s));
+  auto worker =
+      start_worker(orchestrator.url(), {"--health-listen", "127.0.0.1:" + std::to_string(health)},
+                   {}, dir_.path() / "small-disk" / "ws");
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
 
   // Many files (their removal takes a while), then every byte left: no disk limit is set.
   json spec = {{"type", "command"},
@@ -620,8 +616,8 @@ TEST_F(DaemonTest, ATaskThatFillsTheDiskFailsAsItselfAndTheWorkerStaysHealthy) {
   }
   auto [code, body] = http_get(health, "/health");
   EXPECT_EQ(code, 200) << body;
-  worker.send_signal(SIGTERM);
-  EXPECT_EQ(worker.wait(30s).exit_code, 0);
+  worker->send_signal(SIGTERM);
+  EXPECT_EQ(worker->wait(30s).exit_code, 0);
   EXPECT_TRUE(std::filesystem::is_empty(dir_.path() / "small-disk" / "ws"))
       << "workspace left behind";
 }

@@ -30,6 +30,15 @@ struct Heartbeat {
 
 // Register, poll (one task, then empty polls held as asked), heartbeat, started, logs,
 // progress; `on_result` decides the answers to complete and fail.
+// An assignment of task tsk_1, as a poll or a report's `next` carries it.
+json assignment_of(const json& task, int attempt, const std::string& lease_id) {
+  return {{"task", task},
+          {"taskId", "tsk_1"},
+          {"attempt", attempt},
+          {"leaseId", lease_id},
+          {"leaseTtlMs", 2000}};
+}
+
 class ScriptedOrchestrator {
  public:
   ScriptedOrchestrator(json task,
@@ -85,14 +94,7 @@ class ScriptedOrchestrator {
         std::lock_guard lock(mutex_);
         if (!assigned_) {
           assigned_ = true;
-          return {200,
-                  json{{"task", task_},
-                       {"taskId", "tsk_1"},
-                       {"attempt", 1},
-                       {"leaseId", "L1"},
-                       {"leaseTtlMs", 2000}}
-                      .dump(),
-                  {}};
+          return {200, assignment_of(task_, 1, "L1").dump(), {}};
         }
         if (next_assignment_) {
           const std::string body = next_assignment_->dump();
@@ -251,12 +253,7 @@ TEST(DaemonWithScriptedOrchestrator, AnAttemptRunOnTheSameWorkerWaitsForItsOldWo
                          "seq 20000 | xargs touch"}}}}};
   ScriptedOrchestrator orchestrator(task, [&](const std::string&, int n) -> HttpReply {
     if (n == 1) {
-      const json again = {{"task", task},
-                          {"taskId", "tsk_1"},
-                          {"attempt", 2},
-                          {"leaseId", "L2"},
-                          {"leaseTtlMs", 2000}};
-      return {200, json{{"state", "queued"}, {"next", again}}.dump(), {}};
+      return {200, json{{"state", "queued"}, {"next", assignment_of(task, 2, "L2")}}.dump(), {}};
     }
     return {200, R"({"state":"succeeded"})", {}};
   });
@@ -311,11 +308,7 @@ TEST(DaemonWithScriptedOrchestrator, ANewAttemptOnAnotherSlotStopsTheOlderOneAnd
   const auto deadline = Clock::now() + 30s;
   while (!log_has("begun", 1) && Clock::now() < deadline) std::this_thread::sleep_for(20ms);
   ASSERT_TRUE(log_has("begun", 1)) << orchestrator.log();
-  orchestrator.assign_next({{"task", task},
-                            {"taskId", "tsk_1"},
-                            {"attempt", 2},
-                            {"leaseId", "L2"},
-                            {"leaseTtlMs", 2000}});
+  orchestrator.assign_next(assignment_of(task, 2, "L2"));
   while (!log_has("begun", 2) && !log_has("found an old", 1) && Clock::now() < deadline) {
     std::this_thread::sleep_for(20ms);
   }
