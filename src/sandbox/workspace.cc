@@ -23,6 +23,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -38,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "common/error.h"
@@ -807,10 +809,61 @@ class ImageWorkspace final : public Workspace {
   std::unique_ptr<OwnerLock> lock_;  // released last, after the tree is gone
 };
 
+// A name no task id and no other spare has: task ids are the orchestrator's, which never
+// start with "spare-" (they start with "tsk_", `run`'s with "task-").
+std::string spare_name() {
+  unsigned char bytes[8];
+  std::size_t got = 0;
+  while (got < sizeof bytes) {
+    const ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("getrandom");
+    got += static_cast<std::size_t>(n);
+  }
+  std::string name = "spare-";
+  for (unsigned char b : bytes) name += fmt::format("{:02x}", b);
+  return name;
+}
+
 }  // namespace
 
+struct SpareWorkspace::Parts {
+  fs::path root;
+  fs::path dir;
+  std::unique_ptr<OwnerLock> lock;
+  bool taken = false;  // renamed into a workspace, which removes it
+
+  ~Parts() {
+    if (taken || dir.empty()) return;
+    try {
+      remove_tree(dir);
+    } catch (const std::exception& e) {
+      spdlog::error("workspace: removing the spare {} failed: {}", dir.string(), e.what());
+    }
+  }  // then the lock goes, after the tree
+};
+
+std::unique_ptr<SpareWorkspace> SpareWorkspace::make(const fs::path& root) {
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  if (ec) throw_errno("create workspace root " + root.string(), ec.value());
+  auto parts = std::make_unique<Parts>();
+  parts->root = root;
+  const std::string name = spare_name();
+  parts->lock = std::make_unique<OwnerLock>(lock_path(root, name));
+  make_dir(root / name, 0755);
+  parts->dir = root / name;  // from here on the destructor removes it
+  make_task_dirs(parts->dir);
+  return std::unique_ptr<SpareWorkspace>(new SpareWorkspace(std::move(parts)));
+}
+
+SpareWorkspace::SpareWorkspace(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+SpareWorkspace::~SpareWorkspace() = default;
+const fs::path& SpareWorkspace::dir() const { return parts_->dir; }
+
 std::unique_ptr<Workspace> Workspace::create(const fs::path& root, const std::string& task_id,
-                                             std::optional<std::uint64_t> disk_limit_bytes) {
+                                             std::optional<std::uint64_t> disk_limit_bytes,
+                                             std::unique_ptr<SpareWorkspace> spare) {
   validate_task_id(task_id);
   if (disk_limit_bytes && *disk_limit_bytes < kMinDiskLimit) {
     throw Error(ErrorKind::kConfig, "invalid_disk_limit",
@@ -828,6 +881,16 @@ std::unique_ptr<Workspace> Workspace::create(const fs::path& root, const std::st
 
   if (!disk_limit_bytes) {
     auto workspace = std::make_unique<PlainWorkspace>(path, std::move(lock));
+    if (spare && spare->parts_->root == root) {
+      if (::rename(spare->parts_->dir.c_str(), path.c_str()) == 0) {
+        spare->parts_->taken = true;
+        return workspace;
+      }
+      // Not fatal: the spare goes with `spare`, and a fresh one is made.
+      const int err = errno;
+      spdlog::debug("workspace: the spare {} could not become {}: {}", spare->parts_->dir.string(),
+                    path.string(), std::strerror(err));
+    }
     workspace->setup();
     return workspace;
   }

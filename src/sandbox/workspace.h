@@ -29,12 +29,38 @@ inline constexpr const char* kVarTmpDir = "var-tmp";  // its /var/tmp
 // per-task ext4 image of that size (<root>/.<task_id>.img, see docs/adr), so the kernel
 // answers ENOSPC for bytes and for inodes alike, wherever in it the task writes. Destruction
 // unmounts and removes everything, the image and the lock file included.
+// An empty task filesystem made before its task is known, while a daemon's slot waits for
+// work: Workspace::create renames it into place, so a task's start does not wait for the five
+// directories (most of a workspace's making). Named <root>/spare-<random> and held by an
+// flock as a workspace is, so the sweep of a later worker removes one that a crash left;
+// removed by its destructor unless a workspace took it.
+class SpareWorkspace {
+ public:
+  static std::unique_ptr<SpareWorkspace> make(const std::filesystem::path& root);
+  ~SpareWorkspace();
+  SpareWorkspace(const SpareWorkspace&) = delete;
+  SpareWorkspace& operator=(const SpareWorkspace&) = delete;
+
+  // <root>/spare-<random>, holding the four directories.
+  [[nodiscard]] const std::filesystem::path& dir() const;
+
+  struct Parts;
+
+ private:
+  explicit SpareWorkspace(std::unique_ptr<Parts> parts);
+  friend class Workspace;
+  std::unique_ptr<Parts> parts_;
+};
+
 class Workspace {
  public:
   virtual ~Workspace() = default;
+  // `spare`, when given, becomes the workspace if it can (same root, no disk limit); when it
+  // cannot, it is removed on return and a fresh one is made as without it.
   static std::unique_ptr<Workspace> create(const std::filesystem::path& root,
                                            const std::string& task_id,
-                                           std::optional<std::uint64_t> disk_limit_bytes);
+                                           std::optional<std::uint64_t> disk_limit_bytes,
+                                           std::unique_ptr<SpareWorkspace> spare = nullptr);
   // Removes workspaces (and their images) whose worker is gone: each live workspace holds an
   // flock on <root>/.<task_id>.lock for its whole life, so a lock that can be taken marks a
   // leftover of a crashed worker. Returns how many were removed.

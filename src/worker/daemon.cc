@@ -625,6 +625,9 @@ struct Daemon::Impl {
     // runs even if a drain began meanwhile (it finishes like the tasks running then).
     std::optional<wire::Assignment> next;
     std::shared_ptr<const Session> next_session;
+    // The next task's filesystem, made while the slot waits for it (not when a report brought
+    // the next task back: then nothing is waited for).
+    std::unique_ptr<sandbox::SpareWorkspace> spare;
     while (next || !drain_stop.fired()) {
       std::optional<wire::Assignment> assignment;
       auto current = std::move(next_session);
@@ -637,6 +640,7 @@ struct Daemon::Impl {
         if (!current) break;
         auto wait = current->poll_timeout;
         if (options.poll_wait) wait = std::min(wait, *options.poll_wait);
+        if (!spare) spare = make_spare_workspace();
         const auto asked = Clock::now();
         try {
           assignment = client.poll(current->credentials, wait, &drain_stop);
@@ -673,7 +677,7 @@ struct Daemon::Impl {
       }
       backoff.reset();
       try {
-        next = run_assignment(client, reporter_client, current, std::move(*assignment));
+        next = run_assignment(client, reporter_client, current, std::move(*assignment), spare);
         if (next) next_session = current;
       } catch (const std::exception& e) {
         // Its lease is no longer renewed: the orchestrator re-queues it after the lease TTL.
@@ -691,7 +695,8 @@ struct Daemon::Impl {
   std::optional<wire::Assignment> run_assignment(OrchestratorClient& client,
                                                  OrchestratorClient& reporter_client,
                                                  const std::shared_ptr<const Session>& current,
-                                                 wire::Assignment assignment) {
+                                                 wire::Assignment assignment,
+                                                 std::unique_ptr<sandbox::SpareWorkspace>& spare) {
     auto task = std::make_shared<ActiveTask>();
     task->task_id = assignment.task_id;
     task->attempt = assignment.attempt;
@@ -708,7 +713,7 @@ struct Daemon::Impl {
     spdlog::info("worker {}: task {} attempt {} assigned (type {})", worker, task->task_id,
                  task->attempt, assignment.task.value("type", "?"));
     std::unique_ptr<StagingDir> staging;
-    Report report = execute(*task, assignment.task, reporter_client, staging);
+    Report report = execute(*task, assignment.task, reporter_client, staging, spare);
     task->running = false;
     note_host_outcome(report);
     if (!task->lease_lost.load() && staging && report.result) {
@@ -820,7 +825,20 @@ struct Daemon::Impl {
   }
 
   Report execute(ActiveTask& task, const json& document, OrchestratorClient& reporter_client,
-                 std::unique_ptr<StagingDir>& staging);
+                 std::unique_ptr<StagingDir>& staging,
+                 std::unique_ptr<sandbox::SpareWorkspace>& spare);
+
+  // Null when the worker's tasks all have a disk limit (they cannot use one) or the making
+  // failed: the task then makes its own, as it did before spares, and says why.
+  std::unique_ptr<sandbox::SpareWorkspace> make_spare_workspace() const {
+    if (options.config.default_disk_bytes) return nullptr;
+    try {
+      return sandbox::SpareWorkspace::make(options.config.workspace_root);
+    } catch (const std::exception& e) {
+      spdlog::debug("no spare workspace: {}", e.what());
+      return nullptr;
+    }
+  }
 
   // Each matched artifact goes up before the result, fenced and retried like the result, so
   // an admin who sees the task succeeded can download them. One the orchestrator refuses for
@@ -1305,7 +1323,8 @@ class TaskReporter : public RunObserver {
 
 Report Daemon::Impl::execute(ActiveTask& task, const json& document,
                              OrchestratorClient& reporter_client,
-                             std::unique_ptr<StagingDir>& staging) {
+                             std::unique_ptr<StagingDir>& staging,
+                             std::unique_ptr<sandbox::SpareWorkspace>& spare) {
   Report report;
   auto parsed = protocol::parse_task_spec(document);
   if (!parsed.spec) {
@@ -1325,6 +1344,7 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
     run_options.dispose_workspace = [this](std::unique_ptr<sandbox::Workspace> workspace) {
       reaper->add(std::move(workspace));
     };
+    run_options.spare_workspace = &spare;
     // An earlier attempt of this task on this worker may still run, or be on its way out.
     supersede_older_attempts(task);
     reaper->wait_until_gone(task.task_id);

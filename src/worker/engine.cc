@@ -564,9 +564,14 @@ void Engine::blame_host_if_broken(protocol::TaskResult& result) const {
 }
 
 std::unique_ptr<sandbox::Workspace> Engine::allocate_workspace(const protocol::TaskSpec& spec,
-                                                               protocol::TaskResult& result) const {
+                                                               protocol::TaskResult& result,
+                                                               const RunOptions& options) const {
   const auto disk =
       spec.resources.disk_bytes ? spec.resources.disk_bytes : config_.default_disk_bytes;
+  if (!disk && options.spare_workspace != nullptr && *options.spare_workspace) {
+    return sandbox::Workspace::create(config_.workspace_root, spec.id, std::nullopt,
+                                      std::move(*options.spare_workspace));
+  }
   try {
     return sandbox::Workspace::create(config_.workspace_root, spec.id, disk);
   } catch (const Error& error) {
@@ -628,7 +633,7 @@ protocol::TaskResult Engine::run(protocol::TaskSpec spec, Cancellation& cancella
       policy.net_ns_fd = egress->netns_fd();
       phase.done("egress proxy started");
     }
-    auto workspace = allocate_workspace(spec, result);
+    auto workspace = allocate_workspace(spec, result, options);
     phase.done("workspace made");
     // HOME, /tmp and /var/tmp come from the task's filesystem, next to the workspace.
     policy.task_dir = workspace->task_dir().string();

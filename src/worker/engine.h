@@ -48,6 +48,9 @@ struct RunOptions {
   // task first and removes the workspace on a thread of its own. When a failure of the worker
   // ended the task, the workspace is removed before the result as ever.
   std::function<void(std::unique_ptr<sandbox::Workspace>)> dispose_workspace;
+  // An empty task filesystem made while the daemon's slot waited for this task: taken (moved
+  // out) when the task's workspace can be it, that is without a disk limit.
+  std::unique_ptr<sandbox::SpareWorkspace>* spare_workspace = nullptr;
 };
 
 class Engine {
@@ -64,7 +67,8 @@ class Engine {
 
  private:
   std::unique_ptr<sandbox::Workspace> allocate_workspace(const protocol::TaskSpec& spec,
-                                                         protocol::TaskResult& result) const;
+                                                         protocol::TaskResult& result,
+                                                         const RunOptions& options) const;
   void blame_host_if_broken(protocol::TaskResult& result) const;
 
   Config config_;

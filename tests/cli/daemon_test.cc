@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -257,6 +258,63 @@ TEST_F(DaemonTest, RunsASubmittedTaskAndStoresItsResultLogsAndProgress) {
   EXPECT_EQ(r.err.find("s3cr3t-value-42"), std::string::npos);
   EXPECT_NE(r.err.find(h["workerId"].get<std::string>()), std::string::npos)
       << "the worker id is logged instead";
+}
+
+// The spare workspaces in a worker's workspace root, sorted.
+std::vector<std::string> spares_in(const std::filesystem::path& root) {
+  std::vector<std::string> spares;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename();
+    if (name.rfind("spare-", 0) == 0) spares.push_back(name);
+  }
+  std::sort(spares.begin(), spares.end());
+  return spares;
+}
+
+// Polled every 10 ms until `condition` holds or 20 s have passed.
+bool eventually(const std::function<bool()>& condition) {
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+// An idle slot makes the next task's filesystem while its poll waits (issue 13): the task that
+// comes runs in it, and the slot makes another before its next poll. The task still finds an
+// empty workspace, HOME and /tmp, and nothing is left once the worker has stopped.
+TEST_F(DaemonTest, AnIdleSlotMakesTheNextTasksWorkspaceBeforeTheTaskComes) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  const std::filesystem::path root = dir_.path() / "ws-spare";
+  auto worker = start_worker(orchestrator.url(), {}, {}, root);
+  std::vector<std::string> before;
+  ASSERT_TRUE(eventually([&] { return (before = spares_in(root)).size() == 1; }))
+      << "no spare workspace while idle: " << ::testing::PrintToString(spares_in(root));
+
+  const std::string id =
+      orchestrator.submit({{"type", "command"},
+                           {"steps",
+                            {{{"name", "look"},
+                              {"run",
+                               "ls -A . \"$HOME\" /tmp /var/tmp | tr -d '\\n'; stat -c %a /tmp; "
+                               "touch mine # " +
+                                   marker_}}}}});
+  auto task = orchestrator.wait_task(id, in_state({"succeeded", "failed", "dead"}));
+  ASSERT_EQ(task["state"], "succeeded") << task.dump(2);
+  EXPECT_EQ(orchestrator.logs(id), ".:" + std::string("/home/tamma:/tmp:/var/tmp:1777\n"))
+      << "the spare was not empty, or not the task's";
+  std::vector<std::string> after;
+  EXPECT_TRUE(eventually([&] {
+    after = spares_in(root);
+    return after.size() == 1 && after != before;
+  })) << "the spare was not used, or no new one was made: before "
+      << ::testing::PrintToString(before) << ", now " << ::testing::PrintToString(after);
+
+  worker->send_signal(SIGTERM);
+  EXPECT_EQ(worker->wait(30s).exit_code, 0);
+  EXPECT_TRUE(std::filesystem::is_empty(root)) << "left behind";
 }
 
 // Queued tasks run back to back: each report brings back the next task (ADR 0033), so one poll

@@ -270,6 +270,75 @@ TEST_F(WorkspaceTest, LeftoversOfADeadWorkerAreSweptButLiveWorkspacesKept) {
   EXPECT_TRUE(fs::exists(root_.path() / ".live.lock"));
 }
 
+// The names in `root`, sorted.
+std::vector<std::string> names_in(const fs::path& root) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(root)) names.push_back(entry.path().filename());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+ino_t inode_of(const fs::path& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st.st_ino;
+}
+
+// A spare made while a slot is idle is the next task's filesystem: the same directories,
+// renamed into place (not made again), with the layout and modes of a fresh one, and nothing
+// of the spare left beside it.
+TEST_F(WorkspaceTest, ASpareBecomesTheWorkspaceOfTheNextTask) {
+  auto spare = SpareWorkspace::make(root_.path());
+  const fs::path spare_dir = spare->dir();
+  EXPECT_EQ(spare_dir.parent_path(), root_.path());
+  const std::string name = spare_dir.filename();
+  EXPECT_EQ(names_in(root_.path()), (std::vector<std::string>{"." + name + ".lock", name}));
+  const ino_t work = inode_of(spare_dir / "work");
+
+  auto workspace = Workspace::create(root_.path(), "task-next", std::nullopt, std::move(spare));
+  expect_task_layout(*workspace, root_.path() / "task-next");
+  EXPECT_EQ(inode_of(workspace->path()), work) << "made again rather than taken";
+  EXPECT_EQ(names_in(root_.path()), (std::vector<std::string>{".task-next.lock", "task-next"}));
+  // Removed as any workspace, and its lock with it (the fixture checks the root is empty).
+}
+
+// A spare that cannot be the workspace (another root, or a disk limit) is removed, lock and
+// all, and the task gets a fresh workspace; one nobody takes is removed with its owner.
+TEST_F(WorkspaceTest, ASpareThatCannotBeUsedIsRemovedAndTheTaskGetsAFreshWorkspace) {
+  const fs::path other = root_.path() / "other-root";
+  auto spare = SpareWorkspace::make(other);
+  const fs::path spare_dir = spare->dir();
+  auto workspace = Workspace::create(root_.path(), "task-fresh", std::nullopt, std::move(spare));
+  expect_task_layout(*workspace, root_.path() / "task-fresh");
+  EXPECT_TRUE(fs::is_empty(other)) << "the unused spare was left: " << spare_dir;
+
+  { auto unused = SpareWorkspace::make(other); }
+  EXPECT_TRUE(fs::is_empty(other));
+  fs::remove(other);
+}
+
+// Spares are held like workspaces: a live worker's survives the sweep of another worker, a
+// dead one's is swept.
+TEST_F(WorkspaceTest, ASpareOfADeadWorkerIsSweptAndALiveOneKept) {
+  auto live = SpareWorkspace::make(root_.path());
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Dies holding it, as a killed worker would: no destructor runs.
+    auto dying = SpareWorkspace::make(root_.path());
+    (void)dying.release();
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(names_in(root_.path()).size(), 4u) << "two spares, each with its lock";
+
+  EXPECT_EQ(Workspace::remove_stale(root_.path()), 1u);
+  const std::string name = live->dir().filename();
+  EXPECT_EQ(names_in(root_.path()), (std::vector<std::string>{"." + name + ".lock", name}));
+}
+
 TEST_F(WorkspaceTest, ASecondWorkspaceForARunningTaskIsRefused) {
   auto first = Workspace::create(root_.path(), "same", std::nullopt);
   try {
