@@ -484,9 +484,12 @@ class OwnerLock {
     if (!fd_) throw_errno("create workspace lock " + path_.string());
     if (::flock(fd_.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK) {
-        throw Error(
-            ErrorKind::kConfig, "task_already_running",
-            "a live worker already runs a task with this id (" + path_.string() + " is locked)");
+        // Not naming the lock file: the message goes to the orchestrator, which has no use
+        // for this host's paths (the worker's log has them).
+        spdlog::warn("workspace: {} is held by a live worker", path_.string());
+        throw Error(ErrorKind::kConfig, "task_already_running",
+                    "a live worker on this host already runs a task with this id (its "
+                    "workspace lock is held)");
       }
       throw_errno("flock " + path_.string());
     }
@@ -851,8 +854,8 @@ std::unique_ptr<SpareWorkspace> SpareWorkspace::make(const fs::path& root) {
   parts->root = root;
   const std::string name = spare_name();
   parts->lock = std::make_unique<OwnerLock>(lock_path(root, name));
-  make_dir(root / name, 0755);
-  parts->dir = root / name;  // from here on the destructor removes it
+  parts->dir = root / name;  // from here on the destructor removes whatever was made
+  make_dir(parts->dir, 0755);
   make_task_dirs(parts->dir);
   return std::unique_ptr<SpareWorkspace>(new SpareWorkspace(std::move(parts)));
 }

@@ -346,6 +346,8 @@ TEST_F(WorkspaceTest, ASecondWorkspaceForARunningTaskIsRefused) {
     ADD_FAILURE() << "two live workspaces for one task id";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), "task_already_running");
+    EXPECT_EQ(std::string(e.what()).find(root_.path().string()), std::string::npos)
+        << "the error, sent to the orchestrator, names a path of the worker's host: " << e.what();
   }
   EXPECT_TRUE(fs::exists(first->path()));
 }
