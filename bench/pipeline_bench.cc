@@ -358,6 +358,27 @@ std::vector<std::pair<std::string, double>> phase_medians(const std::string& log
   return out;
 }
 
+// One measured pickup, on the submitter's clock (CLOCK_REALTIME, ns).
+struct PickupSample {
+  std::string id;
+  std::int64_t sent = 0;  // just before the submit
+  std::int64_t ran = 0;   // the task's first instruction (what `date` printed)
+};
+
+// From the daemon's debug log, the wall-clock "timeline" lines of each task (microseconds):
+// "task <id>: timeline: assigned at <us> us", "task <id>: timeline: step '<s>' exec'd at <us> us"
+// (the first step's only).
+std::map<std::string, std::map<std::string, std::int64_t>> timelines(const std::string& log) {
+  static const std::regex line(
+      R"(task ([^ :]+): timeline: (assigned|step '[^']*' exec'd) at ([0-9]+) us)");
+  std::map<std::string, std::map<std::string, std::int64_t>> out;
+  for (std::sregex_iterator it(log.begin(), log.end(), line), end; it != end; ++it) {
+    const std::string what = (*it)[2].str().rfind("step", 0) == 0 ? "exec" : "assigned";
+    out[(*it)[1]].emplace(what, std::stoll((*it)[3]));
+  }
+  return out;
+}
+
 struct Options {
   int tasks = 200;
   int warmup = 20;
@@ -373,6 +394,10 @@ struct PickupFigures {
   Spread pickup;
   Spread submit;  // the submit's own round trip, until its 201
   std::vector<std::pair<std::string, double>> phases;
+  // End to end, each from the submit: the assignment at the daemon, the step's execve in the
+  // sandbox (empty when the daemon's log had no timeline).
+  Spread assigned;
+  Spread exec;
 };
 
 PickupFigures measure_pickup(const fs::path& dir, const Options& options) {
@@ -380,6 +405,7 @@ PickupFigures measure_pickup(const fs::path& dir, const Options& options) {
   auto daemon = start_daemon(orchestrator, dir / "worker", 1, "debug");
   orch::HttpClient client(orchestrator.url(), kAdmin);
   std::vector<double> pickup, submit;
+  std::vector<PickupSample> samples;
   for (int i = 0; i < options.warmup + options.tasks; ++i) {
     wait_for_parked_polls(orchestrator, 1, {daemon.get()});
     std::this_thread::sleep_for(10ms);  // idle: nothing of the last task still running
@@ -389,12 +415,26 @@ PickupFigures measure_pickup(const fs::path& dir, const Options& options) {
     wait_until_finished(orchestrator.admin(), id);
     const std::int64_t ran = printed_time(orchestrator.admin(), id);
     if (i < options.warmup) continue;
+    samples.push_back({id, sent, ran});
     pickup.push_back(static_cast<double>(ran - sent) / 1e6);
     submit.push_back(static_cast<double>(answered - sent) / 1e6);
   }
-  PickupFigures figures{spread(pickup), spread(submit), {}};
+  PickupFigures figures{spread(pickup), spread(submit), {}, {}, {}};
   daemon->stop();
-  figures.phases = phase_medians(daemon->log());
+  const std::string log = daemon->log();
+  figures.phases = phase_medians(log);
+  const auto lines = timelines(log);
+  std::vector<double> assigned, exec;
+  for (const auto& s : samples) {
+    auto it = lines.find(s.id);
+    if (it == lines.end()) continue;
+    const auto& t = it->second;
+    if (t.count("assigned"))
+      assigned.push_back(static_cast<double>(t.at("assigned") * 1000 - s.sent) / 1e6);
+    if (t.count("exec")) exec.push_back(static_cast<double>(t.at("exec") * 1000 - s.sent) / 1e6);
+  }
+  if (!assigned.empty()) figures.assigned = spread(assigned);
+  if (!exec.empty()) figures.exec = spread(exec);
   return figures;
 }
 
@@ -608,6 +648,12 @@ int run(const Options& options) {
   print_spread("floor: date spawned alone, no queue/sandbox", date_floor(options.tasks));
   std::printf("where the daemon's time goes (median per task, its debug log):\n");
   for (const auto& [phase, ms] : ours.phases) std::printf("  %-44s %7.2f ms\n", phase.c_str(), ms);
+  if (ours.exec.max > 0) {
+    std::printf("end to end, from the submit (the daemon's wall-clock timeline, same machine):\n");
+    print_spread("the assignment at the daemon", ours.assigned);
+    print_spread("the step's execve in the sandbox", ours.exec);
+    print_spread("the task's first instruction", ours.pickup);
+  }
 
   std::printf(
       "\nthroughput, trivial sandboxed tasks through 2 daemons, queued first "

@@ -243,6 +243,11 @@ class ProcessImpl final : public Process {
 
   std::vector<std::string> degradations() const override { return degradations_; }
 
+  std::optional<std::chrono::system_clock::time_point> exec_began() const override {
+    return exec_began_;
+  }
+  void set_exec_began(std::chrono::system_clock::time_point at) { exec_began_ = at; }
+
  private:
   // Once PID 1 reported, every process of the task is gone: the namespace's counters are final
   // even before PID 1 itself is reaped (when the namespace goes back to the pool).
@@ -318,6 +323,7 @@ class ProcessImpl final : public Process {
   NetCounters fresh_net_;  // ... or the counters of the one made for it
   std::uint64_t network_unreachable_ = 0;
   std::vector<std::string> degradations_;
+  std::optional<std::chrono::system_clock::time_point> exec_began_;
   std::optional<ExitStatus> exit_;
   bool reaped_ = false;
   struct rusage rusage_ {};
@@ -554,6 +560,8 @@ class SandboxImpl final : public Sandbox {
     plan.argv = argv.data();
     plan.envp = envp.data();
     plan.exec_candidates = candidate_ptrs.data();
+    std::int64_t exec_wall_ns = 0;
+    plan.exec_wall_ns = &exec_wall_ns;
     plan.workdir = cwd.c_str();
     if (!shell_argv.empty()) {
       plan.envp = exported_envp.data();
@@ -674,10 +682,17 @@ class SandboxImpl final : public Sandbox {
       throw_errno("fcntl on the status pipe");
     }
     pidfd.release();
-    return std::make_unique<ProcessImpl>(spawned, has_init, eff_.keeper, std::move(status.read),
-                                         std::move(exit_poll), task_enters, std::move(cgroup),
-                                         std::move(slot), std::move(net), std::move(fresh_net),
-                                         eff_.degradations);
+    auto process = std::make_unique<ProcessImpl>(
+        spawned, has_init, eff_.keeper, std::move(status.read), std::move(exit_poll), task_enters,
+        std::move(cgroup), std::move(slot), std::move(net), std::move(fresh_net),
+        eff_.degradations);
+    // Written by the task before its execve, if it shares our memory; the exec is done now.
+    if (const std::int64_t ns = __atomic_load_n(&exec_wall_ns, __ATOMIC_ACQUIRE); ns > 0) {
+      process->set_exec_began(std::chrono::system_clock::time_point(
+          std::chrono::duration_cast<std::chrono::system_clock::duration>(
+              std::chrono::nanoseconds(ns))));
+    }
+    return process;
   }
 
  private:

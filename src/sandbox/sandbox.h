@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -108,6 +109,11 @@ class Process {
   virtual void kill_all() = 0;           // SIGKILL all; returns when none is left
   [[nodiscard]] virtual Usage usage() const = 0;
   [[nodiscard]] virtual std::vector<std::string> degradations() const = 0;
+  // When the task called execve (wall clock), if the sandbox could see it: for the timeline
+  // in the debug log (where a task's start goes, issue 13).
+  [[nodiscard]] virtual std::optional<std::chrono::system_clock::time_point> exec_began() const {
+    return std::nullopt;
+  }
 };
 
 // Whether an isolated task sees the sandbox's paths (kSandboxWorkspace, kSandboxHome, /tmp):

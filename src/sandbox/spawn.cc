@@ -428,6 +428,14 @@ TAMMA_ON_TASK_STACK void exec_task(const ChildPlan& plan) {
       fill_slot(plan.pwd_slot, plan.slot_bytes, "PWD=", plan.workdir);
     }
   }
+  if (plan.exec_wall_ns != nullptr) {
+    timespec now{};
+    if (::clock_gettime(CLOCK_REALTIME, &now) == 0) {
+      __atomic_store_n(plan.exec_wall_ns,
+                       static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec,
+                       __ATOMIC_RELEASE);
+    }
+  }
   int err = ENOENT;
   bool denied = false;
   for (const char* const* candidate = plan.exec_candidates; *candidate != nullptr; ++candidate) {

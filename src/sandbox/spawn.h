@@ -82,6 +82,10 @@ struct ChildPlan {
   // Full paths to try in order (the PATH lookup, prepared by the parent against the paths
   // the task will see); null-terminated.
   const char* const* exec_candidates = nullptr;
+  // Where the task stores the wall-clock time (CLOCK_REALTIME, ns) at which it calls execve.
+  // Seen by the worker only when the task shares its memory (the worker reads it once the exec
+  // is done); null: not asked.
+  std::int64_t* exec_wall_ns = nullptr;
   const char* workdir = nullptr;  // absolute, as the task sees it
   // A lone command run without its shell (worker/lone_command.h): when no candidate can be
   // exec'ed, this shell command runs instead, with `fallback_envp`, and answers as before.

@@ -697,6 +697,7 @@ struct Daemon::Impl {
                                                  const std::shared_ptr<const Session>& current,
                                                  wire::Assignment assignment,
                                                  std::unique_ptr<sandbox::SpareWorkspace>& spare) {
+    const auto received = std::chrono::system_clock::now();
     auto task = std::make_shared<ActiveTask>();
     task->task_id = assignment.task_id;
     task->attempt = assignment.attempt;
@@ -712,6 +713,10 @@ struct Daemon::Impl {
     const std::string& worker = current->credentials.worker_id;
     spdlog::info("worker {}: task {} attempt {} assigned (type {})", worker, task->task_id,
                  task->attempt, assignment.task.value("type", "?"));
+    // Wall clock: bench/pipeline_bench sets it beside the submit and the step's exec.
+    spdlog::debug(
+        "task {}: timeline: assigned at {} us", task->task_id,
+        std::chrono::duration_cast<std::chrono::microseconds>(received.time_since_epoch()).count());
     std::unique_ptr<StagingDir> staging;
     Report report = execute(*task, assignment.task, reporter_client, staging, spare);
     task->running = false;

@@ -224,6 +224,14 @@ class EngineContext : public TaskContext {
                   request.shell_argv.empty()
                       ? ""
                       : " (a lone command: exec'ed directly, by bash only if that failed)");
+    if (outcome.exec_began) {
+      // Wall clock, to set beside the daemon's "assigned" and the submitter's own clock
+      // (bench/pipeline_bench's end-to-end timeline).
+      spdlog::debug("task {}: timeline: step '{}' exec'd at {} us", spec_.id, command.name,
+                    std::chrono::duration_cast<std::chrono::microseconds>(
+                        outcome.exec_began->time_since_epoch())
+                        .count());
+    }
 
     protocol::StepResult step;
     step.name = command.name;

@@ -97,6 +97,7 @@ class StepWatch {
     outcome.out = out_.result();
     outcome.err = err_.result();
     outcome.degradations = process_->degradations();
+    outcome.exec_began = process_->exec_began();
     process_.reset();  // removes the cgroup: nothing of the step is left
     outcome.duration_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();

@@ -42,6 +42,8 @@ struct StepOutcome {
   protocol::OutputCapture err;
   std::int64_t duration_ms = 0;
   std::vector<std::string> degradations;
+  // When the command's execve began (wall clock), if the sandbox saw it.
+  std::optional<std::chrono::system_clock::time_point> exec_began;
 };
 
 struct StepLimits {

@@ -317,6 +317,39 @@ TEST_F(DaemonTest, AnIdleSlotMakesTheNextTasksWorkspaceBeforeTheTaskComes) {
   EXPECT_TRUE(std::filesystem::is_empty(root)) << "left behind";
 }
 
+// At debug level the daemon logs when a task's assignment arrived and when its step's command
+// called execve, on the wall clock: bench/pipeline_bench sets them beside the submit to show
+// where a pickup's time goes. The times are in order and within the task's life.
+TEST_F(DaemonTest, TheDebugLogTimesATasksStartOnTheWallClock) {
+  Orchestrator orchestrator(dir_.path(), fast_orchestrator());
+  auto worker = start_worker(orchestrator.url(), {"--log-level", "debug"});
+  ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
+  const auto micros = [] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  const std::int64_t before = micros();
+  const std::string id = orchestrator.submit(
+      {{"type", "command"}, {"steps", {{{"name", "only"}, {"run", "true # " + marker_}}}}});
+  auto task = orchestrator.wait_task(id, in_state({"succeeded", "failed", "dead"}));
+  ASSERT_EQ(task["state"], "succeeded") << task.dump(2);
+  const std::int64_t after = micros();
+  worker->send_signal(SIGTERM);
+  auto r = worker->wait(30s);
+  EXPECT_EQ(r.exit_code, 0);
+  std::smatch assigned, exec;
+  ASSERT_TRUE(std::regex_search(r.err, assigned,
+                                std::regex("task " + id + ": timeline: assigned at ([0-9]+) us")))
+      << r.err;
+  ASSERT_TRUE(std::regex_search(
+      r.err, exec, std::regex("task " + id + ": timeline: step 'only' exec'd at ([0-9]+) us")))
+      << r.err;
+  EXPECT_LE(before, std::stoll(assigned[1]));
+  EXPECT_LE(std::stoll(assigned[1]), std::stoll(exec[1]));
+  EXPECT_LE(std::stoll(exec[1]), after);
+}
+
 // Queued tasks run back to back: each report brings back the next task (ADR 0033), so one poll
 // hands out the first and none of the others needs one. Each workspace is removed after its
 // report, off the slot's path; none is left once the worker has stopped.

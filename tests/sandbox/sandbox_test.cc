@@ -81,6 +81,26 @@ TEST_F(SandboxTest, ResolvesCommandThroughThePathOfItsEnvironment) {
   EXPECT_EQ(r.out, "found\n");
 }
 
+// The sandbox sees when its task called execve (wall clock): the daemon logs it in a task's
+// timeline (bench/pipeline_bench, issue 13). It lies after the spawn began and before the
+// task's own first instruction.
+TEST_F(SandboxTest, TheTaskCallsExecveAfterTheSpawnBeganAndBeforeItRuns) {
+  using std::chrono::duration_cast;
+  using std::chrono::nanoseconds;
+  auto sandbox = Sandbox::create({});
+  std::optional<std::chrono::system_clock::time_point> exec_began;
+  testing::RunOptions options;
+  options.started = [&](Process& process) { exec_began = process.exec_began(); };
+  const auto before = std::chrono::system_clock::now();
+  auto r = run(*sandbox, command({"date", "+%s%N"}), options);
+  ASSERT_TRUE(r.exit);
+  EXPECT_EQ(r.exit->code, 0) << r.err;
+  ASSERT_TRUE(exec_began) << "the sandbox did not see the task's execve";
+  EXPECT_GE(*exec_began, before);
+  EXPECT_LE(duration_cast<nanoseconds>(exec_began->time_since_epoch()).count(), std::stoll(r.out))
+      << "execve after the task's own first instruction";
+}
+
 TEST_F(SandboxTest, MissingCommandExits127WithAMessage) {
   auto sandbox = Sandbox::create({});
   auto r = run(*sandbox, command({"no-such-command-tamma"}));
