@@ -831,7 +831,7 @@ std::string spare_name() {
 }  // namespace
 
 struct SpareWorkspace::Parts {
-  fs::path root;
+  fs::path root;  // as given to make(): compared with create()'s as given
   fs::path dir;
   std::unique_ptr<OwnerLock> lock;
   bool taken = false;  // renamed into a workspace, which removes it

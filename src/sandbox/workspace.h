@@ -24,11 +24,6 @@ inline constexpr const char* kHomeDir = "home";       // the task's HOME
 inline constexpr const char* kTmpDir = "tmp";         // its /tmp
 inline constexpr const char* kVarTmpDir = "var-tmp";  // its /var/tmp
 
-// Creates <root>/<task_id> holding the four directories above, all empty (work/ and home/
-// 0755, the temporary ones 01777 as /tmp is). With a disk limit, <root>/<task_id> is a mounted
-// per-task ext4 image of that size (<root>/.<task_id>.img, see docs/adr), so the kernel
-// answers ENOSPC for bytes and for inodes alike, wherever in it the task writes. Destruction
-// unmounts and removes everything, the image and the lock file included.
 // An empty task filesystem made before its task is known, while a daemon's slot waits for
 // work: Workspace::create renames it into place, so a task's start does not wait for the five
 // directories (most of a workspace's making). Named <root>/spare-<random> and held by an
@@ -52,6 +47,11 @@ class SpareWorkspace {
   std::unique_ptr<Parts> parts_;
 };
 
+// Creates <root>/<task_id> holding the four directories above, all empty (work/ and home/
+// 0755, the temporary ones 01777 as /tmp is). With a disk limit, <root>/<task_id> is a mounted
+// per-task ext4 image of that size (<root>/.<task_id>.img, see docs/adr), so the kernel
+// answers ENOSPC for bytes and for inodes alike, wherever in it the task writes. Destruction
+// unmounts and removes everything, the image and the lock file included.
 class Workspace {
  public:
   virtual ~Workspace() = default;

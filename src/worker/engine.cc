@@ -576,12 +576,11 @@ std::unique_ptr<sandbox::Workspace> Engine::allocate_workspace(const protocol::T
                                                                const RunOptions& options) const {
   const auto disk =
       spec.resources.disk_bytes ? spec.resources.disk_bytes : config_.default_disk_bytes;
-  if (!disk && options.spare_workspace != nullptr && *options.spare_workspace) {
-    return sandbox::Workspace::create(config_.workspace_root, spec.id, std::nullopt,
-                                      std::move(*options.spare_workspace));
-  }
+  // A spare serves only a task without a disk limit; the slot keeps it for the next otherwise.
+  std::unique_ptr<sandbox::SpareWorkspace> spare;
+  if (!disk && options.spare_workspace != nullptr) spare = std::move(*options.spare_workspace);
   try {
-    return sandbox::Workspace::create(config_.workspace_root, spec.id, disk);
+    return sandbox::Workspace::create(config_.workspace_root, spec.id, disk, std::move(spare));
   } catch (const Error& error) {
     // Fail closed on a disk limit the host cannot enforce, unless degraded mode is allowed.
     if (!disk || error.kind() != ErrorKind::kSandboxSetup || !config_.allow_degraded) throw;
