@@ -18,6 +18,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <spawn.h>
 #include <sys/file.h>
@@ -27,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -574,10 +576,114 @@ void make_parents(const fs::path& dest) {
   }
 }
 
+// What a directory carries besides its entries that a task may change and emptying it does
+// not undo, with the owner, mode and times that recycling sets anyway.
+struct DirAttributes {
+  std::optional<int> flags;           // FS_IOC_GETFLAGS (chattr): none where unsupported
+  std::optional<struct fsxattr> fsx;  // project id, extent size hints
+  std::vector<std::pair<std::string, std::string>> security;  // security.* xattrs, by name
+  bool other_xattrs = false;                                  // any other (an ACL, user.*)
+  std::uint64_t size = 0;  // a directory that grew large stays large
+};
+
+// The names of the extended attributes of `fd`, as the kernel lists them.
+std::optional<std::vector<std::string>> xattr_names(int fd) {
+  std::vector<char> buffer(1024);
+  for (;;) {
+    const ssize_t n = ::flistxattr(fd, buffer.data(), buffer.size());
+    if (n >= 0) {
+      std::vector<std::string> names;
+      for (std::size_t at = 0; at < static_cast<std::size_t>(n);) {
+        names.emplace_back(buffer.data() + at);
+        at += names.back().size() + 1;
+      }
+      return names;
+    }
+    if (errno == ENOTSUP) return std::vector<std::string>{};
+    if (errno != ERANGE || buffer.size() >= (1u << 20)) return std::nullopt;
+    buffer.resize(buffer.size() * 4);
+  }
+}
+
+std::optional<DirAttributes> dir_attributes(int fd) {
+  DirAttributes a;
+  int flags = 0;
+  if (::ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+    a.flags = flags;
+  } else if (errno != ENOTTY && errno != EOPNOTSUPP && errno != EINVAL) {
+    return std::nullopt;
+  }
+  struct fsxattr fsx {};
+  if (::ioctl(fd, FS_IOC_FSGETXATTR, &fsx) == 0) {
+    a.fsx = fsx;
+  } else if (errno != ENOTTY && errno != EOPNOTSUPP && errno != EINVAL) {
+    return std::nullopt;
+  }
+  const auto names = xattr_names(fd);
+  if (!names) return std::nullopt;
+  for (const auto& name : *names) {
+    if (!name.starts_with("security.")) {
+      a.other_xattrs = true;
+      continue;
+    }
+    std::string value(4096, '\0');
+    const ssize_t n = ::fgetxattr(fd, name.c_str(), value.data(), value.size());
+    if (n < 0) return std::nullopt;
+    value.resize(static_cast<std::size_t>(n));
+    a.security.emplace_back(name, std::move(value));
+  }
+  std::sort(a.security.begin(), a.security.end());
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return std::nullopt;
+  a.size = static_cast<std::uint64_t>(st.st_size);
+  return a;
+}
+
+bool same_fsx(const std::optional<struct fsxattr>& a, const std::optional<struct fsxattr>& b) {
+  if (a.has_value() != b.has_value()) return false;
+  if (!a) return true;
+  return a->fsx_xflags == b->fsx_xflags && a->fsx_extsize == b->fsx_extsize &&
+         a->fsx_projid == b->fsx_projid && a->fsx_cowextsize == b->fsx_cowextsize;
+}
+
+// Gives an emptied task directory back what make_dir() gave it; returns why it cannot be
+// reused, or nothing when it now matches `fresh` (a directory the worker made beside it, which
+// the task never saw: what a new directory here inherits is the same).
+std::optional<std::string> reset_task_dir(int fd, mode_t mode, const DirAttributes& fresh) {
+  if (!list_dir(fd).empty()) return "not empty";
+  if (::fchown(fd, ::geteuid(), ::getegid()) != 0)
+    return std::string("chown: ") + std::strerror(errno);
+  if (::fchmod(fd, mode) != 0) return std::string("chmod: ") + std::strerror(errno);
+  // ACLs (system.posix_acl_*), user.* and whatever else the task set; security.* (an LSM's
+  // label) is the host's, compared below instead.
+  const auto names = xattr_names(fd);
+  if (!names) return std::string("listxattr: ") + std::strerror(errno);
+  for (const auto& name : *names) {
+    if (name.starts_with("security.")) continue;
+    if (::fremovexattr(fd, name.c_str()) != 0 && errno != ENODATA) {
+      return "removexattr " + name + ": " + std::strerror(errno);
+    }
+  }
+  if (::futimens(fd, nullptr) != 0) return std::string("utimes: ") + std::strerror(errno);
+  const auto now = dir_attributes(fd);
+  if (!now) return std::string("reading its attributes: ") + std::strerror(errno);
+  if (now->flags != fresh.flags) return "its inode flags changed (chattr)";
+  if (!same_fsx(now->fsx, fresh.fsx)) return "its project or extent attributes changed";
+  if (now->security != fresh.security) return "its security attributes changed";
+  if (now->size > fresh.size) return "it grew (" + std::to_string(now->size) + " bytes)";
+  if (const auto left = xattr_names(fd); !left || left->size() != fresh.security.size()) {
+    return "extended attributes remain";
+  }
+  return std::nullopt;
+}
+
 class PlainWorkspace final : public Workspace {
  public:
-  PlainWorkspace(fs::path dir, std::unique_ptr<OwnerLock> lock)
-      : dir_(std::move(dir)), work_(dir_ / kWorkDir), lock_(std::move(lock)) {}
+  PlainWorkspace(fs::path root, fs::path dir, std::unique_ptr<OwnerLock> lock)
+      : root_(std::move(root)),
+        dir_(std::move(dir)),
+        work_(dir_ / kWorkDir),
+        lock_(std::move(lock)) {}
 
   // Never throws: an exception leaving a destructor ends the process, and a host short of
   // descriptors makes reading /proc/self/mountinfo fail. What is left is swept by the next
@@ -614,13 +720,66 @@ class PlainWorkspace final : public Workspace {
     }
     if (errno != EXDEV) throw_errno("move " + dir_.string() + " to " + dest.string());
     copy_task_files(dir_, dest);
+    kept_copy_ = true;
     return dest;
   }
 
+  [[nodiscard]] const fs::path& root() const { return root_; }
+
+  // Empties the four directories, makes each again what make_task_dirs() makes, and renames
+  // the whole to `spare_dir` (whose lock the caller holds): nothing is left for the
+  // destructor but the task's lock. Returns why it could not; the destructor then removes
+  // everything, as it does for any workspace.
+  std::optional<std::string> recycle_into(const fs::path& spare_dir) {
+    if (kept_ || kept_copy_) return "it was kept";
+    if (!unmount_all_under(dir_) || !mounts_under(dir_).empty())
+      return "something is mounted in it";
+    UniqueFd top(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!top) return std::string("open: ") + std::strerror(errno);
+    struct statx top_st {};
+    if (!stat_entry(top.get(), "", &top_st)) return std::string("stat: ") + std::strerror(errno);
+    auto names = list_dir(top.get());
+    std::sort(names.begin(), names.end());
+    if (names != std::vector<std::string>{kHomeDir, kTmpDir, kVarTmpDir, kWorkDir}) {
+      return "it holds more than its four directories";
+    }
+    // What a directory made here now would have: the task never saw the top directory (the
+    // sandbox shows it the four inside), so it is as the worker made it.
+    const auto fresh = dir_attributes(top.get());
+    if (!fresh) return std::string("reading its attributes: ") + std::strerror(errno);
+    // New directories here inherit attributes (a default ACL on the workspace root): which
+    // ones a fresh directory would get is the kernel's to say, so none is rebuilt by hand.
+    if (fresh->other_xattrs) return "new directories here get extended attributes (an ACL?)";
+    for (const auto& [name, mode] : {std::pair{kWorkDir, 0755}, std::pair{kHomeDir, 0755},
+                                     std::pair{kTmpDir, 01777}, std::pair{kVarTmpDir, 01777}}) {
+      UniqueFd sub = open_subdir(top.get(), name);
+      struct statx st {};
+      if (!sub || !stat_entry(sub.get(), "", &st) || !is_dir(st)) {
+        return std::string(name) + " is not a directory";
+      }
+      const MountIdentity mount(top_st);
+      if (!mount.same(st)) return std::string(name) + " is another filesystem";
+      if (!Remover(sub.get(), mount, (dir_ / name).string()).run()) {
+        return std::string("emptying ") + name + " failed";
+      }
+      if (auto why = reset_task_dir(sub.get(), static_cast<mode_t>(mode), *fresh)) {
+        return std::string(name) + ": " + *why;
+      }
+    }
+    top.reset();
+    if (::renameat2(AT_FDCWD, dir_.c_str(), AT_FDCWD, spare_dir.c_str(), RENAME_NOREPLACE) != 0) {
+      return std::string("rename: ") + std::strerror(errno);
+    }
+    kept_ = true;  // moved away whole, empty: nothing left to remove
+    return std::nullopt;
+  }
+
  private:
+  fs::path root_;  // as given to Workspace::create
   fs::path dir_;
   fs::path work_;
   bool kept_ = false;                // moved away whole: nothing left to remove
+  bool kept_copy_ = false;           // copied away: what is left is no spare's
   std::unique_ptr<OwnerLock> lock_;  // released last, after the tree is gone
 };
 
@@ -860,6 +1019,29 @@ std::unique_ptr<SpareWorkspace> SpareWorkspace::make(const fs::path& root) {
   return std::unique_ptr<SpareWorkspace>(new SpareWorkspace(std::move(parts)));
 }
 
+std::unique_ptr<SpareWorkspace> SpareWorkspace::recycle(std::unique_ptr<Workspace> finished) {
+  auto* plain = dynamic_cast<PlainWorkspace*>(finished.get());
+  if (plain == nullptr) return nullptr;  // an image: `finished` unmounts and removes it
+  try {
+    auto parts = std::make_unique<Parts>();
+    parts->root = plain->root();
+    const std::string name = spare_name();
+    // The spare's lock before its directory exists, as make() takes it: a sweep never sees
+    // an unlocked spare of a live worker.
+    parts->lock = std::make_unique<OwnerLock>(lock_path(parts->root, name));
+    if (auto why = plain->recycle_into(parts->root / name)) {
+      spdlog::debug("workspace: {} is removed, not reused: {}", plain->task_dir().string(), *why);
+      return nullptr;  // `finished` removes what is left; `parts` its lock
+    }
+    parts->dir = parts->root / name;
+    finished.reset();  // the task's lock, last
+    return std::unique_ptr<SpareWorkspace>(new SpareWorkspace(std::move(parts)));
+  } catch (const std::exception& e) {
+    spdlog::debug("workspace: {} is removed, not reused: {}", plain->task_dir().string(), e.what());
+    return nullptr;
+  }
+}
+
 SpareWorkspace::SpareWorkspace(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
 SpareWorkspace::~SpareWorkspace() = default;
 const fs::path& SpareWorkspace::dir() const { return parts_->dir; }
@@ -883,7 +1065,7 @@ std::unique_ptr<Workspace> Workspace::create(const fs::path& root, const std::st
   clear_leftover(path, image);
 
   if (!disk_limit_bytes) {
-    auto workspace = std::make_unique<PlainWorkspace>(path, std::move(lock));
+    auto workspace = std::make_unique<PlainWorkspace>(root, path, std::move(lock));
     if (spare && spare->parts_->root == root) {
       if (::rename(spare->parts_->dir.c_str(), path.c_str()) == 0) {
         spare->parts_->taken = true;

@@ -24,6 +24,8 @@ inline constexpr const char* kHomeDir = "home";       // the task's HOME
 inline constexpr const char* kTmpDir = "tmp";         // its /tmp
 inline constexpr const char* kVarTmpDir = "var-tmp";  // its /var/tmp
 
+class Workspace;
+
 // An empty task filesystem made before its task is known, while a daemon's slot waits for
 // work: Workspace::create renames it into place, so a task's start does not wait for the five
 // directories (most of a workspace's making). Named <root>/spare-<random> and held by an
@@ -32,6 +34,14 @@ inline constexpr const char* kVarTmpDir = "var-tmp";  // its /var/tmp
 class SpareWorkspace {
  public:
   static std::unique_ptr<SpareWorkspace> make(const std::filesystem::path& root);
+  // A finished task's filesystem made into a spare (ADR 0038): what the task wrote is removed,
+  // the four directories are kept, given back their owner, mode and times and stripped of the
+  // extended attributes (ACLs among them) the task set; then it is renamed to a spare's name.
+  // Only when each directory is then what make() gives (same inode flags, project and
+  // security attributes as a fresh one, no larger): otherwise, and for a workspace with a
+  // disk limit or one kept, `finished` is destroyed as ever (everything removed) and null
+  // returned. Never throws.
+  static std::unique_ptr<SpareWorkspace> recycle(std::unique_ptr<Workspace> finished);
   ~SpareWorkspace();
   SpareWorkspace(const SpareWorkspace&) = delete;
   SpareWorkspace& operator=(const SpareWorkspace&) = delete;

@@ -640,6 +640,7 @@ struct Daemon::Impl {
         if (!current) break;
         auto wait = current->poll_timeout;
         if (options.poll_wait) wait = std::min(wait, *options.poll_wait);
+        if (!spare) spare = reaper->take_spare();
         if (!spare) spare = make_spare_workspace();
         const auto asked = Clock::now();
         try {
@@ -1349,6 +1350,9 @@ Report Daemon::Impl::execute(ActiveTask& task, const json& document,
     run_options.dispose_workspace = [this](std::unique_ptr<sandbox::Workspace> workspace) {
       reaper->add(std::move(workspace));
     };
+    // A task the last report brought back finds no spare of the slot's own (the slot did not
+    // wait for it), but maybe one the reaper emptied from an earlier task.
+    if (!spare) spare = reaper->take_spare();
     run_options.spare_workspace = &spare;
     // An earlier attempt of this task on this worker may still run, or be on its way out.
     supersede_older_attempts(task);
@@ -1427,7 +1431,11 @@ int Daemon::Impl::run() {
     if (phase == Phase::kStarting) phase = Phase::kRunning;
     live_slots = capabilities.slots;
   }
-  reaper = std::make_unique<WorkspaceReaper>(static_cast<std::size_t>(capabilities.slots));
+  // A finished task's emptied directories serve a later task (ADR 0038), unless no task may
+  // use a spare (all have a disk limit).
+  const auto slot_count = static_cast<std::size_t>(capabilities.slots);
+  reaper = std::make_unique<WorkspaceReaper>(slot_count,
+                                             options.config.default_disk_bytes ? 0 : slot_count);
   std::thread heartbeat([this] { heartbeat_loop(); });
   std::vector<std::thread> slots;
   for (int i = 0; i < capabilities.slots; ++i) slots.emplace_back([this, i] { slot_loop(i); });

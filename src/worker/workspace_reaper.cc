@@ -9,8 +9,10 @@
 
 namespace tamma::worker {
 
-WorkspaceReaper::WorkspaceReaper(std::size_t max_pending)
-    : max_pending_(std::max<std::size_t>(max_pending, 1)), thread_([this] { loop(); }) {}
+WorkspaceReaper::WorkspaceReaper(std::size_t max_pending, std::size_t max_spares)
+    : max_pending_(std::max<std::size_t>(max_pending, 1)),
+      max_spares_(max_spares),
+      thread_([this] { loop(); }) {}
 
 WorkspaceReaper::~WorkspaceReaper() {
   {
@@ -19,6 +21,15 @@ WorkspaceReaper::~WorkspaceReaper() {
   }
   changed_.notify_all();
   thread_.join();
+  spares_.clear();  // each removes its directories and then its lock
+}
+
+std::unique_ptr<sandbox::SpareWorkspace> WorkspaceReaper::take_spare() {
+  std::lock_guard lock(mutex_);
+  if (spares_.empty()) return nullptr;
+  auto spare = std::move(spares_.front());
+  spares_.pop_front();
+  return spare;
 }
 
 void WorkspaceReaper::add(std::unique_ptr<sandbox::Workspace> workspace) {
@@ -56,14 +67,23 @@ void WorkspaceReaper::loop() {
     queue_.pop_front();
     const std::string task = workspace->task_dir().filename().string();
     removing_ = task;
+    // Only this thread adds spares: room now is room after the recycling.
+    const bool wanted = !closing_ && spares_.size() < max_spares_;
     lock.unlock();
     const auto began = std::chrono::steady_clock::now();
-    workspace.reset();  // the destructor unmounts and removes; it never throws
+    std::unique_ptr<sandbox::SpareWorkspace> spare;
+    if (wanted) {
+      spare = sandbox::SpareWorkspace::recycle(std::move(workspace));  // never throws
+    } else {
+      workspace.reset();  // the destructor unmounts and removes; it never throws
+    }
     spdlog::debug(
-        "task {}: workspace removed in {:.1f} ms (after the report)", task,
+        "task {}: workspace {} in {:.1f} ms (after the report)", task,
+        spare ? "emptied into a spare" : "removed",
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - began)
             .count());
     lock.lock();
+    if (spare) spares_.push_back(std::move(spare));
     removing_.reset();
     changed_.notify_all();
   }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <future>
 #include <optional>
@@ -134,4 +135,36 @@ TEST(WorkspaceReaper, NothingHandedOverIsNothingToDo) {
   WorkspaceReaper reaper(1);
   reaper.add(nullptr);
   reaper.wait_idle();
+}
+
+// With room for spares (a daemon whose tasks may use one), a finished workspace is emptied
+// into a spare instead of removed, up to that many; the rest are removed as before. A spare
+// taken is empty; one nobody takes goes with the reaper, lock and all.
+TEST(WorkspaceReaper, FinishedWorkspacesBecomeSparesUpToTheirRoom) {
+  tamma::testing::TempDir root;
+  {
+    WorkspaceReaper reaper(2, 1);
+    hand_over(reaper, root.path(), 3);
+    reaper.wait_idle();
+    std::vector<std::string> names = entries(root.path());
+    std::sort(names.begin(), names.end());
+    ASSERT_EQ(names.size(), 2u) << ::testing::PrintToString(names);
+    EXPECT_EQ(names[0].rfind(".spare-", 0), 0u) << "its lock: " << names[0];
+    EXPECT_EQ(names[1].rfind("spare-", 0), 0u) << names[1];
+
+    auto spare = reaper.take_spare();
+    ASSERT_NE(spare, nullptr);
+    EXPECT_EQ(spare->dir(), root.path() / names[1]);
+    for (const char* dir : {"work", "home", "tmp", "var-tmp"}) {
+      EXPECT_TRUE(fs::is_empty(spare->dir() / dir)) << dir;
+    }
+    EXPECT_EQ(reaper.take_spare(), nullptr) << "room for one only";
+    spare.reset();
+    EXPECT_TRUE(entries(root.path()).empty());
+
+    hand_over(reaper, root.path(), 1);
+    reaper.wait_idle();
+    EXPECT_EQ(entries(root.path()).size(), 2u) << "the shelf has room again";
+  }
+  EXPECT_TRUE(entries(root.path()).empty()) << ::testing::PrintToString(entries(root.path()));
 }
