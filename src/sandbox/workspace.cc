@@ -651,8 +651,9 @@ bool same_fsx(const std::optional<struct fsxattr>& a, const std::optional<struct
 // the task never saw: what a new directory here inherits is the same).
 std::optional<std::string> reset_task_dir(int fd, mode_t mode, const DirAttributes& fresh) {
   if (!list_dir(fd).empty()) return "not empty";
-  if (::fchown(fd, ::geteuid(), ::getegid()) != 0)
+  if (::fchown(fd, ::geteuid(), ::getegid()) != 0) {
     return std::string("chown: ") + std::strerror(errno);
+  }
   if (::fchmod(fd, mode) != 0) return std::string("chmod: ") + std::strerror(errno);
   // ACLs (system.posix_acl_*), user.* and whatever else the task set; security.* (an LSM's
   // label) is the host's, compared below instead.
@@ -671,9 +672,7 @@ std::optional<std::string> reset_task_dir(int fd, mode_t mode, const DirAttribut
   if (!same_fsx(now->fsx, fresh.fsx)) return "its project or extent attributes changed";
   if (now->security != fresh.security) return "its security attributes changed";
   if (now->size > fresh.size) return "it grew (" + std::to_string(now->size) + " bytes)";
-  if (const auto left = xattr_names(fd); !left || left->size() != fresh.security.size()) {
-    return "extended attributes remain";
-  }
+  if (now->other_xattrs) return "extended attributes remain";
   return std::nullopt;
 }
 
@@ -732,8 +731,7 @@ class PlainWorkspace final : public Workspace {
   // everything, as it does for any workspace.
   std::optional<std::string> recycle_into(const fs::path& spare_dir) {
     if (kept_ || kept_copy_) return "it was kept";
-    if (!unmount_all_under(dir_) || !mounts_under(dir_).empty())
-      return "something is mounted in it";
+    if (!unmount_all_under(dir_)) return "something stays mounted in it";
     UniqueFd top(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!top) return std::string("open: ") + std::strerror(errno);
     struct statx top_st {};
