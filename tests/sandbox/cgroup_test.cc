@@ -132,9 +132,23 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
   return true;
 }
 
+// /proc/<pid>/stat, or nothing once the process is gone: the open answers ENOENT, or ESRCH
+// when the process exits between the directory's listing and the open (any process of the
+// machine: the walk below reads all of /proc while other tests run).
+std::optional<std::string> read_stat(const fs::path& file) {
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd && (errno == ENOENT || errno == ESRCH)) return std::nullopt;
+  if (!fd) throw std::runtime_error("open " + file.string() + ": " + std::strerror(errno));
+  char buffer[4096];  // a stat line is a few hundred bytes
+  const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+  if (n < 0 && errno == ESRCH) return std::nullopt;
+  if (n < 0) throw std::runtime_error("read " + file.string() + ": " + std::strerror(errno));
+  return std::string(buffer, static_cast<std::size_t>(n));
+}
+
 // 'Z' for a zombie, '\0' when the process is gone.
 char process_state(pid_t pid) {
-  auto stat = try_read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto stat = read_stat("/proc/" + std::to_string(pid) + "/stat");
   if (!stat) return '\0';
   const auto paren = stat->rfind(')');
   return paren + 2 < stat->size() ? (*stat)[paren + 2] : '?';
@@ -145,7 +159,7 @@ std::vector<pid_t> children_of_self() {
   for (const auto& entry : fs::directory_iterator("/proc")) {
     const std::string name = entry.path().filename().string();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    auto stat = try_read_file(entry.path() / "stat");
+    auto stat = read_stat(entry.path() / "stat");
     if (!stat) continue;
     const auto paren = stat->rfind(')');
     if (paren == std::string::npos) continue;
