@@ -646,11 +646,10 @@ bool same_fsx(const std::optional<struct fsxattr>& a, const std::optional<struct
          a->fsx_projid == b->fsx_projid && a->fsx_cowextsize == b->fsx_cowextsize;
 }
 
-// Gives an emptied task directory back what make_dir() gave it; returns why it cannot be
-// reused, or nothing when it now matches `fresh` (a directory the worker made beside it, which
-// the task never saw: what a new directory here inherits is the same).
+// Gives an emptied task directory (the remover succeeded on it) back what make_dir() gave it;
+// returns why it cannot be reused, or nothing when it now matches `fresh` (a directory the worker
+// made beside it, which the task never saw: what a new directory here inherits is the same).
 std::optional<std::string> reset_task_dir(int fd, mode_t mode, const DirAttributes& fresh) {
-  if (!list_dir(fd).empty()) return "not empty";
   if (::fchown(fd, ::geteuid(), ::getegid()) != 0) {
     return std::string("chown: ") + std::strerror(errno);
   }
@@ -748,6 +747,7 @@ class PlainWorkspace final : public Workspace {
     // New directories here inherit attributes (a default ACL on the workspace root): which
     // ones a fresh directory would get is the kernel's to say, so none is rebuilt by hand.
     if (fresh->other_xattrs) return "new directories here get extended attributes (an ACL?)";
+    const MountIdentity mount(top_st);
     for (const auto& [name, mode] : {std::pair{kWorkDir, 0755}, std::pair{kHomeDir, 0755},
                                      std::pair{kTmpDir, 01777}, std::pair{kVarTmpDir, 01777}}) {
       UniqueFd sub = open_subdir(top.get(), name);
@@ -755,7 +755,6 @@ class PlainWorkspace final : public Workspace {
       if (!sub || !stat_entry(sub.get(), "", &st) || !is_dir(st)) {
         return std::string(name) + " is not a directory";
       }
-      const MountIdentity mount(top_st);
       if (!mount.same(st)) return std::string(name) + " is another filesystem";
       if (!Remover(sub.get(), mount, (dir_ / name).string()).run()) {
         return std::string("emptying ") + name + " failed";
