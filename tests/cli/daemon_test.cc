@@ -614,7 +614,10 @@ TEST_F(DaemonTest, ADrainingWorkerCutOffFromTheOrchestratorStaysHealthyAndDelive
   auto worker =
       start_worker(orchestrator.url(), {"--health-listen", "127.0.0.1:" + std::to_string(health)});
   ASSERT_TRUE(worker->wait_for_output("registered with", 20s));
-  const std::string id = orchestrator.submit(sleeper("begun", "1", "finished"));
+  // Long enough to be seen running with its first line shipped (a 500 ms tick) even on a
+  // loaded machine under the sanitizers, where 1 s once ended first; it ends during the
+  // 6 s without the orchestrator below either way.
+  const std::string id = orchestrator.submit(sleeper("begun", "3", "finished"));
   auto running = orchestrator.wait_task(id, [&](const json& t) {
     return t["state"] == "running" && orchestrator.logs(id) == "begun\n";
   });
