@@ -265,16 +265,36 @@ TEST_F(HostileTest, EscapeesWithoutIsolationDieOnKillAll) {
   // unprivileged tier's own tree kill is for isolated tasks, SetsidAndDoubleFork... above).
   if (refused_in_unprivileged_tier(policy, "cgroups")) return;
   auto sandbox = Sandbox::create(policy);
+  // Each escapee writes its pid before the main process exits, and the test follows those
+  // two pids: counting command lines alone also counted forks that had not exec'd yet (they
+  // show their parent's command line, which names the marker too) on a slow host.
+  const std::string pid_file = (dir_.path() / "escapee-").string();
+  const auto escapee = [&](const std::string& n) {
+    return "sh -c 'echo $$ > " + pid_file + n + ".tmp && mv " + pid_file + n + ".tmp " + pid_file +
+           n + "; sleep 1000; : " + marker + "'";
+  };
   auto process = sandbox->spawn(
       command({"/bin/sh", "-c",
-               "setsid sh -c 'sleep 1000; : " + marker + "' & (sh -c 'sleep 1000; : " + marker +
-                   "' &); sleep 0.3; exit 0"}));
+               "setsid " + escapee("1") + " & (" + escapee("2") + " &); until [ -e " + pid_file +
+                   "1 ] && [ -e " + pid_file + "2 ]; do sleep 0.05; done; exit 0"}));
   pollfd pfd{process->exit_fd(), POLLIN, 0};
   ASSERT_EQ(::poll(&pfd, 1, 10'000), 1);
   ASSERT_TRUE(process->poll_exit());
-  EXPECT_EQ(processes_with(marker), 2) << "the escapees were expected to survive the exit";
+  const auto escapees_alive = [&] {
+    int alive = 0;
+    for (const char* n : {"1", "2"}) {
+      const std::string pid = testing::slurp(pid_file + n);
+      if (pid.empty()) continue;
+      const std::string cmdline =
+          testing::slurp("/proc/" + pid.substr(0, pid.find('\n')) + "/cmdline");
+      if (cmdline.find(marker) != std::string::npos) ++alive;  // a zombie's is empty
+    }
+    return alive;
+  };
+  EXPECT_EQ(escapees_alive(), 2) << "the escapees were expected to survive the exit";
   process->kill_all();
-  EXPECT_EQ(processes_with(marker), 0) << "kill_all missed an escapee";
+  EXPECT_EQ(escapees_alive(), 0) << "kill_all missed an escapee";
+  EXPECT_EQ(processes_with(marker), 0) << "kill_all missed a process of the task";
 }
 
 TEST_F(HostileTest, WritesOutsideTheWorkspaceFail) {
