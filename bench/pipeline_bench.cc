@@ -13,10 +13,11 @@
 // The goals of the issue are printed next to the figures, never asserted (machines are noisy).
 //
 //   pipeline_bench [--tasks N] [--warmup N] [--throughput-tasks N] [--slots 1,2,4]
-//                  [--no-celery] [--keep]
+//                  [--orchestrator-threads N] [--no-celery] [--keep]
 //
 //   --tasks             measured pickups (default 200), after --warmup unmeasured ones (20)
 //   --throughput-tasks  tasks per throughput configuration (default 1000)
+//   --orchestrator-threads  the orchestrator's --threads (default: its own default)
 //   --keep              keep the scratch directory (logs, database) and print where it is
 //
 // TAMMA_BENCH_WORKER and TAMMA_BENCH_ORCHESTRATOR name other binaries than this build's (an
@@ -129,6 +130,23 @@ double cpu_seconds(pid_t pid) {
   return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
+// Context switches (voluntary and not) of all of a process's threads so far.
+long long context_switches(pid_t pid) {
+  long long total = 0;
+  std::error_code ec;
+  for (const auto& thread : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::istringstream in(read_text(thread.path() / "status"));
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 ||
+          line.rfind("nonvoluntary_ctxt_switches:", 0) == 0) {
+        total += std::stoll(line.substr(line.find(':') + 1));
+      }
+    }
+  }
+  return total;
+}
+
 // Busy CPU seconds of the whole machine (all but idle and iowait), from /proc/stat.
 double machine_busy_seconds() {
   std::istringstream in(read_text("/proc/stat"));
@@ -239,14 +257,28 @@ class Program {
   pid_t pid_ = -1;
 };
 
+// --orchestrator-threads: empty for the orchestrator's own default.
+std::string g_orchestrator_threads;
+
 class Orchestrator {
  public:
   explicit Orchestrator(const fs::path& dir) {
     fs::create_directories(dir);
+    std::vector<std::string> argv{orchestrator_binary(),
+                                  "serve",
+                                  "--listen",
+                                  "127.0.0.1:0",
+                                  "--db",
+                                  "sqlite:" + (dir / "db.sqlite").string(),
+                                  "--data-dir",
+                                  (dir / "data").string(),
+                                  "--sqlite-synchronous",
+                                  "full"};
+    if (!g_orchestrator_threads.empty()) {
+      argv.insert(argv.end(), {"--threads", g_orchestrator_threads});
+    }
     program_ = std::make_unique<Program>(
-        std::vector<std::string>{orchestrator_binary(), "serve", "--listen", "127.0.0.1:0", "--db",
-                                 "sqlite:" + (dir / "db.sqlite").string(), "--data-dir",
-                                 (dir / "data").string(), "--sqlite-synchronous", "full"},
+        argv,
         std::vector<std::string>{std::string("TAMMA_ADMIN_TOKEN=") + kAdmin,
                                  std::string("TAMMA_REGISTRATION_TOKEN=") + kRegistration},
         dir / "orchestrator.log");
@@ -542,9 +574,10 @@ struct ThroughputFigures {
   int slots = 0;
   int tasks = 0;
   double seconds = 0;
-  double orchestrator_cpu_ms = 0;  // per task
-  double daemons_cpu_ms = 0;       // per task, with the sandboxes they reaped
-  double machine_cpu_ms = 0;       // per task, everything on the machine
+  double orchestrator_cpu_ms = 0;    // per task
+  double orchestrator_switches = 0;  // per task, all its threads
+  double daemons_cpu_ms = 0;         // per task, with the sandboxes they reaped
+  double machine_cpu_ms = 0;         // per task, everything on the machine
 };
 
 ThroughputFigures measure_throughput(const fs::path& dir, int slots, int tasks) {
@@ -569,6 +602,7 @@ ThroughputFigures measure_throughput(const fs::path& dir, int slots, int tasks) 
   if (!failure.empty()) throw std::runtime_error(failure);
 
   const double orchestrator_cpu = cpu_seconds(orchestrator.pid());
+  const long long orchestrator_switches = context_switches(orchestrator.pid());
   const double machine_cpu = machine_busy_seconds();
   const auto began = Clock::now();
   std::vector<std::unique_ptr<Program>> daemons;
@@ -592,6 +626,8 @@ ThroughputFigures measure_throughput(const fs::path& dir, int slots, int tasks) 
   f.tasks = tasks;
   f.seconds = std::chrono::duration<double>(Clock::now() - began).count();
   f.orchestrator_cpu_ms = (cpu_seconds(orchestrator.pid()) - orchestrator_cpu) * 1000 / tasks;
+  f.orchestrator_switches =
+      static_cast<double>(context_switches(orchestrator.pid()) - orchestrator_switches) / tasks;
   double daemons_cpu = 0;
   for (auto& d : daemons) daemons_cpu += cpu_seconds(d->pid());
   f.daemons_cpu_ms = daemons_cpu * 1000 / tasks;
@@ -612,8 +648,10 @@ Spread spread_from_json(const json& j) {
 int run(const Options& options) {
   ScratchDir scratch;
   scratch.keep = options.keep;
-  std::printf("pipeline_bench: %s, %u CPUs, load %s", worker_binary().c_str(),
-              std::thread::hardware_concurrency(), read_text("/proc/loadavg").c_str());
+  std::printf("pipeline_bench: %s, %u CPUs, orchestrator --threads %s, load %s",
+              worker_binary().c_str(), std::thread::hardware_concurrency(),
+              g_orchestrator_threads.empty() ? "default" : g_orchestrator_threads.c_str(),
+              read_text("/proc/loadavg").c_str());
 
   std::fprintf(stderr, "pipeline_bench: pickup, %d tasks ...\n", options.tasks);
   const PickupFigures ours = measure_pickup(scratch.path() / "pickup", options);
@@ -664,9 +702,10 @@ int run(const Options& options) {
                                       options.throughput_tasks);
     std::printf(
         "  2 daemons x %d slot%s: %5d tasks in %6.2f s = %6.1f tasks/s; CPU per task: "
-        "orchestrator %.2f ms, daemons+sandboxes %.2f ms, machine %.2f ms\n",
+        "orchestrator %.2f ms (%.1f thread switches), daemons+sandboxes %.2f ms, machine %.2f "
+        "ms\n",
         slots, slots == 1 ? " " : "s", f.tasks, f.seconds, f.tasks / f.seconds,
-        f.orchestrator_cpu_ms, f.daemons_cpu_ms, f.machine_cpu_ms);
+        f.orchestrator_cpu_ms, f.orchestrator_switches, f.daemons_cpu_ms, f.machine_cpu_ms);
   }
   const int per_thread = std::max(100, options.throughput_tasks / 2);
   std::printf(
@@ -705,6 +744,8 @@ int main(int argc, char** argv) {
         options.throughput_tasks = std::stoi(value());
       } else if (arg == "--slots") {
         options.slots = parse_list(value());
+      } else if (arg == "--orchestrator-threads") {
+        g_orchestrator_threads = std::to_string(std::stoi(value()));
       } else if (arg == "--no-celery") {
         options.celery = false;
       } else if (arg == "--keep") {
@@ -712,7 +753,7 @@ int main(int argc, char** argv) {
       } else {
         std::fprintf(stderr,
                      "usage: %s [--tasks N] [--warmup N] [--throughput-tasks N] "
-                     "[--slots 1,2,4] [--no-celery] [--keep]\n",
+                     "[--slots 1,2,4] [--orchestrator-threads N] [--no-celery] [--keep]\n",
                      argv[0]);
         return 2;
       }
