@@ -54,6 +54,9 @@ struct ServerConfig {
   std::uint64_t max_json_body = 1ULL << 20;       // 1 MiB
   std::uint64_t max_artifact_body = 64ULL << 20;  // 64 MiB
   std::uint64_t max_log_bytes = 64ULL << 20;      // per attempt
+  // HTTP I/O threads beside the core thread. 0: the core thread does the HTTP I/O too, so a
+  // request is never handed between threads (ADR 0039); for small hosts where a thread switch
+  // costs more than the parsing it would move off the core.
   int io_threads = 2;
 
   std::optional<std::string> admin_token;         // TAMMA_ADMIN_TOKEN

@@ -191,8 +191,8 @@ orch::ServerConfig server_config(const ServeArgs& a) {
   c.max_log_bytes = size_flag("--max-log-bytes", a.max_log_bytes);
   c.retain_finished = retention_flag(a.retain_finished);
   c.sync = orch::sync_mode_from_string(a.synchronous);
-  if (a.threads < 1 || a.threads > 64) {
-    throw Error(ErrorKind::kConfig, "invalid_flag", "--threads must be between 1 and 64");
+  if (a.threads < 0 || a.threads > 64) {
+    throw Error(ErrorKind::kConfig, "invalid_flag", "--threads must be between 0 and 64");
   }
   c.io_threads = a.threads;
   c.idle_timeout = duration_flag("--idle-timeout", a.idle_timeout);
@@ -292,7 +292,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve_cmd->add_option("--sqlite-synchronous", serve_args.synchronous, "full or normal (ADR 0012)")
       ->capture_default_str();
-  serve_cmd->add_option("--threads", serve_args.threads, "HTTP I/O threads")->capture_default_str();
+  serve_cmd
+      ->add_option("--threads", serve_args.threads,
+                   "HTTP I/O threads; 0: the core thread does the HTTP I/O too (one thread, no "
+                   "hand-offs: for small hosts, ADR 0039)")
+      ->capture_default_str();
   serve_cmd
       ->add_option("--idle-timeout", serve_args.idle_timeout,
                    "an idle connection of a client with a valid token is closed after this")

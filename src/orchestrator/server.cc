@@ -162,7 +162,10 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
                                                         const std::string& authorization) {
     return core->recently_authenticated(access, authorization);
   };
-  http_ = std::make_unique<HttpServer>(io_, core_io_, router_, metrics_, options);
+  // With no I/O threads the sessions live on the core's io_context: a post between a session
+  // and the core then queues on the one thread instead of waking another.
+  http_ = std::make_unique<HttpServer>(config_.io_threads == 0 ? core_io_ : io_, core_io_, router_,
+                                       metrics_, options);
   reaper_ = std::make_unique<LeaseReaper>(*core_);
 }
 
@@ -184,7 +187,7 @@ void Server::start() {
   io_work_.emplace(io_.get_executor());
   core_thread_ = std::thread([this] { core_io_.run(); });
   on_core(core_io_, [this] { reaper_->start(); });
-  for (int i = 0; i < std::max(1, config_.io_threads); ++i) {
+  for (int i = 0; i < config_.io_threads; ++i) {
     io_threads_.emplace_back([this] { io_.run(); });
   }
   running_ = true;

@@ -69,6 +69,71 @@ TEST(OrchestratorBinary, SigtermAnswersParkedPollsWith204) {
   EXPECT_NE(r.err.find(worker.id), std::string::npos) << "the worker id is, instead";
 }
 
+// --threads 0 (ADR 0039): no I/O threads, the core does the HTTP too, and the server still
+// hands a parked poll its task, answers on kept connections and stops cleanly.
+TEST(OrchestratorBinary, WithoutIoThreadsTheCoreThreadServesEverything) {
+  const std::vector<std::string> tokens = {
+      std::string("TAMMA_ADMIN_TOKEN=") + kAdminToken,
+      std::string("TAMMA_REGISTRATION_TOKEN=") + kRegistrationToken};
+  const auto threads_of = [](int pid) {
+    int n = 0;
+    for ([[maybe_unused]] const auto& t :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+      ++n;
+    }
+    return n;
+  };
+  TempDir usual_dir;
+  RunningOrchestrator usual(usual_dir.path(), tokens, {"--threads", "2"});
+  ASSERT_TRUE(usual.ready());
+  const int usual_threads = threads_of(usual.pid());
+  EXPECT_EQ(usual.stop().exit_code, 0);
+
+  TempDir dir;
+  RunningOrchestrator server(dir.path(), tokens, {"--threads", "0"});
+  ASSERT_TRUE(server.ready());
+  EXPECT_EQ(threads_of(server.pid()), usual_threads - 2) << "the two I/O threads are not made";
+  HttpClient reg(server.url(), kRegistrationToken);
+  auto body = reg.post_json("/api/v1/workers/register", {{"capabilities", capabilities()}}).json();
+  TestWorker worker(server.url(), body["workerId"], body["token"]);
+  auto parked = std::async(std::launch::async, [&] { return worker.poll(20000); });
+  HttpClient admin(server.url(), kAdminToken);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (admin.get("/metrics").body.find("tamma_waiting_polls 1") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  auto submitted = admin.post_json("/api/v1/tasks", submit_body(task_spec()));
+  ASSERT_EQ(submitted.status, 201) << submitted.body;
+  auto assignment = parked.get();
+  ASSERT_EQ(assignment.status, 200) << assignment.body;
+  const auto a = assignment.json();
+  EXPECT_EQ(a["taskId"], submitted.json()["id"]);
+  EXPECT_EQ(worker.complete(a["taskId"], a["attempt"], a["leaseId"]).status, 200);
+  EXPECT_EQ(admin.get("/health").status, 200);
+
+  // Parked again, then SIGTERM: answered 204, and the process exits 0.
+  auto again = std::async(std::launch::async, [&] { return worker.poll(20000); });
+  while (admin.get("/metrics").body.find("tamma_waiting_polls 1") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline + 10s) {
+    std::this_thread::sleep_for(10ms);
+  }
+  auto r = server.stop();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(again.get().status, 204);
+}
+
+TEST(OrchestratorBinary, AThreadCountOutOfRangeIsRefusedByName) {
+  TempDir dir;
+  for (const char* threads : {"-1", "65"}) {
+    auto r = run_process({kBinary, "serve", "--listen", "127.0.0.1:0", "--db",
+                          "sqlite:" + (dir.path() / "db.sqlite").string(), "--threads", threads},
+                         {}, std::chrono::seconds(20));
+    EXPECT_NE(r.exit_code, 0) << threads;
+    EXPECT_NE(r.err.find("--threads must be between 0 and 64"), std::string::npos) << r.err;
+  }
+}
+
 TEST(OrchestratorBinary, AdminCommandsDriveATaskFromSubmitToLogs) {
   TempDir dir;
   std::vector<std::string> env = {std::string("TAMMA_ADMIN_TOKEN=") + kAdminToken,

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <sstream>
@@ -115,6 +116,11 @@ class TestServer {
     config_.retry_base = 50ms;
     config_.retry_max = 1s;
     config_.io_threads = 2;
+    // ctest's orchestrator_io_on_core runs these suites again with the HTTP I/O on the core
+    // thread (--threads 0, ADR 0039).
+    if (const char* threads = std::getenv("TAMMA_TEST_ORCHESTRATOR_IO_THREADS")) {
+      config_.io_threads = std::stoi(threads);
+    }
     if (tweak) tweak(config_);
     // After the tweak, so a test's own observer still sees every answer too.
     config_.observe_answer = [recorder = recorder_,

@@ -39,6 +39,7 @@ class RunningOrchestrator {
     return r;
   }
   [[nodiscard]] bool ready() const { return ready_; }
+  [[nodiscard]] int pid() const { return child_->pid(); }
   [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   // SIGSTOP / SIGCONT: the whole process stands still, as under a debugger or a frozen VM.
   void pause() { child_->send_signal(SIGSTOP); }
