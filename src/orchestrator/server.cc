@@ -164,7 +164,7 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
   };
   // With no I/O threads the sessions live on the core's io_context: a post between a session
   // and the core then queues on the one thread instead of waking another.
-  http_ = std::make_unique<HttpServer>(config_.io_threads == 0 ? core_io_ : io_, core_io_, router_,
+  http_ = std::make_unique<HttpServer>(config_.io_threads <= 0 ? core_io_ : io_, core_io_, router_,
                                        metrics_, options);
   reaper_ = std::make_unique<LeaseReaper>(*core_);
 }
