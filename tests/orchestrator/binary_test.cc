@@ -59,7 +59,13 @@ TEST(OrchestratorBinary, SigtermAnswersParkedPollsWith204) {
   auto body = reg.post_json("/api/v1/workers/register", {{"capabilities", capabilities()}}).json();
   TestWorker worker(server.url(), body["workerId"], body["token"]);
   auto parked = std::async(std::launch::async, [&] { return worker.poll(20000); });
-  std::this_thread::sleep_for(300ms);
+  // SIGTERM once the poll is parked (a fixed wait was a guess on a loaded machine).
+  HttpClient admin(server.url(), kAdminToken);
+  const auto parked_by = std::chrono::steady_clock::now() + 10s;
+  while (admin.get("/metrics").body.find("tamma_waiting_polls 1") == std::string::npos &&
+         std::chrono::steady_clock::now() < parked_by) {
+    std::this_thread::sleep_for(10ms);
+  }
   auto start = std::chrono::steady_clock::now();
   auto r = server.stop();
   EXPECT_EQ(r.exit_code, 0);

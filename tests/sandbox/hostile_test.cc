@@ -197,14 +197,20 @@ TEST_F(HostileTest, StdoutFloodIsReadAndKilled) {
 
 TEST_F(HostileTest, SigtermIgnorerIsKilled) {
   bool alive_after_term = false;
-  auto r = sh("trap '' TERM INT HUP; echo ready; while :; do sleep 0.05; done", tier_policy(),
-              {.timeout = 10s, .started = [&](Process& p) {
-                 std::this_thread::sleep_for(300ms);
-                 p.signal_all(SIGTERM);
-                 std::this_thread::sleep_for(300ms);
-                 alive_after_term = !p.poll_exit().has_value();
-                 p.kill_all();
-               }});
+  // SIGTERM goes once the trap is set: a fixed wait was a guess on a slow machine (a VM
+  // under emulation), where the shell might not have reached its `trap` yet.
+  auto r = sh(
+      "trap '' TERM INT HUP; : > " + ws() + "/ready; while :; do sleep 0.05; done", tier_policy(),
+      {.timeout = 20s, .started = [&](Process& p) {
+         const auto deadline = std::chrono::steady_clock::now() + 15s;
+         while (!fs::exists(dir_.path() / "ready") && std::chrono::steady_clock::now() < deadline) {
+           std::this_thread::sleep_for(10ms);
+         }
+         p.signal_all(SIGTERM);
+         std::this_thread::sleep_for(300ms);
+         alive_after_term = !p.poll_exit().has_value();
+         p.kill_all();
+       }});
   EXPECT_TRUE(alive_after_term) << "the task was expected to ignore SIGTERM";
   EXPECT_FALSE(r.killed_by_test);
   ASSERT_TRUE(r.exit);
