@@ -61,11 +61,7 @@ TEST(OrchestratorBinary, SigtermAnswersParkedPollsWith204) {
   auto parked = std::async(std::launch::async, [&] { return worker.poll(20000); });
   // SIGTERM once the poll is parked (a fixed wait was a guess on a loaded machine).
   HttpClient admin(server.url(), kAdminToken);
-  const auto parked_by = std::chrono::steady_clock::now() + 10s;
-  while (admin.get("/metrics").body.find("tamma_waiting_polls 1") == std::string::npos &&
-         std::chrono::steady_clock::now() < parked_by) {
-    std::this_thread::sleep_for(10ms);
-  }
+  wait_for_parked_polls(admin, 1);
   auto start = std::chrono::steady_clock::now();
   auto r = server.stop();
   EXPECT_EQ(r.exit_code, 0);
@@ -104,11 +100,7 @@ TEST(OrchestratorBinary, WithoutIoThreadsTheCoreThreadServesEverything) {
   TestWorker worker(server.url(), body["workerId"], body["token"]);
   auto parked = std::async(std::launch::async, [&] { return worker.poll(20000); });
   HttpClient admin(server.url(), kAdminToken);
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (admin.get("/metrics").body.find("tamma_waiting_polls 1") == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(10ms);
-  }
+  wait_for_parked_polls(admin, 1);
   auto submitted = admin.post_json("/api/v1/tasks", submit_body(task_spec()));
   ASSERT_EQ(submitted.status, 201) << submitted.body;
   auto assignment = parked.get();
@@ -120,10 +112,7 @@ TEST(OrchestratorBinary, WithoutIoThreadsTheCoreThreadServesEverything) {
 
   // Parked again, then SIGTERM: answered 204, and the process exits 0.
   auto again = std::async(std::launch::async, [&] { return worker.poll(20000); });
-  while (admin.get("/metrics").body.find("tamma_waiting_polls 1") == std::string::npos &&
-         std::chrono::steady_clock::now() < deadline + 10s) {
-    std::this_thread::sleep_for(10ms);
-  }
+  wait_for_parked_polls(admin, 1);
   auto r = server.stop();
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(again.get().status, 204);

@@ -54,6 +54,18 @@ inline json capabilities(const json& types = json::array({"command"}),
           {"platform", {{"os", "linux"}, {"arch", "x86_64"}, {"kernel", "6.1"}}}};
 }
 
+// Waits (up to `limit`) until the server shows `n` parked polls on /metrics; false if never.
+inline bool wait_for_parked_polls(HttpClient& admin, int n,
+                                  std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const std::string want = "tamma_waiting_polls " + std::to_string(n) + "\n";
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (admin.get("/metrics").body.find(want) == std::string::npos) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
 // A registered worker speaking the protocol over its own connection.
 class TestWorker {
  public:

@@ -31,15 +31,7 @@ class Replicas : public ::testing::Test {
 };
 
 // Until `server` holds `n` parked polls.
-bool wait_parked(TestServer& server, int n) {
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  const std::string want = "tamma_waiting_polls " + std::to_string(n);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (server.admin()->get("/metrics").body.find(want) != std::string::npos) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return false;
-}
+bool wait_parked(TestServer& server, int n) { return wait_for_parked_polls(*server.admin(), n); }
 
 TEST_F(Replicas, ATaskSubmittedOnOneReachesAPollParkedOnAnotherAndOnlyOne) {
   auto a = replica();
