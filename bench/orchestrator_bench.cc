@@ -1,6 +1,7 @@
 // Orchestrator figures on loopback, each against a fresh orchestrator in a child process (so its
 // RSS is its own): pickup latency with an idle parked poller, claim throughput with two pollers
-// (SQLite synchronous FULL and NORMAL), and the memory held by 10,000 idle long-polls.
+// (SQLite synchronous FULL and NORMAL; WAL checkpoints on the store's own thread, and inside the
+// commits as SQLite does by default, ADR 0040), and the memory held by 10,000 idle long-polls.
 //
 //   orchestrator_bench [--submits N] [--tasks N] [--polls N]
 
@@ -51,7 +52,8 @@ constexpr const char* kRegistration = "bench-registration-token-0123456789";
 // A fresh orchestrator in a forked child: its own process, its own database in a temp dir.
 class ChildServer {
  public:
-  ChildServer(orch::SyncMode sync, std::chrono::milliseconds poll_timeout) {
+  ChildServer(orch::SyncMode sync, std::chrono::milliseconds poll_timeout,
+              int checkpoint_pages = orch::SqliteStore::kCheckpointPages) {
     char pattern[] = "/tmp/tamma-orch-bench-XXXXXX";
     if (::mkdtemp(pattern) == nullptr) die("mkdtemp failed");
     dir_ = pattern;
@@ -61,7 +63,7 @@ class ChildServer {
     if (pid_ < 0) die("fork failed");
     if (pid_ == 0) {
       ::close(pipe_fds[0]);
-      run_child(pipe_fds[1], sync, poll_timeout);
+      run_child(pipe_fds[1], sync, poll_timeout, checkpoint_pages);
     }
     ::close(pipe_fds[1]);
     std::uint16_t port = 0;
@@ -91,7 +93,7 @@ class ChildServer {
 
  private:
   [[noreturn]] void run_child(int ready_fd, orch::SyncMode sync,
-                              std::chrono::milliseconds poll_timeout) {
+                              std::chrono::milliseconds poll_timeout, int checkpoint_pages) {
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
@@ -104,6 +106,7 @@ class ChildServer {
       config.db_path = dir_ / "db.sqlite";
       config.data_dir = dir_ / "data";
       config.sync = sync;
+      config.sqlite_checkpoint_pages = checkpoint_pages;
       config.poll_timeout = poll_timeout;
       config.admin_token = kAdmin;
       config.registration_token = kRegistration;
@@ -162,8 +165,15 @@ double percentile(std::vector<double> values, double p) {
 }
 
 // Submit -> a parked poller's answer, one task at a time so the poller is always idle first.
-void pickup_latency(int submits, orch::SyncMode sync) {
-  ChildServer server(sync, 25s);
+// "synchronous=FULL, checkpoints off the core thread" and the like.
+std::string mode_name(orch::SyncMode sync, int checkpoint_pages) {
+  return fmt::format("synchronous={}, checkpoints {}",
+                     sync == orch::SyncMode::kFull ? "FULL" : "NORMAL",
+                     checkpoint_pages > 0 ? "on their own thread" : "inside commits");
+}
+
+void pickup_latency(int submits, orch::SyncMode sync, int checkpoint_pages) {
+  ChildServer server(sync, 25s, checkpoint_pages);
   auto worker = register_worker(server.url());
   orch::HttpClient admin(server.url(), kAdmin);
   std::atomic<bool> stop{false};
@@ -201,16 +211,16 @@ void pickup_latency(int submits, orch::SyncMode sync) {
   }
   stop = true;
   poller.join();
-  fmt::print("pickup latency, submit -> parked poll answered ({} submits, synchronous={}):\n",
-             submits, sync == orch::SyncMode::kFull ? "FULL" : "NORMAL");
+  fmt::print("pickup latency, submit -> parked poll answered ({} submits, {}):\n", submits,
+             mode_name(sync, checkpoint_pages));
   fmt::print("  p50 {:.2f} ms   p90 {:.2f} ms   p99 {:.2f} ms   max {:.2f} ms\n",
              percentile(latencies, 0.5), percentile(latencies, 0.9), percentile(latencies, 0.99),
              *std::max_element(latencies.begin(), latencies.end()));
 }
 
 // Trivial tasks through the whole cycle: one submitter, two pollers that complete at once.
-void claim_throughput(int tasks, orch::SyncMode sync) {
-  ChildServer server(sync, 25s);
+void claim_throughput(int tasks, orch::SyncMode sync, int checkpoint_pages) {
+  ChildServer server(sync, 25s, checkpoint_pages);
   std::atomic<int> done{0};
   std::atomic<bool> stop{false};
   auto start = Clock::now();
@@ -243,10 +253,8 @@ void claim_throughput(int tasks, orch::SyncMode sync) {
   submitter.join();
   for (auto& t : pollers) t.join();
   double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  fmt::print(
-      "claim throughput, synchronous={}: {} tasks (submit+poll+complete) in {:.2f} s = "
-      "{:.0f} tasks/s\n",
-      sync == orch::SyncMode::kFull ? "FULL  " : "NORMAL", tasks, seconds, tasks / seconds);
+  fmt::print("claim throughput, {}: {} tasks (submit+poll+complete) in {:.2f} s = {:.0f} tasks/s\n",
+             mode_name(sync, checkpoint_pages), tasks, seconds, tasks / seconds);
 }
 
 // Raw sockets on epoll: the cheapest client that can hold thousands of requests open.
@@ -328,10 +336,16 @@ int main(int argc, char** argv) {
       die("unknown flag " + flag);
   }
   try {
-    pickup_latency(submits, orch::SyncMode::kFull);
-    pickup_latency(submits, orch::SyncMode::kNormal);
-    claim_throughput(tasks, orch::SyncMode::kFull);
-    claim_throughput(tasks, orch::SyncMode::kNormal);
+    // Each mode beside the same one with SQLite's checkpoints inside the commits, in turn.
+    constexpr int kOwnThread = orch::SqliteStore::kCheckpointPages;
+    for (auto sync : {orch::SyncMode::kFull, orch::SyncMode::kNormal}) {
+      pickup_latency(submits, sync, kOwnThread);
+      pickup_latency(submits, sync, 0);
+    }
+    for (auto sync : {orch::SyncMode::kFull, orch::SyncMode::kNormal}) {
+      claim_throughput(tasks, sync, kOwnThread);
+      claim_throughput(tasks, sync, 0);
+    }
     idle_polls(polls);
   } catch (const std::exception& e) {
     die(e.what());

@@ -30,6 +30,9 @@ struct ServerConfig {
   std::filesystem::path tls_cert;
   std::filesystem::path tls_key;
   SyncMode sync = SyncMode::kFull;
+  // The WAL size (pages) at which the SQLite store's own thread checkpoints; 0: the commit
+  // that passes SQLite's 1000 does it, as SQLite does by default (ADR 0040).
+  int sqlite_checkpoint_pages = SqliteStore::kCheckpointPages;
 
   std::chrono::milliseconds lease_ttl = 30s;
   // A claim the worker has not acknowledged (its `started`, any fenced write, or a heartbeat

@@ -60,6 +60,10 @@ void metrics(Core& core, Request& request, const ExchangePtr& exchange) {
         "tamma_queue_notifications_skipped_total {}\n",
         signal->sent, signal->received, signal->skipped);
   }
+  for (const auto& m : core.store.metrics()) {
+    r.body += fmt::format("# HELP tamma_{0} {1}.\n# TYPE tamma_{0} {2}\ntamma_{0} {3}\n", m.name,
+                          m.help, m.type, m.value);
+  }
   exchange->reply(std::move(r));
 }
 

@@ -45,6 +45,7 @@ struct ServeArgs {
   std::string max_artifact_body = "64M";
   std::string max_log_bytes = "64M";
   std::string synchronous = "full";
+  int sqlite_checkpoint_pages = orch::SqliteStore::kCheckpointPages;
   std::string retain_finished = "30d";
   int threads = 2;
   std::string idle_timeout = "75s";
@@ -191,6 +192,11 @@ orch::ServerConfig server_config(const ServeArgs& a) {
   c.max_log_bytes = size_flag("--max-log-bytes", a.max_log_bytes);
   c.retain_finished = retention_flag(a.retain_finished);
   c.sync = orch::sync_mode_from_string(a.synchronous);
+  if (a.sqlite_checkpoint_pages < 0 || a.sqlite_checkpoint_pages > 1000000) {
+    throw Error(ErrorKind::kConfig, "invalid_flag",
+                "--sqlite-checkpoint-pages must be between 0 and 1000000");
+  }
+  c.sqlite_checkpoint_pages = a.sqlite_checkpoint_pages;
   if (a.threads < 0 || a.threads > 64) {
     throw Error(ErrorKind::kConfig, "invalid_flag", "--threads must be between 0 and 64");
   }
@@ -291,6 +297,12 @@ int main(int argc, char** argv) {
                    "artifacts (the audit trail stays): 7d, 36h, ...; 0 keeps them forever")
       ->capture_default_str();
   serve_cmd->add_option("--sqlite-synchronous", serve_args.synchronous, "full or normal (ADR 0012)")
+      ->capture_default_str();
+  serve_cmd
+      ->add_option("--sqlite-checkpoint-pages", serve_args.sqlite_checkpoint_pages,
+                   "WAL size in pages at which a thread of its own copies the WAL into the "
+                   "database; 0: the commit that passes 1000 does it, as SQLite does by default "
+                   "(ADR 0040)")
       ->capture_default_str();
   serve_cmd
       ->add_option("--threads", serve_args.threads,

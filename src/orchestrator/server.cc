@@ -110,8 +110,9 @@ Server::Server(ServerConfig config, std::ostream& announce) : config_(std::move(
     std::filesystem::remove(entry.path(), ec);
   }
   if (config_.postgres_conninfo.empty()) {
-    store_ = std::make_unique<SqliteStore>(config_.db_path, config_.sync,
-                                           config_.data_dir / "artifacts");
+    store_ =
+        std::make_unique<SqliteStore>(config_.db_path, config_.sync, config_.data_dir / "artifacts",
+                                      config_.sqlite_checkpoint_pages);
   } else {
     store_ = std::make_unique<PostgresStore>(config_.postgres_conninfo);
   }

@@ -108,6 +108,10 @@ TEST(OrchestratorOps, MetricsParseAsPrometheusTextWithTheExpectedSeries) {
   EXPECT_EQ(values["tamma_waiting_polls"], 0);
   EXPECT_EQ(values["tamma_workers{state=\"online\"}"], 1);
   EXPECT_EQ(values["tamma_lease_expiries_total"], 0);
+  // The SQLite store's checkpoints, on a thread of its own (ADR 0040).
+  EXPECT_EQ(values.count("tamma_sqlite_checkpoints_total"), 1u);
+  EXPECT_EQ(values["tamma_sqlite_checkpoint_failures_total"], 0);
+  EXPECT_GT(values["tamma_sqlite_wal_pages"], 0) << "every commit so far is in the WAL";
   EXPECT_EQ(values["tamma_task_pickup_latency_seconds_count"], 1);
   EXPECT_EQ(values["tamma_task_pickup_latency_seconds_bucket{le=\"+Inf\"}"], 1);
   EXPECT_EQ(

@@ -129,6 +129,20 @@ TEST(OrchestratorBinary, AThreadCountOutOfRangeIsRefusedByName) {
   }
 }
 
+TEST(OrchestratorBinary, ACheckpointThresholdOutOfRangeIsRefusedByName) {
+  TempDir dir;
+  for (const char* pages : {"-1", "1000001"}) {
+    auto r = run_process(
+        {kBinary, "serve", "--listen", "127.0.0.1:0", "--db",
+         "sqlite:" + (dir.path() / "db.sqlite").string(), "--sqlite-checkpoint-pages", pages},
+        {}, std::chrono::seconds(20));
+    EXPECT_NE(r.exit_code, 0) << pages;
+    EXPECT_NE(r.err.find("--sqlite-checkpoint-pages must be between 0 and 1000000"),
+              std::string::npos)
+        << r.err;
+  }
+}
+
 TEST(OrchestratorBinary, AdminCommandsDriveATaskFromSubmitToLogs) {
   TempDir dir;
   std::vector<std::string> env = {std::string("TAMMA_ADMIN_TOKEN=") + kAdminToken,

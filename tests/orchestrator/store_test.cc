@@ -1,7 +1,11 @@
 // The SQLite store on its own: backoff arithmetic, expiry decided by one conditional UPDATE,
-// release of an undelivered claim, durability across reopen.
+// release of an undelivered claim, durability across reopen, checkpoints on a thread of their
+// own.
 
 #include <sqlite3.h>
+
+#include <chrono>
+#include <thread>
 
 #include "orchestrator/auth.h"
 #include "orchestrator/store/sqlite_store.h"
@@ -245,6 +249,112 @@ TEST(SqliteStore, RefusesADatabaseFromANewerVersion) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), "database_too_new");
   }
+}
+
+// Waits for `done`, asking every 10 ms, for up to 60 s (a cue, not a timing: the thread that
+// checkpoints has its own pace).
+template <typename F>
+bool eventually(F done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+std::uintmax_t wal_bytes(const std::filesystem::path& file) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(file.string() + "-wal", ec);
+  return ec ? 0 : size;
+}
+
+std::int64_t again_count(SqliteStore& store) { return store.count_tasks().by_state["queued"]; }
+
+// A WAL frame: a 24-byte header and one page (4096 bytes, SQLite's default).
+constexpr std::uintmax_t kFrameBytes = 24 + 4096;
+
+TEST(SqliteStore, CheckpointsOnTheirOwnThreadKeepTheWalSmallAndLoseNothing) {
+  tamma::testing::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  constexpr int kThreshold = 40;
+  constexpr int kTasks = 1500;  // some 8 pages each: 300 thresholds' worth
+  {
+    // FULL, as a server runs: each commit waits for its fsync, as a server's would.
+    SqliteStore store(file, SyncMode::kFull, {}, kThreshold);
+    ASSERT_TRUE(store.checkpoint_stats().has_value());
+    for (int i = 0; i < kTasks; ++i)
+      store.submit(new_task("t" + std::to_string(i)), nullptr, {}, {});
+    // The thread made passes, and the WAL started over rather than holding every commit:
+    // within a few more commits it is below the size at which commits catch up (a thread
+    // starved of CPU by the other tests may make a while of it, hence more commits).
+    int more = 0;
+    EXPECT_TRUE(eventually([&] {
+      store.submit(new_task("more" + std::to_string(more++)), nullptr, {}, {});
+      const auto stats = *store.checkpoint_stats();
+      return stats.checkpoints > 0 &&
+             stats.wal_pages <
+                 static_cast<std::uint64_t>(SqliteCheckpointer::kCatchUpFactor * kThreshold);
+    })) << store.checkpoint_stats()->wal_pages
+        << " pages in the WAL";
+    const auto stats = *store.checkpoint_stats();
+    EXPECT_EQ(stats.failures, 0u);
+    // The file keeps its largest size: far below every commit's 12,000 pages even when a pass
+    // was slow (the first grows the database file) while commits came in.
+    EXPECT_LE(wal_bytes(file), 2000 * kFrameBytes + 32);
+    // /metrics shows them.
+    std::map<std::string, double> metrics;
+    for (const auto& m : store.metrics()) metrics[m.name] = m.value;
+    EXPECT_GE(metrics["sqlite_checkpoints_total"], 1);
+    EXPECT_EQ(metrics.count("sqlite_checkpoint_catch_ups_total"), 1u);
+    EXPECT_EQ(metrics["sqlite_checkpoint_failures_total"], 0);
+    EXPECT_EQ(metrics.count("sqlite_wal_pages"), 1u);
+    EXPECT_EQ(again_count(store), kTasks + more);
+  }
+  // A clean close copies the rest and removes the WAL: the file alone holds everything.
+  EXPECT_FALSE(std::filesystem::exists(file.string() + "-wal"));
+  SqliteStore again(file, SyncMode::kNormal);
+  EXPECT_GE(again_count(again), kTasks);
+  EXPECT_TRUE(again.task("t" + std::to_string(kTasks - 1)).has_value());
+}
+
+TEST(SqliteStore, AReaderThatPinsTheWalDelaysCheckpointsButNoCommit) {
+  tamma::testing::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  constexpr int kThreshold = 40;
+  SqliteStore store(file, SyncMode::kNormal, {}, kThreshold);
+  store.submit(new_task("first"), nullptr, {}, {});
+  // An admin's shell in the middle of a read: no checkpoint may copy past its snapshot.
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(::sqlite3_open_v2(file.c_str(), &reader, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  ASSERT_EQ(::sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM tasks;", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  for (int i = 0; i < 600; ++i) store.submit(new_task("t" + std::to_string(i)), nullptr, {}, {});
+  EXPECT_GT(store.checkpoint_stats()->wal_pages,
+            static_cast<std::uint64_t>(SqliteCheckpointer::kHardCapFactor) * kThreshold)
+      << "the reader's snapshot keeps every frame after it";
+  ASSERT_EQ(::sqlite3_exec(reader, "COMMIT;", nullptr, nullptr, nullptr), SQLITE_OK);
+  ::sqlite3_close_v2(reader);
+  // Once it is gone, the commits that follow get the WAL copied and started over.
+  int more = 0;
+  EXPECT_TRUE(eventually([&] {
+    store.submit(new_task("after" + std::to_string(more++)), nullptr, {}, {});
+    return store.checkpoint_stats()->wal_pages < static_cast<std::uint64_t>(kThreshold);
+  })) << store.checkpoint_stats()->wal_pages
+      << " pages still in the WAL";
+  EXPECT_EQ(store.count_tasks().by_state["queued"], 601 + more);
+}
+
+TEST(SqliteStore, WithoutItsOwnThreadCheckpointsAreSqlitesAsBefore) {
+  tamma::testing::TempDir dir;
+  auto file = dir.path() / "db.sqlite";
+  SqliteStore store(file, SyncMode::kNormal, {}, /*checkpoint_pages=*/0);
+  EXPECT_FALSE(store.checkpoint_stats().has_value());
+  EXPECT_TRUE(store.metrics().empty());
+  for (int i = 0; i < 1500; ++i) store.submit(new_task("t" + std::to_string(i)), nullptr, {}, {});
+  // SQLite's automatic checkpoint at 1000 pages kept it from holding every commit.
+  EXPECT_LE(wal_bytes(file), 1100 * kFrameBytes + 32);
+  EXPECT_EQ(store.count_tasks().by_state["queued"], 1500);
 }
 
 }  // namespace

@@ -207,7 +207,7 @@ SyncMode sync_mode_from_string(const std::string& text) {
 }
 
 SqliteStore::SqliteStore(const std::filesystem::path& file, SyncMode sync,
-                         std::filesystem::path artifact_dir)
+                         std::filesystem::path artifact_dir, int checkpoint_pages)
     : db_(file),
       artifact_dir_(artifact_dir.empty() ? file.parent_path() / "tamma-data" / "artifacts"
                                          : std::move(artifact_dir)) {
@@ -225,6 +225,35 @@ SqliteStore::SqliteStore(const std::filesystem::path& file, SyncMode sync,
   db_.exec(sync == SyncMode::kFull ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
   db_.exec("PRAGMA foreign_keys = ON");
   migrate();
+  if (checkpoint_pages <= 0) return;  // SQLite's automatic checkpoint, inside the commits
+  try {
+    checkpointer_ = std::make_unique<SqliteCheckpointer>(db_.handle(), file,
+                                                         sync == SyncMode::kFull, checkpoint_pages);
+  } catch (const Error& e) {
+    // Not fatal: the commits checkpoint themselves, as SQLite does by default.
+    spdlog::warn("{}; checkpoints run inside commits instead", e.what());
+  }
+}
+
+std::optional<SqliteCheckpointer::Stats> SqliteStore::checkpoint_stats() const {
+  if (!checkpointer_) return std::nullopt;
+  return checkpointer_->stats();
+}
+
+std::vector<StoreMetric> SqliteStore::metrics() {
+  const auto stats = checkpoint_stats();
+  if (!stats) return {};
+  return {
+      {"sqlite_checkpoints_total", "counter", "WAL checkpoint passes completed off the core thread",
+       static_cast<double>(stats->checkpoints)},
+      {"sqlite_checkpoint_catch_ups_total", "counter",
+       "WAL checkpoints a commit ran itself, copying what the thread's passes left behind",
+       static_cast<double>(stats->catch_ups)},
+      {"sqlite_checkpoint_failures_total", "counter",
+       "WAL checkpoints that ended with an error (the WAL keeps every commit)",
+       static_cast<double>(stats->failures)},
+      {"sqlite_wal_pages", "gauge", "Pages in the write-ahead log after the last commit",
+       static_cast<double>(stats->wal_pages)}};
 }
 
 void SqliteStore::migrate() {

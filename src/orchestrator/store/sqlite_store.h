@@ -5,10 +5,12 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "orchestrator/store/audit_row.h"
 #include "orchestrator/store/sqlite.h"
+#include "orchestrator/store/sqlite_checkpointer.h"
 #include "orchestrator/store/store.h"
 
 namespace tamma::orchestrator {
@@ -20,9 +22,14 @@ SyncMode sync_mode_from_string(const std::string& text);
 
 class SqliteStore : public Store {
  public:
+  // SQLite's own threshold for a checkpoint, kept: the WAL's size asking for one, in pages.
+  static constexpr int kCheckpointPages = 1000;
+
   // Artifacts are files under `artifact_dir` (default: tamma-data/artifacts next to `file`).
+  // Checkpoints run on a thread of the store's own once the WAL holds `checkpoint_pages`
+  // (sqlite_checkpointer.h); 0 leaves them to SQLite, inside the commit that passes 1000.
   SqliteStore(const std::filesystem::path& file, SyncMode sync,
-              std::filesystem::path artifact_dir = {});
+              std::filesystem::path artifact_dir = {}, int checkpoint_pages = kCheckpointPages);
 
   std::optional<std::string> setting(const std::string& key) override;
   void put_setting(const std::string& key, const std::string& value) override;
@@ -87,7 +94,11 @@ class SqliteStore : public Store {
   std::vector<wire::AuditRecord> audit(const AuditQuery& query) override;
   std::vector<std::string> queued_task_ids(int limit) override;
 
+  std::vector<StoreMetric> metrics() override;
+
   [[nodiscard]] const SchemaVersions& schema() const { return schema_; }
+  // Nullopt when checkpoints are SQLite's automatic ones (the second connection failed).
+  [[nodiscard]] std::optional<SqliteCheckpointer::Stats> checkpoint_stats() const;
 
  private:
   void migrate();
@@ -112,6 +123,8 @@ class SqliteStore : public Store {
   SqliteDb db_;
   std::filesystem::path artifact_dir_;
   std::pair<ino_t, dev_t> inode_;  // of the file as opened, to notice it being replaced
+  // After db_: stopped, and its connection closed, before the writer's close.
+  std::unique_ptr<SqliteCheckpointer> checkpointer_;
 };
 
 }  // namespace tamma::orchestrator

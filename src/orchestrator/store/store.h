@@ -121,6 +121,15 @@ struct TaskCounts {
   std::map<std::string, std::int64_t> by_state;
 };
 
+// A figure of the store's own for /metrics (Prometheus text): `name` without the tamma_
+// prefix, `type` "counter" or "gauge".
+struct StoreMetric {
+  std::string name;
+  std::string type;
+  std::string help;
+  double value = 0;
+};
+
 // An artifact's bytes read piece by piece, off the store's thread: the store of several
 // replicas keeps them in the database (docs/adr/0027-artifacts-in-postgresql-and-retention.md).
 class ArtifactStream {
@@ -315,6 +324,8 @@ class Store {
   virtual std::optional<std::string> artifact_path(const std::string& task_id, int attempt,
                                                    const std::string& name) = 0;
   virtual TaskCounts count_tasks() = 0;
+  // What the store alone knows about itself, for /metrics at scrape time.
+  virtual std::vector<StoreMetric> metrics() { return {}; }
   // Queued tasks, best first (priority, then age), at most `limit`.
   virtual std::vector<std::string> queued_task_ids(int limit) = 0;
   // What a parked poll is matched on, for a task that is queued now; nullopt when it is not
