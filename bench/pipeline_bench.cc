@@ -13,11 +13,13 @@
 // The goals of the issue are printed next to the figures, never asserted (machines are noisy).
 //
 //   pipeline_bench [--tasks N] [--warmup N] [--throughput-tasks N] [--slots 1,2,4]
-//                  [--orchestrator-threads N] [--no-celery] [--keep]
+//                  [--orchestrator-threads N] [--sqlite-checkpoint-pages N] [--no-celery] [--keep]
 //
 //   --tasks             measured pickups (default 200), after --warmup unmeasured ones (20)
 //   --throughput-tasks  tasks per throughput configuration (default 1000)
 //   --orchestrator-threads  the orchestrator's --threads (default: its own default)
+//   --sqlite-checkpoint-pages  the orchestrator's --sqlite-checkpoint-pages (0: checkpoints
+//                       inside the commits, as SQLite does by default; ADR 0040)
 //   --keep              keep the scratch directory (logs, database) and print where it is
 //
 // TAMMA_BENCH_WORKER and TAMMA_BENCH_ORCHESTRATOR name other binaries than this build's (an
@@ -257,8 +259,9 @@ class Program {
   pid_t pid_ = -1;
 };
 
-// --orchestrator-threads: empty for the orchestrator's own default.
+// --orchestrator-threads, --sqlite-checkpoint-pages: empty for the orchestrator's own default.
 std::string g_orchestrator_threads;
+std::string g_checkpoint_pages;
 
 class Orchestrator {
  public:
@@ -276,6 +279,9 @@ class Orchestrator {
                                   "full"};
     if (!g_orchestrator_threads.empty()) {
       argv.insert(argv.end(), {"--threads", g_orchestrator_threads});
+    }
+    if (!g_checkpoint_pages.empty()) {
+      argv.insert(argv.end(), {"--sqlite-checkpoint-pages", g_checkpoint_pages});
     }
     program_ = std::make_unique<Program>(
         argv,
@@ -648,10 +654,13 @@ Spread spread_from_json(const json& j) {
 int run(const Options& options) {
   ScratchDir scratch;
   scratch.keep = options.keep;
-  std::printf("pipeline_bench: %s, %u CPUs, orchestrator --threads %s, load %s",
-              worker_binary().c_str(), std::thread::hardware_concurrency(),
-              g_orchestrator_threads.empty() ? "default" : g_orchestrator_threads.c_str(),
-              read_text("/proc/loadavg").c_str());
+  std::printf(
+      "pipeline_bench: %s, %u CPUs, orchestrator --threads %s --sqlite-checkpoint-pages %s, "
+      "load %s",
+      worker_binary().c_str(), std::thread::hardware_concurrency(),
+      g_orchestrator_threads.empty() ? "default" : g_orchestrator_threads.c_str(),
+      g_checkpoint_pages.empty() ? "default" : g_checkpoint_pages.c_str(),
+      read_text("/proc/loadavg").c_str());
 
   std::fprintf(stderr, "pipeline_bench: pickup, %d tasks ...\n", options.tasks);
   const PickupFigures ours = measure_pickup(scratch.path() / "pickup", options);
@@ -746,6 +755,8 @@ int main(int argc, char** argv) {
         options.slots = parse_list(value());
       } else if (arg == "--orchestrator-threads") {
         g_orchestrator_threads = std::to_string(std::stoi(value()));
+      } else if (arg == "--sqlite-checkpoint-pages") {
+        g_checkpoint_pages = std::to_string(std::stoi(value()));
       } else if (arg == "--no-celery") {
         options.celery = false;
       } else if (arg == "--keep") {
@@ -753,7 +764,8 @@ int main(int argc, char** argv) {
       } else {
         std::fprintf(stderr,
                      "usage: %s [--tasks N] [--warmup N] [--throughput-tasks N] "
-                     "[--slots 1,2,4] [--orchestrator-threads N] [--no-celery] [--keep]\n",
+                     "[--slots 1,2,4] [--orchestrator-threads N] [--sqlite-checkpoint-pages N] "
+                     "[--no-celery] [--keep]\n",
                      argv[0]);
         return 2;
       }
