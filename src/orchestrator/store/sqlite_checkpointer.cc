@@ -6,8 +6,6 @@
 #include <algorithm>
 #include <string>
 
-#include "common/error.h"
-
 namespace tamma::orchestrator {
 
 // SQLite's own threshold for its automatic checkpoint, given back to the writer at the end.
@@ -15,27 +13,10 @@ constexpr int kSqliteDefaultAutocheckpoint = 1000;
 
 SqliteCheckpointer::SqliteCheckpointer(sqlite3* writer, const std::filesystem::path& file,
                                        bool synchronous_full, int threshold_pages)
-    : writer_(writer), threshold_(threshold_pages < 1 ? 1 : threshold_pages) {
-  // NOMUTEX: this connection is used by the thread below only (opened here, before it starts).
-  int rc =
-      ::sqlite3_open_v2(file.c_str(), &own_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
-  std::string why;
-  if (rc != SQLITE_OK) {
-    why = own_ ? ::sqlite3_errmsg(own_) : ::sqlite3_errstr(rc);
-  } else {
-    // The checkpoint syncs the WAL before copying and the database file after, as the
-    // connection that runs it is set: the writer's mode, so FULL stays FULL end to end.
-    const char* sync =
-        synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL";
-    rc = ::sqlite3_exec(own_, sync, nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) why = ::sqlite3_errmsg(own_);
-  }
-  if (rc != SQLITE_OK) {
-    ::sqlite3_close_v2(own_);
-    own_ = nullptr;
-    throw Error(ErrorKind::kInfrastructure, "database_error",
-                "cannot open the checkpointer's connection to " + file.string() + ": " + why);
-  }
+    : writer_(writer), own_(file), threshold_(threshold_pages < 1 ? 1 : threshold_pages) {
+  // The checkpoint syncs the WAL before copying and the database file after, as the
+  // connection that runs it is set: the writer's mode, so FULL stays FULL end to end.
+  own_.exec(synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
   // Replaces (and so turns off) the automatic checkpoint of the writer's commits.
   ::sqlite3_wal_hook(writer_, &SqliteCheckpointer::on_commit, this);
   thread_ = std::thread([this] { loop(); });
@@ -52,7 +33,6 @@ SqliteCheckpointer::~SqliteCheckpointer() {
   // (the last connection once this one is gone) copies the WAL back and removes it.
   ::sqlite3_wal_hook(writer_, nullptr, nullptr);
   ::sqlite3_wal_autocheckpoint(writer_, kSqliteDefaultAutocheckpoint);
-  ::sqlite3_close_v2(own_);
 }
 
 SqliteCheckpointer::Stats SqliteCheckpointer::stats() const {
@@ -60,16 +40,16 @@ SqliteCheckpointer::Stats SqliteCheckpointer::stats() const {
           failures_.load(std::memory_order_relaxed), wal_pages_.load(std::memory_order_relaxed)};
 }
 
-SqliteCheckpointer::Action SqliteCheckpointer::after_commit(std::uint64_t pages) {
+SqliteCheckpointer::Action SqliteCheckpointer::after_commit(std::uint64_t before,
+                                                            std::uint64_t pages) {
   const auto threshold = static_cast<std::uint64_t>(threshold_);
-  if (pages < last_pages_) {
+  if (pages < before) {
     // The WAL started over: what the passes copied was of the old one.
     ++restarts_;
     copied_ = 0;
     asked_at_ = 0;
     woken_at_ = 0;
   }
-  last_pages_ = pages;
   const std::uint64_t uncopied = pages > copied_ ? pages - copied_ : 0;
   // asked_at_ moves when a catch-up succeeded (on_commit): a busy one is tried again at the
   // next commit.
@@ -93,11 +73,11 @@ SqliteCheckpointer::Action SqliteCheckpointer::after_commit(std::uint64_t pages)
 int SqliteCheckpointer::on_commit(void* self, sqlite3* db, const char* name, int pages) {
   auto* me = static_cast<SqliteCheckpointer*>(self);
   const auto count = static_cast<std::uint64_t>(pages < 0 ? 0 : pages);
-  me->wal_pages_.store(count, std::memory_order_relaxed);
+  const std::uint64_t before = me->wal_pages_.exchange(count, std::memory_order_relaxed);
   Action action;
   {
     std::lock_guard lock(me->mutex_);
-    action = me->after_commit(count);
+    action = me->after_commit(before, count);
   }
   if (action == Action::kWake) {
     me->wake_.notify_one();
@@ -133,8 +113,8 @@ void SqliteCheckpointer::loop() {
     // blocks the writer. A WAL a long reader pins is copied by a later attempt.
     int wal_frames = 0;
     int copied = 0;
-    const int rc =
-        ::sqlite3_wal_checkpoint_v2(own_, "main", SQLITE_CHECKPOINT_PASSIVE, &wal_frames, &copied);
+    const int rc = ::sqlite3_wal_checkpoint_v2(own_.handle(), "main", SQLITE_CHECKPOINT_PASSIVE,
+                                               &wal_frames, &copied);
     if (rc == SQLITE_OK) {
       checkpoints_.fetch_add(1, std::memory_order_relaxed);
       {
@@ -152,7 +132,7 @@ void SqliteCheckpointer::loop() {
       // Nothing is lost (the WAL keeps every commit); once per streak, not per commit.
       if (!failing) {
         spdlog::warn("database: checkpoint failed ({}); the WAL grows until one succeeds",
-                     ::sqlite3_errmsg(own_));
+                     ::sqlite3_errmsg(own_.handle()));
       }
       failing = true;
     }

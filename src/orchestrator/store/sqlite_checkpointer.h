@@ -27,6 +27,8 @@
 #include <mutex>
 #include <thread>
 
+#include "orchestrator/store/sqlite.h"
+
 struct sqlite3;
 
 namespace tamma::orchestrator {
@@ -63,28 +65,27 @@ class SqliteCheckpointer {
 
  private:
   static int on_commit(void* self, sqlite3* db, const char* name, int pages);
-  // Under mutex_: what a commit that left `pages` in the WAL should do.
+  // Under mutex_: what a commit that took the WAL from `before` to `pages` should do.
   enum class Action { kNothing, kWake, kCatchUp };
-  Action after_commit(std::uint64_t pages);
+  Action after_commit(std::uint64_t before, std::uint64_t pages);
   void loop();
 
   sqlite3* writer_;
-  sqlite3* own_ = nullptr;
+  SqliteDb own_;  // used by the thread only, once it has started
   const int threshold_;
   std::atomic<std::uint64_t> checkpoints_{0};
   std::atomic<std::uint64_t> catch_ups_{0};
   std::atomic<std::uint64_t> failures_{0};
-  std::atomic<std::uint64_t> wal_pages_{0};
+  std::atomic<std::uint64_t> wal_pages_{0};  // written by the writer's commits only
   std::mutex mutex_;
   std::condition_variable wake_;
   // Guarded by mutex_.
   bool wanted_ = false;
   bool stop_ = false;
-  std::uint64_t last_pages_ = 0;  // after the previous commit
-  std::uint64_t restarts_ = 0;    // times the WAL started over, as commits saw it
-  std::uint64_t copied_ = 0;      // frames copied since the WAL last started over
-  std::uint64_t woken_at_ = 0;    // WAL size at the last wake-up of the thread
-  std::uint64_t asked_at_ = 0;    // WAL size at the last catch-up that was not busy
+  std::uint64_t restarts_ = 0;  // times the WAL started over, as commits saw it
+  std::uint64_t copied_ = 0;    // frames copied since the WAL last started over
+  std::uint64_t woken_at_ = 0;  // WAL size at the last wake-up of the thread
+  std::uint64_t asked_at_ = 0;  // WAL size at the last catch-up that was not busy
   std::thread thread_;
 };
 
